@@ -1,0 +1,316 @@
+//! Token validation: bearer token → verified [`Principal`], with a verified-token cache.
+//!
+//! The token step of the request flow. A token is looked up by SHA-256 in a bounded
+//! moka cache whose entries never outlive `exp`; on a miss it is parsed once, matched to
+//! one of the route's issuers by `iss`, verified against that issuer's current keys
+//! (with one single-flight refetch for an unknown `kid`), and its issuer-level claims
+//! checked (`exp`, `nbf`, `iat`, `typ`, required claims). Route-level checks (audience,
+//! scopes) are in `policy` and run on every request, cached or not.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::sync::Cache;
+use sha2::{Digest, Sha256};
+
+use crate::config::{canonical_audience, Config, Route};
+use crate::error::Refusal;
+use crate::jwks::{now_unix, Fetcher, IssuerKeys, KeysUnavailable};
+use crate::jwt::{self, KeyMiss, TokenError};
+use crate::metrics;
+
+/// Who the caller is, as proven by a verified token.
+#[derive(Debug)]
+pub struct Principal {
+    /// The `iss` value (equal to a configured issuer's `issuer`).
+    pub iss: Arc<str>,
+    pub issuer_name: Arc<str>,
+    pub subject: Option<Box<str>>,
+    pub client_id: Option<Box<str>>,
+    /// Space-separated scopes, as forwarded upstream.
+    pub scopes: Box<str>,
+    /// Canonical audiences.
+    pub audiences: Box<[Box<str>]>,
+    pub exp: i64,
+    pub nbf: Option<i64>,
+    pub skew: i64,
+}
+
+impl Principal {
+    pub fn has_scope(&self, s: &str) -> bool {
+        self.scopes.split(' ').any(|t| t == s)
+    }
+}
+
+pub type TokenHash = [u8; 32];
+
+pub fn token_hash(token: &str) -> TokenHash {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A short, non-reversible token fingerprint for logs.
+pub fn hash_prefix(h: &TokenHash) -> String {
+    h[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct ExpireAtExp;
+
+impl moka::Expiry<TokenHash, Arc<Principal>> for ExpireAtExp {
+    fn expire_after_create(
+        &self,
+        _k: &TokenHash,
+        p: &Arc<Principal>,
+        _now: Instant,
+    ) -> Option<Duration> {
+        let left = p.exp + p.skew - now_unix();
+        Some(Duration::from_secs(left.max(0) as u64))
+    }
+}
+
+/// Issuer key stores plus the verified-token cache.
+pub struct Authenticator {
+    /// Keyed by issuer URL (`iss`).
+    issuers: HashMap<String, Arc<IssuerKeys>>,
+    cache: Cache<TokenHash, Arc<Principal>>,
+}
+
+impl Authenticator {
+    pub fn new(config: &Config, fetcher: &Arc<Fetcher>) -> Authenticator {
+        let mut issuers = HashMap::new();
+        for ic in &config.issuers {
+            issuers.insert(
+                ic.issuer.clone(),
+                IssuerKeys::new(ic.clone(), fetcher.clone()),
+            );
+        }
+        let cache = Cache::builder()
+            .max_capacity(config.token_cache_entries)
+            .expire_after(ExpireAtExp)
+            .build();
+        Authenticator { issuers, cache }
+    }
+
+    /// Start background refresh for every issuer that a route uses.
+    pub fn start(&self, config: &Config) {
+        for i in config.issuers_in_use() {
+            if let Some(k) = self.issuers.get(&config.issuers[i].issuer) {
+                k.start();
+            }
+        }
+    }
+
+    pub fn issuer_keys(&self, issuer_url: &str) -> Option<&Arc<IssuerKeys>> {
+        self.issuers.get(issuer_url)
+    }
+
+    /// Validate a bearer token for `route` (issuer-level checks only; see `policy`).
+    pub async fn authenticate(
+        &self,
+        config: &Config,
+        route: &Route,
+        token: &str,
+        hash: &TokenHash,
+    ) -> Result<Arc<Principal>, Refusal> {
+        if let Some(p) = self.cache.get(hash) {
+            metrics::token_cache(true);
+            if !route
+                .issuers
+                .iter()
+                .any(|&i| config.issuers[i].issuer == *p.iss)
+            {
+                return Err(Refusal::InvalidToken(
+                    "token issuer is not accepted on this route",
+                ));
+            }
+            check_times(p.exp, p.nbf, None, p.skew, now_unix())
+                .map_err(|e| Refusal::InvalidToken(e.0))?;
+            return Ok(p);
+        }
+        metrics::token_cache(false);
+        let p = self.verify(config, route, token).await?;
+        let p = Arc::new(p);
+        self.cache.insert(*hash, p.clone());
+        Ok(p)
+    }
+
+    async fn verify(
+        &self,
+        config: &Config,
+        route: &Route,
+        token: &str,
+    ) -> Result<Principal, Refusal> {
+        let invalid = |e: TokenError| Refusal::InvalidToken(e.0);
+        let parsed = jwt::parse(token).map_err(invalid)?;
+        let iss = parsed
+            .claims
+            .iss
+            .as_deref()
+            .ok_or(Refusal::InvalidToken("token has no iss claim"))?;
+        let issuer = route
+            .issuers
+            .iter()
+            .map(|&i| &config.issuers[i])
+            .find(|ic| ic.issuer == iss)
+            .ok_or(Refusal::InvalidToken(
+                "token issuer is not accepted on this route",
+            ))?;
+        if !issuer.algorithms.contains(&parsed.alg) {
+            return Err(Refusal::InvalidToken(
+                "token alg is not allowed for this issuer",
+            ));
+        }
+        jwt::check_typ(parsed.typ.as_deref(), issuer.require_at_jwt).map_err(invalid)?;
+        let keys = self
+            .issuers
+            .get(&issuer.issuer)
+            .ok_or(Refusal::Unavailable("issuer keys are not loaded"))?;
+
+        let mut snapshot = match keys.snapshot() {
+            Ok(s) => Some(s),
+            Err(KeysUnavailable::NeverFetched | KeysUnavailable::TooStale) => {
+                keys.refetch().await;
+                keys.snapshot().ok()
+            }
+        };
+        let mut refetched = false;
+        loop {
+            let Some(snap) = snapshot.as_ref() else {
+                return Err(Refusal::Unavailable(
+                    "the issuer's signing keys are unavailable",
+                ));
+            };
+            match jwt::verify_signature(&parsed, &snap.keys) {
+                Ok(()) => break,
+                Err(KeyMiss::BadSignature) => {
+                    return Err(Refusal::InvalidToken("token signature is invalid"))
+                }
+                Err(KeyMiss::NoKey) if !refetched => {
+                    refetched = true;
+                    if keys.refetch().await {
+                        snapshot = keys.snapshot().ok();
+                        continue;
+                    }
+                    return Err(Refusal::InvalidToken(
+                        "no issuer key matches the token's kid and alg",
+                    ));
+                }
+                Err(KeyMiss::NoKey) => {
+                    return Err(Refusal::InvalidToken(
+                        "no issuer key matches the token's kid and alg",
+                    ))
+                }
+            }
+        }
+
+        let c = parsed.claims;
+        let skew = issuer.clock_skew as i64;
+        let exp = match &c.exp {
+            Some(n) => {
+                jwt::numeric_date(n, "token exp is not a valid NumericDate").map_err(invalid)?
+            }
+            None => return Err(Refusal::InvalidToken("token has no exp claim")),
+        };
+        let nbf = c
+            .nbf
+            .as_ref()
+            .map(|n| jwt::numeric_date(n, "token nbf is not a valid NumericDate"))
+            .transpose()
+            .map_err(invalid)?;
+        let iat = c
+            .iat
+            .as_ref()
+            .map(|n| jwt::numeric_date(n, "token iat is not a valid NumericDate"))
+            .transpose()
+            .map_err(invalid)?;
+        check_times(exp, nbf, iat, skew, now_unix()).map_err(invalid)?;
+        let Some(aud) = c.aud else {
+            return Err(Refusal::InvalidToken("token has no aud claim"));
+        };
+        let audiences: Box<[Box<str>]> = aud
+            .iter()
+            .map(|a| canonical_audience(a).into_boxed_str())
+            .collect();
+        let client_id = c.client_id.or(c.azp);
+        if issuer.require_at_jwt
+            && (c.sub.is_none() || client_id.is_none() || iat.is_none() || c.jti.is_none())
+        {
+            return Err(Refusal::InvalidToken(
+                "token lacks a claim RFC 9068 requires (sub, client_id, iat, jti)",
+            ));
+        }
+        let mut scopes = String::new();
+        let mut push = |s: &str| {
+            for t in s.split(' ').filter(|t| !t.is_empty()) {
+                if !scopes.split(' ').any(|x| x == t) {
+                    if !scopes.is_empty() {
+                        scopes.push(' ');
+                    }
+                    scopes.push_str(t);
+                }
+            }
+        };
+        if let Some(s) = &c.scope {
+            push(s);
+        }
+        match &c.scp {
+            Some(jwt::ScpClaim::One(s)) => push(s),
+            Some(jwt::ScpClaim::Many(v)) => {
+                v.iter().filter(|s| !s.contains(' ')).for_each(|s| push(s))
+            }
+            None => {}
+        }
+        Ok(Principal {
+            iss: Arc::from(issuer.issuer.as_str()),
+            issuer_name: issuer.name.clone(),
+            subject: c.sub.map(String::into_boxed_str),
+            client_id: client_id.map(String::into_boxed_str),
+            scopes: scopes.into_boxed_str(),
+            audiences,
+            exp,
+            nbf,
+            skew,
+        })
+    }
+
+    pub fn cached_tokens(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+}
+
+/// `exp` (required), `nbf` and `iat` against `now`, with symmetric skew.
+pub fn check_times(
+    exp: i64,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+    skew: i64,
+    now: i64,
+) -> Result<(), TokenError> {
+    if now > exp + skew {
+        return Err(TokenError("token is expired"));
+    }
+    if nbf.is_some_and(|n| n > now + skew) {
+        return Err(TokenError("token is not valid yet (nbf)"));
+    }
+    if iat.is_some_and(|i| i > now + skew) {
+        return Err(TokenError("token was issued in the future (iat)"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn times() {
+        assert!(check_times(100, None, None, 0, 100).is_ok());
+        assert!(check_times(100, None, None, 0, 101).is_err());
+        assert!(check_times(100, None, None, 5, 105).is_ok());
+        assert!(check_times(1000, Some(200), None, 0, 100).is_err());
+        assert!(check_times(1000, None, Some(200), 60, 100).is_err());
+        assert!(check_times(1000, None, Some(150), 60, 100).is_ok());
+    }
+}

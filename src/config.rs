@@ -1,0 +1,1039 @@
+//! Configuration: strict YAML file types, `${ENV}` expansion, validation, and the
+//! immutable compiled [`Config`] that the request path reads.
+//!
+//! Two layers (STYLE rule 2): the `File*` types mirror the YAML exactly and reject
+//! unknown keys; [`Config::compile`] turns them into pre-computed route tables, scope
+//! sets, rendered metadata documents and parsed upstream addresses. The hot path never
+//! touches raw YAML. Every error carries the file, and a line and column where serde
+//! gives one.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::jwt::Algorithm;
+use crate::metadata;
+
+/// A configuration error: where it is and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(file: &str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_string(),
+            line: None,
+            column: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "{}:{}:{}: {}", self.file, l, c, self.reason),
+            (Some(l), None) => write!(f, "{}:{}: {}", self.file, l, self.reason),
+            _ => write!(f, "{}: {}", self.file, self.reason),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---------------------------------------------------------------------------
+// File layer: exactly the YAML keys, nothing else.
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: FileListen,
+    pub admin: FileAdmin,
+    #[serde(default)]
+    pub token_cache: FileTokenCache,
+    #[serde(default)]
+    pub scope_hierarchy: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub issuers: Vec<FileIssuer>,
+    pub routes: Vec<FileRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListen {
+    pub address: String,
+    pub public_url: String,
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub address: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTokenCache {
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: u64,
+}
+
+impl Default for FileTokenCache {
+    fn default() -> Self {
+        FileTokenCache {
+            max_entries: default_cache_entries(),
+        }
+    }
+}
+
+fn default_cache_entries() -> u64 {
+    100_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileIssuer {
+    pub name: String,
+    pub issuer: String,
+    pub jwks_uri: Option<String>,
+    pub algorithms: Option<Vec<String>>,
+    #[serde(default = "default_skew")]
+    pub clock_skew_seconds: u64,
+    #[serde(default)]
+    pub require_at_jwt: bool,
+    #[serde(default = "default_refresh")]
+    pub jwks_refresh_seconds: u64,
+    #[serde(default = "default_max_stale")]
+    pub jwks_max_stale_seconds: u64,
+}
+
+fn default_skew() -> u64 {
+    60
+}
+fn default_refresh() -> u64 {
+    300
+}
+fn default_max_stale() -> u64 {
+    86_400
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    #[default]
+    Oauth,
+    None,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileIdentityHeaders {
+    pub subject: Option<String>,
+    pub client_id: Option<String>,
+    pub scopes: Option<String>,
+    pub issuer: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    pub name: String,
+    pub path_prefix: String,
+    pub host: Option<String>,
+    pub upstream: String,
+    pub rewrite_prefix: Option<String>,
+    pub resource: Option<String>,
+    #[serde(default)]
+    pub audience_aliases: Vec<String>,
+    pub issuers: Option<Vec<String>>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
+    #[serde(default)]
+    pub auth: AuthMode,
+    #[serde(default)]
+    pub forward_token: bool,
+    #[serde(default)]
+    pub preserve_host: bool,
+    #[serde(default)]
+    pub root_metadata: bool,
+    #[serde(default)]
+    pub identity_headers: FileIdentityHeaders,
+}
+
+// ---------------------------------------------------------------------------
+// Compiled layer.
+// ---------------------------------------------------------------------------
+
+/// The compiled, immutable configuration. Shared behind an `Arc` (and later an
+/// `ArcSwap` for reloads); one snapshot is loaded per request and used throughout.
+#[derive(Debug)]
+pub struct Config {
+    pub source: String,
+    pub listen_address: String,
+    pub admin_address: String,
+    pub threads: usize,
+    pub public: PublicUrl,
+    pub token_cache_entries: u64,
+    pub issuers: Vec<Arc<IssuerConfig>>,
+    pub routes: Vec<Arc<Route>>,
+    /// PRM path (path-inserted well-known URL path) → route index.
+    pub metadata_paths: HashMap<(Option<String>, String), usize>,
+}
+
+/// The gateway's public base URL, split once.
+#[derive(Debug, Clone)]
+pub struct PublicUrl {
+    pub url: String,
+    pub scheme: String,
+    /// host[:port] as it appears in the URL (port omitted when default).
+    pub authority: String,
+}
+
+#[derive(Debug)]
+pub struct IssuerConfig {
+    pub name: Arc<str>,
+    pub issuer: String,
+    pub jwks_uri: Option<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub clock_skew: u64,
+    pub require_at_jwt: bool,
+    pub refresh: Duration,
+    pub max_stale: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub subject: http::HeaderName,
+    pub client_id: http::HeaderName,
+    pub scopes: http::HeaderName,
+    pub issuer: http::HeaderName,
+    /// Lower-cased names with `_` folded to `-`, used to strip client-sent copies.
+    pub folded: [String; 4],
+}
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub tls: bool,
+    pub sni: String,
+    /// `host[:port]` for the upstream `Host` header.
+    pub authority: String,
+    pub addr: SocketAddr,
+}
+
+/// A required scope together with every token scope that satisfies it
+/// (itself and its ancestors in `scope_hierarchy`).
+#[derive(Debug, Clone)]
+pub struct RequiredScope {
+    pub name: String,
+    pub satisfied_by: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub index: usize,
+    pub host: Option<String>,
+    pub path_prefix: String,
+    pub rewrite_prefix: Option<String>,
+    pub upstream: Upstream,
+    pub resource: String,
+    /// Canonical forms (scheme and host lower-cased) of every accepted audience.
+    pub audiences: Vec<String>,
+    /// Indices into `Config::issuers`.
+    pub issuers: Vec<usize>,
+    pub scopes: Vec<RequiredScope>,
+    /// `scope="..."` value for challenges: every scope the route requires.
+    pub scope_challenge: String,
+    pub auth: AuthMode,
+    pub forward_token: bool,
+    pub preserve_host: bool,
+    pub identity: IdentityHeaders,
+    pub metadata_url: String,
+    pub metadata_path: String,
+    pub metadata_body: bytes::Bytes,
+}
+
+impl Config {
+    /// Read, expand, parse, validate and compile a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(&name, format!("cannot read file: {e}")))?;
+        Config::from_yaml(&name, &text)
+    }
+
+    /// Parse and compile YAML text; `name` is used in error messages.
+    pub fn from_yaml(name: &str, text: &str) -> Result<Config, ConfigError> {
+        let expanded = expand_env(name, text)?;
+        let file: FileConfig = serde_yaml::from_str(&expanded).map_err(|e| {
+            let loc = e.location();
+            ConfigError {
+                file: name.to_string(),
+                line: loc.as_ref().map(|l| l.line()),
+                column: loc.as_ref().map(|l| l.column()),
+                reason: strip_serde_location(&e.to_string()),
+            }
+        })?;
+        Config::compile(name, file)
+    }
+
+    /// Validate the file layer and build the compiled config.
+    pub fn compile(name: &str, file: FileConfig) -> Result<Config, ConfigError> {
+        let err = |reason: String| ConfigError::new(name, reason);
+        let public = parse_public_url(&file.listen.public_url).map_err(err)?;
+        check_socket_addr(&file.listen.address).map_err(|e| err(format!("listen.address: {e}")))?;
+        check_socket_addr(&file.admin.address).map_err(|e| err(format!("admin.address: {e}")))?;
+        if file.listen.address == file.admin.address {
+            return Err(err(
+                "admin.address must differ from listen.address: the admin listener is never public"
+                    .into(),
+            ));
+        }
+        let threads = match file.listen.threads {
+            Some(0) => return Err(err("listen.threads must be at least 1".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        };
+        if file.token_cache.max_entries == 0 {
+            return Err(err("token_cache.max_entries must be at least 1".into()));
+        }
+
+        let hierarchy = compile_hierarchy(&file.scope_hierarchy).map_err(err)?;
+
+        let mut issuers = Vec::new();
+        let mut issuer_index = HashMap::new();
+        for (i, fi) in file.issuers.into_iter().enumerate() {
+            let ic = compile_issuer(fi).map_err(err)?;
+            if issuer_index.insert(ic.name.to_string(), i).is_some() {
+                return Err(err(format!("issuer name {:?} is used twice", ic.name)));
+            }
+            issuers.push(Arc::new(ic));
+        }
+
+        let mut routes: Vec<Arc<Route>> = Vec::new();
+        let mut names = HashSet::new();
+        let mut prefixes = HashSet::new();
+        let mut metadata_paths = HashMap::new();
+        let mut root_hosts: HashSet<Option<String>> = HashSet::new();
+        if file.routes.is_empty() {
+            return Err(err("routes: at least one route is required".into()));
+        }
+        for (index, fr) in file.routes.into_iter().enumerate() {
+            let rname = fr.name.clone();
+            let ctx = |e: String| err(format!("route {rname:?}: {e}"));
+            if !names.insert(fr.name.clone()) {
+                return Err(ctx("route name is used twice".into()));
+            }
+            let host = fr.host.as_ref().map(|h| h.to_ascii_lowercase());
+            if !prefixes.insert((host.clone(), fr.path_prefix.clone())) {
+                return Err(ctx(format!(
+                    "path_prefix {:?} is already claimed by another route on the same host",
+                    fr.path_prefix
+                )));
+            }
+            let root_metadata = fr.root_metadata;
+            let route = compile_route(index, fr, &public, &issuers, &issuer_index, &hierarchy)
+                .map_err(ctx)?;
+            let key = (host.clone(), route.metadata_path.clone());
+            if metadata_paths.insert(key, index).is_some() {
+                return Err(ctx(format!(
+                    "its metadata path {} is already served for another route",
+                    route.metadata_path
+                )));
+            }
+            let is_root = route.metadata_path == metadata::WELL_KNOWN;
+            if root_metadata && !is_root {
+                if !root_hosts.insert(host.clone()) {
+                    return Err(ctx(
+                        "root_metadata is set on more than one route for the same host".into(),
+                    ));
+                }
+                if metadata_paths
+                    .insert((host, metadata::WELL_KNOWN.to_string()), index)
+                    .is_some()
+                {
+                    return Err(ctx(
+                        "root_metadata conflicts with a route whose resource is at the root".into(),
+                    ));
+                }
+            }
+            routes.push(Arc::new(route));
+        }
+
+        Ok(Config {
+            source: name.to_string(),
+            listen_address: file.listen.address,
+            admin_address: file.admin.address,
+            threads,
+            public,
+            token_cache_entries: file.token_cache.max_entries,
+            issuers,
+            routes,
+            metadata_paths,
+        })
+    }
+
+    /// Issuers named by at least one OAuth route.
+    pub fn issuers_in_use(&self) -> Vec<usize> {
+        let mut used: Vec<usize> = self
+            .routes
+            .iter()
+            .filter(|r| r.auth == AuthMode::Oauth)
+            .flat_map(|r| r.issuers.iter().copied())
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        used
+    }
+
+    /// A short human-readable summary, printed by `mcpgate check`.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{}: OK\n  listen {} (public {}), admin {}\n",
+            self.source, self.listen_address, self.public.url, self.admin_address
+        );
+        s.push_str(&format!("  issuers ({}):\n", self.issuers.len()));
+        for i in &self.issuers {
+            let jwks = i
+                .jwks_uri
+                .as_deref()
+                .unwrap_or("(discovered from metadata)");
+            s.push_str(&format!("    {}  {}  jwks {}\n", i.name, i.issuer, jwks));
+        }
+        s.push_str(&format!("  routes ({}):\n", self.routes.len()));
+        for r in &self.routes {
+            let host = r
+                .host
+                .as_deref()
+                .map(|h| format!("{h} "))
+                .unwrap_or_default();
+            let auth = match r.auth {
+                AuthMode::Oauth => format!(
+                    "oauth scopes [{}] issuers [{}]",
+                    r.scope_challenge,
+                    r.issuers
+                        .iter()
+                        .map(|&i| self.issuers[i].name.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                AuthMode::None => "auth none".to_string(),
+            };
+            s.push_str(&format!(
+                "    {}  {}{} -> {}  {}\n      resource {}\n      metadata {}\n",
+                r.name, host, r.path_prefix, r.upstream.authority, auth, r.resource, r.metadata_url
+            ));
+        }
+        s
+    }
+}
+
+fn strip_serde_location(msg: &str) -> String {
+    // serde_yaml appends " at line L column C"; we report the location separately.
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// Expand `${NAME}` from the environment. `$${` yields a literal `${`.
+/// An unset variable is an error naming the line, so a typo never becomes an empty secret.
+pub fn expand_env(name: &str, text: &str) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    for (lineno, line) in text.split_inclusive('\n').enumerate() {
+        let mut rest = line;
+        while let Some(pos) = rest.find('$') {
+            out.push_str(&rest[..pos]);
+            let after = &rest[pos..];
+            if let Some(tail) = after.strip_prefix("$${") {
+                out.push_str("${");
+                rest = tail;
+            } else if let Some(body) = after.strip_prefix("${") {
+                let Some(end) = body.find('}') else {
+                    return Err(ConfigError {
+                        file: name.to_string(),
+                        line: Some(lineno + 1),
+                        column: Some(line.len() - after.len() + 1),
+                        reason: "unterminated ${...}".into(),
+                    });
+                };
+                let var = &body[..end];
+                let valid =
+                    !var.is_empty() && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                let value = if valid { std::env::var(var).ok() } else { None };
+                match value {
+                    Some(v) => out.push_str(&v),
+                    None => {
+                        return Err(ConfigError {
+                            file: name.to_string(),
+                            line: Some(lineno + 1),
+                            column: Some(line.len() - after.len() + 1),
+                            reason: if valid {
+                                format!("environment variable {var} is not set")
+                            } else {
+                                format!("invalid variable name {var:?} in ${{...}}")
+                            },
+                        })
+                    }
+                }
+                rest = &body[end + 1..];
+            } else {
+                out.push('$');
+                rest = &after[1..];
+            }
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
+}
+
+fn check_socket_addr(s: &str) -> Result<(), String> {
+    s.parse::<SocketAddr>()
+        .map(|_| ())
+        .map_err(|_| format!("{s:?} is not an ip:port socket address"))
+}
+
+fn parse_public_url(s: &str) -> Result<PublicUrl, String> {
+    let u = url::Url::parse(s).map_err(|e| format!("listen.public_url {s:?}: {e}"))?;
+    if u.scheme() != "https" && u.scheme() != "http" {
+        return Err(format!(
+            "listen.public_url {s:?}: scheme must be http or https"
+        ));
+    }
+    if u.path() != "/" || u.query().is_some() || u.fragment().is_some() {
+        return Err(format!(
+            "listen.public_url {s:?}: must be an origin (scheme, host, port) with no path"
+        ));
+    }
+    let host = u
+        .host_str()
+        .ok_or_else(|| format!("listen.public_url {s:?}: no host"))?;
+    let authority = match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    Ok(PublicUrl {
+        url: format!("{}://{}", u.scheme(), authority),
+        scheme: u.scheme().to_string(),
+        authority,
+    })
+}
+
+/// Whether a URL may use plain http: only loopback hosts.
+pub fn is_loopback_url(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+fn check_fetch_url(what: &str, s: &str) -> Result<(), String> {
+    let u = url::Url::parse(s).map_err(|e| format!("{what} {s:?}: {e}"))?;
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback_url(&u) => Ok(()),
+        "http" => Err(format!(
+            "{what} {s:?}: must be https (plain http is allowed only for loopback hosts)"
+        )),
+        other => Err(format!("{what} {s:?}: unsupported scheme {other}")),
+    }
+}
+
+fn compile_issuer(fi: FileIssuer) -> Result<IssuerConfig, String> {
+    let ctx = |e: String| format!("issuer {:?}: {e}", fi.name);
+    if fi.name.is_empty() {
+        return Err("issuer name must not be empty".into());
+    }
+    check_fetch_url("issuer", &fi.issuer).map_err(ctx)?;
+    if let Some(j) = &fi.jwks_uri {
+        check_fetch_url("jwks_uri", j).map_err(ctx)?;
+    }
+    let algorithms = match &fi.algorithms {
+        None => Algorithm::DEFAULT.to_vec(),
+        Some(list) if list.is_empty() => return Err(ctx("algorithms must not be empty".into())),
+        Some(list) => list
+            .iter()
+            .map(|a| {
+                Algorithm::parse(a).ok_or_else(|| {
+                    ctx(format!(
+                        "algorithm {a:?} is not allowed (allowed: {}; never none or HS*)",
+                        Algorithm::ALL
+                            .iter()
+                            .map(|a| a.name())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    if fi.jwks_refresh_seconds < 10 {
+        return Err(ctx("jwks_refresh_seconds must be at least 10".into()));
+    }
+    if fi.jwks_max_stale_seconds < fi.jwks_refresh_seconds {
+        return Err(ctx(
+            "jwks_max_stale_seconds must be at least jwks_refresh_seconds".into(),
+        ));
+    }
+    if fi.clock_skew_seconds > 600 {
+        return Err(ctx("clock_skew_seconds must be at most 600".into()));
+    }
+    Ok(IssuerConfig {
+        name: Arc::from(fi.name.as_str()),
+        issuer: fi.issuer,
+        jwks_uri: fi.jwks_uri,
+        algorithms,
+        clock_skew: fi.clock_skew_seconds,
+        require_at_jwt: fi.require_at_jwt,
+        refresh: Duration::from_secs(fi.jwks_refresh_seconds),
+        max_stale: Duration::from_secs(fi.jwks_max_stale_seconds),
+    })
+}
+
+/// For each scope, the set of scopes that imply it (itself and all ancestors).
+fn compile_hierarchy(
+    h: &BTreeMap<String, Vec<String>>,
+) -> Result<HashMap<String, Vec<String>>, String> {
+    for (parent, children) in h {
+        check_scope_token(parent)?;
+        for c in children {
+            check_scope_token(c)?;
+        }
+    }
+    let mut ancestors: HashMap<String, Vec<String>> = HashMap::new();
+    // Walk up from each child; the graph is small, so a simple DFS per child is fine.
+    let all_children: HashSet<&String> = h.values().flatten().collect();
+    for child in all_children {
+        let mut seen = HashSet::new();
+        let mut stack = vec![child.clone()];
+        while let Some(s) = stack.pop() {
+            for (parent, children) in h {
+                if children.contains(&s) {
+                    if parent == child {
+                        return Err(format!("scope_hierarchy has a cycle through {child:?}"));
+                    }
+                    if seen.insert(parent.clone()) {
+                        stack.push(parent.clone());
+                    }
+                }
+            }
+        }
+        let mut v: Vec<String> = seen.into_iter().collect();
+        v.sort();
+        ancestors.insert(child.clone(), v);
+    }
+    Ok(ancestors)
+}
+
+/// RFC 6749 scope-token: %x21 / %x23-5B / %x5D-7E.
+fn check_scope_token(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "scope {s:?} is not a valid scope token (printable ASCII without space, '\"' or '\\')"
+        ))
+    }
+}
+
+fn check_path_prefix(p: &str, what: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("{what} {p:?} must start with '/'"));
+    }
+    if p.len() > 1 && p.ends_with('/') {
+        return Err(format!("{what} {p:?} must not end with '/'"));
+    }
+    match crate::path::normalize(p) {
+        Ok(n) if n == p => Ok(()),
+        _ => Err(format!(
+            "{what} {p:?} must be a normalized path (no dot segments, '//', '%', ';' or '\\')"
+        )),
+    }
+}
+
+fn compile_upstream(s: &str) -> Result<Upstream, String> {
+    let u = url::Url::parse(s).map_err(|e| format!("upstream {s:?}: {e}"))?;
+    let tls = match u.scheme() {
+        "http" => false,
+        "https" => true,
+        other => {
+            return Err(format!(
+                "upstream {s:?}: scheme {other} is not http or https"
+            ))
+        }
+    };
+    if u.path() != "/" || u.query().is_some() {
+        return Err(format!(
+            "upstream {s:?}: must be an origin with no path (use rewrite_prefix to change paths)"
+        ));
+    }
+    let host = u
+        .host_str()
+        .ok_or_else(|| format!("upstream {s:?}: no host"))?
+        .to_string();
+    let port = u
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
+    let bare = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let addr = (bare.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| format!("upstream {s:?}: cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("upstream {s:?}: {host} resolves to no address"))?;
+    let authority = match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.clone(),
+    };
+    Ok(Upstream {
+        tls,
+        sni: bare,
+        authority,
+        addr,
+    })
+}
+
+fn header_name(value: Option<String>, default: &str) -> Result<http::HeaderName, String> {
+    let v = value.unwrap_or_else(|| default.to_string());
+    http::HeaderName::from_bytes(v.as_bytes())
+        .map_err(|_| format!("identity header name {v:?} is not a valid header name"))
+}
+
+fn fold_header_name(n: &str) -> String {
+    n.to_ascii_lowercase().replace('_', "-")
+}
+
+fn compile_identity(f: FileIdentityHeaders) -> Result<IdentityHeaders, String> {
+    let subject = header_name(f.subject, "X-Auth-Subject")?;
+    let client_id = header_name(f.client_id, "X-Auth-Client-Id")?;
+    let scopes = header_name(f.scopes, "X-Auth-Scopes")?;
+    let issuer = header_name(f.issuer, "X-Auth-Issuer")?;
+    let folded = [
+        fold_header_name(subject.as_str()),
+        fold_header_name(client_id.as_str()),
+        fold_header_name(scopes.as_str()),
+        fold_header_name(issuer.as_str()),
+    ];
+    let reserved = [
+        "authorization",
+        "host",
+        "connection",
+        "content-length",
+        "transfer-encoding",
+    ];
+    for n in &folded {
+        if reserved.contains(&n.as_str()) {
+            return Err(format!("identity header name {n:?} is reserved"));
+        }
+    }
+    let unique: HashSet<&String> = folded.iter().collect();
+    if unique.len() != 4 {
+        return Err("identity header names must be distinct".into());
+    }
+    Ok(IdentityHeaders {
+        subject,
+        client_id,
+        scopes,
+        issuer,
+        folded,
+    })
+}
+
+/// Canonical form of an audience / resource URL for comparison: scheme and host
+/// lower-cased, nothing else touched (SPEC-CHECKLIST §9.1).
+pub fn canonical_audience(s: &str) -> String {
+    if let Some(idx) = s.find("://") {
+        let after = &s[idx + 3..];
+        let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+        let mut out = String::with_capacity(s.len());
+        out.push_str(&s[..idx + 3].to_ascii_lowercase());
+        out.push_str(&after[..end].to_ascii_lowercase());
+        out.push_str(&after[end..]);
+        out
+    } else {
+        s.to_string()
+    }
+}
+
+fn compile_route(
+    index: usize,
+    fr: FileRoute,
+    public: &PublicUrl,
+    issuers: &[Arc<IssuerConfig>],
+    issuer_index: &HashMap<String, usize>,
+    hierarchy: &HashMap<String, Vec<String>>,
+) -> Result<Route, String> {
+    if fr.name.is_empty() {
+        return Err("name must not be empty".into());
+    }
+    check_path_prefix(&fr.path_prefix, "path_prefix")?;
+    if let Some(rw) = &fr.rewrite_prefix {
+        if rw != "/" {
+            check_path_prefix(rw, "rewrite_prefix")?;
+        }
+    }
+    if let Some(h) = &fr.host {
+        if h.is_empty() || h.contains(['/', ':', ' ']) {
+            return Err(format!(
+                "host {h:?} must be a bare host name (no scheme or port)"
+            ));
+        }
+    }
+    let upstream = compile_upstream(&fr.upstream)?;
+
+    let resource = match fr.resource {
+        Some(r) => r,
+        None => {
+            let base = match &fr.host {
+                Some(h) => {
+                    // A virtual host keeps the public scheme and port.
+                    let port = public.authority.rsplit_once(':').map(|(_, p)| p);
+                    match port {
+                        Some(p) if !public.authority.ends_with(']') => {
+                            format!("{}://{}:{}", public.scheme, h, p)
+                        }
+                        _ => format!("{}://{}", public.scheme, h),
+                    }
+                }
+                None => public.url.clone(),
+            };
+            if fr.path_prefix == "/" {
+                format!("{base}/")
+            } else {
+                format!("{base}{}", fr.path_prefix)
+            }
+        }
+    };
+    let ru = url::Url::parse(&resource).map_err(|e| format!("resource {resource:?}: {e}"))?;
+    if ru.fragment().is_some() {
+        return Err(format!(
+            "resource {resource:?} must not contain a fragment (RFC 8707)"
+        ));
+    }
+    if ru.scheme() != "https" && !(ru.scheme() == "http" && public.scheme == "http") {
+        return Err(format!(
+            "resource {resource:?} must be an https URL (http only when public_url is http)"
+        ));
+    }
+    let (metadata_url, metadata_path) = metadata::metadata_location(&ru);
+
+    let mut audiences = vec![canonical_audience(&resource)];
+    for a in &fr.audience_aliases {
+        audiences.push(canonical_audience(a));
+    }
+
+    let route_issuers: Vec<usize> = match &fr.issuers {
+        Some(list) => list
+            .iter()
+            .map(|n| {
+                issuer_index
+                    .get(n)
+                    .copied()
+                    .ok_or_else(|| format!("names issuer {n:?}, which is not configured"))
+            })
+            .collect::<Result<_, _>>()?,
+        None => (0..issuers.len()).collect(),
+    };
+    if fr.auth == AuthMode::Oauth && route_issuers.is_empty() {
+        return Err("auth is oauth but no issuer is configured".into());
+    }
+
+    let mut scopes = Vec::new();
+    for s in &fr.scopes {
+        check_scope_token(s)?;
+        if s == "offline_access" {
+            return Err("offline_access cannot be a required scope".into());
+        }
+        let mut satisfied_by = vec![s.clone()];
+        if let Some(anc) = hierarchy.get(s) {
+            satisfied_by.extend(anc.iter().cloned());
+        }
+        scopes.push(RequiredScope {
+            name: s.clone(),
+            satisfied_by,
+        });
+    }
+    for s in &fr.scopes_supported {
+        check_scope_token(s)?;
+    }
+    let scope_challenge = fr.scopes.join(" ");
+
+    let mut supported: Vec<String> = Vec::new();
+    for s in fr.scopes.iter().chain(fr.scopes_supported.iter()) {
+        if s != "offline_access" && !supported.contains(s) {
+            supported.push(s.clone());
+        }
+    }
+    let auth_servers: Vec<&str> = route_issuers
+        .iter()
+        .map(|&i| issuers[i].issuer.as_str())
+        .collect();
+    let metadata_body = metadata::render(&resource, &auth_servers, &supported);
+
+    Ok(Route {
+        name: Arc::from(fr.name.as_str()),
+        index,
+        host: fr.host.map(|h| h.to_ascii_lowercase()),
+        path_prefix: fr.path_prefix,
+        rewrite_prefix: fr.rewrite_prefix,
+        upstream,
+        resource,
+        audiences,
+        issuers: route_issuers,
+        scopes,
+        scope_challenge,
+        auth: fr.auth,
+        forward_token: fr.forward_token,
+        preserve_host: fr.preserve_host,
+        identity: compile_identity(fr.identity_headers)?,
+        metadata_url,
+        metadata_path,
+        metadata_body,
+    })
+}
+
+/// The default location of a config file inside the container image and Helm chart.
+pub fn default_config_path() -> PathBuf {
+    PathBuf::from("/etc/mcpgate/config.yaml")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    const BASE: &str = r#"
+listen:
+  address: 127.0.0.1:8080
+  public_url: https://mcp.example.com
+admin:
+  address: 127.0.0.1:9090
+issuers:
+  - name: corp
+    issuer: https://auth.example.com
+routes:
+  - name: mcp
+    path_prefix: /mcp
+    upstream: http://127.0.0.1:3001
+    scopes: [mcp:read]
+"#;
+
+    #[test]
+    fn compiles_defaults() {
+        let c = Config::from_yaml("t.yaml", BASE).unwrap();
+        let r = &c.routes[0];
+        assert_eq!(r.resource, "https://mcp.example.com/mcp");
+        assert_eq!(
+            r.metadata_url,
+            "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(r.metadata_path, "/.well-known/oauth-protected-resource/mcp");
+        assert_eq!(r.issuers, vec![0]);
+        assert_eq!(c.issuers[0].algorithms.len(), Algorithm::DEFAULT.len());
+    }
+
+    #[test]
+    fn unknown_key_has_line_and_column() {
+        let text = BASE.replace(
+            "    scopes: [mcp:read]",
+            "    scopes: [mcp:read]\n    scopez: []",
+        );
+        let e = Config::from_yaml("t.yaml", &text).unwrap_err();
+        assert_eq!(e.line, Some(15));
+        assert!(e.reason.contains("unknown field `scopez`"), "{}", e.reason);
+        assert!(e.to_string().starts_with("t.yaml:15:"));
+    }
+
+    #[test]
+    fn unknown_issuer_is_an_error() {
+        let text = BASE.replace("    scopes: [mcp:read]", "    issuers: [nope]");
+        let e = Config::from_yaml("t.yaml", &text).unwrap_err();
+        assert!(e.reason.contains("\"nope\""), "{}", e.reason);
+    }
+
+    #[test]
+    fn hs256_is_refused() {
+        let text = BASE.replace(
+            "    issuer: https://auth.example.com",
+            "    issuer: https://auth.example.com\n    algorithms: [HS256]",
+        );
+        assert!(Config::from_yaml("t.yaml", &text).is_err());
+    }
+
+    #[test]
+    fn http_jwks_only_on_loopback() {
+        let bad = BASE.replace(
+            "    issuer: https://auth.example.com",
+            "    issuer: https://auth.example.com\n    jwks_uri: http://auth.example.com/jwks",
+        );
+        assert!(Config::from_yaml("t.yaml", &bad).is_err());
+        let ok = BASE.replace(
+            "    issuer: https://auth.example.com",
+            "    issuer: https://auth.example.com\n    jwks_uri: http://127.0.0.1:4000/jwks",
+        );
+        assert!(Config::from_yaml("t.yaml", &ok).is_ok());
+    }
+
+    #[test]
+    fn env_expansion() {
+        std::env::set_var("MCPGATE_TEST_UPSTREAM", "http://127.0.0.1:3009");
+        let text = BASE.replace("http://127.0.0.1:3001", "${MCPGATE_TEST_UPSTREAM}");
+        let c = Config::from_yaml("t.yaml", &text).unwrap();
+        assert_eq!(c.routes[0].upstream.addr.port(), 3009);
+        let text = BASE.replace("http://127.0.0.1:3001", "${MCPGATE_TEST_UNSET_VAR}");
+        let e = Config::from_yaml("t.yaml", &text).unwrap_err();
+        assert_eq!(e.line, Some(13));
+        assert!(e.reason.contains("MCPGATE_TEST_UNSET_VAR"));
+        assert_eq!(expand_env("x", "a $${b} $c").unwrap(), "a ${b} $c");
+    }
+
+    #[test]
+    fn scope_hierarchy_expands_ancestors() {
+        let text = format!("{BASE}scope_hierarchy:\n  files: [files:read]\n  all: [files]\n")
+            .replace("[mcp:read]", "[files:read]");
+        let c = Config::from_yaml("t.yaml", &text).unwrap();
+        let mut by = c.routes[0].scopes[0].satisfied_by.clone();
+        by.sort();
+        assert_eq!(by, vec!["all", "files", "files:read"]);
+    }
+
+    #[test]
+    fn canonical_audience_lowercases_scheme_and_host_only() {
+        assert_eq!(
+            canonical_audience("HTTPS://MCP.Example.COM/Mcp"),
+            "https://mcp.example.com/Mcp"
+        );
+        assert_eq!(canonical_audience("urn:x:Y"), "urn:x:Y");
+    }
+
+    #[test]
+    fn duplicate_prefix_rejected() {
+        let text = format!(
+            "{BASE}  - name: other\n    path_prefix: /mcp\n    upstream: http://127.0.0.1:3002\n"
+        );
+        assert!(Config::from_yaml("t.yaml", &text).is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! Identity headers: what the upstream learns about the caller, and only from us.
+//!
+//! The last step before the upstream. Client-sent copies of the identity headers are
+//! removed on every route (any case; `_` counts as `-`, since some stacks fold them),
+//! as are headers the client lists in `Connection` (so a client cannot make a proxy
+//! further along drop the headers we add), hop-by-hop headers, forwarding headers and
+//! method/URL override headers. Then the gateway sets its own values from the verified
+//! principal. The path sent upstream is the normalized path that was authorized.
+
+use std::net::IpAddr;
+
+use pingora_http::RequestHeader;
+
+use crate::auth::Principal;
+use crate::config::{PublicUrl, Route};
+use crate::path;
+
+/// Headers never forwarded as sent by the client.
+const STRIPPED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "upgrade",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-real-ip",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Headers a `Connection` list may not remove: they frame the message or route it.
+const PROTECTED: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "content-type",
+];
+
+fn fold(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// Percent-encode bytes outside visible ASCII (and `%`) so a claim can never inject
+/// header syntax or smuggle non-ASCII upstream.
+pub fn header_safe(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if (0x21..=0x7e).contains(&b) && b != b'%' || b == b' ' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Rewrite the request the upstream will receive.
+pub fn prepare_upstream(
+    req: &mut RequestHeader,
+    route: &Route,
+    principal: Option<&Principal>,
+    normalized_path: &str,
+    client_ip: Option<IpAddr>,
+    public: &PublicUrl,
+) {
+    // 1. Collect every header to drop, by folded name.
+    let connection_listed: Vec<String> = req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| fold(t.trim()))
+        .filter(|t| !t.is_empty() && !PROTECTED.contains(&t.as_str()))
+        .collect();
+    let doomed: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| {
+            let f = fold(name.as_str());
+            STRIPPED.contains(&f.as_str())
+                || route.identity.folded.contains(&f)
+                || connection_listed.contains(&f)
+                || (f == "authorization" && !route.forward_token)
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        req.remove_header(&name);
+    }
+
+    // 2. Path: the normalized, authorized path, rewritten if configured; query as sent.
+    let mut target = match &route.rewrite_prefix {
+        Some(rw) => path::rewrite(normalized_path, &route.path_prefix, rw),
+        None => normalized_path.to_string(),
+    };
+    if let Some(q) = req.uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    let _ = req.set_raw_path(target.as_bytes());
+
+    // 3. Host and forwarding headers.
+    if !route.preserve_host {
+        let _ = req.insert_header(http::header::HOST, route.upstream.authority.as_str());
+    }
+    if let Some(ip) = client_ip {
+        let _ = req.insert_header("x-forwarded-for", ip.to_string());
+    }
+    let _ = req.insert_header("x-forwarded-proto", public.scheme.as_str());
+    let _ = req.insert_header("x-forwarded-host", public.authority.as_str());
+
+    // 4. Identity, from the verified principal only.
+    if let Some(p) = principal {
+        let id = &route.identity;
+        if let Some(s) = &p.subject {
+            let _ = req.insert_header(id.subject.clone(), header_safe(s));
+        }
+        if let Some(c) = &p.client_id {
+            let _ = req.insert_header(id.client_id.clone(), header_safe(c));
+        }
+        let _ = req.insert_header(id.scopes.clone(), header_safe(&p.scopes));
+        let _ = req.insert_header(id.issuer.clone(), header_safe(&p.iss));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::config::Config;
+    use std::sync::Arc;
+
+    fn config() -> Config {
+        Config::from_yaml(
+            "t",
+            "listen: {address: '127.0.0.1:1', public_url: 'https://mcp.example.com'}\nadmin: {address: '127.0.0.1:2'}\nissuers: [{name: a, issuer: 'https://as'}]\nroutes:\n- {name: m, path_prefix: /gh, rewrite_prefix: /, upstream: 'http://127.0.0.1:3001'}\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn strips_spoofed_identity_and_sets_ours() {
+        let c = config();
+        let route = &c.routes[0];
+        let mut req = RequestHeader::build("POST", b"/gh/mcp?x=1", None).unwrap();
+        for (k, v) in [
+            ("x-auth-subject", "admin"),
+            ("X_Auth_Subject", "admin"),
+            ("X-AUTH-SCOPES", "all"),
+            ("authorization", "Bearer t"),
+            ("connection", "keep-alive, X-Keep-Me-Not, Content-Length"),
+            ("x-keep-me-not", "1"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-original-url", "/admin"),
+            ("content-length", "2"),
+        ] {
+            req.append_header(k.to_string(), v).unwrap();
+        }
+        let p = crate::auth::Principal {
+            iss: Arc::from("https://as"),
+            issuer_name: Arc::from("a"),
+            subject: Some("alice\r\nx: y".into()),
+            client_id: Some("c1".into()),
+            scopes: "mcp:read".into(),
+            audiences: Box::new([]),
+            exp: 0,
+            nbf: None,
+            skew: 0,
+        };
+        prepare_upstream(
+            &mut req,
+            route,
+            Some(&p),
+            "/gh/mcp",
+            "10.0.0.1".parse().ok(),
+            &c.public,
+        );
+        let get = |n: &str| {
+            req.headers
+                .get_all(n)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("x-auth-subject"), vec!["alice%0D%0Ax: y"]);
+        assert_eq!(get("x-auth-scopes"), vec!["mcp:read"]);
+        assert_eq!(get("x-auth-issuer"), vec!["https://as"]);
+        assert!(get("x_auth_subject").is_empty());
+        assert!(get("authorization").is_empty());
+        assert!(get("x-keep-me-not").is_empty());
+        assert!(get("x-original-url").is_empty());
+        assert_eq!(get("content-length"), vec!["2"]);
+        assert_eq!(get("x-forwarded-for"), vec!["10.0.0.1"]);
+        assert_eq!(get("host"), vec!["127.0.0.1:3001"]);
+        assert_eq!(req.raw_path(), b"/mcp?x=1");
+    }
+}

@@ -1,0 +1,373 @@
+//! Key sets per issuer: discovery, periodic refresh, unknown-`kid` refetch, stale-if-error.
+//!
+//! Side work of the request flow: a background loop per issuer keeps an immutable
+//! [`KeySnapshot`] (keys parsed once per fetch) behind an `ArcSwap`; the request path only
+//! loads it. When a token names a `kid` we don't have, [`IssuerKeys::refetch`] makes one
+//! single-flight, rate-limited fetch. When fetches fail we keep serving the last good keys
+//! until `jwks_max_stale_seconds`, then report them unusable (the caller answers 503).
+//!
+//! All outbound HTTP runs on one small dedicated runtime ([`Fetcher`]) so the reqwest
+//! connection pool is never shared across pingora's per-service runtimes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+
+use crate::config::IssuerConfig;
+use crate::jwt::{parse_jwks, VerifyKey};
+use crate::metrics;
+
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_BODY: usize = 1024 * 1024;
+/// Minimum time between two on-demand fetches for one issuer (unknown kid, cold start).
+const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// Minimum time between two fetch attempts while an issuer has no keys at all.
+const MIN_COLD_RETRY: Duration = Duration::from_secs(2);
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The outbound HTTP client and the runtime it lives on.
+pub struct Fetcher {
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
+}
+
+impl Fetcher {
+    pub fn new() -> Result<Arc<Fetcher>, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("mcpgate-fetch")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start fetch runtime: {e}"))?;
+        let client = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .connect_timeout(Duration::from_secs(3))
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                // Follow at most 3 redirects, and only on the same host and scheme.
+                let same = attempt.previous().first().is_some_and(|first| {
+                    first.host_str() == attempt.url().host_str()
+                        && first.scheme() == attempt.url().scheme()
+                });
+                if attempt.previous().len() > 3 || !same {
+                    attempt.stop()
+                } else {
+                    attempt.follow()
+                }
+            }))
+            .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        Ok(Arc::new(Fetcher { runtime, client }))
+    }
+
+    /// Run a future on the fetch runtime and await it from any runtime.
+    pub async fn run<F, T>(&self, fut: F) -> Option<T>
+    where
+        F: std::future::Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.runtime.spawn(fut).await.ok()
+    }
+
+    pub fn spawn<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.runtime.spawn(fut);
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        self.client.clone()
+    }
+}
+
+/// GET a JSON document with a size cap. Returns the body and the Cache-Control max-age.
+pub async fn get_json(
+    client: &reqwest::Client,
+    url: &str,
+) -> Result<(Vec<u8>, Option<u64>), String> {
+    let mut resp = client
+        .get(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("GET {url}: HTTP {}", resp.status().as_u16()));
+    }
+    let max_age = resp
+        .headers()
+        .get("cache-control")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_max_age);
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(format!("GET {url}: body larger than {MAX_BODY} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, max_age))
+}
+
+fn parse_max_age(cc: &str) -> Option<u64> {
+    cc.split(',').find_map(|d| {
+        let d = d.trim();
+        let v = d
+            .strip_prefix("max-age=")
+            .or_else(|| d.strip_prefix("s-maxage="))?;
+        v.trim_matches('"').parse().ok()
+    })
+}
+
+/// The keys of one issuer at one moment.
+pub struct KeySnapshot {
+    pub keys: Vec<VerifyKey>,
+    /// When this set was fetched successfully.
+    pub fetched: Instant,
+    pub fetched_unix: i64,
+}
+
+/// Why no keys can be used right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeysUnavailable {
+    NeverFetched,
+    TooStale,
+}
+
+pub struct IssuerKeys {
+    pub config: Arc<IssuerConfig>,
+    current: ArcSwapOption<KeySnapshot>,
+    jwks_uri: ArcSwapOption<String>,
+    fetch_lock: tokio::sync::Mutex<()>,
+    /// Monotonic count of successful stores, to let waiters see a fetch completed.
+    generation: AtomicU64,
+    /// Milliseconds since `epoch` of the last fetch attempt.
+    last_attempt_ms: AtomicU64,
+    epoch: Instant,
+    fetcher: Arc<Fetcher>,
+}
+
+impl IssuerKeys {
+    pub fn new(config: Arc<IssuerConfig>, fetcher: Arc<Fetcher>) -> Arc<IssuerKeys> {
+        let jwks_uri = config.jwks_uri.clone().map(Arc::new);
+        Arc::new(IssuerKeys {
+            config,
+            current: ArcSwapOption::new(None),
+            jwks_uri: ArcSwapOption::new(jwks_uri),
+            fetch_lock: tokio::sync::Mutex::new(()),
+            generation: AtomicU64::new(0),
+            last_attempt_ms: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
+            fetcher,
+        })
+    }
+
+    /// Current usable keys, or why there are none.
+    pub fn snapshot(&self) -> Result<Arc<KeySnapshot>, KeysUnavailable> {
+        match self.current.load_full() {
+            None => Err(KeysUnavailable::NeverFetched),
+            Some(s) if s.fetched.elapsed() > self.config.max_stale => {
+                Err(KeysUnavailable::TooStale)
+            }
+            Some(s) => Ok(s),
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.snapshot().is_ok()
+    }
+
+    fn since_last_attempt(&self) -> Option<Duration> {
+        let ms = self.last_attempt_ms.load(Ordering::Relaxed);
+        if ms == u64::MAX {
+            return None;
+        }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Some(Duration::from_millis(now.saturating_sub(ms)))
+    }
+
+    /// One on-demand fetch, single-flight and rate-limited. Returns true when a newer key
+    /// set is available afterwards (fetched by us or by a concurrent caller).
+    pub async fn refetch(self: &Arc<Self>) -> bool {
+        let seen = self.generation.load(Ordering::Acquire);
+        let _guard = self.fetch_lock.lock().await;
+        if self.generation.load(Ordering::Acquire) != seen {
+            return true;
+        }
+        let min = if self.current.load().is_none() {
+            MIN_COLD_RETRY
+        } else {
+            MIN_REFETCH_INTERVAL
+        };
+        if self.since_last_attempt().is_some_and(|d| d < min) {
+            return false;
+        }
+        let me = self.clone();
+        matches!(
+            self.fetcher
+                .run(async move { me.fetch_and_store().await })
+                .await,
+            Some(Ok(_))
+        )
+    }
+
+    /// Fetch the JWKS (discovering its URL first if needed) and store it.
+    /// Returns the refresh interval suggested by the response.
+    async fn fetch_and_store(&self) -> Result<Duration, String> {
+        self.last_attempt_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let result = self.fetch().await;
+        let name = &self.config.name;
+        match result {
+            Ok((keys, skipped, max_age)) => {
+                for s in &skipped {
+                    tracing::debug!(issuer = %name, "JWKS {s}");
+                }
+                tracing::info!(issuer = %name, keys = keys.len(), skipped = skipped.len(), "JWKS fetched");
+                metrics::jwks_fetch(name, true, keys.len());
+                self.current.store(Some(Arc::new(KeySnapshot {
+                    keys,
+                    fetched: Instant::now(),
+                    fetched_unix: now_unix(),
+                })));
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                let base = self.config.refresh;
+                let interval = match max_age {
+                    Some(s) => Duration::from_secs(s.clamp(60, 3600))
+                        .min(base.max(Duration::from_secs(60))),
+                    None => base,
+                };
+                Ok(interval)
+            }
+            Err(e) => {
+                metrics::jwks_fetch(name, false, 0);
+                tracing::warn!(issuer = %name, error = %e, "JWKS fetch failed; keeping last good keys");
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<(Vec<VerifyKey>, Vec<String>, Option<u64>), String> {
+        let client = self.fetcher.client();
+        let uri = match self.jwks_uri.load_full() {
+            Some(u) => u,
+            None => {
+                let u = Arc::new(discover_jwks_uri(&client, &self.config.issuer).await?);
+                self.jwks_uri.store(Some(u.clone()));
+                u
+            }
+        };
+        let (body, max_age) = get_json(&client, &uri).await?;
+        let (keys, skipped) = parse_jwks(&body, &self.config.algorithms)?;
+        if keys.is_empty() {
+            return Err(format!(
+                "JWKS at {uri} has no usable signing key ({})",
+                skipped.join("; ")
+            ));
+        }
+        Ok((keys, skipped, max_age))
+    }
+
+    /// Start the periodic refresh loop on the fetch runtime.
+    pub fn start(self: &Arc<Self>) {
+        let me = self.clone();
+        self.fetcher.spawn(async move {
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                let wait = {
+                    let _guard = me.fetch_lock.lock().await;
+                    match me.fetch_and_store().await {
+                        Ok(interval) => {
+                            backoff = Duration::from_secs(1);
+                            interval
+                        }
+                        Err(_) => {
+                            let w = backoff;
+                            backoff = (backoff * 2)
+                                .min(Duration::from_secs(60))
+                                .min(me.config.refresh);
+                            w
+                        }
+                    }
+                };
+                tokio::time::sleep(wait).await;
+                if Arc::strong_count(&me) == 1 {
+                    // The gateway dropped this issuer (config reload): stop refreshing.
+                    return;
+                }
+            }
+        });
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.current.load().as_ref().map_or(0, |s| s.keys.len())
+    }
+}
+
+/// RFC 8414 §3 metadata URL (path insertion), then OIDC discovery. The document's
+/// `issuer` must equal the configured issuer (RFC 8414 §3.3).
+async fn discover_jwks_uri(client: &reqwest::Client, issuer: &str) -> Result<String, String> {
+    let u = url::Url::parse(issuer).map_err(|e| format!("issuer {issuer}: {e}"))?;
+    let origin = u.origin().ascii_serialization();
+    let path = u.path().trim_end_matches('/');
+    let candidates = [
+        format!("{origin}/.well-known/oauth-authorization-server{path}"),
+        format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        ),
+    ];
+    let mut errors = Vec::new();
+    for c in candidates {
+        match get_json(client, &c).await {
+            Ok((body, _)) => {
+                let doc: serde_json::Value = match serde_json::from_slice(&body) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        errors.push(format!("{c}: not JSON: {e}"));
+                        continue;
+                    }
+                };
+                if doc.get("issuer").and_then(|v| v.as_str()) != Some(issuer) {
+                    errors.push(format!("{c}: issuer in metadata does not match {issuer}"));
+                    continue;
+                }
+                match doc.get("jwks_uri").and_then(|v| v.as_str()) {
+                    Some(j) => {
+                        let ju = url::Url::parse(j).map_err(|e| format!("jwks_uri {j}: {e}"))?;
+                        if ju.scheme() != "https" && !crate::config::is_loopback_url(&ju) {
+                            return Err(format!("jwks_uri {j} is not https"));
+                        }
+                        return Ok(j.to_string());
+                    }
+                    None => errors.push(format!("{c}: no jwks_uri")),
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    Err(format!("JWKS discovery failed: {}", errors.join("; ")))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn max_age_parsing() {
+        assert_eq!(parse_max_age("public, max-age=600"), Some(600));
+        assert_eq!(parse_max_age("no-cache"), None);
+        assert_eq!(parse_max_age("s-maxage=30, max-age=10"), Some(30));
+    }
+}

@@ -1,0 +1,106 @@
+//! RFC 9728 Protected Resource Metadata, served on the upstreams' behalf.
+//!
+//! The gateway answers `/.well-known/oauth-protected-resource<path of resource>` itself
+//! (path insertion, §3.1) so that MCP clients find the authorization server from the
+//! 401's `resource_metadata` without the upstream knowing OAuth. Documents are rendered
+//! once when the config is compiled; `resource` is the configured identifier, never
+//! anything derived from the request's Host.
+
+use bytes::Bytes;
+
+pub const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
+
+/// The metadata URL and the path it is served at, for a resource URL (§3.1): the
+/// well-known segment goes between the host and the resource's path; a path of `/`
+/// contributes nothing; a query stays after the path.
+pub fn metadata_location(resource: &url::Url) -> (String, String) {
+    let origin = resource.origin().ascii_serialization();
+    let path = match resource.path() {
+        "/" => "",
+        p => p,
+    };
+    let mut served = format!("{WELL_KNOWN}{path}");
+    if let Some(q) = resource.query() {
+        served.push('?');
+        served.push_str(q);
+    }
+    (format!("{origin}{served}"), served)
+}
+
+/// Render the metadata document.
+pub fn render(resource: &str, authorization_servers: &[&str], scopes: &[String]) -> Bytes {
+    let mut doc = serde_json::Map::new();
+    doc.insert("resource".into(), resource.into());
+    doc.insert(
+        "authorization_servers".into(),
+        authorization_servers
+            .iter()
+            .map(|s| serde_json::Value::from(*s))
+            .collect(),
+    );
+    if !scopes.is_empty() {
+        doc.insert(
+            "scopes_supported".into(),
+            scopes
+                .iter()
+                .map(|s| serde_json::Value::from(s.as_str()))
+                .collect(),
+        );
+    }
+    doc.insert(
+        "bearer_methods_supported".into(),
+        serde_json::json!(["header"]),
+    );
+    Bytes::from(serde_json::to_vec(&serde_json::Value::Object(doc)).unwrap_or_default())
+}
+
+/// Whether a normalized path is under `/.well-known/`.
+pub fn is_well_known(path: &str) -> bool {
+    path == "/.well-known" || path.starts_with("/.well-known/")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn loc(s: &str) -> (String, String) {
+        metadata_location(&url::Url::parse(s).unwrap())
+    }
+
+    #[test]
+    fn path_insertion() {
+        assert_eq!(
+            loc("https://h/a/b").0,
+            "https://h/.well-known/oauth-protected-resource/a/b"
+        );
+        assert_eq!(
+            loc("https://h/").0,
+            "https://h/.well-known/oauth-protected-resource"
+        );
+        assert_eq!(
+            loc("https://h").0,
+            "https://h/.well-known/oauth-protected-resource"
+        );
+        assert_eq!(
+            loc("https://h:8443/mcp?x=1").0,
+            "https://h:8443/.well-known/oauth-protected-resource/mcp?x=1"
+        );
+        assert_eq!(
+            loc("https://h/mcp/").1,
+            "/.well-known/oauth-protected-resource/mcp/"
+        );
+    }
+
+    #[test]
+    fn document_shape() {
+        let b = render("https://h/mcp", &["https://as"], &["a".into()]);
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["resource"], "https://h/mcp");
+        assert_eq!(v["authorization_servers"][0], "https://as");
+        assert_eq!(v["bearer_methods_supported"][0], "header");
+        let b = render("https://h/mcp", &["https://as"], &[]);
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert!(v.get("scopes_supported").is_none());
+    }
+}

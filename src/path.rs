@@ -1,0 +1,257 @@
+//! Request path normalization: the first step of the request flow.
+//!
+//! The gateway authorizes a path and the upstream receives a path; they must be the
+//! same string, or a path trick (`/mcp/../admin`, `%2f`, overlong UTF-8...) lets a token
+//! for one route reach another (SPEC-CHECKLIST §7.4). So every path is decoded once into
+//! segments, refused when it holds anything an upstream could interpret differently, and
+//! re-encoded in one canonical form that is used both for route matching and upstream.
+
+use std::fmt::Write;
+
+/// Why a path was refused (rendered as a 400 `invalid_request`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    NotAbsolute,
+    TooLong,
+    BadByte,
+    Backslash,
+    Semicolon,
+    BadPercent,
+    EncodedSeparator,
+    ControlCharacter,
+    DotSegment,
+    EmptySegment,
+    NotUtf8,
+}
+
+impl PathError {
+    pub fn describe(self) -> &'static str {
+        match self {
+            PathError::NotAbsolute => "request path must start with '/'",
+            PathError::TooLong => "request path is too long",
+            PathError::BadByte => "request path contains a byte that is not printable ASCII",
+            PathError::Backslash => "request path contains '\\'",
+            PathError::Semicolon => "request path contains ';' (path parameters are not accepted)",
+            PathError::BadPercent => "request path contains a malformed percent-encoding",
+            PathError::EncodedSeparator => "request path contains an encoded '/' or '\\'",
+            PathError::ControlCharacter => "request path contains a control character",
+            PathError::DotSegment => "request path contains a '.' or '..' segment",
+            PathError::EmptySegment => "request path contains an empty segment ('//')",
+            PathError::NotUtf8 => "request path does not decode to valid UTF-8",
+        }
+    }
+}
+
+const MAX_PATH: usize = 8192;
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Characters kept literally in a canonical segment: RFC 3986 unreserved and the
+/// sub-delims that every server treats as data, plus ':' and '@' (pchar), minus ';'.
+fn keep_literal(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b'='
+                | b':'
+                | b'@'
+        )
+}
+
+/// Normalize a raw request path (no query). Returns the canonical encoded path.
+pub fn normalize(raw: &str) -> Result<String, PathError> {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    if bytes.len() > MAX_PATH {
+        return Err(PathError::TooLong);
+    }
+    // Fast path: already canonical (the overwhelmingly common case).
+    if is_canonical(bytes) {
+        return Ok(raw.to_string());
+    }
+    let mut out = String::with_capacity(raw.len());
+    let segments: Vec<&[u8]> = bytes[1..].split(|&b| b == b'/').collect();
+    let last = segments.len() - 1;
+    let mut decoded = Vec::with_capacity(64);
+    for (i, seg) in segments.iter().enumerate() {
+        decoded.clear();
+        let mut j = 0;
+        while j < seg.len() {
+            let b = seg[j];
+            match b {
+                b'%' => {
+                    let (Some(h), Some(l)) = (
+                        seg.get(j + 1).copied().and_then(hex),
+                        seg.get(j + 2).copied().and_then(hex),
+                    ) else {
+                        return Err(PathError::BadPercent);
+                    };
+                    let d = (h << 4) | l;
+                    match d {
+                        b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                        0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
+                        _ => decoded.push(d),
+                    }
+                    j += 3;
+                }
+                b'\\' => return Err(PathError::Backslash),
+                b';' => return Err(PathError::Semicolon),
+                0x21..=0x7e => {
+                    decoded.push(b);
+                    j += 1;
+                }
+                _ => return Err(PathError::BadByte),
+            }
+        }
+        if decoded.is_empty() && i != last {
+            return Err(PathError::EmptySegment);
+        }
+        if decoded == b"." || decoded == b".." {
+            return Err(PathError::DotSegment);
+        }
+        if std::str::from_utf8(&decoded).is_err() {
+            return Err(PathError::NotUtf8);
+        }
+        out.push('/');
+        for &d in &decoded {
+            if keep_literal(d) {
+                out.push(d as char);
+            } else {
+                let _ = write!(out, "%{d:02X}");
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// True when `bytes` has only literal characters, no empty or dot segments.
+fn is_canonical(bytes: &[u8]) -> bool {
+    let mut seg_start = 1;
+    for i in 1..=bytes.len() {
+        let end = i == bytes.len();
+        if end || bytes[i] == b'/' {
+            let seg = &bytes[seg_start..i];
+            if (seg.is_empty() && !end) || seg == b"." || seg == b".." {
+                return false;
+            }
+            seg_start = i + 1;
+        } else if !keep_literal(bytes[i]) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether `path` is `prefix` or lies below it on a segment boundary.
+pub fn has_prefix(path: &str, prefix: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// Replace `prefix` by `rewrite` at the start of `path` (both normalized).
+pub fn rewrite(path: &str, prefix: &str, rewrite: &str) -> String {
+    let rest = if prefix == "/" {
+        path
+    } else {
+        &path[prefix.len().min(path.len())..]
+    };
+    if rewrite == "/" {
+        if rest.is_empty() {
+            "/".to_string()
+        } else {
+            rest.to_string()
+        }
+    } else {
+        format!("{rewrite}{rest}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn canonical_paths_pass_unchanged() {
+        for p in ["/", "/mcp", "/mcp/", "/a/b-c_d.e~f", "/a:b@c", "/v1/x=y,z"] {
+            assert_eq!(normalize(p).unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn decodes_unreserved() {
+        assert_eq!(normalize("/%61dmin/mcp").unwrap(), "/admin/mcp");
+        assert_eq!(normalize("/file%2etxt").unwrap(), "/file.txt");
+        assert_eq!(normalize("/a%20b").unwrap(), "/a%20b");
+        assert_eq!(normalize("/caf%c3%a9").unwrap(), "/caf%C3%A9");
+        assert_eq!(normalize("/x%3by").unwrap(), "/x%3By");
+    }
+
+    #[test]
+    fn refuses_tricks() {
+        use PathError::*;
+        let cases = [
+            ("/mcp/../admin/mcp", DotSegment),
+            ("/mcp/%2e%2e/admin/mcp", DotSegment),
+            ("/mcp/.%2E/admin", DotSegment),
+            ("/./admin/mcp", DotSegment),
+            ("/admin%2fmcp", EncodedSeparator),
+            ("/admin%5cmcp", EncodedSeparator),
+            ("//admin/mcp", EmptySegment),
+            ("/admin//mcp", EmptySegment),
+            ("/admin/mcp;x=1", Semicolon),
+            ("/admin/mcp%00", ControlCharacter),
+            ("/admin\\mcp", Backslash),
+            ("/%c0%ae%c0%ae/admin", NotUtf8),
+            ("/a%zz", BadPercent),
+            ("/a%2", BadPercent),
+            ("relative", NotAbsolute),
+            ("/a b", BadByte),
+        ];
+        for (p, e) in cases {
+            assert_eq!(normalize(p), Err(e), "{p}");
+        }
+    }
+
+    #[test]
+    fn prefix_matching_is_segment_aware() {
+        assert!(has_prefix("/mcp", "/mcp"));
+        assert!(has_prefix("/mcp/x", "/mcp"));
+        assert!(!has_prefix("/mcpx", "/mcp"));
+        assert!(has_prefix("/anything", "/"));
+    }
+
+    #[test]
+    fn rewrites() {
+        assert_eq!(rewrite("/github/mcp", "/github", "/"), "/mcp");
+        assert_eq!(rewrite("/github", "/github", "/"), "/");
+        assert_eq!(rewrite("/github/mcp", "/github", "/v1"), "/v1/mcp");
+        assert_eq!(rewrite("/x", "/", "/v1"), "/v1/x");
+    }
+}

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::jwt::Algorithm;
 use crate::metadata;
+use crate::upstream::Upstream;
 
 /// A configuration error: where it is and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,15 +224,6 @@ pub struct IdentityHeaders {
     pub issuer: http::HeaderName,
     /// Lower-cased names with `_` folded to `-`, used to strip client-sent copies.
     pub folded: [String; 4],
-}
-
-#[derive(Debug)]
-pub struct Upstream {
-    pub tls: bool,
-    pub sni: String,
-    /// `host[:port]` for the upstream `Host` header.
-    pub authority: String,
-    pub addr: SocketAddr,
 }
 
 /// A required scope together with every token scope that satisfies it
@@ -672,50 +664,6 @@ fn check_path_prefix(p: &str, what: &str) -> Result<(), String> {
     }
 }
 
-fn compile_upstream(s: &str) -> Result<Upstream, String> {
-    let u = url::Url::parse(s).map_err(|e| format!("upstream {s:?}: {e}"))?;
-    let tls = match u.scheme() {
-        "http" => false,
-        "https" => true,
-        other => {
-            return Err(format!(
-                "upstream {s:?}: scheme {other} is not http or https"
-            ))
-        }
-    };
-    if u.path() != "/" || u.query().is_some() {
-        return Err(format!(
-            "upstream {s:?}: must be an origin with no path (use rewrite_prefix to change paths)"
-        ));
-    }
-    let host = u
-        .host_str()
-        .ok_or_else(|| format!("upstream {s:?}: no host"))?
-        .to_string();
-    let port = u
-        .port_or_known_default()
-        .unwrap_or(if tls { 443 } else { 80 });
-    let bare = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let addr = (bare.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| format!("upstream {s:?}: cannot resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("upstream {s:?}: {host} resolves to no address"))?;
-    let authority = match u.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.clone(),
-    };
-    Ok(Upstream {
-        tls,
-        sni: bare,
-        authority,
-        addr,
-    })
-}
-
 fn header_name(value: Option<String>, default: &str) -> Result<http::HeaderName, String> {
     let v = value.unwrap_or_else(|| default.to_string());
     http::HeaderName::from_bytes(v.as_bytes())
@@ -802,7 +750,7 @@ fn compile_route(
             ));
         }
     }
-    let upstream = compile_upstream(&fr.upstream)?;
+    let upstream = Upstream::parse(&fr.upstream)?;
 
     let resource = match fr.resource {
         Some(r) => r,
@@ -1002,7 +950,7 @@ routes:
         std::env::set_var("MCPGATE_TEST_UPSTREAM", "http://127.0.0.1:3009");
         let text = BASE.replace("http://127.0.0.1:3001", "${MCPGATE_TEST_UPSTREAM}");
         let c = Config::from_yaml("t.yaml", &text).unwrap();
-        assert_eq!(c.routes[0].upstream.addr.port(), 3009);
+        assert_eq!(c.routes[0].upstream.port, 3009);
         let text = BASE.replace("http://127.0.0.1:3001", "${MCPGATE_TEST_UNSET_VAR}");
         let e = Config::from_yaml("t.yaml", &text).unwrap_err();
         assert_eq!(e.line, Some(13));

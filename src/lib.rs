@@ -23,6 +23,7 @@ pub mod path;
 pub mod policy;
 pub mod proxy;
 pub mod routing;
+pub mod upstream;
 
 use std::sync::Arc;
 
@@ -40,6 +41,7 @@ pub struct GatewayState {
     pub config: ArcSwap<Config>,
     pub auth: Authenticator,
     pub fetcher: Arc<Fetcher>,
+    pub resolver: upstream::Resolver,
 }
 
 impl GatewayState {
@@ -76,6 +78,7 @@ impl Gateway {
                 config: ArcSwap::from_pointee(config),
                 auth,
                 fetcher,
+                resolver: upstream::Resolver::default(),
             }),
         })
     }

@@ -188,7 +188,10 @@ impl ProxyHttp for Gateway {
             ));
         };
         let up = &route.upstream;
-        let mut peer = HttpPeer::new(up.addr, up.tls, up.sni.clone());
+        let addr = self.state.resolver.resolve(up).await.map_err(|e| {
+            pingora_core::Error::explain(pingora_core::ErrorType::ConnectNoRoute, e)
+        })?;
+        let mut peer = HttpPeer::new(addr, up.tls, up.host.clone());
         peer.options.connection_timeout = Some(Duration::from_secs(5));
         peer.options.total_connection_timeout = Some(Duration::from_secs(10));
         peer.options.idle_timeout = Some(Duration::from_secs(60));

@@ -342,28 +342,35 @@ impl Config {
             let root_metadata = fr.root_metadata;
             let route = compile_route(index, fr, &public, &issuers, &issuer_index, &hierarchy)
                 .map_err(ctx)?;
-            let key = (host.clone(), route.metadata_path.clone());
-            if metadata_paths.insert(key, index).is_some() {
-                return Err(ctx(format!(
-                    "its metadata path {} is already served for another route",
-                    route.metadata_path
-                )));
-            }
-            let is_root = route.metadata_path == metadata::WELL_KNOWN;
-            if root_metadata && !is_root {
-                if !root_hosts.insert(host.clone()) {
-                    return Err(ctx(
-                        "root_metadata is set on more than one route for the same host".into(),
-                    ));
+            // Only protected routes have metadata: an `auth: none` route is not an
+            // OAuth protected resource, and its well-known path stays a 404.
+            if route.auth == AuthMode::Oauth {
+                let key = (host.clone(), route.metadata_path.clone());
+                if metadata_paths.insert(key, index).is_some() {
+                    return Err(ctx(format!(
+                        "its metadata path {} is already served for another route",
+                        route.metadata_path
+                    )));
                 }
-                if metadata_paths
-                    .insert((host, metadata::WELL_KNOWN.to_string()), index)
-                    .is_some()
-                {
-                    return Err(ctx(
-                        "root_metadata conflicts with a route whose resource is at the root".into(),
-                    ));
+                let is_root = route.metadata_path == metadata::WELL_KNOWN;
+                if root_metadata && !is_root {
+                    if !root_hosts.insert(host.clone()) {
+                        return Err(ctx(
+                            "root_metadata is set on more than one route for the same host".into(),
+                        ));
+                    }
+                    if metadata_paths
+                        .insert((host, metadata::WELL_KNOWN.to_string()), index)
+                        .is_some()
+                    {
+                        return Err(ctx(
+                            "root_metadata conflicts with a route whose resource is at the root"
+                                .into(),
+                        ));
+                    }
                 }
+            } else if root_metadata {
+                return Err(ctx("root_metadata needs auth: oauth".into()));
             }
             routes.push(Arc::new(route));
         }
@@ -428,9 +435,15 @@ impl Config {
                 AuthMode::None => "auth none".to_string(),
             };
             s.push_str(&format!(
-                "    {}  {}{} -> {}  {}\n      resource {}\n      metadata {}\n",
-                r.name, host, r.path_prefix, r.upstream.authority, auth, r.resource, r.metadata_url
+                "    {}  {}{} -> {}  {}\n",
+                r.name, host, r.path_prefix, r.upstream.authority, auth
             ));
+            if r.auth == AuthMode::Oauth {
+                s.push_str(&format!(
+                    "      resource {}\n      metadata {}\n",
+                    r.resource, r.metadata_url
+                ));
+            }
         }
         s
     }

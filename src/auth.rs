@@ -7,18 +7,18 @@
 //! checked (`exp`, `nbf`, `iat`, `typ`, required claims). Route-level checks (audience,
 //! scopes) are in `policy` and run on every request, cached or not.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 
-use crate::config::{canonical_audience, Config, Route};
+use crate::config::{canonical_audience, Route};
 use crate::error::Refusal;
-use crate::jwks::{now_unix, Fetcher, IssuerKeys, KeysUnavailable};
+use crate::jwks::{now_unix, KeysUnavailable};
 use crate::jwt::{self, KeyMiss, TokenError};
 use crate::metrics;
+use crate::state::Snapshot;
 
 /// Who the caller is, as proven by a verified token.
 #[derive(Debug)]
@@ -68,50 +68,35 @@ impl moka::Expiry<TokenHash, Arc<Principal>> for ExpireAtExp {
     }
 }
 
-/// Issuer key stores plus the verified-token cache.
+/// The verified-token cache. Key stores live in the config [`Snapshot`], so that a
+/// reload swaps config and keys together.
 pub struct Authenticator {
-    /// Keyed by issuer URL (`iss`).
-    issuers: HashMap<String, Arc<IssuerKeys>>,
     cache: Cache<TokenHash, Arc<Principal>>,
 }
 
 impl Authenticator {
-    pub fn new(config: &Config, fetcher: &Arc<Fetcher>) -> Authenticator {
-        let mut issuers = HashMap::new();
-        for ic in &config.issuers {
-            issuers.insert(
-                ic.issuer.clone(),
-                IssuerKeys::new(ic.clone(), fetcher.clone()),
-            );
-        }
+    pub fn new(max_entries: u64) -> Authenticator {
         let cache = Cache::builder()
-            .max_capacity(config.token_cache_entries)
+            .max_capacity(max_entries)
             .expire_after(ExpireAtExp)
             .build();
-        Authenticator { issuers, cache }
+        Authenticator { cache }
     }
 
-    /// Start background refresh for every issuer that a route uses.
-    pub fn start(&self, config: &Config) {
-        for i in config.issuers_in_use() {
-            if let Some(k) = self.issuers.get(&config.issuers[i].issuer) {
-                k.start();
-            }
-        }
-    }
-
-    pub fn issuer_keys(&self, issuer_url: &str) -> Option<&Arc<IssuerKeys>> {
-        self.issuers.get(issuer_url)
+    /// Forget every verified token (after a reload changed an issuer's keys).
+    pub fn clear(&self) {
+        self.cache.invalidate_all();
     }
 
     /// Validate a bearer token for `route` (issuer-level checks only; see `policy`).
     pub async fn authenticate(
         &self,
-        config: &Config,
+        snapshot: &Snapshot,
         route: &Route,
         token: &str,
         hash: &TokenHash,
     ) -> Result<Arc<Principal>, Refusal> {
+        let config = &snapshot.config;
         if let Some(p) = self.cache.get(hash) {
             metrics::token_cache(true);
             if !route
@@ -128,7 +113,7 @@ impl Authenticator {
             return Ok(p);
         }
         metrics::token_cache(false);
-        let p = self.verify(config, route, token).await?;
+        let p = self.verify(snapshot, route, token).await?;
         let p = Arc::new(p);
         self.cache.insert(*hash, p.clone());
         Ok(p)
@@ -136,10 +121,11 @@ impl Authenticator {
 
     async fn verify(
         &self,
-        config: &Config,
+        snapshot: &Snapshot,
         route: &Route,
         token: &str,
     ) -> Result<Principal, Refusal> {
+        let config = &snapshot.config;
         let invalid = |e: TokenError| Refusal::InvalidToken(e.0);
         let parsed = jwt::parse(token).map_err(invalid)?;
         let iss = parsed
@@ -147,11 +133,11 @@ impl Authenticator {
             .iss
             .as_deref()
             .ok_or(Refusal::InvalidToken("token has no iss claim"))?;
-        let issuer = route
+        let (issuer, keys) = route
             .issuers
             .iter()
-            .map(|&i| &config.issuers[i])
-            .find(|ic| ic.issuer == iss)
+            .map(|&i| (&config.issuers[i], &snapshot.keys[i]))
+            .find(|(ic, _)| ic.issuer == iss)
             .ok_or(Refusal::InvalidToken(
                 "token issuer is not accepted on this route",
             ))?;
@@ -161,12 +147,8 @@ impl Authenticator {
             ));
         }
         jwt::check_typ(parsed.typ.as_deref(), issuer.require_at_jwt).map_err(invalid)?;
-        let keys = self
-            .issuers
-            .get(&issuer.issuer)
-            .ok_or(Refusal::Unavailable("issuer keys are not loaded"))?;
 
-        let mut snapshot = match keys.snapshot() {
+        let mut key_set = match keys.snapshot() {
             Ok(s) => Some(s),
             Err(KeysUnavailable::NeverFetched | KeysUnavailable::TooStale) => {
                 keys.refetch().await;
@@ -175,7 +157,7 @@ impl Authenticator {
         };
         let mut refetched = false;
         loop {
-            let Some(snap) = snapshot.as_ref() else {
+            let Some(snap) = key_set.as_ref() else {
                 return Err(Refusal::Unavailable(
                     "the issuer's signing keys are unavailable",
                 ));
@@ -188,7 +170,7 @@ impl Authenticator {
                 Err(KeyMiss::NoKey) if !refetched => {
                     refetched = true;
                     if keys.refetch().await {
-                        snapshot = keys.snapshot().ok();
+                        key_set = keys.snapshot().ok();
                         continue;
                     }
                     return Err(Refusal::InvalidToken(

@@ -76,6 +76,14 @@ pub struct FileListen {
     pub address: String,
     pub public_url: String,
     pub threads: Option<usize>,
+    pub tls: Option<FileTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,12 +195,21 @@ pub struct Config {
     pub listen_address: String,
     pub admin_address: String,
     pub threads: usize,
+    /// TLS certificate and key files for the public listener, and what they hold.
+    pub tls: Option<TlsFiles>,
+    pub tls_key: Option<Arc<rustls::sign::CertifiedKey>>,
     pub public: PublicUrl,
     pub token_cache_entries: u64,
     pub issuers: Vec<Arc<IssuerConfig>>,
     pub routes: Vec<Arc<Route>>,
     /// PRM path (path-inserted well-known URL path) → route index.
     pub metadata_paths: HashMap<(Option<String>, String), usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The gateway's public base URL, split once.
@@ -375,11 +392,22 @@ impl Config {
             routes.push(Arc::new(route));
         }
 
+        let tls = file.listen.tls.map(|t| TlsFiles {
+            cert: relative_to(name, t.cert),
+            key: relative_to(name, t.key),
+        });
+        let tls_key = match &tls {
+            Some(t) => Some(crate::tls::load_certified_key(&t.cert, &t.key).map_err(err)?),
+            None => None,
+        };
+
         Ok(Config {
             source: name.to_string(),
             listen_address: file.listen.address,
             admin_address: file.admin.address,
             threads,
+            tls,
+            tls_key,
             public,
             token_cache_entries: file.token_cache.max_entries,
             issuers,
@@ -446,6 +474,17 @@ impl Config {
             }
         }
         s
+    }
+}
+
+/// Resolve a path from the config relative to the config file's directory.
+fn relative_to(config_file: &str, p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        return p;
+    }
+    match Path::new(config_file).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(p),
+        _ => p,
     }
 }
 

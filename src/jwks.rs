@@ -9,7 +9,7 @@
 //! All outbound HTTP runs on one small dedicated runtime ([`Fetcher`]) so the reqwest
 //! connection pool is never shared across pingora's per-service runtimes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -154,6 +154,7 @@ pub struct IssuerKeys {
     /// Milliseconds since `epoch` of the last fetch attempt.
     last_attempt_ms: AtomicU64,
     epoch: Instant,
+    started: AtomicBool,
     fetcher: Arc<Fetcher>,
 }
 
@@ -168,6 +169,7 @@ impl IssuerKeys {
             generation: AtomicU64::new(0),
             last_attempt_ms: AtomicU64::new(u64::MAX),
             epoch: Instant::now(),
+            started: AtomicBool::new(false),
             fetcher,
         })
     }
@@ -278,8 +280,16 @@ impl IssuerKeys {
         Ok((keys, skipped, max_age))
     }
 
-    /// Start the periodic refresh loop on the fetch runtime.
+    pub fn is_started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// Start the periodic refresh loop on the fetch runtime (once). The loop ends when
+    /// no config snapshot refers to this key store any more.
     pub fn start(self: &Arc<Self>) {
+        if self.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let me = self.clone();
         self.fetcher.spawn(async move {
             let mut backoff = Duration::from_secs(1);

@@ -2,8 +2,9 @@
 //!
 //! A request flows one way: listener → [`routing`] (host, path, metadata) →
 //! [`credentials`] → [`auth`] (token) → [`policy`] → [`identity`] headers → upstream.
-//! Every refusal leaves through [`error::Refusal`]. Side work (JWKS refresh) runs in the
-//! background and is read on the hot path through lock-free snapshots.
+//! Every refusal leaves through [`error::Refusal`]. Side work (JWKS refresh in
+//! [`jwks`], config reload in [`reload`]) runs in the background; the request path reads
+//! one lock-free [`state::Snapshot`] per request.
 //!
 //! [`Gateway`] is what pingora runs; [`build_server`] assembles the pingora `Server`
 //! (public proxy service, admin service) used by `mcpgate run` and `mcpgate dev`.
@@ -22,66 +23,26 @@ pub mod metrics;
 pub mod path;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
+pub mod state;
+pub mod tls;
 pub mod upstream;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
 
-use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::jwks::Fetcher;
-
-/// State shared by the proxy and the admin listener.
-pub struct GatewayState {
-    pub config: ArcSwap<Config>,
-    pub auth: Authenticator,
-    pub fetcher: Arc<Fetcher>,
-    pub resolver: upstream::Resolver,
-}
-
-impl GatewayState {
-    /// Names of issuers used by a route that have no usable keys.
-    pub fn unready_issuers(&self) -> Vec<String> {
-        let config = self.config.load();
-        config
-            .issuers_in_use()
-            .into_iter()
-            .filter_map(|i| {
-                let ic = &config.issuers[i];
-                match self.auth.issuer_keys(&ic.issuer) {
-                    Some(k) if k.is_ready() => None,
-                    _ => Some(ic.name.to_string()),
-                }
-            })
-            .collect()
-    }
-}
+use crate::state::GatewayState;
 
 /// The pingora proxy application.
 pub struct Gateway {
     pub state: Arc<GatewayState>,
-}
-
-impl Gateway {
-    /// Build the gateway for a compiled config and start its background work.
-    pub fn new(config: Config) -> Result<Gateway, String> {
-        let fetcher = Fetcher::new()?;
-        let auth = Authenticator::new(&config, &fetcher);
-        auth.start(&config);
-        Ok(Gateway {
-            state: Arc::new(GatewayState {
-                config: ArcSwap::from_pointee(config),
-                auth,
-                fetcher,
-                resolver: upstream::Resolver::default(),
-            }),
-        })
-    }
 }
 
 /// Install the process-wide rustls crypto provider exactly once (rustls 0.23 panics
@@ -90,11 +51,22 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
+/// Options of the running process that are not part of the config file.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Watch this file (and what it references) and reload on change or SIGHUP.
+    pub watch: Option<PathBuf>,
+}
+
 /// Assemble a pingora server with the public proxy and the admin listener.
-pub fn build_server(config: Config) -> Result<(Server, Arc<GatewayState>), String> {
+pub fn build_server(
+    config: Config,
+    opts: RunOptions,
+) -> Result<(Server, Arc<GatewayState>), String> {
     install_crypto_provider();
     let listen = config.listen_address.clone();
     let admin_addr = config.admin_address.clone();
+    let tls = config.tls.is_some();
     let conf = ServerConf {
         threads: config.threads,
         grace_period_seconds: Some(0),
@@ -103,14 +75,31 @@ pub fn build_server(config: Config) -> Result<(Server, Arc<GatewayState>), Strin
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let gateway = Gateway::new(config)?;
-    let state = gateway.state.clone();
+    let state = Arc::new(GatewayState::new(config)?);
+    metrics::config_state(true);
+    if let Some(path) = opts.watch {
+        reload::spawn(path, state.clone())?;
+    }
+
+    let gateway = Gateway {
+        state: state.clone(),
+    };
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
         "mcpgate proxy",
     );
-    proxy.add_tcp(&listen);
+    if tls {
+        let mut settings =
+            TlsSettings::intermediate("", "").map_err(|e| format!("TLS settings: {e}"))?;
+        settings.set_cert_resolver(Arc::new(tls::SnapshotCertResolver {
+            state: state.clone(),
+        }));
+        settings.enable_h2();
+        proxy.add_tls_with_settings(&listen, None, settings);
+    } else {
+        proxy.add_tcp(&listen);
+    }
     server.add_service(proxy);
     let mut admin = Service::new(
         "mcpgate admin".to_string(),

@@ -73,14 +73,18 @@ fn main() -> ExitCode {
         },
         Command::Run { config } => {
             init_logging(cli.log_format);
-            let config = match Config::load(&config) {
+            let config_path = config;
+            let config = match Config::load(&config_path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::FAILURE;
                 }
             };
-            match mcpgate::build_server(config) {
+            let opts = mcpgate::RunOptions {
+                watch: Some(config_path),
+            };
+            match mcpgate::build_server(config, opts) {
                 Ok((server, _)) => server.run_forever(),
                 Err(e) => {
                     eprintln!("mcpgate: {e}");
@@ -108,7 +112,7 @@ fn run_dev() -> Result<ExitCode, String> {
     let issuer = dev::DevIssuer::new(dev::ISSUER_URL, resources)?;
     let reader = issuer.mint("reader", dev::RESOURCE, "mcp:tools", 3600)?;
     let admin = issuer.mint("admin", dev::RESOURCE, "mcp:tools mcp:admin", 3600)?;
-    let (mut server, _) = mcpgate::build_server(config)?;
+    let (mut server, _) = mcpgate::build_server(config, mcpgate::RunOptions::default())?;
     let mut issuer_svc = Service::new("dev issuer".to_string(), issuer);
     issuer_svc.add_tcp(dev::ISSUER_ADDR);
     server.add_service(issuer_svc);

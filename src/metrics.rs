@@ -13,6 +13,9 @@ struct Metrics {
     jwks_fetches: Option<IntCounterVec>,
     jwks_keys: Option<IntGaugeVec>,
     token_cache: Option<IntCounterVec>,
+    reloads: Option<IntCounterVec>,
+    reload_ok: Option<IntGaugeVec>,
+    reload_time: Option<IntGaugeVec>,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Option<IntCounterVec> {
@@ -63,9 +66,50 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Verified-token cache lookups by result.",
             &["cache", "result"],
         ),
+        reloads: counter(
+            &registry,
+            "mcpgate_config_reloads_total",
+            "Configuration reloads by result (success, error).",
+            &["result"],
+        ),
+        reload_ok: gauge(
+            &registry,
+            "mcpgate_config_last_reload_successful",
+            "1 if the last configuration reload succeeded, 0 if the file was rejected.",
+            &[],
+        ),
+        reload_time: gauge(
+            &registry,
+            "mcpgate_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load.",
+            &[],
+        ),
         registry,
     }
 });
+
+/// Record a reload attempt.
+pub fn config_reload(ok: bool) {
+    if let Some(c) = &METRICS.reloads {
+        c.with_label_values(&[if ok { "success" } else { "error" }])
+            .inc();
+    }
+    config_state(ok);
+}
+
+/// Record whether the configuration on disk is the one serving.
+pub fn config_state(ok: bool) {
+    let m = &*METRICS;
+    if let Some(g) = &m.reload_ok {
+        g.with_label_values(&[] as &[&str]).set(ok as i64);
+    }
+    if ok {
+        if let Some(g) = &m.reload_time {
+            g.with_label_values(&[] as &[&str])
+                .set(crate::jwks::now_unix());
+        }
+    }
+}
 
 pub fn request(route: &str, decision: &str, reason: &str) {
     if let Some(c) = &METRICS.requests {

@@ -21,6 +21,7 @@ use crate::config::{AuthMode, Config, Route};
 use crate::credentials::{self, Credentials};
 use crate::error::{response_header, Refusal};
 use crate::routing::{self, Target};
+use crate::state::Snapshot;
 use crate::{identity, metrics, policy, Gateway};
 
 /// Per-request state, carried across phases.
@@ -47,11 +48,11 @@ impl Gateway {
     /// Decide a request from its header alone.
     async fn decide(
         &self,
-        config: &Config,
+        snapshot: &Snapshot,
         session: &Session,
     ) -> std::result::Result<Decision, (Refusal, Option<Arc<Route>>)> {
         let req = session.req_header();
-        let target = routing::classify(config, req).map_err(|r| (r, None))?;
+        let target = routing::classify(&snapshot.config, req).map_err(|r| (r, None))?;
         let (route, path) = match target {
             Target::Metadata(route) => {
                 let (h, b) = metadata_response(&route, req.method == http::Method::HEAD);
@@ -81,7 +82,7 @@ impl Gateway {
         let principal = match self
             .state
             .auth
-            .authenticate(config, &route, token, &hash)
+            .authenticate(snapshot, &route, token, &hash)
             .await
         {
             Ok(p) => p,
@@ -151,9 +152,9 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.started = Some(Instant::now());
-        let config = self.state.config.load_full();
-        let decision = self.decide(&config, session).await;
-        ctx.config = Some(config);
+        let snapshot = self.state.snapshot.load_full();
+        let decision = self.decide(&snapshot, session).await;
+        ctx.config = Some(snapshot.config.clone());
         match decision {
             Ok(Decision::Forward {
                 route,

@@ -1,0 +1,136 @@
+//! Gateway state: the config snapshot the request path reads, and how a new config
+//! replaces it.
+//!
+//! A [`Snapshot`] pairs a compiled config with the key store of each of its issuers,
+//! so one `ArcSwap` load per request gives a consistent view of both (STYLE rule 3).
+//! [`GatewayState::apply`] builds the next snapshot, keeping the warm key stores of
+//! issuers whose key source did not change, and swaps it in atomically; requests in
+//! flight finish on the snapshot they started with.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::auth::Authenticator;
+use crate::config::{Config, IssuerConfig};
+use crate::jwks::{Fetcher, IssuerKeys};
+use crate::upstream::Resolver;
+
+/// A compiled config and the key store of each issuer (same index as `config.issuers`).
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub keys: Vec<Arc<IssuerKeys>>,
+}
+
+pub struct GatewayState {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub auth: Authenticator,
+    pub fetcher: Arc<Fetcher>,
+    pub resolver: Resolver,
+}
+
+/// Two issuer configs share a key store when the keys come from the same place.
+fn same_key_source(a: &IssuerConfig, b: &IssuerConfig) -> bool {
+    a.issuer == b.issuer
+        && a.jwks_uri == b.jwks_uri
+        && a.algorithms == b.algorithms
+        && a.refresh == b.refresh
+        && a.max_stale == b.max_stale
+}
+
+impl GatewayState {
+    pub fn new(config: Config) -> Result<GatewayState, String> {
+        let fetcher = Fetcher::new()?;
+        let auth = Authenticator::new(config.token_cache_entries);
+        let snapshot = build_snapshot(Arc::new(config), None, &fetcher);
+        Ok(GatewayState {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            auth,
+            fetcher,
+            resolver: Resolver::default(),
+        })
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.snapshot.load().config.clone()
+    }
+
+    /// Swap in a new config. Returns notes for the log about what cannot apply live.
+    pub fn apply(&self, config: Config) -> Vec<String> {
+        let old = self.snapshot.load_full();
+        let mut notes = Vec::new();
+        if old.config.listen_address != config.listen_address {
+            notes.push(format!(
+                "listen.address changed ({} -> {}): takes effect on restart",
+                old.config.listen_address, config.listen_address
+            ));
+        }
+        if old.config.admin_address != config.admin_address {
+            notes.push(format!(
+                "admin.address changed ({} -> {}): takes effect on restart",
+                old.config.admin_address, config.admin_address
+            ));
+        }
+        if old.config.threads != config.threads {
+            notes.push("listen.threads changed: takes effect on restart".to_string());
+        }
+        if old.config.tls.is_some() != config.tls.is_some() {
+            notes.push("listen.tls added or removed: takes effect on restart".to_string());
+        }
+        if old.config.token_cache_entries != config.token_cache_entries {
+            notes.push("token_cache.max_entries changed: takes effect on restart".to_string());
+        }
+        let next = build_snapshot(Arc::new(config), Some(&old), &self.fetcher);
+        // Tokens verified with keys of an issuer that is gone or changed are forgotten.
+        let kept = |k: &Arc<IssuerKeys>| next.keys.iter().any(|n| Arc::ptr_eq(n, k));
+        if !old.keys.iter().all(kept) {
+            self.auth.clear();
+        }
+        self.snapshot.store(Arc::new(next));
+        notes
+    }
+
+    /// Names of issuers used by a route that have no usable keys.
+    pub fn unready_issuers(&self) -> Vec<String> {
+        let snap = self.snapshot.load();
+        snap.config
+            .issuers_in_use()
+            .into_iter()
+            .filter(|&i| !snap.keys[i].is_ready())
+            .map(|i| snap.config.issuers[i].name.to_string())
+            .collect()
+    }
+}
+
+fn build_snapshot(config: Arc<Config>, old: Option<&Snapshot>, fetcher: &Arc<Fetcher>) -> Snapshot {
+    let in_use = config.issuers_in_use();
+    let keys = config
+        .issuers
+        .iter()
+        .enumerate()
+        .map(|(i, ic)| {
+            let reused = old.and_then(|o| {
+                o.config
+                    .issuers
+                    .iter()
+                    .position(|oc| same_key_source(oc, ic))
+                    .map(|j| o.keys[j].clone())
+            });
+            match reused {
+                Some(k) if k.is_started() || !in_use.contains(&i) => k,
+                Some(k) => {
+                    k.start();
+                    k
+                }
+                None => {
+                    let k = IssuerKeys::new(ic.clone(), fetcher.clone());
+                    if in_use.contains(&i) {
+                        k.start();
+                    }
+                    k
+                }
+            }
+        })
+        .collect();
+    Snapshot { config, keys }
+}

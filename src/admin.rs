@@ -42,7 +42,16 @@ impl ServeHttp for Admin {
                     text(503, "text/plain", msg.into_bytes())
                 }
             }
-            "/metrics" => text(200, "text/plain; version=0.0.4", crate::metrics::render()),
+            "/metrics" => {
+                let snap = self.state.snapshot.load();
+                let now = crate::jwks::now_unix();
+                for (ic, keys) in snap.config.issuers.iter().zip(&snap.keys) {
+                    if let Some(fetched) = keys.last_success_unix() {
+                        crate::metrics::jwks_age(&ic.name, now - fetched);
+                    }
+                }
+                text(200, "text/plain; version=0.0.4", crate::metrics::render())
+            }
             _ => text(404, "text/plain", b"not found\n".to_vec()),
         }
     }

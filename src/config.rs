@@ -274,6 +274,7 @@ pub struct Route {
     pub metadata_url: String,
     pub metadata_path: String,
     pub metadata_body: bytes::Bytes,
+    pub metrics: crate::metrics::RouteMetrics,
 }
 
 impl Config {
@@ -894,6 +895,7 @@ fn compile_route(
     let metadata_body = metadata::render(&resource, &auth_servers, &supported);
 
     Ok(Route {
+        metrics: crate::metrics::RouteMetrics::new(&fr.name),
         name: Arc::from(fr.name.as_str()),
         index,
         host: fr.host.map(|h| h.to_ascii_lowercase()),

@@ -78,6 +78,18 @@ impl Refusal {
         }
     }
 
+    /// Every value `reason()` can take.
+    pub const REASONS: [&'static str; 8] = [
+        "bad_path",
+        "bad_request",
+        "no_route",
+        "malformed_credentials",
+        "no_credentials",
+        "invalid_token",
+        "insufficient_scope",
+        "keys_unavailable",
+    ];
+
     /// A bounded label for metrics and logs.
     pub fn reason(&self) -> &'static str {
         match self {

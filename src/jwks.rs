@@ -319,6 +319,11 @@ impl IssuerKeys {
         });
     }
 
+    /// Unix time of the last successful fetch, if any.
+    pub fn last_success_unix(&self) -> Option<i64> {
+        self.current.load().as_ref().map(|s| s.fetched_unix)
+    }
+
     pub fn key_count(&self) -> usize {
         self.current.load().as_ref().map_or(0, |s| s.keys.len())
     }

@@ -5,23 +5,38 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::error::Refusal;
 
 struct Metrics {
     registry: Registry,
     requests: Option<IntCounterVec>,
     jwks_fetches: Option<IntCounterVec>,
     jwks_keys: Option<IntGaugeVec>,
-    token_cache: Option<IntCounterVec>,
+    token_hit: Option<IntCounter>,
+    token_miss: Option<IntCounter>,
     reloads: Option<IntCounterVec>,
     reload_ok: Option<IntGaugeVec>,
     reload_time: Option<IntGaugeVec>,
+    decision_seconds: Option<HistogramVec>,
+    upstream_seconds: Option<HistogramVec>,
+    jwks_age: Option<IntGaugeVec>,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Option<IntCounterVec> {
     let c = IntCounterVec::new(Opts::new(name, help), labels).ok()?;
     r.register(Box::new(c.clone())).ok()?;
     Some(c)
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Option<HistogramVec> {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["route"]).ok()?;
+    r.register(Box::new(h.clone())).ok()?;
+    Some(h)
 }
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Option<IntGaugeVec> {
@@ -41,6 +56,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     if let Some(b) = &build {
         b.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     }
+    let cache_counter = counter(
+        &registry,
+        "mcpgate_cache_requests_total",
+        "Cache lookups by cache and result (hit, miss).",
+        &["cache", "result"],
+    );
     Metrics {
         requests: counter(
             &registry,
@@ -60,12 +81,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Usable verification keys per issuer (one per key and algorithm).",
             &["issuer"],
         ),
-        token_cache: counter(
-            &registry,
-            "mcpgate_cache_requests_total",
-            "Verified-token cache lookups by result.",
-            &["cache", "result"],
-        ),
+        token_hit: cache_counter
+            .as_ref()
+            .map(|c| c.with_label_values(&["token", "hit"])),
+        token_miss: cache_counter
+            .as_ref()
+            .map(|c| c.with_label_values(&["token", "miss"])),
         reloads: counter(
             &registry,
             "mcpgate_config_reloads_total",
@@ -77,6 +98,29 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "mcpgate_config_last_reload_successful",
             "1 if the last configuration reload succeeded, 0 if the file was rejected.",
             &[],
+        ),
+        decision_seconds: histogram(
+            &registry,
+            "mcpgate_auth_decision_seconds",
+            "Time to decide a request (routing, token validation, policy), by route.",
+            vec![
+                0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025,
+                0.1, 0.5, 2.5,
+            ],
+        ),
+        upstream_seconds: histogram(
+            &registry,
+            "mcpgate_upstream_seconds",
+            "Time from the decision to the end of the upstream response, by route.",
+            vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+            ],
+        ),
+        jwks_age: gauge(
+            &registry,
+            "mcpgate_jwks_age_seconds",
+            "Seconds since the last successful JWKS fetch, per issuer.",
+            &["issuer"],
         ),
         reload_time: gauge(
             &registry,
@@ -111,12 +155,6 @@ pub fn config_state(ok: bool) {
     }
 }
 
-pub fn request(route: &str, decision: &str, reason: &str) {
-    if let Some(c) = &METRICS.requests {
-        c.with_label_values(&[route, decision, reason]).inc();
-    }
-}
-
 pub fn jwks_fetch(issuer: &str, ok: bool, keys: usize) {
     if let Some(c) = &METRICS.jwks_fetches {
         c.with_label_values(&[issuer, if ok { "success" } else { "error" }])
@@ -130,9 +168,13 @@ pub fn jwks_fetch(issuer: &str, ok: bool, keys: usize) {
 }
 
 pub fn token_cache(hit: bool) {
-    if let Some(c) = &METRICS.token_cache {
-        c.with_label_values(&["token", if hit { "hit" } else { "miss" }])
-            .inc();
+    let c = if hit {
+        &METRICS.token_hit
+    } else {
+        &METRICS.token_miss
+    };
+    if let Some(c) = c {
+        c.inc();
     }
 }
 
@@ -141,4 +183,74 @@ pub fn render() -> Vec<u8> {
     let mut buf = Vec::new();
     let _ = TextEncoder::new().encode(&METRICS.registry.gather(), &mut buf);
     buf
+}
+
+/// Metric handles of one route, resolved when the config is compiled so the request
+/// path never looks up a label set.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    allow: Option<IntCounter>,
+    deny: Vec<(&'static str, IntCounter)>,
+    decision: Option<Histogram>,
+    upstream: Option<Histogram>,
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str) -> RouteMetrics {
+        let m = &*METRICS;
+        let counter = |decision: &str, reason: &str| {
+            m.requests
+                .as_ref()
+                .map(|c| c.with_label_values(&[route, decision, reason]))
+        };
+        RouteMetrics {
+            allow: counter("allow", "ok"),
+            deny: Refusal::REASONS
+                .iter()
+                .filter_map(|r| counter("deny", r).map(|c| (*r, c)))
+                .collect(),
+            decision: m
+                .decision_seconds
+                .as_ref()
+                .map(|h| h.with_label_values(&[route])),
+            upstream: m
+                .upstream_seconds
+                .as_ref()
+                .map(|h| h.with_label_values(&[route])),
+        }
+    }
+
+    pub fn allow(&self, decision_seconds: f64) {
+        if let Some(c) = &self.allow {
+            c.inc();
+        }
+        if let Some(h) = &self.decision {
+            h.observe(decision_seconds);
+        }
+    }
+
+    pub fn deny(&self, reason: &str, decision_seconds: f64) {
+        if let Some((_, c)) = self.deny.iter().find(|(r, _)| *r == reason) {
+            c.inc();
+        }
+        if let Some(h) = &self.decision {
+            h.observe(decision_seconds);
+        }
+    }
+
+    pub fn upstream(&self, seconds: f64) {
+        if let Some(h) = &self.upstream {
+            h.observe(seconds);
+        }
+    }
+}
+
+/// Handles for requests that matched no route (label `route=""`).
+pub static UNROUTED: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics::new(""));
+
+/// Update per-issuer key ages just before a scrape.
+pub fn jwks_age(issuer: &str, age_seconds: i64) {
+    if let Some(g) = &METRICS.jwks_age {
+        g.with_label_values(&[issuer]).set(age_seconds);
+    }
 }

@@ -16,7 +16,7 @@ use pingora_core::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::{ProxyHttp, Session};
 
-use crate::auth::{hash_prefix, token_hash, Principal};
+use crate::auth::{hash_prefix, token_hash, Principal, TokenHash};
 use crate::config::{AuthMode, Config, Route};
 use crate::credentials::{self, Credentials};
 use crate::error::{response_header, Refusal};
@@ -31,7 +31,14 @@ pub struct Ctx {
     route: Option<Arc<Route>>,
     path: String,
     principal: Option<Arc<Principal>>,
+    /// Short hash of the presented token, for the audit line (never the token).
+    token: Option<TokenHash>,
+    /// `Some(reason)` when refused.
+    refused: Option<&'static str>,
+    /// Set for requests that made an auth decision (not metadata, not unrouted).
+    audited: bool,
     started: Option<Instant>,
+    decided: Option<Instant>,
 }
 
 /// What `request_filter` decided.
@@ -50,13 +57,13 @@ impl Gateway {
         &self,
         snapshot: &Snapshot,
         session: &Session,
+        token_seen: &mut Option<TokenHash>,
     ) -> std::result::Result<Decision, (Refusal, Option<Arc<Route>>)> {
         let req = session.req_header();
         let target = routing::classify(&snapshot.config, req).map_err(|r| (r, None))?;
         let (route, path) = match target {
             Target::Metadata(route) => {
                 let (h, b) = metadata_response(&route, req.method == http::Method::HEAD);
-                metrics::request(&route.name, "metadata", "served");
                 return Ok(Decision::Respond(Box::new(h), b, true));
             }
             Target::MetadataPreflight => {
@@ -79,6 +86,7 @@ impl Gateway {
             Credentials::Bearer(t) => t,
         };
         let hash = token_hash(token);
+        *token_seen = Some(hash);
         let principal = match self
             .state
             .auth
@@ -86,15 +94,9 @@ impl Gateway {
             .await
         {
             Ok(p) => p,
-            Err(r) => {
-                tracing::info!(route = %route.name, token = %hash_prefix(&hash), reason = r.description(), "token refused");
-                return Err((r, Some(route)));
-            }
+            Err(r) => return Err((r, Some(route))),
         };
-        if let Err(r) = policy::authorize(&route, &principal) {
-            tracing::info!(route = %route.name, token = %hash_prefix(&hash), reason = r.description(), "request refused");
-            return Err((r, Some(route)));
-        }
+        policy::authorize(&route, &principal).map_err(|r| (r, Some(route.clone())))?;
         Ok(Decision::Forward {
             route,
             path,
@@ -151,17 +153,22 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        ctx.started = Some(Instant::now());
+        let started = Instant::now();
+        ctx.started = Some(started);
         let snapshot = self.state.snapshot.load_full();
-        let decision = self.decide(&snapshot, session).await;
+        let decision = self.decide(&snapshot, session, &mut ctx.token).await;
         ctx.config = Some(snapshot.config.clone());
+        let decided = Instant::now();
+        ctx.decided = Some(decided);
+        let seconds = (decided - started).as_secs_f64();
         match decision {
             Ok(Decision::Forward {
                 route,
                 path,
                 principal,
             }) => {
-                metrics::request(&route.name, "allow", "ok");
+                route.metrics.allow(seconds);
+                ctx.audited = true;
                 ctx.route = Some(route);
                 ctx.path = path;
                 ctx.principal = principal;
@@ -172,9 +179,15 @@ impl ProxyHttp for Gateway {
                 Ok(true)
             }
             Err((refusal, route)) => {
-                let name = route.as_ref().map_or("", |r| &r.name);
-                metrics::request(name, "deny", refusal.reason());
+                let reason = refusal.reason();
+                match &route {
+                    Some(r) => r.metrics.deny(reason, seconds),
+                    None => metrics::UNROUTED.deny(reason, seconds),
+                }
                 let (h, b) = refusal.render(route.as_deref());
+                ctx.audited = route.is_some();
+                ctx.refused = Some(refusal.description());
+                ctx.route = route;
                 respond(session, Box::new(h), b, false).await;
                 Ok(true)
             }
@@ -231,17 +244,36 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.route.as_ref() else {
             return;
         };
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let elapsed = ctx.started.map_or(0, |s| s.elapsed().as_micros() as u64);
-        let subject = ctx
-            .principal
-            .as_ref()
-            .and_then(|p| p.subject.as_deref())
-            .unwrap_or("");
-        if let Some(err) = e {
-            tracing::warn!(route = %route.name, status, error = %err, "upstream request failed");
-        } else {
-            tracing::debug!(route = %route.name, status, subject, elapsed_us = elapsed, "proxied");
+        if !ctx.audited {
+            return;
         }
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let decision_us = match (ctx.started, ctx.decided) {
+            (Some(s), Some(d)) => (d - s).as_micros() as u64,
+            _ => 0,
+        };
+        if ctx.refused.is_none() {
+            if let Some(d) = ctx.decided {
+                route.metrics.upstream(d.elapsed().as_secs_f64());
+            }
+        }
+        let p = ctx.principal.as_deref();
+        let token = ctx.token.as_ref().map(hash_prefix);
+        // One line per auth decision: what was decided, why, and for whom. Never a token.
+        tracing::info!(
+            target: "mcpgate::audit",
+            route = %route.name,
+            method = %session.req_header().method,
+            path = if ctx.path.is_empty() { session.req_header().uri.path() } else { &ctx.path },
+            decision = if ctx.refused.is_some() { "deny" } else { "allow" },
+            reason = ctx.refused.unwrap_or("ok"),
+            status,
+            issuer = p.map(|p| &*p.issuer_name),
+            subject = p.and_then(|p| p.subject.as_deref()),
+            client_id = p.and_then(|p| p.client_id.as_deref()),
+            token = token.as_deref(),
+            decision_us,
+            upstream_error = e.map(|e| e.to_string()),
+        );
     }
 }

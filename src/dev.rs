@@ -416,8 +416,9 @@ Try it:
   # a fresh token from the dev issuer (client_credentials with an RFC 8707 resource)
   curl -s {ISSUER_URL}/token -u reader:reader-secret -d grant_type=client_credentials -d resource={url} -d scope=mcp:tools
 
-MCP Inspector (CLI mode, needs Node 22+):
-  npx @modelcontextprotocol/inspector --cli {url} --transport http --method tools/list --header "Authorization: Bearer $READER_TOKEN"
+MCP Inspector (CLI mode, Node 20+):
+  npx -y @modelcontextprotocol/inspector@2 --cli {url} --transport http --header "Authorization: Bearer $READER_TOKEN" --method tools/list
+  npx -y @modelcontextprotocol/inspector@2 --cli {url} --transport http --header "Authorization: Bearer $READER_TOKEN" --method tools/call --tool-name whoami
 "#
     )
 }

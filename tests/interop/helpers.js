@@ -1,0 +1,290 @@
+// Fixtures for the interop test: a real authorization server (oidc-provider), a real MCP server
+// (official TypeScript SDK, streamable HTTP) and the mcpgate binary. Loopback only; every wait is bounded.
+import { spawn } from 'node:child_process';
+import { randomUUID, generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import Provider from 'oidc-provider';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
+import { z } from 'zod';
+
+export const CLIENT_ID = 'interop-client';
+export const CLIENT_SECRET = 'interop-secret-0123456789';
+export const ROUTE_SCOPE = 'mcp:tools';
+
+const LOOPBACK = '127.0.0.1';
+
+function listen(server) {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, LOOPBACK, () => resolve(server.address().port));
+  });
+}
+
+function closeServer(server) {
+  server.closeAllConnections?.();
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+/** A port that was free a moment ago (bind port 0, read it, release it). */
+export async function freePort() {
+  const srv = net.createServer();
+  const port = await listen(srv);
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
+}
+
+/**
+ * oidc-provider with the client_credentials grant; resource indicators make it issue
+ * ES256-signed JWT access tokens (typ at+jwt) whose `aud` is the requested resource.
+ */
+export async function startAuthServer() {
+  const server = http.createServer();
+  const port = await listen(server);
+  const issuer = `http://${LOOPBACK}:${port}`;
+
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: `k-${randomUUID()}`, alg: 'ES256', use: 'sig' };
+
+  const provider = new Provider(issuer, {
+    clients: [{
+      client_id: CLIENT_ID,
+      client_secret: CLIENT_SECRET,
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+      id_token_signed_response_alg: 'ES256',
+    }],
+    jwks: { keys: [signingKey] },
+    cookies: { keys: [randomUUID()] },
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => undefined,
+        useGrantedResource: () => true,
+        // Any loopback http(s) URL is a resource server here; the gateway decides what it accepts.
+        getResourceServerInfo: (_ctx, resource) => {
+          const url = new URL(resource);
+          if (url.hostname !== LOOPBACK) throw new Error(`unexpected resource ${resource}`);
+          return {
+            scope: `${ROUTE_SCOPE} other:scope`,
+            audience: resource,
+            accessTokenFormat: 'jwt',
+            accessTokenTTL: 300,
+            jwt: { sign: { alg: 'ES256' } },
+          };
+        },
+      },
+    },
+    ttl: { ClientCredentials: 300 },
+  });
+  provider.on('server_error', (_ctx, err) => console.error('oidc-provider server_error:', err));
+  server.on('request', provider.callback());
+
+  /** client_credentials grant; returns the raw token response JSON (throws on non-200). */
+  async function getToken({ resource, scope = ROUTE_SCOPE }) {
+    const res = await fetch(`${issuer}/token`, {
+      method: 'POST',
+      headers: {
+        authorization: `Basic ${Buffer.from(`${CLIENT_ID}:${CLIENT_SECRET}`).toString('base64')}`,
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: new URLSearchParams({ grant_type: 'client_credentials', resource, scope }),
+      signal: AbortSignal.timeout(5000),
+    });
+    const body = await res.json();
+    if (res.status !== 200) throw new Error(`token endpoint ${res.status}: ${JSON.stringify(body)}`);
+    return body;
+  }
+
+  return { issuer, getToken, close: () => closeServer(server) };
+}
+
+/** Claims of a JWT, unverified (for assertions only). */
+export function jwtParts(token) {
+  const [h, p] = token.split('.');
+  const dec = (s) => JSON.parse(Buffer.from(s, 'base64url').toString('utf8'));
+  return { header: dec(h), payload: dec(p) };
+}
+
+function buildMcpServer() {
+  const server = new McpServer({ name: 'interop-upstream', version: '1.0.0' });
+  server.registerTool('echo', {
+    description: 'Echo the message back',
+    inputSchema: { message: z.string() },
+  }, async ({ message }) => ({ content: [{ type: 'text', text: message }] }));
+  server.registerTool('add', {
+    description: 'Add two numbers',
+    inputSchema: { a: z.number(), b: z.number() },
+  }, async ({ a, b }) => ({ content: [{ type: 'text', text: String(a + b) }] }));
+  server.registerTool('whoami', {
+    description: 'Return the identity-related HTTP headers this server received',
+  }, async (extra) => {
+    const h = extra.requestInfo?.headers ?? {};
+    const seen = Object.fromEntries(Object.entries(h).filter(([k]) => /^(authorization|x-auth-|x-forwarded-|host$)/i.test(k)));
+    return { content: [{ type: 'text', text: JSON.stringify(seen) }] };
+  });
+  return server;
+}
+
+function readJsonBody(req, limit = 1 << 20) {
+  return new Promise((resolve, reject) => {
+    let size = 0;
+    const chunks = [];
+    req.on('data', (c) => {
+      size += c.length;
+      if (size > limit) reject(new Error('body too large'));
+      else chunks.push(c);
+    });
+    req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      try { resolve(text ? JSON.parse(text) : undefined); } catch (e) { reject(e); }
+    });
+    req.on('error', reject);
+  });
+}
+
+/**
+ * MCP server (official SDK, stateful streamable HTTP) at http://127.0.0.1:<port>/mcp.
+ * `requests` records method, url and headers of every HTTP request it received.
+ */
+export async function startMcpServer() {
+  const sessions = new Map(); // mcp-session-id -> transport
+  const requests = [];
+  const server = http.createServer(async (req, res) => {
+    requests.push({ method: req.method, url: req.url, headers: { ...req.headers } });
+    const fail = (status, message) => {
+      if (res.headersSent) return res.end();
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message }, id: null }));
+    };
+    try {
+      if (new URL(req.url, 'http://x').pathname !== '/mcp') return fail(404, 'not found');
+      const body = req.method === 'POST' ? await readJsonBody(req) : undefined;
+      const sid = req.headers['mcp-session-id'];
+      let transport = sid ? sessions.get(sid) : undefined;
+      if (!transport) {
+        if (sid) return fail(404, 'unknown session');
+        if (req.method !== 'POST' || !isInitializeRequest(body)) return fail(400, 'no session');
+        transport = new StreamableHTTPServerTransport({
+          sessionIdGenerator: () => randomUUID(),
+          onsessioninitialized: (id) => sessions.set(id, transport),
+        });
+        transport.onclose = () => sessions.delete(transport.sessionId);
+        await buildMcpServer().connect(transport);
+      }
+      await transport.handleRequest(req, res, body);
+    } catch (err) {
+      fail(500, String(err?.message ?? err));
+    }
+  });
+  const port = await listen(server);
+  return {
+    url: `http://${LOOPBACK}:${port}/mcp`,
+    origin: `http://${LOOPBACK}:${port}`,
+    requests,
+    close: async () => {
+      await Promise.allSettled([...sessions.values()].map((t) => t.close()));
+      await closeServer(server);
+    },
+  };
+}
+
+async function waitFor(what, deadlineMs, probe, child) {
+  const until = Date.now() + deadlineMs;
+  let last;
+  while (Date.now() < until) {
+    if (child && child.exitCode !== null) throw new Error(`${what}: gateway exited with code ${child.exitCode}`);
+    try {
+      if (await probe()) return;
+    } catch (e) { last = e; }
+    await sleep(100);
+  }
+  throw new Error(`timed out after ${deadlineMs} ms waiting for ${what}${last ? ` (last error: ${last.message})` : ''}`);
+}
+
+function tcpOpen(port) {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: LOOPBACK, port });
+    s.setTimeout(1000);
+    s.once('connect', () => { s.destroy(); resolve(true); });
+    s.once('error', () => resolve(false));
+    s.once('timeout', () => { s.destroy(); resolve(false); });
+  });
+}
+
+/** The mcpgate binary with a temp config (see CONTRACT.md): route /mcp -> the MCP server, scope mcp:tools. */
+export async function startGateway({ bin, issuer, upstream }) {
+  const [port, adminPort] = [await freePort(), await freePort()];
+  const publicUrl = `http://${LOOPBACK}:${port}`;
+  const dir = mkdtempSync(join(tmpdir(), 'mcpgate-interop-'));
+  const configPath = join(dir, 'mcpgate.yaml');
+  // No jwks_uri: the gateway must discover it from the issuer's metadata.
+  writeFileSync(configPath, `listen:
+  address: ${LOOPBACK}:${port}
+  public_url: ${publicUrl}
+  threads: 1
+admin:
+  address: ${LOOPBACK}:${adminPort}
+issuers:
+  - name: oidc
+    issuer: ${issuer}
+    algorithms: [ES256]
+routes:
+  - name: mcp
+    path_prefix: /mcp
+    upstream: ${upstream}
+    issuers: [oidc]
+    scopes: [${ROUTE_SCOPE}]
+`);
+
+  const child = spawn(bin, ['run', '--config', configPath], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' },
+  });
+  let log = '';
+  const keep = (chunk) => { log = (log + chunk.toString()).slice(-64 * 1024); };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const done = await Promise.race([exited.then(() => true), sleep(5000).then(() => false)]);
+      if (!done) { child.kill('SIGKILL'); await exited; }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+
+  try {
+    await waitFor('gateway public port', 20000, () => tcpOpen(port), child);
+    await waitFor('gateway /healthz', 20000, async () => {
+      const r = await fetch(`http://${LOOPBACK}:${adminPort}/healthz`, { signal: AbortSignal.timeout(1000) });
+      return r.status === 200;
+    }, child);
+  } catch (err) {
+    await stop();
+    err.message += `\n--- gateway log ---\n${log}`;
+    throw err;
+  }
+
+  return {
+    publicUrl,
+    adminUrl: `http://${LOOPBACK}:${adminPort}`,
+    resource: `${publicUrl}/mcp`,
+    mcpUrl: `${publicUrl}/mcp`,
+    log: () => log,
+    stop,
+  };
+}

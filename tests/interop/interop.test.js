@@ -1,0 +1,213 @@
+// mcpgate interop: oidc-provider (AS) + official MCP TypeScript SDK (server and client) through the gateway.
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { after, before, test } from 'node:test';
+
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import {
+  discoverAuthorizationServerMetadata,
+  discoverOAuthProtectedResourceMetadata,
+  extractWWWAuthenticateParams,
+} from '@modelcontextprotocol/sdk/client/auth.js';
+import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
+
+import {
+  CLIENT_ID, CLIENT_SECRET, ROUTE_SCOPE, jwtParts, startAuthServer, startGateway, startMcpServer,
+} from './helpers.js';
+
+const BIN = process.env.MCPGATE_BIN;
+const T = { timeout: 10_000 }; // per SDK request
+const HTTP_TIMEOUT = 5_000;
+
+let as; let mcp; let gw;
+
+before(async () => {
+  assert.ok(BIN && existsSync(BIN), `gateway binary not found: MCPGATE_BIN=${BIN}`);
+  as = await startAuthServer();
+  mcp = await startMcpServer();
+  gw = await startGateway({ bin: BIN, issuer: as.issuer, upstream: mcp.origin });
+}, { timeout: 45_000 });
+
+after(async () => {
+  await gw?.stop();
+  await Promise.allSettled([mcp?.close(), as?.close()]);
+}, { timeout: 15_000 });
+
+const prmUrl = () => `${gw.publicUrl}/.well-known/oauth-protected-resource/mcp`;
+
+function sdkClient(headers, authProvider) {
+  const transport = new StreamableHTTPClientTransport(new URL(gw.mcpUrl), {
+    requestInit: { headers: headers ?? {} },
+    authProvider,
+  });
+  return { client: new Client({ name: 'mcpgate-interop', version: '1.0.0' }), transport };
+}
+
+/** A raw MCP initialize POST to the gateway. */
+function rawInitialize(extraHeaders = {}) {
+  return fetch(gw.mcpUrl, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...extraHeaders },
+    body: JSON.stringify({
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'initialize',
+      params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } },
+    }),
+    signal: AbortSignal.timeout(HTTP_TIMEOUT),
+  });
+}
+
+function textOf(result) {
+  return result.content.find((c) => c.type === 'text')?.text;
+}
+
+/** Assert a refusal, and that nothing reached the upstream while making it. */
+async function expectRefused(send, status, check) {
+  const before = mcp.requests.length;
+  const res = await send();
+  const body = await res.text();
+  const www = res.headers.get('www-authenticate') ?? '';
+  const ctx = `HTTP ${res.status}, WWW-Authenticate: ${www}, body: ${body}`;
+  assert.equal(res.status, status, ctx);
+  assert.match(res.headers.get('content-type') ?? '', /^application\/json/, ctx);
+  check({ res, www, json: JSON.parse(body), ctx });
+  assert.equal(mcp.requests.length, before, 'a refused request must not reach the upstream');
+}
+
+test('SDK client with an oidc-provider token lists and calls tools through the gateway', { timeout: 30_000 }, async () => {
+  const token = await as.getToken({ resource: gw.resource, scope: ROUTE_SCOPE });
+  const { header, payload } = jwtParts(token.access_token);
+  assert.equal(header.typ, 'at+jwt');
+  assert.equal(payload.aud, gw.resource);
+  assert.equal(payload.scope, ROUTE_SCOPE);
+
+  const seenBefore = mcp.requests.length;
+  const { client, transport } = sdkClient({ Authorization: `Bearer ${token.access_token}` });
+  await client.connect(transport, T);
+  try {
+    const { tools } = await client.listTools({}, T);
+    assert.deepEqual(tools.map((t) => t.name).sort(), ['add', 'echo', 'whoami']);
+    assert.equal(textOf(await client.callTool({ name: 'echo', arguments: { message: 'héllo' } }, undefined, T)), 'héllo');
+    assert.equal(textOf(await client.callTool({ name: 'add', arguments: { a: 2, b: 40 } }, undefined, T)), '42');
+
+    const seen = JSON.parse(textOf(await client.callTool({ name: 'whoami', arguments: {} }, undefined, T)));
+    assert.equal(seen['x-auth-subject'], payload.sub, JSON.stringify(seen));
+    assert.equal(seen['x-auth-client-id'], CLIENT_ID, JSON.stringify(seen));
+    assert.equal(seen['x-auth-scopes'], ROUTE_SCOPE, JSON.stringify(seen));
+    assert.equal(seen['x-auth-issuer'], as.issuer, JSON.stringify(seen));
+    assert.equal(seen.authorization, undefined, 'Authorization must not be forwarded upstream');
+
+    // A session id is not authentication: the same session without a token is refused.
+    assert.ok(transport.sessionId, 'upstream session id should pass through the gateway');
+    await expectRefused(() => rawInitialize({ 'mcp-session-id': transport.sessionId }), 401, () => {});
+
+    await transport.terminateSession();
+  } finally {
+    await client.close();
+  }
+
+  const upstream = mcp.requests.slice(seenBefore);
+  assert.ok(upstream.some((r) => r.method === 'GET'), 'the SSE GET stream should have been proxied');
+  assert.ok(upstream.some((r) => r.method === 'DELETE'), 'the session DELETE should have been proxied');
+  for (const r of upstream) {
+    const where = `${r.method} ${r.url}: ${JSON.stringify(r.headers)}`;
+    assert.equal(r.headers.authorization, undefined, where);
+    assert.equal(r.headers['x-auth-subject'], payload.sub, where);
+    assert.equal(r.headers['x-auth-client-id'], CLIENT_ID, where);
+    assert.equal(r.headers['x-auth-scopes'], ROUTE_SCOPE, where);
+  }
+});
+
+test('without a token: 401 challenge, and the AS can be discovered from it (SDK helpers)', { timeout: 30_000 }, async () => {
+  const { client, transport } = sdkClient();
+  await assert.rejects(client.connect(transport, T), (err) => err.code === 401);
+  await client.close();
+
+  let challenge;
+  await expectRefused(() => rawInitialize(), 401, ({ res, www, json, ctx }) => {
+    assert.match(www, /^Bearer /i, ctx);
+    assert.ok(www.includes(`resource_metadata="${prmUrl()}"`), ctx);
+    assert.ok(www.includes(`scope="${ROUTE_SCOPE}"`), ctx);
+    assert.doesNotMatch(www, /error=/, ctx);
+    assert.equal(json.error, 'unauthorized', ctx);
+    challenge = extractWWWAuthenticateParams(res);
+  });
+  assert.equal(challenge.resourceMetadataUrl?.href, prmUrl());
+  assert.equal(challenge.scope, ROUTE_SCOPE);
+
+  // Raw GET of the PRM URL.
+  const res = await fetch(prmUrl(), { signal: AbortSignal.timeout(HTTP_TIMEOUT) });
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type') ?? '', /^application\/json/);
+  const prm = await res.json();
+  assert.equal(prm.resource, gw.resource, JSON.stringify(prm));
+  assert.ok(prm.authorization_servers.includes(as.issuer), JSON.stringify(prm));
+  assert.ok(prm.scopes_supported.includes(ROUTE_SCOPE), JSON.stringify(prm));
+  assert.deepEqual(prm.bearer_methods_supported, ['header']);
+
+  // The SDK's own discovery: from the challenge URL, and by path insertion from the server URL alone.
+  const viaHeader = await discoverOAuthProtectedResourceMetadata(gw.mcpUrl, { resourceMetadataUrl: challenge.resourceMetadataUrl });
+  const viaWellKnown = await discoverOAuthProtectedResourceMetadata(gw.mcpUrl);
+  assert.deepEqual(viaHeader, prm);
+  assert.deepEqual(viaWellKnown, prm);
+
+  const asMeta = await discoverAuthorizationServerMetadata(prm.authorization_servers[0]);
+  assert.equal(asMeta.issuer, as.issuer);
+  assert.equal(asMeta.token_endpoint, `${as.issuer}/token`);
+  const oidc = await (await fetch(`${prm.authorization_servers[0]}/.well-known/openid-configuration`, {
+    signal: AbortSignal.timeout(HTTP_TIMEOUT),
+  })).json();
+  assert.equal(oidc.token_endpoint, asMeta.token_endpoint);
+});
+
+test('SDK ClientCredentialsProvider: 401 -> PRM -> AS metadata -> token -> tools, all by itself', { timeout: 30_000 }, async () => {
+  const authProvider = new ClientCredentialsProvider({
+    clientId: CLIENT_ID,
+    clientSecret: CLIENT_SECRET,
+    scope: ROUTE_SCOPE,
+    expectedIssuer: as.issuer,
+  });
+  const { client, transport } = sdkClient(undefined, authProvider);
+  await client.connect(transport, T);
+  try {
+    const { tools } = await client.listTools({}, T);
+    assert.ok(tools.some((t) => t.name === 'add'));
+    const token = authProvider.tokens()?.access_token;
+    assert.ok(token, 'the SDK should have obtained a token');
+    assert.equal(jwtParts(token).payload.aud, gw.resource, 'the SDK should request the PRM resource');
+    await transport.terminateSession();
+  } finally {
+    await client.close();
+  }
+});
+
+test('token issued for another resource is refused with 401 invalid_token', { timeout: 20_000 }, async () => {
+  const other = `${gw.publicUrl}/other`;
+  const token = await as.getToken({ resource: other, scope: ROUTE_SCOPE });
+  assert.equal(jwtParts(token.access_token).payload.aud, other);
+
+  await expectRefused(() => rawInitialize({ authorization: `Bearer ${token.access_token}` }), 401, ({ www, json, ctx }) => {
+    assert.match(www, /^Bearer /i, ctx);
+    assert.ok(www.includes('error="invalid_token"'), ctx);
+    assert.ok(www.includes(`resource_metadata="${prmUrl()}"`), ctx);
+    assert.equal(json.error, 'invalid_token', ctx);
+  });
+
+  const { client, transport } = sdkClient({ Authorization: `Bearer ${token.access_token}` });
+  await assert.rejects(client.connect(transport, T), (err) => err.code === 401);
+  await client.close();
+});
+
+test('token without the route scope is refused with 403 insufficient_scope', { timeout: 20_000 }, async () => {
+  const token = await as.getToken({ resource: gw.resource, scope: 'other:scope' });
+  assert.equal(jwtParts(token.access_token).payload.scope, 'other:scope');
+
+  await expectRefused(() => rawInitialize({ authorization: `Bearer ${token.access_token}` }), 403, ({ www, json, ctx }) => {
+    assert.ok(www.includes('error="insufficient_scope"'), ctx);
+    assert.ok(www.includes(`scope="${ROUTE_SCOPE}"`), ctx);
+    assert.ok(www.includes(`resource_metadata="${prmUrl()}"`), ctx);
+    assert.equal(json.error, 'insufficient_scope', ctx);
+  });
+});

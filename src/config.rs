@@ -64,6 +64,10 @@ pub struct FileConfig {
     #[serde(default)]
     pub token_cache: FileTokenCache,
     #[serde(default)]
+    pub limits: FileLimits,
+    #[serde(default)]
+    pub shutdown: FileShutdown,
+    #[serde(default)]
     pub scope_hierarchy: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub issuers: Vec<FileIssuer>,
@@ -105,6 +109,50 @@ impl Default for FileTokenCache {
             max_entries: default_cache_entries(),
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+}
+
+impl Default for FileLimits {
+    fn default() -> Self {
+        FileLimits {
+            max_header_bytes: default_max_header_bytes(),
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+fn default_max_header_bytes() -> usize {
+    32 * 1024
+}
+fn default_max_body_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileShutdown {
+    #[serde(default = "default_grace")]
+    pub grace_seconds: u64,
+}
+
+impl Default for FileShutdown {
+    fn default() -> Self {
+        FileShutdown {
+            grace_seconds: default_grace(),
+        }
+    }
+}
+
+fn default_grace() -> u64 {
+    30
 }
 
 fn default_cache_entries() -> u64 {
@@ -200,6 +248,12 @@ pub struct Config {
     pub tls_key: Option<Arc<rustls::sign::CertifiedKey>>,
     pub public: PublicUrl,
     pub token_cache_entries: u64,
+    /// Request headers larger than this (names and values) get 431.
+    pub max_header_bytes: usize,
+    /// Request bodies larger than this get 413.
+    pub max_body_bytes: u64,
+    /// After SIGTERM, how long in-flight requests and streams may take to finish.
+    pub shutdown_grace_seconds: u64,
     pub issuers: Vec<Arc<IssuerConfig>>,
     pub routes: Vec<Arc<Route>>,
     /// PRM path (path-inserted well-known URL path) → route index.
@@ -320,6 +374,12 @@ impl Config {
                 .map(|n| n.get())
                 .unwrap_or(1),
         };
+        if file.limits.max_header_bytes < 1024 {
+            return Err(err("limits.max_header_bytes must be at least 1024".into()));
+        }
+        if file.shutdown.grace_seconds > 3600 {
+            return Err(err("shutdown.grace_seconds must be at most 3600".into()));
+        }
         if file.token_cache.max_entries == 0 {
             return Err(err("token_cache.max_entries must be at least 1".into()));
         }
@@ -411,6 +471,9 @@ impl Config {
             tls_key,
             public,
             token_cache_entries: file.token_cache.max_entries,
+            max_header_bytes: file.limits.max_header_bytes,
+            max_body_bytes: file.limits.max_body_bytes,
+            shutdown_grace_seconds: file.shutdown.grace_seconds,
             issuers,
             routes,
             metadata_paths,

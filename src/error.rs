@@ -30,6 +30,10 @@ pub enum Refusal {
     InsufficientScope,
     /// We cannot decide now (no usable keys): 503 with Retry-After.
     Unavailable(&'static str),
+    /// Request headers over `limits.max_header_bytes`.
+    HeadersTooLarge,
+    /// Request body over `limits.max_body_bytes`.
+    BodyTooLarge,
 }
 
 /// A response header for `status` (pingora's builder is fallible only for invalid codes).
@@ -50,6 +54,8 @@ impl Refusal {
             Refusal::NoCredentials | Refusal::InvalidToken(_) => 401,
             Refusal::InsufficientScope => 403,
             Refusal::Unavailable(_) => 503,
+            Refusal::HeadersTooLarge => 431,
+            Refusal::BodyTooLarge => 413,
         }
     }
 
@@ -64,6 +70,7 @@ impl Refusal {
             Refusal::InvalidToken(_) => "invalid_token",
             Refusal::InsufficientScope => "insufficient_scope",
             Refusal::Unavailable(_) => "temporarily_unavailable",
+            Refusal::HeadersTooLarge | Refusal::BodyTooLarge => "invalid_request",
         }
     }
 
@@ -75,11 +82,13 @@ impl Refusal {
             Refusal::Credentials(c) => c.describe(),
             Refusal::NoCredentials => "an access token is required",
             Refusal::InsufficientScope => "the access token lacks a required scope",
+            Refusal::HeadersTooLarge => "request headers are too large",
+            Refusal::BodyTooLarge => "request body is too large",
         }
     }
 
     /// Every value `reason()` can take.
-    pub const REASONS: [&'static str; 8] = [
+    pub const REASONS: [&'static str; 10] = [
         "bad_path",
         "bad_request",
         "no_route",
@@ -88,6 +97,8 @@ impl Refusal {
         "invalid_token",
         "insufficient_scope",
         "keys_unavailable",
+        "headers_too_large",
+        "body_too_large",
     ];
 
     /// A bounded label for metrics and logs.
@@ -101,6 +112,8 @@ impl Refusal {
             Refusal::InvalidToken(_) => "invalid_token",
             Refusal::InsufficientScope => "insufficient_scope",
             Refusal::Unavailable(_) => "keys_unavailable",
+            Refusal::HeadersTooLarge => "headers_too_large",
+            Refusal::BodyTooLarge => "body_too_large",
         }
     }
 

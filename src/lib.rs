@@ -58,6 +58,35 @@ pub struct RunOptions {
     pub watch: Option<PathBuf>,
 }
 
+/// After SIGTERM pingora stops accepting and closes idle keep-alive connections; we
+/// exit 0 as soon as no request is in flight (or when the grace period ends).
+fn drain_on_sigterm(state: &Arc<GatewayState>, grace: u64) {
+    let st = state.clone();
+    state.fetcher.spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            tracing::warn!("cannot watch SIGTERM; shutdown will wait the whole grace period");
+            return;
+        };
+        if term.recv().await.is_none() {
+            return;
+        }
+        tracing::info!(
+            grace_seconds = grace,
+            in_flight = st.in_flight(),
+            "SIGTERM: draining"
+        );
+        // Let pingora close its listeners first.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(grace);
+        while st.in_flight() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        tracing::info!(in_flight = st.in_flight(), "drained; exiting");
+        std::process::exit(0);
+    });
+}
+
 /// Assemble a pingora server with the public proxy and the admin listener.
 pub fn build_server(
     config: Config,
@@ -67,16 +96,20 @@ pub fn build_server(
     let listen = config.listen_address.clone();
     let admin_addr = config.admin_address.clone();
     let tls = config.tls.is_some();
+    let grace = config.shutdown_grace_seconds;
     let conf = ServerConf {
         threads: config.threads,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(10),
+        // pingora sleeps the whole grace period after SIGTERM; `drain_on_sigterm`
+        // exits as soon as the requests in flight are done.
+        grace_period_seconds: Some(grace),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let state = Arc::new(GatewayState::new(config)?);
     metrics::config_state(true);
+    drain_on_sigterm(&state, grace);
     if let Some(path) = opts.watch {
         reload::spawn(path, state.clone())?;
     }

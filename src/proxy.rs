@@ -21,7 +21,7 @@ use crate::config::{AuthMode, Config, Route};
 use crate::credentials::{self, Credentials};
 use crate::error::{response_header, Refusal};
 use crate::routing::{self, Target};
-use crate::state::Snapshot;
+use crate::state::{InFlight, Snapshot};
 use crate::{identity, metrics, policy, Gateway};
 
 /// Per-request state, carried across phases.
@@ -39,6 +39,9 @@ pub struct Ctx {
     audited: bool,
     started: Option<Instant>,
     decided: Option<Instant>,
+    /// Request body bytes seen so far (for `limits.max_body_bytes` on streamed bodies).
+    body_bytes: u64,
+    _in_flight: Option<InFlight>,
 }
 
 /// What `request_filter` decided.
@@ -155,6 +158,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let started = Instant::now();
         ctx.started = Some(started);
+        ctx._in_flight = Some(self.state.enter());
         let snapshot = self.state.snapshot.load_full();
         let decision = self.decide(&snapshot, session, &mut ctx.token).await;
         ctx.config = Some(snapshot.config.clone());
@@ -211,6 +215,27 @@ impl ProxyHttp for Gateway {
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         // No read timeout: SSE and streamable HTTP responses may idle between events.
         Ok(Box::new(peer))
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // Content-Length over the limit was refused before connecting; this catches
+        // chunked bodies that grow past it (the upstream sees a truncated request).
+        if let (Some(b), Some(config)) = (body.as_ref(), ctx.config.as_ref()) {
+            ctx.body_bytes += b.len() as u64;
+            if ctx.body_bytes > config.max_body_bytes {
+                return Err(pingora_core::Error::explain(
+                    pingora_core::ErrorType::HTTPStatus(413),
+                    "request body over limits.max_body_bytes",
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(

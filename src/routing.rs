@@ -81,7 +81,37 @@ fn request_host(req: &RequestHeader) -> Result<Option<String>, Refusal> {
     }
 }
 
+/// Size and framing limits, checked before anything else.
+fn check_limits(config: &Config, req: &RequestHeader) -> Result<(), Refusal> {
+    let header_bytes: usize = req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + req.raw_path().len();
+    if header_bytes > config.max_header_bytes {
+        return Err(Refusal::HeadersTooLarge);
+    }
+    let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    if let Some(cl) = lengths.next() {
+        let n = cl
+            .to_str()
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or(Refusal::BadRequest("invalid Content-Length"))?;
+        if lengths.next().is_some() {
+            return Err(Refusal::BadRequest("more than one Content-Length header"));
+        }
+        if n > config.max_body_bytes {
+            return Err(Refusal::BodyTooLarge);
+        }
+    }
+    Ok(())
+}
+
 pub fn classify(config: &Config, req: &RequestHeader) -> Result<Target, Refusal> {
+    check_limits(config, req)?;
     let host = request_host(req)?;
     if req.headers.contains_key(http::header::UPGRADE) {
         return Err(Refusal::BadRequest("protocol upgrades are not supported"));

@@ -7,6 +7,7 @@
 //! issuers whose key source did not change, and swaps it in atomically; requests in
 //! flight finish on the snapshot they started with.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -27,6 +28,17 @@ pub struct GatewayState {
     pub auth: Authenticator,
     pub fetcher: Arc<Fetcher>,
     pub resolver: Resolver,
+    /// Requests between `request_filter` and the end of their response.
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts one request in flight until dropped.
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Two issuer configs share a key store when the keys come from the same place.
@@ -48,7 +60,17 @@ impl GatewayState {
             auth,
             fetcher,
             resolver: Resolver::default(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    pub fn enter(&self) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.in_flight.clone())
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
     }
 
     pub fn config(&self) -> Arc<Config> {

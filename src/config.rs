@@ -71,7 +71,22 @@ pub struct FileConfig {
     pub scope_hierarchy: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub issuers: Vec<FileIssuer>,
+    /// Legacy API keys for routes with `auth: api_key` or `both`.
+    pub api_keys: Option<FileApiKeys>,
     pub routes: Vec<FileRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileApiKeys {
+    /// The key file (hashed entries; see `apikeys`), relative to the config file.
+    pub file: PathBuf,
+    #[serde(default = "default_api_key_header")]
+    pub header: String,
+}
+
+fn default_api_key_header() -> String {
+    crate::apikeys::DEFAULT_HEADER.to_string()
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +189,55 @@ pub struct FileIssuer {
     pub jwks_refresh_seconds: u64,
     #[serde(default = "default_max_stale")]
     pub jwks_max_stale_seconds: u64,
+    /// `opaque`: introspect every token of this issuer, JWT-shaped or not.
+    #[serde(default)]
+    pub token_format: TokenFormat,
+    /// RFC 7662 introspection of opaque tokens.
+    pub introspection: Option<FileIntrospection>,
+}
+
+/// How an issuer's access tokens are validated.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenFormat {
+    /// JWTs are verified with the issuer's keys; other tokens are introspected when the
+    /// issuer has `introspection`.
+    #[default]
+    Jwt,
+    /// Every token is introspected (no key set is fetched).
+    Opaque,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileIntrospection {
+    /// Default: the `introspection_endpoint` of the issuer's metadata.
+    pub endpoint: Option<String>,
+    pub client_id: String,
+    pub client_secret: crate::introspect::Secret,
+    #[serde(default)]
+    pub auth_method: crate::introspect::ClientAuth,
+    #[serde(default = "default_introspection_cache")]
+    pub cache_max_seconds: u64,
+    #[serde(default = "default_negative_cache")]
+    pub negative_cache_seconds: u64,
+    #[serde(default = "default_introspection_timeout")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_true")]
+    pub require_aud: bool,
+}
+
+fn default_introspection_cache() -> u64 {
+    300
+}
+fn default_negative_cache() -> u64 {
+    5
+}
+fn default_introspection_timeout() -> u64 {
+    2000
+}
+fn default_true() -> bool {
+    true
 }
 
 fn default_skew() -> u64 {
@@ -192,6 +256,20 @@ pub enum AuthMode {
     #[default]
     Oauth,
     None,
+    /// Legacy API keys only.
+    ApiKey,
+    /// OAuth or an API key (a Bearer token is judged as OAuth only).
+    Both,
+}
+
+impl AuthMode {
+    pub fn accepts_oauth(self) -> bool {
+        matches!(self, AuthMode::Oauth | AuthMode::Both)
+    }
+
+    pub fn accepts_api_key(self) -> bool {
+        matches!(self, AuthMode::ApiKey | AuthMode::Both)
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -201,6 +279,7 @@ pub struct FileIdentityHeaders {
     pub client_id: Option<String>,
     pub scopes: Option<String>,
     pub issuer: Option<String>,
+    pub method: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,6 +308,29 @@ pub struct FileRoute {
     pub root_metadata: bool,
     #[serde(default)]
     pub identity_headers: FileIdentityHeaders,
+    /// RFC 3339: when API keys on this route were deprecated (`Deprecation` header).
+    pub api_key_deprecated_at: Option<String>,
+    /// RFC 3339: when API keys on this route stop working (`Sunset` header).
+    pub api_key_sunset: Option<String>,
+    /// Glob on the tool name → extra scopes for `tools/call` (in file order).
+    pub tools: Option<serde_yaml::Mapping>,
+    /// Glob on the URI → extra scopes for `resources/read`.
+    pub resources: Option<serde_yaml::Mapping>,
+    /// Glob on the prompt name → extra scopes for `prompts/get`.
+    pub prompts: Option<serde_yaml::Mapping>,
+    #[serde(default)]
+    pub default_tool_policy: crate::mcp::DefaultPolicy,
+    #[serde(default)]
+    pub filter_tools_list: bool,
+    /// Browser origins allowed to call the route (default: the public origin only).
+    pub allowed_origins: Option<Vec<String>>,
+    /// Seconds a response stream may outlive its token's `exp` before the gateway closes it.
+    #[serde(default = "default_stream_grace")]
+    pub stream_expiry_grace_seconds: u64,
+}
+
+fn default_stream_grace() -> u64 {
+    0
 }
 
 // ---------------------------------------------------------------------------
@@ -299,7 +401,7 @@ pub struct IdentityHeaders {
 
 /// A required scope together with every token scope that satisfies it
 /// (itself and its ancestors in `scope_hierarchy`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequiredScope {
     pub name: String,
     pub satisfied_by: Vec<String>,
@@ -329,6 +431,10 @@ pub struct Route {
     pub metadata_path: String,
     pub metadata_body: bytes::Bytes,
     pub metrics: crate::metrics::RouteMetrics,
+    pub mcp: crate::mcp::Policy,
+    /// Lower-cased `Origin` values accepted (`scheme://host[:port]`).
+    pub allowed_origins: Vec<String>,
+    pub stream_expiry_grace: i64,
 }
 
 impl Config {
@@ -945,8 +1051,24 @@ fn compile_route(
     }
     let scope_challenge = fr.scopes.join(" ");
 
+    let mut policy_scopes: Vec<String> = Vec::new();
+    for m in [&fr.tools, &fr.resources, &fr.prompts]
+        .into_iter()
+        .flatten()
+    {
+        for v in m.values() {
+            if let Ok(list) = serde_yaml::from_value::<Vec<String>>(v.clone()) {
+                policy_scopes.extend(list);
+            }
+        }
+    }
     let mut supported: Vec<String> = Vec::new();
-    for s in fr.scopes.iter().chain(fr.scopes_supported.iter()) {
+    for s in fr
+        .scopes
+        .iter()
+        .chain(policy_scopes.iter())
+        .chain(fr.scopes_supported.iter())
+    {
         if s != "offline_access" && !supported.contains(s) {
             supported.push(s.clone());
         }
@@ -957,7 +1079,63 @@ fn compile_route(
         .collect();
     let metadata_body = metadata::render(&resource, &auth_servers, &supported);
 
+    let rules =
+        |what: &str, m: &Option<serde_yaml::Mapping>| -> Result<Vec<crate::mcp::Rule>, String> {
+            let Some(m) = m else { return Ok(Vec::new()) };
+            let mut out = Vec::new();
+            for (k, v) in m {
+                let pattern = k
+                    .as_str()
+                    .ok_or_else(|| format!("{what}: pattern {k:?} must be a string"))?;
+                let list: Vec<String> = serde_yaml::from_value(v.clone())
+                    .map_err(|_| format!("{what}: {pattern:?} must map to a list of scopes"))?;
+                let mut scopes = Vec::new();
+                for sc in &list {
+                    check_scope_token(sc)?;
+                    let mut satisfied_by = vec![sc.clone()];
+                    if let Some(anc) = hierarchy.get(sc) {
+                        satisfied_by.extend(anc.iter().cloned());
+                    }
+                    scopes.push(RequiredScope {
+                        name: sc.clone(),
+                        satisfied_by,
+                    });
+                }
+                out.push(crate::mcp::Rule::new(pattern, scopes));
+            }
+            Ok(out)
+        };
+    let mcp = crate::mcp::Policy {
+        tools: rules("tools", &fr.tools)?,
+        resources: rules("resources", &fr.resources)?,
+        prompts: rules("prompts", &fr.prompts)?,
+        default: fr.default_tool_policy,
+        filter_tools_list: fr.filter_tools_list,
+    };
+    if mcp.inspects() && fr.auth != AuthMode::Oauth {
+        return Err("tool policies and filter_tools_list need auth: oauth".into());
+    }
+    let allowed_origins = match &fr.allowed_origins {
+        Some(list) => list
+            .iter()
+            .map(|o| {
+                let u = url::Url::parse(o).map_err(|e| format!("allowed_origins {o:?}: {e}"))?;
+                let origin = u.origin().ascii_serialization();
+                if origin == "null" || u.path() != "/" {
+                    return Err(format!(
+                        "allowed_origins {o:?} must be scheme://host[:port]"
+                    ));
+                }
+                Ok(origin)
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => vec![public.url.to_ascii_lowercase()],
+    };
+
     Ok(Route {
+        mcp,
+        allowed_origins,
+        stream_expiry_grace: fr.stream_expiry_grace_seconds.min(86_400) as i64,
         metrics: crate::metrics::RouteMetrics::new(&fr.name),
         name: Arc::from(fr.name.as_str()),
         index,

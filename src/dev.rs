@@ -411,7 +411,8 @@ Try it:
   curl -s {url} -H "Authorization: Bearer $READER_TOKEN" -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' -d '{{"jsonrpc":"2.0","id":1,"method":"tools/list"}}'
   # call a tool
   curl -s {url} -H "Authorization: Bearer $READER_TOKEN" -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' -d '{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"whoami","arguments":{{}}}}}}'
-  # the admin-only tool: refused with the reader token, allowed with the admin token
+  # the admin-only tool: 403 insufficient_scope (step-up) with the reader token, allowed with the admin token
+  curl -si {url} -H "Authorization: Bearer $READER_TOKEN" -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' -d '{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"reset_demo","arguments":{{}}}}}}'
   curl -s {url} -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' -d '{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"reset_demo","arguments":{{}}}}}}'
   # a fresh token from the dev issuer (client_credentials with an RFC 8707 resource)
   curl -s {ISSUER_URL}/token -u reader:reader-secret -d grant_type=client_credentials -d resource={url} -d scope=mcp:tools

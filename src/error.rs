@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use pingora_http::ResponseHeader;
 
-use crate::config::Route;
+use crate::config::{AuthMode, Route};
 use crate::credentials::CredentialError;
 use crate::path::PathError;
 
@@ -30,10 +30,29 @@ pub enum Refusal {
     InsufficientScope,
     /// We cannot decide now (no usable keys): 503 with Retry-After.
     Unavailable(&'static str),
+    /// The issuer could not answer an introspection (unreachable, too slow, 5xx, not
+    /// JSON, or refusing our client credentials): 503 with Retry-After.
+    IntrospectionUnavailable(&'static str),
+    /// An unknown or expired API key.
+    InvalidApiKey(&'static str),
     /// Request headers over `limits.max_header_bytes`.
     HeadersTooLarge,
     /// Request body over `limits.max_body_bytes`.
     BodyTooLarge,
+    /// An `Origin` the route does not allow (DNS-rebinding protection): 403.
+    OriginDenied,
+    /// A malformed MCP request, or mirrored headers that disagree with the body: 400
+    /// with a JSON-RPC error body.
+    Mcp(crate::mcp::McpError),
+    /// The body of an inspected MCP request is larger than the gateway can inspect.
+    McpBodyTooLarge,
+    /// The operation needs scopes the token lacks; the value is every scope the
+    /// operation requires, for the step-up challenge.
+    ScopeFor(Box<str>),
+    /// No tool/resource/prompt pattern matches and the route's default is deny.
+    PolicyDenied,
+    /// An `Mcp-Session-Id` that belongs to another subject: answered as unknown.
+    UnknownSession,
 }
 
 /// A response header for `status` (pingora's builder is fallible only for invalid codes).
@@ -51,11 +70,14 @@ impl Refusal {
         match self {
             Refusal::BadPath(_) | Refusal::BadRequest(_) | Refusal::Credentials(_) => 400,
             Refusal::NotFound => 404,
-            Refusal::NoCredentials | Refusal::InvalidToken(_) => 401,
+            Refusal::NoCredentials | Refusal::InvalidToken(_) | Refusal::InvalidApiKey(_) => 401,
             Refusal::InsufficientScope => 403,
-            Refusal::Unavailable(_) => 503,
+            Refusal::Unavailable(_) | Refusal::IntrospectionUnavailable(_) => 503,
             Refusal::HeadersTooLarge => 431,
-            Refusal::BodyTooLarge => 413,
+            Refusal::BodyTooLarge | Refusal::McpBodyTooLarge => 413,
+            Refusal::OriginDenied | Refusal::ScopeFor(_) | Refusal::PolicyDenied => 403,
+            Refusal::Mcp(_) => 400,
+            Refusal::UnknownSession => 404,
         }
     }
 
@@ -68,27 +90,48 @@ impl Refusal {
             Refusal::NotFound => "not_found",
             Refusal::NoCredentials => "unauthorized",
             Refusal::InvalidToken(_) => "invalid_token",
+            Refusal::InvalidApiKey(_) => "invalid_api_key",
             Refusal::InsufficientScope => "insufficient_scope",
-            Refusal::Unavailable(_) => "temporarily_unavailable",
-            Refusal::HeadersTooLarge | Refusal::BodyTooLarge => "invalid_request",
+            Refusal::Unavailable(_) | Refusal::IntrospectionUnavailable(_) => {
+                "temporarily_unavailable"
+            }
+            Refusal::HeadersTooLarge | Refusal::BodyTooLarge | Refusal::McpBodyTooLarge => {
+                "invalid_request"
+            }
+            Refusal::Mcp(_) => "invalid_request",
+            Refusal::OriginDenied | Refusal::PolicyDenied => "access_denied",
+            Refusal::ScopeFor(_) => "insufficient_scope",
+            Refusal::UnknownSession => "not_found",
         }
     }
 
     pub fn description(&self) -> &'static str {
         match self {
             Refusal::BadPath(p) => p.describe(),
-            Refusal::BadRequest(d) | Refusal::InvalidToken(d) | Refusal::Unavailable(d) => d,
+            Refusal::BadRequest(d)
+            | Refusal::InvalidToken(d)
+            | Refusal::Unavailable(d)
+            | Refusal::IntrospectionUnavailable(d)
+            | Refusal::InvalidApiKey(d) => d,
             Refusal::NotFound => "no route for this path",
             Refusal::Credentials(c) => c.describe(),
             Refusal::NoCredentials => "an access token is required",
             Refusal::InsufficientScope => "the access token lacks a required scope",
             Refusal::HeadersTooLarge => "request headers are too large",
             Refusal::BodyTooLarge => "request body is too large",
+            Refusal::OriginDenied => "this Origin may not call this resource",
+            Refusal::Mcp(e) => e.message,
+            Refusal::McpBodyTooLarge => {
+                "MCP request body is larger than the 64 KiB the gateway inspects"
+            }
+            Refusal::ScopeFor(_) => "the access token lacks a scope this operation requires",
+            Refusal::PolicyDenied => "the gateway policy does not allow this operation",
+            Refusal::UnknownSession => "unknown session",
         }
     }
 
     /// Every value `reason()` can take.
-    pub const REASONS: [&'static str; 10] = [
+    pub const REASONS: [&'static str; 18] = [
         "bad_path",
         "bad_request",
         "no_route",
@@ -97,8 +140,16 @@ impl Refusal {
         "invalid_token",
         "insufficient_scope",
         "keys_unavailable",
+        "introspection_unavailable",
+        "invalid_api_key",
         "headers_too_large",
         "body_too_large",
+        "origin_denied",
+        "mcp_malformed",
+        "mcp_body_too_large",
+        "tool_scope",
+        "policy_denied",
+        "session_mismatch",
     ];
 
     /// A bounded label for metrics and logs.
@@ -112,32 +163,56 @@ impl Refusal {
             Refusal::InvalidToken(_) => "invalid_token",
             Refusal::InsufficientScope => "insufficient_scope",
             Refusal::Unavailable(_) => "keys_unavailable",
+            Refusal::IntrospectionUnavailable(_) => "introspection_unavailable",
+            Refusal::InvalidApiKey(_) => "invalid_api_key",
             Refusal::HeadersTooLarge => "headers_too_large",
             Refusal::BodyTooLarge => "body_too_large",
+            Refusal::OriginDenied => "origin_denied",
+            Refusal::Mcp(_) => "mcp_malformed",
+            Refusal::McpBodyTooLarge => "mcp_body_too_large",
+            Refusal::ScopeFor(_) => "tool_scope",
+            Refusal::PolicyDenied => "policy_denied",
+            Refusal::UnknownSession => "session_mismatch",
         }
     }
 
-    /// The `WWW-Authenticate` value, when this refusal carries a challenge.
+    /// The `WWW-Authenticate` value, when this refusal carries a challenge. Routes that
+    /// accept only API keys have no OAuth metadata: their 401s name the key header.
     pub fn challenge(&self, route: Option<&Route>) -> Option<String> {
         let route = route?;
+        if route.auth == AuthMode::ApiKey {
+            let header = route
+                .api_key_header
+                .as_ref()
+                .map_or("x-api-key", |h| h.as_str());
+            return (self.status() == 401).then(|| format!("ApiKey header=\"{header}\""));
+        }
         let mut c = String::from("Bearer ");
         let mut params: Vec<String> = Vec::with_capacity(4);
         match self {
-            Refusal::NoCredentials => {}
+            // An API key is not the Bearer scheme: answer with the discovery challenge,
+            // which tells the client where to get a token instead.
+            Refusal::NoCredentials | Refusal::InvalidApiKey(_) => {}
             Refusal::Credentials(_) | Refusal::InvalidToken(_) => {
                 params.push(format!("error=\"{}\"", self.code()));
                 params.push(format!("error_description=\"{}\"", self.description()));
             }
-            Refusal::InsufficientScope => {
+            Refusal::InsufficientScope | Refusal::ScopeFor(_) => {
                 params.push("error=\"insufficient_scope\"".to_string());
                 params.push(format!("error_description=\"{}\"", self.description()));
             }
             _ => return None,
         }
         params.push(format!("resource_metadata=\"{}\"", route.metadata_url));
-        let scope_param = matches!(self, Refusal::NoCredentials | Refusal::InsufficientScope);
-        if scope_param && !route.scope_challenge.is_empty() {
-            params.push(format!("scope=\"{}\"", route.scope_challenge));
+        let scope = match self {
+            Refusal::NoCredentials | Refusal::InvalidApiKey(_) | Refusal::InsufficientScope => {
+                route.scope_challenge.as_str()
+            }
+            Refusal::ScopeFor(s) => s,
+            _ => "",
+        };
+        if !scope.is_empty() {
+            params.push(format!("scope=\"{scope}\""));
         }
         c.push_str(&params.join(", "));
         Some(c)
@@ -145,11 +220,16 @@ impl Refusal {
 
     /// Render status, headers and body.
     pub fn render(&self, route: Option<&Route>) -> (ResponseHeader, Bytes) {
-        let body = serde_json::json!({
-            "error": self.code(),
-            "error_description": self.description(),
-        });
-        let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        let body = match self {
+            Refusal::Mcp(e) => Bytes::from(e.body()),
+            _ => {
+                let body = serde_json::json!({
+                    "error": self.code(),
+                    "error_description": self.description(),
+                });
+                Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+            }
+        };
         let mut resp = response_header(self.status());
         let _ = resp.insert_header("content-type", "application/json");
         let _ = resp.insert_header("content-length", body.len().to_string());
@@ -157,7 +237,10 @@ impl Refusal {
         if let Some(ch) = self.challenge(route) {
             let _ = resp.insert_header("www-authenticate", ch);
         }
-        if matches!(self, Refusal::Unavailable(_)) {
+        if matches!(
+            self,
+            Refusal::Unavailable(_) | Refusal::IntrospectionUnavailable(_)
+        ) {
             let _ = resp.insert_header("retry-after", "5");
         }
         (resp, body)
@@ -206,6 +289,13 @@ mod tests {
             Refusal::Credentials(CredentialError::EmptyToken),
             Refusal::Credentials(CredentialError::MalformedToken),
             Refusal::Credentials(CredentialError::TooLarge),
+            Refusal::Credentials(CredentialError::MultipleApiKeys),
+            Refusal::Credentials(CredentialError::MalformedApiKey),
+            Refusal::InvalidApiKey("the API key is not valid"),
+            Refusal::InvalidApiKey("the API key has expired"),
+            Refusal::IntrospectionUnavailable(
+                "the authorization server could not be asked about the token",
+            ),
             Refusal::InsufficientScope,
             Refusal::NoCredentials,
         ];

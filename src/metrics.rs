@@ -198,6 +198,7 @@ pub struct RouteMetrics {
 impl RouteMetrics {
     pub fn new(route: &str) -> RouteMetrics {
         let m = &*METRICS;
+        LazyLock::force(&STREAMS_EXPIRED);
         let counter = |decision: &str, reason: &str| {
             m.requests
                 .as_ref()
@@ -247,6 +248,21 @@ impl RouteMetrics {
 
 /// Handles for requests that matched no route (label `route=""`).
 pub static UNROUTED: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics::new(""));
+
+static STREAMS_EXPIRED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        &METRICS.registry,
+        "mcpgate_streams_closed_token_expired_total",
+        "Response streams closed because the token that opened them expired.",
+        &["route"],
+    )
+});
+
+pub fn stream_closed_expired(route: &str) {
+    if let Some(c) = &*STREAMS_EXPIRED {
+        c.with_label_values(&[route]).inc();
+    }
+}
 
 /// Update per-issuer key ages just before a scrape.
 pub fn jwks_age(issuer: &str, age_seconds: i64) {

@@ -6,13 +6,16 @@
 //! `scope_hierarchy` (MCP 2026-07-28: servers account for scope hierarchies).
 
 use crate::auth::Principal;
-use crate::config::Route;
+use crate::config::{RequiredScope, Route};
 use crate::error::Refusal;
+use crate::mcp::{Calls, Need, Op};
 
 pub fn check_audience(route: &Route, p: &Principal) -> Result<(), Refusal> {
-    if p.audiences
-        .iter()
-        .any(|a| route.audiences.iter().any(|r| **a == **r))
+    if p.any_audience
+        || p
+            .audiences
+            .iter()
+            .any(|a| route.audiences.iter().any(|r| **a == **r))
     {
         Ok(())
     } else {
@@ -22,13 +25,54 @@ pub fn check_audience(route: &Route, p: &Principal) -> Result<(), Refusal> {
     }
 }
 
+fn satisfied(required: &RequiredScope, p: &Principal) -> bool {
+    required.satisfied_by.iter().any(|s| p.has_scope(s))
+}
+
 pub fn check_scopes(route: &Route, p: &Principal) -> Result<(), Refusal> {
-    for required in &route.scopes {
-        if !required.satisfied_by.iter().any(|s| p.has_scope(s)) {
-            return Err(Refusal::InsufficientScope);
+    if route.scopes.iter().all(|r| satisfied(r, p)) {
+        Ok(())
+    } else {
+        Err(Refusal::InsufficientScope)
+    }
+}
+
+/// Route scopes plus what each MCP operation of the body needs. A refusal names every
+/// scope the operation requires, in one challenge, so the client can step up once.
+pub fn authorize_calls(route: &Route, p: &Principal, calls: &Calls) -> Result<(), Refusal> {
+    let mut extra: Vec<&RequiredScope> = Vec::new();
+    for op in &calls.ops {
+        match route.mcp.need(op) {
+            Need::Denied => return Err(Refusal::PolicyDenied),
+            Need::Scopes(s) => extra.extend(s.iter()),
         }
     }
-    Ok(())
+    if route
+        .scopes
+        .iter()
+        .chain(extra.iter().copied())
+        .all(|r| satisfied(r, p))
+    {
+        return Ok(());
+    }
+    if extra.is_empty() {
+        return Err(Refusal::InsufficientScope);
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for r in route.scopes.iter().chain(extra.iter().copied()) {
+        if !names.contains(&r.name.as_str()) {
+            names.push(&r.name);
+        }
+    }
+    Err(Refusal::ScopeFor(names.join(" ").into_boxed_str()))
+}
+
+/// Whether `p` could call tool `name` on `route` (for `tools/list` filtering).
+pub fn tool_allowed(route: &Route, p: &Principal, name: &str) -> bool {
+    match route.mcp.need(&Op::ToolsCall(name.to_string())) {
+        Need::Denied => false,
+        Need::Scopes(s) => route.scopes.iter().chain(s.iter()).all(|r| satisfied(r, p)),
+    }
 }
 
 /// Both route checks, audience first (a token for another resource is invalid here,
@@ -47,6 +91,8 @@ mod tests {
 
     fn principal(aud: &str, scopes: &str) -> Principal {
         Principal {
+            method: crate::auth::AuthMethod::Jwt,
+            any_audience: false,
             iss: Arc::from("https://as"),
             issuer_name: Arc::from("a"),
             subject: None,

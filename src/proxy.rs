@@ -22,7 +22,7 @@ use crate::credentials::{self, Credentials};
 use crate::error::{response_header, Refusal};
 use crate::routing::{self, Target};
 use crate::state::{InFlight, Snapshot};
-use crate::{identity, metrics, policy, Gateway};
+use crate::{identity, mcp, metrics, policy, Gateway};
 
 /// Per-request state, carried across phases.
 #[derive(Default)]
@@ -41,8 +41,27 @@ pub struct Ctx {
     decided: Option<Instant>,
     /// Request body bytes seen so far (for `limits.max_body_bytes` on streamed bodies).
     body_bytes: u64,
+    /// The body was read (and any `100 Continue` answered) before forwarding.
+    body_inspected: bool,
+    /// The MCP method and name of an inspected request, for the audit line.
+    mcp_op: Option<mcp::Op>,
+    /// Filter this response's `tools/list` result (JSON or SSE), buffered here.
+    tools_filter: Option<ToolsFilter>,
     _in_flight: Option<InFlight>,
 }
+
+/// A `tools/list` response being buffered for filtering.
+struct ToolsFilter {
+    sse: bool,
+    active: bool,
+    buf: Vec<u8>,
+}
+
+/// Largest body we inspect: what pingora can replay upstream after we read it
+/// (its retry buffer, 64 KiB). Larger bodies on inspected routes get 413.
+pub const MCP_BODY_LIMIT: usize = 64 * 1024;
+/// Largest `tools/list` response we buffer to filter.
+const TOOLS_LIST_LIMIT: usize = 8 * 1024 * 1024;
 
 /// What `request_filter` decided.
 enum Decision {
@@ -59,8 +78,8 @@ impl Gateway {
     async fn decide(
         &self,
         snapshot: &Snapshot,
-        session: &Session,
-        token_seen: &mut Option<TokenHash>,
+        session: &mut Session,
+        ctx: &mut Ctx,
     ) -> std::result::Result<Decision, (Refusal, Option<Arc<Route>>)> {
         let req = session.req_header();
         let target = routing::classify(&snapshot.config, req).map_err(|r| (r, None))?;
@@ -75,6 +94,17 @@ impl Gateway {
             }
             Target::Route { route, path } => (route, path),
         };
+        if let Some(origin) = req.headers.get(http::header::ORIGIN) {
+            let allowed = origin.to_str().is_ok_and(|o| {
+                route
+                    .allowed_origins
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(o))
+            });
+            if !allowed {
+                return Err((Refusal::OriginDenied, Some(route)));
+            }
+        }
         if route.auth == AuthMode::None {
             return Ok(Decision::Forward {
                 route,
@@ -89,7 +119,7 @@ impl Gateway {
             Credentials::Bearer(t) => t,
         };
         let hash = token_hash(token);
-        *token_seen = Some(hash);
+        ctx.token = Some(hash);
         let principal = match self
             .state
             .auth
@@ -99,13 +129,107 @@ impl Gateway {
             Ok(p) => p,
             Err(r) => return Err((r, Some(route))),
         };
-        policy::authorize(&route, &principal).map_err(|r| (r, Some(route.clone())))?;
+        let refuse = |r: Refusal| (r, Some(route.clone()));
+        policy::check_audience(&route, &principal).map_err(refuse)?;
+        if let Some(sid) = req
+            .headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            if !self.state.sessions.allows(&route.name, sid, &principal) {
+                return Err(refuse(Refusal::UnknownSession));
+            }
+        }
+        let mirrored = |n: &str| req.headers.get(n).map(|v| v.as_bytes().to_vec());
+        let (h_method, h_name, h_version) = (
+            mirrored("mcp-method"),
+            mirrored("mcp-name"),
+            mirrored("mcp-protocol-version"),
+        );
+        let modern = h_version
+            .as_deref()
+            .is_some_and(|v| v >= mcp::HEADERS_REQUIRED_FROM.as_bytes());
+        let inspect = req.method == http::Method::POST
+            && (route.mcp.inspects() || h_method.is_some() || h_name.is_some() || modern);
+        if inspect {
+            let body = read_mcp_body(session).await.map_err(refuse)?;
+            ctx.body_inspected = true;
+            let calls = mcp::parse(&body).map_err(|e| refuse(Refusal::Mcp(e)))?;
+            mcp::check_headers(
+                &calls,
+                h_version.as_deref(),
+                h_method.as_deref(),
+                h_name.as_deref(),
+            )
+            .map_err(|e| refuse(Refusal::Mcp(e)))?;
+            policy::authorize_calls(&route, &principal, &calls).map_err(refuse)?;
+            if !calls.batch {
+                ctx.mcp_op = calls.ops.into_iter().next();
+            }
+            if route.mcp.filter_tools_list && ctx.mcp_op == Some(mcp::Op::ToolsList) {
+                ctx.tools_filter = Some(ToolsFilter {
+                    sse: false,
+                    active: false,
+                    buf: Vec::new(),
+                });
+            }
+        } else {
+            policy::check_scopes(&route, &principal).map_err(refuse)?;
+        }
         Ok(Decision::Forward {
             route,
             path,
             principal: Some(principal),
         })
     }
+}
+
+/// Read a whole request body for inspection, within [`MCP_BODY_LIMIT`], keeping it in
+/// pingora's retry buffer so that the same bytes are sent upstream.
+async fn read_mcp_body(session: &mut Session) -> std::result::Result<Bytes, Refusal> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MCP_BODY_LIMIT) {
+        return Err(Refusal::McpBodyTooLarge);
+    }
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        // The request is authorized so far: let the client send its body.
+        let _ = session.as_mut().write_continue_response().await;
+    }
+    session.as_mut().enable_retry_buffering();
+    let mut body = bytes::BytesMut::new();
+    let read = async {
+        loop {
+            match session.as_mut().read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MCP_BODY_LIMIT {
+                        return Err(Refusal::McpBodyTooLarge);
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(()),
+                Err(_) => return Err(Refusal::BadRequest("could not read the request body")),
+            }
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(30), read).await {
+        Ok(Ok(())) => {}
+        Ok(Err(r)) => return Err(r),
+        Err(_) => return Err(Refusal::BadRequest("request body not received in time")),
+    }
+    if session.as_ref().retry_buffer_truncated() {
+        return Err(Refusal::McpBodyTooLarge);
+    }
+    Ok(body.freeze())
 }
 
 fn metadata_response(route: &Route, head: bool) -> (ResponseHeader, Bytes) {
@@ -160,7 +284,7 @@ impl ProxyHttp for Gateway {
         ctx.started = Some(started);
         ctx._in_flight = Some(self.state.enter());
         let snapshot = self.state.snapshot.load_full();
-        let decision = self.decide(&snapshot, session, &mut ctx.token).await;
+        let decision = self.decide(&snapshot, session, ctx).await;
         ctx.config = Some(snapshot.config.clone());
         let decided = Instant::now();
         ctx.decided = Some(decided);
@@ -262,7 +386,92 @@ impl ProxyHttp for Gateway {
             client_ip,
             &config.public,
         );
+        if ctx.body_inspected {
+            // We already answered 100 Continue and hold the whole body.
+            upstream_request.remove_header(&http::header::EXPECT);
+        }
         Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (Some(route), Some(p)) = (ctx.route.as_ref(), ctx.principal.as_ref()) {
+            if let Some(sid) = resp
+                .headers
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+            {
+                self.state.sessions.bind(&route.name, sid, p);
+            }
+        }
+        if let Some(f) = ctx.tools_filter.as_mut() {
+            let ct = resp
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            if resp.status == 200
+                && (ct.starts_with("application/json") || ct.starts_with("text/event-stream"))
+            {
+                f.active = true;
+                f.sse = ct.starts_with("text/event-stream");
+                resp.remove_header(&http::header::CONTENT_LENGTH);
+            }
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        // A stream may not outlive its token (plus the route's grace).
+        if let (Some(p), Some(route)) = (ctx.principal.as_ref(), ctx.route.as_ref()) {
+            if crate::jwks::now_unix() > p.exp + p.skew + route.stream_expiry_grace {
+                metrics::stream_closed_expired(&route.name);
+                return Err(pingora_core::Error::explain(
+                    pingora_core::ErrorType::InternalError,
+                    "token expired: closing the response stream",
+                ));
+            }
+        }
+        let (Some(f), Some(route), Some(p)) = (
+            ctx.tools_filter.as_mut(),
+            ctx.route.as_ref(),
+            ctx.principal.as_ref(),
+        ) else {
+            return Ok(None);
+        };
+        if !f.active {
+            return Ok(None);
+        }
+        if let Some(chunk) = body.take() {
+            if f.buf.len() + chunk.len() > TOOLS_LIST_LIMIT {
+                return Err(pingora_core::Error::explain(
+                    pingora_core::ErrorType::InternalError,
+                    "tools/list response too large to filter",
+                ));
+            }
+            f.buf.extend_from_slice(&chunk);
+        }
+        if end_of_stream {
+            let keep = |name: &str| policy::tool_allowed(route, p, name);
+            let out = if f.sse {
+                mcp::filter_tools_sse(&f.buf, &keep)
+            } else {
+                mcp::filter_tools_json(&f.buf, &keep).unwrap_or_else(|| std::mem::take(&mut f.buf))
+            };
+            *body = Some(Bytes::from(out));
+        }
+        Ok(None)
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&pingora_core::Error>, ctx: &mut Ctx) {
@@ -297,6 +506,8 @@ impl ProxyHttp for Gateway {
             subject = p.and_then(|p| p.subject.as_deref()),
             client_id = p.and_then(|p| p.client_id.as_deref()),
             token = token.as_deref(),
+            mcp_method = ctx.mcp_op.as_ref().map(|o| o.method()),
+            mcp_name = ctx.mcp_op.as_ref().and_then(|o| o.name()),
             decision_us,
             upstream_error = e.map(|e| e.to_string()),
         );

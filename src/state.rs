@@ -28,6 +28,7 @@ pub struct GatewayState {
     pub auth: Authenticator,
     pub fetcher: Arc<Fetcher>,
     pub resolver: Resolver,
+    pub sessions: crate::sessions::SessionBindings,
     /// Requests between `request_filter` and the end of their response.
     in_flight: Arc<AtomicUsize>,
 }
@@ -60,6 +61,7 @@ impl GatewayState {
             auth,
             fetcher,
             resolver: Resolver::default(),
+            sessions: crate::sessions::SessionBindings::default(),
             in_flight: Arc::new(AtomicUsize::new(0)),
         })
     }

@@ -1,11 +1,15 @@
-//! Token validation: bearer token → verified [`Principal`], with a verified-token cache.
+//! Token validation: credentials → verified [`Principal`], with a verified-token cache.
 //!
-//! The token step of the request flow. A token is looked up by SHA-256 in a bounded
-//! moka cache whose entries never outlive `exp`; on a miss it is parsed once, matched to
-//! one of the route's issuers by `iss`, verified against that issuer's current keys
-//! (with one single-flight refetch for an unknown `kid`), and its issuer-level claims
-//! checked (`exp`, `nbf`, `iat`, `typ`, required claims). Route-level checks (audience,
-//! scopes) are in `policy` and run on every request, cached or not.
+//! The token step of the request flow. [`Authenticator::authenticate_request`] takes
+//! the credentials the route accepts (a Bearer token, or a legacy API key checked in
+//! `apikeys`). A token is looked up by SHA-256 in a bounded moka cache whose entries
+//! never outlive `exp`; on a miss it forks on its shape: a token that is not a JWT, or
+//! one whose issuer sets `token_format: opaque`, is introspected (`introspect`, with its
+//! own cache); a JWT is parsed once, matched to one of the route's issuers by `iss`,
+//! verified against that issuer's current keys (with one single-flight refetch for an
+//! unknown `kid`), and its issuer-level claims checked (`exp`, `nbf`, `iat`, `typ`,
+//! required claims). Every path yields the same [`Principal`]. Route-level checks
+//! (audience, scopes) are in `policy` and run on every request, cached or not.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,25 +17,62 @@ use std::time::{Duration, Instant};
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 
-use crate::config::{canonical_audience, Route};
+use crate::config::{canonical_audience, Route, TokenFormat};
+use crate::credentials::{self, Credentials};
 use crate::error::Refusal;
 use crate::jwks::{now_unix, KeysUnavailable};
 use crate::jwt::{self, KeyMiss, TokenError};
 use crate::metrics;
 use crate::state::Snapshot;
 
-/// Who the caller is, as proven by a verified token.
+/// How the caller proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// A JWT access token verified with the issuer's keys.
+    Jwt,
+    /// An opaque token the issuer vouched for (RFC 7662).
+    Introspection,
+    /// A legacy API key from the key file.
+    ApiKey,
+}
+
+impl AuthMethod {
+    /// The `X-Auth-Method` value the upstream receives.
+    pub fn header_value(self) -> &'static str {
+        match self {
+            AuthMethod::Jwt | AuthMethod::Introspection => "oauth",
+            AuthMethod::ApiKey => "api_key",
+        }
+    }
+
+    /// For logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Jwt => "jwt",
+            AuthMethod::Introspection => "introspection",
+            AuthMethod::ApiKey => "api_key",
+        }
+    }
+}
+
+/// Who the caller is, as proven by a verified token or a known API key.
 #[derive(Debug)]
 pub struct Principal {
-    /// The `iss` value (equal to a configured issuer's `issuer`).
+    pub method: AuthMethod,
+    /// The `iss` value (equal to a configured issuer's `issuer`); empty for API keys.
     pub iss: Arc<str>,
+    /// The configured issuer's name; empty for API keys.
     pub issuer_name: Arc<str>,
     pub subject: Option<Box<str>>,
+    /// The OAuth client; for an API key, the key's `id`.
     pub client_id: Option<Box<str>>,
     /// Space-separated scopes, as forwarded upstream.
     pub scopes: Box<str>,
     /// Canonical audiences.
     pub audiences: Box<[Box<str>]>,
+    /// No audience to check against the route: an API key, or an introspected token
+    /// without `aud` from an issuer with `require_aud: false`. Never set for JWTs.
+    pub any_audience: bool,
     pub exp: i64,
     pub nbf: Option<i64>,
     pub skew: i64,
@@ -88,6 +129,51 @@ impl Authenticator {
         self.cache.invalidate_all();
     }
 
+    /// Authenticate a request with the credentials `route` accepts (issuer-level checks
+    /// only; see `policy`). `seen` gets the SHA-256 of the token or key, for the audit
+    /// line. On `auth: both`, a Bearer token is judged as OAuth only: a bad token is not
+    /// rescued by an API key sent alongside.
+    pub async fn authenticate_request(
+        &self,
+        snapshot: &Snapshot,
+        route: &Route,
+        headers: &http::HeaderMap,
+        query: Option<&str>,
+        seen: &mut Option<TokenHash>,
+    ) -> Result<Arc<Principal>, Refusal> {
+        let config = &snapshot.config;
+        let keys = config
+            .api_keys
+            .as_ref()
+            .filter(|_| route.auth.accepts_api_key());
+        let creds = credentials::extract_for(
+            headers,
+            query,
+            route.auth.accepts_oauth(),
+            keys.map(|k| &k.header),
+        )
+        .map_err(Refusal::Credentials)?;
+        match (creds, keys) {
+            (Credentials::Bearer(token), _) => {
+                let hash = token_hash(token);
+                *seen = Some(hash);
+                self.authenticate(snapshot, route, token, &hash).await
+            }
+            (Credentials::ApiKey(key), Some(store)) => {
+                *seen = Some(token_hash(key));
+                let now = now_unix();
+                let sunset = route.deprecation.as_ref().and_then(|d| d.sunset_at);
+                if sunset.is_some_and(|t| now >= t) {
+                    return Err(Refusal::InvalidApiKey(
+                        "API keys are no longer accepted on this route (sunset)",
+                    ));
+                }
+                store.authenticate(key, now).map_err(|r| r.refusal())
+            }
+            _ => Err(Refusal::NoCredentials),
+        }
+    }
+
     /// Validate a bearer token for `route` (issuer-level checks only; see `policy`).
     pub async fn authenticate(
         &self,
@@ -111,6 +197,14 @@ impl Authenticator {
             check_times(p.exp, p.nbf, None, p.skew, now_unix())
                 .map_err(|e| Refusal::InvalidToken(e.0))?;
             return Ok(p);
+        }
+        if let Some(i) = introspecting_issuer(snapshot, route, token) {
+            return match snapshot.introspectors.get(i).and_then(Option::as_ref) {
+                Some(introspector) => introspector.authenticate(token, hash).await,
+                None => Err(Refusal::IntrospectionUnavailable(
+                    "the issuer's introspection client is not available",
+                )),
+            };
         }
         metrics::token_cache(false);
         let p = self.verify(snapshot, route, token).await?;
@@ -243,6 +337,8 @@ impl Authenticator {
             None => {}
         }
         Ok(Principal {
+            method: AuthMethod::Jwt,
+            any_audience: false,
             iss: Arc::from(issuer.issuer.as_str()),
             issuer_name: issuer.name.clone(),
             subject: c.sub.map(String::into_boxed_str),
@@ -258,6 +354,31 @@ impl Authenticator {
     pub fn cached_tokens(&self) -> u64 {
         self.cache.run_pending_tasks();
         self.cache.entry_count()
+    }
+}
+
+/// The issuer (index into `config.issuers`) that must introspect `token` on `route`,
+/// if any: for a JWT, the route issuer named by its (unverified) `iss` when that issuer
+/// sets `token_format: opaque`; for anything else, the route's issuer with an
+/// `introspection` block (the config allows at most one per route). `None`: verify it
+/// as a JWT (which refuses a token that is not one).
+fn introspecting_issuer(snapshot: &Snapshot, route: &Route, token: &str) -> Option<usize> {
+    let config = &snapshot.config;
+    match jwt::shape(token) {
+        jwt::Shape::Jwt { iss } => {
+            let iss = iss?;
+            route.issuers.iter().copied().find(|&i| {
+                let ic = &config.issuers[i];
+                ic.token_format == TokenFormat::Opaque
+                    && ic.introspection.is_some()
+                    && ic.issuer == iss
+            })
+        }
+        jwt::Shape::Opaque => route
+            .issuers
+            .iter()
+            .copied()
+            .find(|&i| config.issuers[i].introspection.is_some()),
     }
 }
 

@@ -357,6 +357,8 @@ pub struct Config {
     /// After SIGTERM, how long in-flight requests and streams may take to finish.
     pub shutdown_grace_seconds: u64,
     pub issuers: Vec<Arc<IssuerConfig>>,
+    /// The legacy API keys (loaded from `api_keys.file` when the config compiles).
+    pub api_keys: Option<Arc<crate::apikeys::KeyStore>>,
     pub routes: Vec<Arc<Route>>,
     /// PRM path (path-inserted well-known URL path) → route index.
     pub metadata_paths: HashMap<(Option<String>, String), usize>,
@@ -387,6 +389,15 @@ pub struct IssuerConfig {
     pub require_at_jwt: bool,
     pub refresh: Duration,
     pub max_stale: Duration,
+    pub token_format: TokenFormat,
+    pub introspection: Option<crate::introspect::IntrospectionConfig>,
+}
+
+impl IssuerConfig {
+    /// Whether this issuer's JWTs are verified locally (so its key set is fetched).
+    pub fn uses_jwks(&self) -> bool {
+        self.token_format == TokenFormat::Jwt
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -395,8 +406,10 @@ pub struct IdentityHeaders {
     pub client_id: http::HeaderName,
     pub scopes: http::HeaderName,
     pub issuer: http::HeaderName,
+    /// `oauth` or `api_key`.
+    pub method: http::HeaderName,
     /// Lower-cased names with `_` folded to `-`, used to strip client-sent copies.
-    pub folded: [String; 4],
+    pub folded: [String; 5],
 }
 
 /// A required scope together with every token scope that satisfies it
@@ -431,6 +444,11 @@ pub struct Route {
     pub metadata_path: String,
     pub metadata_body: bytes::Bytes,
     pub metrics: crate::metrics::RouteMetrics,
+    /// The API key header (set on every route when `api_keys` is configured, so that
+    /// client-sent keys are stripped upstream).
+    pub api_key_header: Option<http::HeaderName>,
+    /// Response headers for requests authenticated by API key (`auth: api_key`/`both`).
+    pub deprecation: Option<crate::apikeys::Deprecation>,
     pub mcp: crate::mcp::Policy,
     /// Lower-cased `Origin` values accepted (`scheme://host[:port]`).
     pub allowed_origins: Vec<String>,
@@ -501,6 +519,13 @@ impl Config {
             }
             issuers.push(Arc::new(ic));
         }
+        let api_keys = match file.api_keys {
+            Some(k) => Some(Arc::new(crate::apikeys::KeyStore::load(
+                &relative_to(name, k.file),
+                &k.header,
+            )?)),
+            None => None,
+        };
 
         let mut routes: Vec<Arc<Route>> = Vec::new();
         let mut names = HashSet::new();
@@ -524,11 +549,19 @@ impl Config {
                 )));
             }
             let root_metadata = fr.root_metadata;
-            let route = compile_route(index, fr, &public, &issuers, &issuer_index, &hierarchy)
+            let mut route = compile_route(index, fr, &public, &issuers, &issuer_index, &hierarchy)
                 .map_err(ctx)?;
+            if route.auth.accepts_api_key() && api_keys.is_none() {
+                return Err(ctx(
+                    "accepts API keys (auth: api_key or both) but no api_keys file is configured"
+                        .into(),
+                ));
+            }
+            route.api_key_header = api_keys.as_ref().map(|k| k.header.clone());
+            crate::introspect::check_route_issuers(&route, &issuers).map_err(ctx)?;
             // Only protected routes have metadata: an `auth: none` route is not an
             // OAuth protected resource, and its well-known path stays a 404.
-            if route.auth == AuthMode::Oauth {
+            if route.auth.accepts_oauth() {
                 let key = (host.clone(), route.metadata_path.clone());
                 if metadata_paths.insert(key, index).is_some() {
                     return Err(ctx(format!(
@@ -554,7 +587,7 @@ impl Config {
                     }
                 }
             } else if root_metadata {
-                return Err(ctx("root_metadata needs auth: oauth".into()));
+                return Err(ctx("root_metadata needs auth: oauth or both".into()));
             }
             routes.push(Arc::new(route));
         }
@@ -581,17 +614,18 @@ impl Config {
             max_body_bytes: file.limits.max_body_bytes,
             shutdown_grace_seconds: file.shutdown.grace_seconds,
             issuers,
+            api_keys,
             routes,
             metadata_paths,
         })
     }
 
-    /// Issuers named by at least one OAuth route.
+    /// Issuers named by at least one route that accepts OAuth.
     pub fn issuers_in_use(&self) -> Vec<usize> {
         let mut used: Vec<usize> = self
             .routes
             .iter()
-            .filter(|r| r.auth == AuthMode::Oauth)
+            .filter(|r| r.auth.accepts_oauth())
             .flat_map(|r| r.issuers.iter().copied())
             .collect();
         used.sort_unstable();
@@ -611,7 +645,35 @@ impl Config {
                 .jwks_uri
                 .as_deref()
                 .unwrap_or("(discovered from metadata)");
-            s.push_str(&format!("    {}  {}  jwks {}\n", i.name, i.issuer, jwks));
+            if i.uses_jwks() {
+                s.push_str(&format!("    {}  {}  jwks {}\n", i.name, i.issuer, jwks));
+            } else {
+                s.push_str(&format!("    {}  {}  opaque tokens only\n", i.name, i.issuer));
+            }
+            if let Some(intro) = &i.introspection {
+                s.push_str(&format!(
+                    "      introspection {}  cache {} s  timeout {} ms{}\n",
+                    intro
+                        .endpoint
+                        .as_deref()
+                        .unwrap_or("(discovered from metadata)"),
+                    intro.cache_max.as_secs(),
+                    intro.timeout.as_millis(),
+                    if intro.require_aud {
+                        ""
+                    } else {
+                        "  aud not required"
+                    }
+                ));
+            }
+        }
+        if let Some(k) = &self.api_keys {
+            s.push_str(&format!(
+                "  api keys: {} in {} (header {})\n",
+                k.len(),
+                k.file.display(),
+                k.header
+            ));
         }
         s.push_str(&format!("  routes ({}):\n", self.routes.len()));
         for r in &self.routes {
@@ -620,26 +682,41 @@ impl Config {
                 .as_deref()
                 .map(|h| format!("{h} "))
                 .unwrap_or_default();
+            let issuers = r
+                .issuers
+                .iter()
+                .map(|&i| self.issuers[i].name.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
             let auth = match r.auth {
-                AuthMode::Oauth => format!(
-                    "oauth scopes [{}] issuers [{}]",
-                    r.scope_challenge,
-                    r.issuers
-                        .iter()
-                        .map(|&i| self.issuers[i].name.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                AuthMode::Oauth => {
+                    format!("oauth scopes [{}] issuers [{issuers}]", r.scope_challenge)
+                }
+                AuthMode::Both => format!(
+                    "oauth or api key, scopes [{}] issuers [{issuers}]",
+                    r.scope_challenge
                 ),
+                AuthMode::ApiKey => format!("api key, scopes [{}]", r.scope_challenge),
                 AuthMode::None => "auth none".to_string(),
             };
             s.push_str(&format!(
                 "    {}  {}{} -> {}  {}\n",
                 r.name, host, r.path_prefix, r.upstream.authority, auth
             ));
-            if r.auth == AuthMode::Oauth {
+            if r.auth.accepts_oauth() {
                 s.push_str(&format!(
                     "      resource {}\n      metadata {}\n",
                     r.resource, r.metadata_url
+                ));
+            }
+            if let Some(d) = &r.deprecation {
+                s.push_str(&format!(
+                    "      api keys deprecated {:?}{}\n",
+                    d.deprecation,
+                    d.sunset
+                        .as_ref()
+                        .map(|s| format!(", sunset {s:?}"))
+                        .unwrap_or_default()
                 ));
             }
         }
@@ -759,7 +836,7 @@ pub fn is_loopback_url(u: &url::Url) -> bool {
     }
 }
 
-fn check_fetch_url(what: &str, s: &str) -> Result<(), String> {
+pub(crate) fn check_fetch_url(what: &str, s: &str) -> Result<(), String> {
     let u = url::Url::parse(s).map_err(|e| format!("{what} {s:?}: {e}"))?;
     match u.scheme() {
         "https" => Ok(()),
@@ -810,6 +887,14 @@ fn compile_issuer(fi: FileIssuer) -> Result<IssuerConfig, String> {
     if fi.clock_skew_seconds > 600 {
         return Err(ctx("clock_skew_seconds must be at most 600".into()));
     }
+    let introspection = fi
+        .introspection
+        .map(crate::introspect::compile)
+        .transpose()
+        .map_err(ctx)?;
+    if fi.token_format == TokenFormat::Opaque && introspection.is_none() {
+        return Err(ctx("token_format: opaque needs an introspection block".into()));
+    }
     Ok(IssuerConfig {
         name: Arc::from(fi.name.as_str()),
         issuer: fi.issuer,
@@ -819,6 +904,8 @@ fn compile_issuer(fi: FileIssuer) -> Result<IssuerConfig, String> {
         require_at_jwt: fi.require_at_jwt,
         refresh: Duration::from_secs(fi.jwks_refresh_seconds),
         max_stale: Duration::from_secs(fi.jwks_max_stale_seconds),
+        token_format: fi.token_format,
+        introspection,
     })
 }
 
@@ -858,7 +945,7 @@ fn compile_hierarchy(
 }
 
 /// RFC 6749 scope-token: %x21 / %x23-5B / %x5D-7E.
-fn check_scope_token(s: &str) -> Result<(), String> {
+pub(crate) fn check_scope_token(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.bytes()
             .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
@@ -901,11 +988,13 @@ fn compile_identity(f: FileIdentityHeaders) -> Result<IdentityHeaders, String> {
     let client_id = header_name(f.client_id, "X-Auth-Client-Id")?;
     let scopes = header_name(f.scopes, "X-Auth-Scopes")?;
     let issuer = header_name(f.issuer, "X-Auth-Issuer")?;
+    let method = header_name(f.method, "X-Auth-Method")?;
     let folded = [
         fold_header_name(subject.as_str()),
         fold_header_name(client_id.as_str()),
         fold_header_name(scopes.as_str()),
         fold_header_name(issuer.as_str()),
+        fold_header_name(method.as_str()),
     ];
     let reserved = [
         "authorization",
@@ -920,7 +1009,7 @@ fn compile_identity(f: FileIdentityHeaders) -> Result<IdentityHeaders, String> {
         }
     }
     let unique: HashSet<&String> = folded.iter().collect();
-    if unique.len() != 4 {
+    if unique.len() != folded.len() {
         return Err("identity header names must be distinct".into());
     }
     Ok(IdentityHeaders {
@@ -928,6 +1017,7 @@ fn compile_identity(f: FileIdentityHeaders) -> Result<IdentityHeaders, String> {
         client_id,
         scopes,
         issuer,
+        method,
         folded,
     })
 }
@@ -1027,8 +1117,8 @@ fn compile_route(
             .collect::<Result<_, _>>()?,
         None => (0..issuers.len()).collect(),
     };
-    if fr.auth == AuthMode::Oauth && route_issuers.is_empty() {
-        return Err("auth is oauth but no issuer is configured".into());
+    if fr.auth.accepts_oauth() && route_issuers.is_empty() {
+        return Err("auth accepts oauth but no issuer is configured".into());
     }
 
     let mut scopes = Vec::new();
@@ -1152,6 +1242,14 @@ fn compile_route(
         forward_token: fr.forward_token,
         preserve_host: fr.preserve_host,
         identity: compile_identity(fr.identity_headers)?,
+        deprecation: crate::apikeys::Deprecation::compile(
+            &fr.name,
+            fr.auth,
+            fr.api_key_deprecated_at.as_deref(),
+            fr.api_key_sunset.as_deref(),
+            &metadata_url,
+        )?,
+        api_key_header: None,
         metadata_url,
         metadata_path,
         metadata_body,

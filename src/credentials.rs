@@ -4,14 +4,20 @@
 //! `Authorization` header, scheme compared case-insensitively, a token in `b64token`
 //! syntax. A token in the query string is never honoured (MCP forbids it); presenting it
 //! alongside a header is two methods at once and a 400 (RFC 6750 §2).
+//!
+//! On routes that accept legacy API keys, a key comes from the configured header
+//! (`X-API-Key` by default) or `Authorization: ApiKey <key>`; a Bearer token takes
+//! precedence on routes that also accept OAuth, and two keys are a 400.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credentials<'a> {
     /// No usable credentials: no header, or a scheme we do not accept (`Basic`...).
     None,
     Bearer(&'a str),
+    /// A legacy API key (only on routes that accept them).
+    ApiKey(&'a str),
 }
 
 /// Malformed credentials: rendered as 400 `invalid_request`.
@@ -22,6 +28,8 @@ pub enum CredentialError {
     EmptyToken,
     MalformedToken,
     TooLarge,
+    MultipleApiKeys,
+    MalformedApiKey,
 }
 
 impl CredentialError {
@@ -34,6 +42,8 @@ impl CredentialError {
             CredentialError::EmptyToken => "Bearer scheme without a token",
             CredentialError::MalformedToken => "Bearer token is not valid b64token syntax",
             CredentialError::TooLarge => "Authorization header is too large",
+            CredentialError::MultipleApiKeys => "more than one API key",
+            CredentialError::MalformedApiKey => "API key is empty or not visible ASCII",
         }
     }
 }
@@ -61,37 +71,83 @@ pub fn query_has_token(query: Option<&str>) -> bool {
     })
 }
 
-/// Extract the credentials of a request.
+/// Extract the credentials of a request on an OAuth-only route.
 pub fn extract<'a>(
     headers: &'a HeaderMap,
     query: Option<&str>,
+) -> Result<Credentials<'a>, CredentialError> {
+    extract_for(headers, query, true, None)
+}
+
+/// Extract the credentials a route accepts: Bearer tokens when `oauth`, API keys (in
+/// `api_key_header` or `Authorization: ApiKey`) when `api_key_header` is set. A Bearer
+/// token wins over an API key sent alongside; on a route without OAuth a Bearer token is
+/// not a credential at all.
+pub fn extract_for<'a>(
+    headers: &'a HeaderMap,
+    query: Option<&str>,
+    oauth: bool,
+    api_key_header: Option<&HeaderName>,
 ) -> Result<Credentials<'a>, CredentialError> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let first = values.next();
     if values.next().is_some() {
         return Err(CredentialError::MultipleAuthorization);
     }
-    let in_query = query_has_token(query);
-    let Some(value) = first else {
-        return Ok(Credentials::None);
-    };
-    let raw = value.as_bytes();
-    if raw.len() > MAX_AUTHORIZATION {
-        return Err(CredentialError::TooLarge);
-    }
-    let (scheme, rest) = match raw.iter().position(|&b| b == b' ') {
-        Some(i) => (&raw[..i], &raw[i..]),
-        None => (raw, &raw[raw.len()..]),
-    };
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
+    let in_query = oauth && query_has_token(query);
+    let mut key_in_authorization = None;
+    if let Some(value) = first {
+        let raw = value.as_bytes();
+        if raw.len() > MAX_AUTHORIZATION {
+            return Err(CredentialError::TooLarge);
+        }
+        let (scheme, rest) = match raw.iter().position(|&b| b == b' ') {
+            Some(i) => (&raw[..i], &raw[i..]),
+            None => (raw, &raw[raw.len()..]),
+        };
+        if oauth && scheme.eq_ignore_ascii_case(b"bearer") {
+            if in_query {
+                return Err(CredentialError::HeaderAndQuery);
+            }
+            return bearer_token(rest);
+        }
         if in_query {
             return Err(CredentialError::HeaderAndQuery);
         }
+        if api_key_header.is_some() && scheme.eq_ignore_ascii_case(b"apikey") {
+            key_in_authorization = Some(api_key(rest)?);
+        }
+    }
+    let Some(name) = api_key_header else {
         return Ok(Credentials::None);
+    };
+    let mut keys = headers.get_all(name).iter();
+    let key_header = keys.next();
+    if keys.next().is_some() {
+        return Err(CredentialError::MultipleApiKeys);
     }
-    if in_query {
-        return Err(CredentialError::HeaderAndQuery);
+    match (key_in_authorization, key_header) {
+        (Some(_), Some(_)) => Err(CredentialError::MultipleApiKeys),
+        (Some(k), None) => Ok(Credentials::ApiKey(k)),
+        (None, Some(v)) => api_key(v.as_bytes()).map(Credentials::ApiKey),
+        (None, None) => Ok(Credentials::None),
     }
+}
+
+/// An API key: visible ASCII, surrounding spaces ignored.
+fn api_key(raw: &[u8]) -> Result<&str, CredentialError> {
+    if raw.len() > MAX_AUTHORIZATION {
+        return Err(CredentialError::TooLarge);
+    }
+    let key = trim_ascii_spaces(raw);
+    if key.is_empty() || !key.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(CredentialError::MalformedApiKey);
+    }
+    std::str::from_utf8(key).map_err(|_| CredentialError::MalformedApiKey)
+}
+
+/// The token after `Bearer`: `1*SP b64token`.
+fn bearer_token(rest: &[u8]) -> Result<Credentials<'_>, CredentialError> {
     // 1*SP between scheme and token; surrounding whitespace is already trimmed by HTTP.
     let token = trim_ascii_spaces(rest);
     if token.is_empty() {
@@ -168,6 +224,60 @@ mod tests {
         assert_eq!(
             extract(&h(&["Bearer a", "Bearer b"]), None),
             Err(CredentialError::MultipleAuthorization)
+        );
+    }
+
+    #[test]
+    fn api_keys() {
+        let name = HeaderName::from_static("x-api-key");
+        let hk = |auth: &[&str], keys: &[&str]| {
+            let mut m = h(auth);
+            for k in keys {
+                m.append("x-api-key", k.parse().unwrap());
+            }
+            m
+        };
+        let both =
+            |m: &HeaderMap| extract_for(m, None, true, Some(&name)).map(|c| format!("{c:?}"));
+        let key_only =
+            |m: &HeaderMap| extract_for(m, None, false, Some(&name)).map(|c| format!("{c:?}"));
+        assert_eq!(both(&hk(&[], &["k1"])), Ok("ApiKey(\"k1\")".into()));
+        assert_eq!(both(&hk(&["ApiKey k2"], &[])), Ok("ApiKey(\"k2\")".into()));
+        assert_eq!(
+            both(&hk(&["apikey  k2 "], &[])),
+            Ok("ApiKey(\"k2\")".into())
+        );
+        // A Bearer token wins on routes with OAuth; it is no credential without it.
+        assert_eq!(
+            both(&hk(&["Bearer t"], &["k1"])),
+            Ok("Bearer(\"t\")".into())
+        );
+        assert_eq!(
+            key_only(&hk(&["Bearer t"], &["k1"])),
+            Ok("ApiKey(\"k1\")".into())
+        );
+        assert_eq!(key_only(&hk(&["Bearer t"], &[])), Ok("None".into()));
+        assert_eq!(
+            both(&hk(&["ApiKey k2"], &["k1"])),
+            Err(CredentialError::MultipleApiKeys)
+        );
+        assert_eq!(
+            both(&hk(&[], &["k1", "k1"])),
+            Err(CredentialError::MultipleApiKeys)
+        );
+        assert_eq!(
+            both(&hk(&["ApiKey"], &[])),
+            Err(CredentialError::MalformedApiKey)
+        );
+        assert_eq!(both(&hk(&[], &[""])), Err(CredentialError::MalformedApiKey));
+        assert_eq!(
+            both(&hk(&["ApiKey a b"], &[])),
+            Err(CredentialError::MalformedApiKey)
+        );
+        // Without API keys on the route, the ApiKey scheme and the header mean nothing.
+        assert_eq!(
+            extract(&hk(&["ApiKey k2"], &["k1"]), None),
+            Ok(Credentials::None)
         );
     }
 

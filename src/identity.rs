@@ -4,14 +4,16 @@
 //! removed on every route (any case; `_` counts as `-`, since some stacks fold them),
 //! as are headers the client lists in `Connection` (so a client cannot make a proxy
 //! further along drop the headers we add), hop-by-hop headers, forwarding headers and
-//! method/URL override headers. Then the gateway sets its own values from the verified
-//! principal. The path sent upstream is the normalized path that was authorized.
+//! method/URL override headers, and the API key header (unless `forward_token`, like
+//! `Authorization`). Then the gateway sets its own values from the verified principal,
+//! including `X-Auth-Method` (`oauth` or `api_key`). The path sent upstream is the
+//! normalized path that was authorized.
 
 use std::net::IpAddr;
 
 use pingora_http::RequestHeader;
 
-use crate::auth::Principal;
+use crate::auth::{AuthMethod, Principal};
 use crate::config::{PublicUrl, Route};
 use crate::path;
 
@@ -35,6 +37,18 @@ const STRIPPED: &[&str] = &[
     "x-method-override",
     "x-original-url",
     "x-rewrite-url",
+    // A DPoP proof is for us; the upstream never sees it (MCP: no token passthrough).
+    "dpop",
+];
+
+/// The default identity header names: stripped even on routes that renamed theirs, so
+/// an upstream reading the defaults can never see a client-sent value.
+const DEFAULT_IDENTITY: &[&str] = &[
+    "x-auth-subject",
+    "x-auth-client-id",
+    "x-auth-scopes",
+    "x-auth-issuer",
+    "x-auth-method",
 ];
 
 /// Headers a `Connection` list may not remove: they frame the message or route it.
@@ -49,12 +63,13 @@ fn fold(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
 
-/// Percent-encode bytes outside visible ASCII (and `%`) so a claim can never inject
-/// header syntax or smuggle non-ASCII upstream.
+/// Percent-encode bytes outside visible ASCII (space and `%` included) so a claim can
+/// never inject header syntax, smuggle non-ASCII upstream, or lose leading or trailing
+/// spaces to header trimming (which would make ` alice` and `alice` the same subject).
 pub fn header_safe(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
-        if (0x21..=0x7e).contains(&b) && b != b'%' || b == b' ' {
+        if (0x21..=0x7e).contains(&b) && b != b'%' {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -88,9 +103,12 @@ pub fn prepare_upstream(
         .filter(|name| {
             let f = fold(name.as_str());
             STRIPPED.contains(&f.as_str())
+                || DEFAULT_IDENTITY.contains(&f.as_str())
                 || route.identity.folded.contains(&f)
                 || connection_listed.contains(&f)
-                || (f == "authorization" && !route.forward_token)
+                || (!route.forward_token
+                    && (f == "authorization"
+                        || route.api_key_header.as_ref().is_some_and(|h| *name == *h)))
         })
         .cloned()
         .collect();
@@ -128,8 +146,13 @@ pub fn prepare_upstream(
         if let Some(c) = &p.client_id {
             let _ = req.insert_header(id.client_id.clone(), header_safe(c));
         }
-        let _ = req.insert_header(id.scopes.clone(), header_safe(&p.scopes));
-        let _ = req.insert_header(id.issuer.clone(), header_safe(&p.iss));
+        // Scopes are space-separated tokens; each is encoded, the separators kept.
+        let scopes: Vec<String> = p.scopes.split(' ').map(header_safe).collect();
+        let _ = req.insert_header(id.scopes.clone(), scopes.join(" "));
+        if p.method != AuthMethod::ApiKey {
+            let _ = req.insert_header(id.issuer.clone(), header_safe(&p.iss));
+        }
+        let _ = req.insert_header(id.method.clone(), p.method.header_value());
     }
 }
 
@@ -157,6 +180,7 @@ mod tests {
             ("x-auth-subject", "admin"),
             ("X_Auth_Subject", "admin"),
             ("X-AUTH-SCOPES", "all"),
+            ("x_auth_method", "api_key"),
             ("authorization", "Bearer t"),
             ("connection", "keep-alive, X-Keep-Me-Not, Content-Length"),
             ("x-keep-me-not", "1"),
@@ -167,6 +191,8 @@ mod tests {
             req.append_header(k.to_string(), v).unwrap();
         }
         let p = crate::auth::Principal {
+            method: AuthMethod::Jwt,
+            any_audience: false,
             iss: Arc::from("https://as"),
             issuer_name: Arc::from("a"),
             subject: Some("alice\r\nx: y".into()),
@@ -192,9 +218,11 @@ mod tests {
                 .map(|v| v.to_str().unwrap().to_string())
                 .collect::<Vec<_>>()
         };
-        assert_eq!(get("x-auth-subject"), vec!["alice%0D%0Ax: y"]);
+        assert_eq!(get("x-auth-subject"), vec!["alice%0D%0Ax:%20y"]);
         assert_eq!(get("x-auth-scopes"), vec!["mcp:read"]);
         assert_eq!(get("x-auth-issuer"), vec!["https://as"]);
+        assert_eq!(get("x-auth-method"), vec!["oauth"]);
+        assert!(get("x_auth_method").is_empty());
         assert!(get("x_auth_subject").is_empty());
         assert!(get("authorization").is_empty());
         assert!(get("x-keep-me-not").is_empty());

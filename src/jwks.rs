@@ -53,10 +53,11 @@ impl Fetcher {
             .connect_timeout(Duration::from_secs(3))
             .redirect(reqwest::redirect::Policy::custom(|attempt| {
                 // Follow at most 3 redirects, and only on the same host and scheme.
-                let same = attempt.previous().first().is_some_and(|first| {
-                    first.host_str() == attempt.url().host_str()
-                        && first.scheme() == attempt.url().scheme()
-                });
+                // Same origin only: scheme, host and port.
+                let same = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| first.origin() == attempt.url().origin());
                 if attempt.previous().len() > 3 || !same {
                     attempt.stop()
                 } else {
@@ -151,7 +152,7 @@ pub struct IssuerKeys {
     fetch_lock: tokio::sync::Mutex<()>,
     /// Monotonic count of successful stores, to let waiters see a fetch completed.
     generation: AtomicU64,
-    /// Milliseconds since `epoch` of the last fetch attempt.
+    /// Milliseconds since `epoch` of the last on-demand fetch attempt.
     last_attempt_ms: AtomicU64,
     epoch: Instant,
     started: AtomicBool,
@@ -211,9 +212,13 @@ impl IssuerKeys {
         } else {
             MIN_REFETCH_INTERVAL
         };
+        // Only on-demand fetches count against the limit: a kid rotated in right after
+        // a periodic fetch is still picked up at once.
         if self.since_last_attempt().is_some_and(|d| d < min) {
             return false;
         }
+        self.last_attempt_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         let me = self.clone();
         matches!(
             self.fetcher
@@ -226,8 +231,6 @@ impl IssuerKeys {
     /// Fetch the JWKS (discovering its URL first if needed) and store it.
     /// Returns the refresh interval suggested by the response.
     async fn fetch_and_store(&self) -> Result<Duration, String> {
-        self.last_attempt_ms
-            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         let result = self.fetch().await;
         let name = &self.config.name;
         match result {
@@ -332,6 +335,18 @@ impl IssuerKeys {
 /// RFC 8414 §3 metadata URL (path insertion), then OIDC discovery. The document's
 /// `issuer` must equal the configured issuer (RFC 8414 §3.3).
 async fn discover_jwks_uri(client: &reqwest::Client, issuer: &str) -> Result<String, String> {
+    discover(client, issuer, "jwks_uri").await
+}
+
+/// An endpoint URL (`jwks_uri`, `introspection_endpoint`...) from the issuer's metadata:
+/// RFC 8414 §3 (path insertion), then OIDC discovery. The document's `issuer` must equal
+/// the configured issuer (RFC 8414 §3.3), and the URL must be https (http only on
+/// loopback).
+pub async fn discover(
+    client: &reqwest::Client,
+    issuer: &str,
+    field: &str,
+) -> Result<String, String> {
     let u = url::Url::parse(issuer).map_err(|e| format!("issuer {issuer}: {e}"))?;
     let origin = u.origin().ascii_serialization();
     let path = u.path().trim_end_matches('/');
@@ -357,21 +372,21 @@ async fn discover_jwks_uri(client: &reqwest::Client, issuer: &str) -> Result<Str
                     errors.push(format!("{c}: issuer in metadata does not match {issuer}"));
                     continue;
                 }
-                match doc.get("jwks_uri").and_then(|v| v.as_str()) {
+                match doc.get(field).and_then(|v| v.as_str()) {
                     Some(j) => {
-                        let ju = url::Url::parse(j).map_err(|e| format!("jwks_uri {j}: {e}"))?;
+                        let ju = url::Url::parse(j).map_err(|e| format!("{field} {j}: {e}"))?;
                         if ju.scheme() != "https" && !crate::config::is_loopback_url(&ju) {
-                            return Err(format!("jwks_uri {j} is not https"));
+                            return Err(format!("{field} {j} is not https"));
                         }
                         return Ok(j.to_string());
                     }
-                    None => errors.push(format!("{c}: no jwks_uri")),
+                    None => errors.push(format!("{c}: no {field}")),
                 }
             }
             Err(e) => errors.push(e),
         }
     }
-    Err(format!("JWKS discovery failed: {}", errors.join("; ")))
+    Err(format!("{field} discovery failed: {}", errors.join("; ")))
 }
 
 #[cfg(test)]

@@ -185,26 +185,19 @@ fn parse_jwk(raw: serde_json::Value, allowed: &[Algorithm]) -> Result<Vec<Verify
             return Err(format!("use {u:?} is not sig"));
         }
     }
-    let kid = match jwk.kid {
+    let kid = match &jwk.kid {
         None => None,
-        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
         Some(_) => return Err("kid is not a string".into()),
     };
-    let kty = jwk.kty.as_deref().ok_or("no kty")?;
-    let key_type = match (kty, jwk.crv.as_deref()) {
-        ("RSA", _) => KeyType::Rsa,
-        ("EC", Some("P-256")) => KeyType::P256,
-        ("EC", Some("P-384")) => KeyType::P384,
-        ("OKP", Some("Ed25519")) => KeyType::Ed25519,
-        (k, c) => return Err(format!("unsupported key type {k} {}", c.unwrap_or(""))),
-    };
+    let key_type = key_type_of(&jwk)?;
     // One key, one algorithm (RFC 8725 §3.1): a JWK that names its alg is used with
     // that alg only; without one, with every allowed alg of its key type.
     let algs: Vec<Algorithm> = match &jwk.alg {
         Some(a) => {
             let alg = Algorithm::parse(a).ok_or_else(|| format!("alg {a:?} not supported"))?;
             if alg.key_type() != key_type {
-                return Err(format!("alg {a} does not fit key type {kty}"));
+                return Err(format!("alg {a} does not fit key type {key_type:?}"));
             }
             vec![alg]
         }
@@ -218,7 +211,30 @@ fn parse_jwk(raw: serde_json::Value, allowed: &[Algorithm]) -> Result<Vec<Verify
     if algs.is_empty() {
         return Err("no allowed algorithm for this key".into());
     }
-    let mut out = Vec::with_capacity(algs.len());
+    algs.into_iter()
+        .map(|alg| {
+            Ok(VerifyKey {
+                kid: kid.clone(),
+                alg,
+                key: public_key(&jwk, key_type, alg)?,
+            })
+        })
+        .collect()
+}
+
+fn key_type_of(jwk: &Jwk) -> Result<KeyType, String> {
+    let kty = jwk.kty.as_deref().ok_or("no kty")?;
+    Ok(match (kty, jwk.crv.as_deref()) {
+        ("RSA", _) => KeyType::Rsa,
+        ("EC", Some("P-256")) => KeyType::P256,
+        ("EC", Some("P-384")) => KeyType::P384,
+        ("OKP", Some("Ed25519")) => KeyType::Ed25519,
+        (k, c) => return Err(format!("unsupported key type {k} {}", c.unwrap_or(""))),
+    })
+}
+
+/// Build the verification key of `jwk` for `alg` (whose key type is `key_type`).
+fn public_key(jwk: &Jwk, key_type: KeyType, alg: Algorithm) -> Result<ParsedPublicKey, String> {
     match key_type {
         KeyType::Rsa => {
             let n = b64(jwk.n.as_deref().ok_or("RSA key without n")?)?;
@@ -229,25 +245,17 @@ fn parse_jwk(raw: serde_json::Value, allowed: &[Algorithm]) -> Result<Vec<Verify
             if bits < 2048 {
                 return Err(format!("RSA key of {bits} bits is under 2048"));
             }
-            for alg in algs {
-                let params = match alg {
-                    Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
-                    Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
-                    Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
-                    Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
-                    Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
-                    _ => &signature::RSA_PSS_2048_8192_SHA512,
-                };
-                let comps = signature::RsaPublicKeyComponents { n, e };
-                let key = comps
-                    .to_parsed_public_key(params)
-                    .map_err(|e| format!("invalid RSA key: {e}"))?;
-                out.push(VerifyKey {
-                    kid: kid.clone(),
-                    alg,
-                    key,
-                });
-            }
+            let params = match alg {
+                Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+                Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+                Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+                Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+                Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+                _ => &signature::RSA_PSS_2048_8192_SHA512,
+            };
+            signature::RsaPublicKeyComponents { n, e }
+                .to_parsed_public_key(params)
+                .map_err(|e| format!("invalid RSA key: {e}"))
         }
         KeyType::P256 | KeyType::P384 => {
             let len = if key_type == KeyType::P256 { 32 } else { 48 };
@@ -260,33 +268,32 @@ fn parse_jwk(raw: serde_json::Value, allowed: &[Algorithm]) -> Result<Vec<Verify
             point.push(4);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            for alg in algs {
-                let key = ParsedPublicKey::new(alg.verification(), &point)
-                    .map_err(|e| format!("invalid EC key: {e}"))?;
-                out.push(VerifyKey {
-                    kid: kid.clone(),
-                    alg,
-                    key,
-                });
-            }
+            ParsedPublicKey::new(alg.verification(), &point)
+                .map_err(|e| format!("invalid EC key: {e}"))
         }
         KeyType::Ed25519 => {
             let x = b64(jwk.x.as_deref().ok_or("OKP key without x")?)?;
             if x.len() != 32 {
                 return Err("Ed25519 key has the wrong length".into());
             }
-            for alg in algs {
-                let key = ParsedPublicKey::new(alg.verification(), &x)
-                    .map_err(|e| format!("invalid Ed25519 key: {e}"))?;
-                out.push(VerifyKey {
-                    kid: kid.clone(),
-                    alg,
-                    key,
-                });
-            }
+            ParsedPublicKey::new(alg.verification(), &x)
+                .map_err(|e| format!("invalid Ed25519 key: {e}"))
         }
     }
-    Ok(out)
+}
+
+/// The public key carried in a DPoP proof's `jwk` header, for the proof's `alg`.
+/// Private keys (a `d` member) and keys that do not fit `alg` are refused.
+pub fn proof_key(jwk: &serde_json::Value, alg: Algorithm) -> Result<ParsedPublicKey, &'static str> {
+    let jwk: Jwk = serde_json::from_value(jwk.clone()).map_err(|_| "proof jwk is not a JWK")?;
+    if jwk.d.is_some() {
+        return Err("proof jwk contains a private key");
+    }
+    let key_type = key_type_of(&jwk).map_err(|_| "proof jwk has an unsupported key type")?;
+    if alg.key_type() != key_type {
+        return Err("proof alg does not fit its jwk");
+    }
+    public_key(&jwk, key_type, alg).map_err(|_| "proof jwk is not a valid public key")
 }
 
 fn strip_leading_zeros(b: &[u8]) -> &[u8] {
@@ -302,15 +309,59 @@ pub struct TokenError(pub &'static str);
 #[derive(Deserialize)]
 struct Header {
     alg: serde_json::Value,
+    // `present` makes a JSON null count as present (and then invalid), not absent.
+    #[serde(default, deserialize_with = "present")]
     typ: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
     kid: Option<serde_json::Value>,
-    crit: Option<IgnoredAny>,
-    jwk: Option<IgnoredAny>,
-    jku: Option<IgnoredAny>,
-    x5u: Option<IgnoredAny>,
-    x5c: Option<IgnoredAny>,
-    b64: Option<IgnoredAny>,
+    #[serde(default, deserialize_with = "present")]
+    crit: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    jwk: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    jku: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    x5u: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    x5c: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    b64: Option<serde_json::Value>,
 }
+
+/// A member that is present, whatever its value (null included).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
+}
+
+/// Deepest nesting of arrays and objects in a JSON text (strings skipped). A token's
+/// claims never need more than a few levels; we refuse deep ones before parsing.
+fn json_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Nesting allowed in a token's header or claims.
+const MAX_JSON_DEPTH: usize = 16;
 
 /// `aud` as it appears: one string or an array of strings.
 #[derive(Debug, Clone, Deserialize)]
@@ -376,6 +427,42 @@ fn b64_segment(s: &[u8]) -> Result<Vec<u8>, TokenError> {
         .map_err(|_| TokenError("token segment is not base64url without padding"))
 }
 
+/// What a bearer token looks like, before anything is verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shape {
+    /// Three segments whose first decodes to a JSON object (a JOSE header). `iss` is the
+    /// payload's unverified `iss`, used only to pick the issuer that judges the token.
+    Jwt { iss: Option<String> },
+    /// Anything else (a random string, a JWE...): only introspection can tell.
+    Opaque,
+}
+
+/// Tell JWTs from opaque tokens (the token step's first fork).
+pub fn shape(token: &str) -> Shape {
+    #[derive(Deserialize)]
+    struct IssOnly {
+        iss: Option<String>,
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Shape::Opaque;
+    };
+    let header = URL_SAFE_NO_PAD.decode(h).ok().and_then(|b| {
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&b).ok()
+    });
+    if header.is_none() {
+        return Shape::Opaque;
+    }
+    let iss = URL_SAFE_NO_PAD
+        .decode(p)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<IssOnly>(&b).ok())
+        .and_then(|c| c.iss);
+    Shape::Jwt { iss }
+}
+
 /// Split and decode a compact JWS. No signature check yet.
 pub fn parse(token: &str) -> Result<Parsed<'_>, TokenError> {
     let bytes = token.as_bytes();
@@ -396,6 +483,9 @@ pub fn parse(token: &str) -> Result<Parsed<'_>, TokenError> {
     let payload_raw = b64_segment(&bytes[d1 + 1..d2])?;
     let signature = b64_segment(&bytes[d2 + 1..])?;
 
+    if json_depth(&header_raw) > MAX_JSON_DEPTH || json_depth(&payload_raw) > MAX_JSON_DEPTH {
+        return Err(TokenError("token JSON is nested too deeply"));
+    }
     let header: Header = serde_json::from_slice(&header_raw)
         .map_err(|_| TokenError("token header is not a valid JOSE header"))?;
     if header.crit.is_some() || header.b64.is_some() {
@@ -531,6 +621,34 @@ mod tests {
         let input = format!("{}.{}", enc(header), enc(claims));
         let sig = kp.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+    }
+
+    #[test]
+    fn shapes() {
+        let b = |s: &str| URL_SAFE_NO_PAD.encode(s);
+        let jwt = format!(
+            "{}.{}.sig",
+            b(r#"{"alg":"ES256"}"#),
+            b(r#"{"iss":"https://as"}"#)
+        );
+        assert_eq!(
+            shape(&jwt),
+            Shape::Jwt {
+                iss: Some("https://as".into())
+            }
+        );
+        let no_iss = format!("{}.{}.sig", b(r#"{"alg":"ES256"}"#), b("[1]"));
+        assert_eq!(shape(&no_iss), Shape::Jwt { iss: None });
+        for opaque in [
+            "2YotnFZFEjr1zCsicMWpAA",
+            "a.b",
+            "a.b.c",
+            "ory_at_abc.def",
+            &format!("{}.{}.x.y.z", b(r#"{"alg":"RSA-OAEP"}"#), b("{}")),
+            &format!("{}.{}.sig", b("[1]"), b("{}")),
+        ] {
+            assert_eq!(shape(opaque), Shape::Opaque, "{opaque}");
+        }
     }
 
     #[test]

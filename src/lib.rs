@@ -10,12 +10,15 @@
 //! (public proxy service, admin service) used by `mcpgate run` and `mcpgate dev`.
 
 pub mod admin;
+pub mod apikeys;
 pub mod auth;
 pub mod config;
 pub mod credentials;
 pub mod dev;
+pub mod dpop;
 pub mod error;
 pub mod identity;
+pub mod introspect;
 pub mod jwks;
 pub mod jwt;
 pub mod mcp;

@@ -1,4 +1,4 @@
-//! The `mcpgate` command: `run`, `check`, `dev`. Parses arguments, sets up logging and
+//! The `mcpgate` command: `run`, `check`, `dev`, `hash-key`. Parses arguments, sets up logging and
 //! hands a compiled config to `mcpgate::build_server`. No request logic lives here.
 
 use std::path::PathBuf;
@@ -44,6 +44,22 @@ enum Command {
     },
     /// Run the embedded default: gateway, development issuer and demo MCP server.
     Dev,
+    /// Read an API key on stdin (one trailing newline is stripped) and print the key
+    /// file entry to paste under `keys:`. The key itself is never printed or stored.
+    HashKey {
+        /// Entry id, shown in logs (default: `key-` and the first 8 hex digits of the hash).
+        #[arg(long)]
+        id: Option<String>,
+        /// Subject forwarded as X-Auth-Subject (default: the id).
+        #[arg(long)]
+        subject: Option<String>,
+        /// A scope the key grants (repeatable).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// RFC 3339 date-time or date after which the key is refused.
+        #[arg(long)]
+        expires: Option<String>,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -88,6 +104,43 @@ fn main() -> ExitCode {
                 Ok((server, _)) => server.run_forever(),
                 Err(e) => {
                     eprintln!("mcpgate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::HashKey {
+            id,
+            subject,
+            scopes,
+            expires,
+        } => {
+            use std::io::Read as _;
+            let mut input = Vec::new();
+            if let Err(e) = std::io::stdin().take(64 * 1024).read_to_end(&mut input) {
+                eprintln!("mcpgate hash-key: cannot read stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+            let key = mcpgate::apikeys::strip_one_newline(&input);
+            let entry = mcpgate::apikeys::NewEntry {
+                id: id.as_deref(),
+                subject: subject.as_deref(),
+                scopes: &scopes,
+                expires: expires.as_deref(),
+            };
+            match mcpgate::apikeys::render_entry(key, &entry) {
+                Ok(yaml) => {
+                    if key.len() < 20 {
+                        eprintln!(
+                            "mcpgate hash-key: warning: the key is only {} characters; an \
+                             unsalted hash of a short key can be brute-forced if the key file leaks",
+                            key.len()
+                        );
+                    }
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mcpgate hash-key: {e}");
                     ExitCode::FAILURE
                 }
             }

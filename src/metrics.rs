@@ -19,6 +19,10 @@ struct Metrics {
     jwks_keys: Option<IntGaugeVec>,
     token_hit: Option<IntCounter>,
     token_miss: Option<IntCounter>,
+    introspection_hit: Option<IntCounter>,
+    introspection_miss: Option<IntCounter>,
+    introspections: Option<IntCounterVec>,
+    introspection_seconds: Option<HistogramVec>,
     reloads: Option<IntCounterVec>,
     reload_ok: Option<IntGaugeVec>,
     reload_time: Option<IntGaugeVec>,
@@ -87,6 +91,31 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         token_miss: cache_counter
             .as_ref()
             .map(|c| c.with_label_values(&["token", "miss"])),
+        introspection_hit: cache_counter
+            .as_ref()
+            .map(|c| c.with_label_values(&["introspection", "hit"])),
+        introspection_miss: cache_counter
+            .as_ref()
+            .map(|c| c.with_label_values(&["introspection", "miss"])),
+        introspections: counter(
+            &registry,
+            "mcpgate_introspection_requests_total",
+            "RFC 7662 introspection calls by issuer and result \
+             (active, inactive, timeout, unauthorized, error).",
+            &["issuer", "result"],
+        ),
+        introspection_seconds: HistogramVec::new(
+            HistogramOpts::new(
+                "mcpgate_introspection_seconds",
+                "Duration of RFC 7662 introspection calls, by issuer.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["issuer"],
+        )
+        .ok()
+        .and_then(|h| registry.register(Box::new(h.clone())).ok().map(|()| h)),
         reloads: counter(
             &registry,
             "mcpgate_config_reloads_total",
@@ -175,6 +204,28 @@ pub fn token_cache(hit: bool) {
     };
     if let Some(c) = c {
         c.inc();
+    }
+}
+
+/// An introspection cache lookup (waiting for a call already in flight counts as a hit).
+pub fn introspection_cache(hit: bool) {
+    let c = if hit {
+        &METRICS.introspection_hit
+    } else {
+        &METRICS.introspection_miss
+    };
+    if let Some(c) = c {
+        c.inc();
+    }
+}
+
+/// One introspection call: its result label and duration.
+pub fn introspection_call(issuer: &str, result: &str, seconds: f64) {
+    if let Some(c) = &METRICS.introspections {
+        c.with_label_values(&[issuer, result]).inc();
+    }
+    if let Some(h) = &METRICS.introspection_seconds {
+        h.with_label_values(&[issuer]).observe(seconds);
     }
 }
 

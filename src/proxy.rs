@@ -16,9 +16,8 @@ use pingora_core::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::{ProxyHttp, Session};
 
-use crate::auth::{hash_prefix, token_hash, Principal, TokenHash};
+use crate::auth::{hash_prefix, Principal, TokenHash};
 use crate::config::{AuthMode, Config, Route};
-use crate::credentials::{self, Credentials};
 use crate::error::{response_header, Refusal};
 use crate::routing::{self, Target};
 use crate::state::{InFlight, Snapshot};
@@ -82,7 +81,13 @@ impl Gateway {
         ctx: &mut Ctx,
     ) -> std::result::Result<Decision, (Refusal, Option<Arc<Route>>)> {
         let req = session.req_header();
-        let target = routing::classify(&snapshot.config, req).map_err(|r| (r, None))?;
+        let target = routing::classify(&snapshot.config, req).map_err(|r| {
+            // Malformed credentials outrank a missing route (SPEC-CHECKLIST §7.12).
+            match (&r, crate::credentials::extract(&req.headers, req.uri.query())) {
+                (Refusal::NotFound, Err(e)) => (Refusal::Credentials(e), None),
+                _ => (r, None),
+            }
+        })?;
         let (route, path) = match target {
             Target::Metadata(route) => {
                 let (h, b) = metadata_response(&route, req.method == http::Method::HEAD);
@@ -106,24 +111,19 @@ impl Gateway {
             }
         }
         if route.auth == AuthMode::None {
+            if routing::body_too_large(&snapshot.config, req) {
+                return Err((Refusal::BodyTooLarge, Some(route)));
+            }
             return Ok(Decision::Forward {
                 route,
                 path,
                 principal: None,
             });
         }
-        let creds = credentials::extract(&req.headers, req.uri.query())
-            .map_err(|e| (Refusal::Credentials(e), Some(route.clone())))?;
-        let token = match creds {
-            Credentials::None => return Err((Refusal::NoCredentials, Some(route))),
-            Credentials::Bearer(t) => t,
-        };
-        let hash = token_hash(token);
-        ctx.token = Some(hash);
         let principal = match self
             .state
             .auth
-            .authenticate(snapshot, &route, token, &hash)
+            .authenticate_request(snapshot, &route, &req.headers, req.uri.query(), &mut ctx.token)
             .await
         {
             Ok(p) => p,
@@ -175,6 +175,9 @@ impl Gateway {
             }
         } else {
             policy::check_scopes(&route, &principal).map_err(refuse)?;
+        }
+        if routing::body_too_large(&snapshot.config, session.req_header()) {
+            return Err(refuse(Refusal::BodyTooLarge));
         }
         Ok(Decision::Forward {
             route,
@@ -423,6 +426,14 @@ impl ProxyHttp for Gateway {
                 resp.remove_header(&http::header::CONTENT_LENGTH);
             }
         }
+        // Callers still on API keys learn that they are deprecated, and where OAuth is.
+        if let (Some(route), Some(p)) = (ctx.route.as_ref(), ctx.principal.as_ref()) {
+            if p.method == crate::auth::AuthMethod::ApiKey {
+                if let Some(d) = &route.deprecation {
+                    d.apply(resp);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -502,7 +513,8 @@ impl ProxyHttp for Gateway {
             decision = if ctx.refused.is_some() { "deny" } else { "allow" },
             reason = ctx.refused.unwrap_or("ok"),
             status,
-            issuer = p.map(|p| &*p.issuer_name),
+            auth_method = p.map(|p| p.method.as_str()),
+            issuer = p.map(|p| &*p.issuer_name).filter(|n| !n.is_empty()),
             subject = p.and_then(|p| p.subject.as_deref()),
             client_id = p.and_then(|p| p.client_id.as_deref()),
             token = token.as_deref(),

@@ -2,10 +2,10 @@
 //! validate, swap. A bad file never replaces a good one.
 //!
 //! Side work of the gateway: a watcher thread receives file events for the directories
-//! holding the config and its TLS files (watching directories, not files, is what
-//! survives a Kubernetes ConfigMap `..data` symlink swap and editors that write a temp
-//! file and rename it), waits for the burst of events to settle, and reloads when the
-//! content actually changed. The swap is `GatewayState::apply`: atomic, and requests in
+//! holding the config, its TLS files and its API key file (watching directories, not
+//! files, is what survives a Kubernetes ConfigMap `..data` symlink swap and editors that
+//! write a temp file and rename it), waits for the burst of events to settle, and
+//! reloads when the content actually changed. The swap is `GatewayState::apply`: atomic, and requests in
 //! flight finish on the snapshot they started with.
 
 use std::collections::HashSet;
@@ -29,6 +29,9 @@ fn inputs(path: &Path, config: &Config) -> Vec<PathBuf> {
     if let Some(t) = &config.tls {
         v.push(t.cert.clone());
         v.push(t.key.clone());
+    }
+    if let Some(k) = &config.api_keys {
+        v.push(k.file.clone());
     }
     v
 }

@@ -94,20 +94,30 @@ fn check_limits(config: &Config, req: &RequestHeader) -> Result<(), Refusal> {
     }
     let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
     if let Some(cl) = lengths.next() {
-        let n = cl
-            .to_str()
-            .ok()
-            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or(Refusal::BadRequest("invalid Content-Length"))?;
+        if content_length(cl).is_none() {
+            return Err(Refusal::BadRequest("invalid Content-Length"));
+        }
         if lengths.next().is_some() {
             return Err(Refusal::BadRequest("more than one Content-Length header"));
         }
-        if n > config.max_body_bytes {
-            return Err(Refusal::BodyTooLarge);
-        }
     }
     Ok(())
+}
+
+fn content_length(v: &http::HeaderValue) -> Option<u64> {
+    v.to_str()
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse::<u64>().ok())
+}
+
+/// A declared body over `limits.max_body_bytes`. Checked after authentication, so that
+/// an unauthenticated upload gets its 401 first (SPEC-CHECKLIST §7.10).
+pub fn body_too_large(config: &Config, req: &RequestHeader) -> bool {
+    req.headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(content_length)
+        .is_some_and(|n| n > config.max_body_bytes)
 }
 
 pub fn classify(config: &Config, req: &RequestHeader) -> Result<Target, Refusal> {

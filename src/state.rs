@@ -1,11 +1,12 @@
 //! Gateway state: the config snapshot the request path reads, and how a new config
 //! replaces it.
 //!
-//! A [`Snapshot`] pairs a compiled config with the key store of each of its issuers,
-//! so one `ArcSwap` load per request gives a consistent view of both (STYLE rule 3).
-//! [`GatewayState::apply`] builds the next snapshot, keeping the warm key stores of
-//! issuers whose key source did not change, and swaps it in atomically; requests in
-//! flight finish on the snapshot they started with.
+//! A [`Snapshot`] pairs a compiled config with the key store and the introspection
+//! client (and cache) of each of its issuers, so one `ArcSwap` load per request gives a
+//! consistent view of all three (STYLE rule 3). [`GatewayState::apply`] builds the next
+//! snapshot, keeping the warm key stores and introspection caches of issuers whose
+//! settings did not change, and swaps it in atomically; requests in flight finish on
+//! the snapshot they started with.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,13 +15,16 @@ use arc_swap::ArcSwap;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, IssuerConfig};
+use crate::introspect::Introspector;
 use crate::jwks::{Fetcher, IssuerKeys};
 use crate::upstream::Resolver;
 
-/// A compiled config and the key store of each issuer (same index as `config.issuers`).
+/// A compiled config and, per issuer (same index as `config.issuers`), its key store
+/// and its introspection client (`None` without an `introspection` block).
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub keys: Vec<Arc<IssuerKeys>>,
+    pub introspectors: Vec<Option<Arc<Introspector>>>,
 }
 
 pub struct GatewayState {
@@ -120,14 +124,19 @@ impl GatewayState {
         snap.config
             .issuers_in_use()
             .into_iter()
-            .filter(|&i| !snap.keys[i].is_ready())
+            .filter(|&i| snap.config.issuers[i].uses_jwks() && !snap.keys[i].is_ready())
             .map(|i| snap.config.issuers[i].name.to_string())
             .collect()
     }
 }
 
 fn build_snapshot(config: Arc<Config>, old: Option<&Snapshot>, fetcher: &Arc<Fetcher>) -> Snapshot {
-    let in_use = config.issuers_in_use();
+    // Issuers whose tokens are all introspected never need their key set.
+    let in_use: Vec<usize> = config
+        .issuers_in_use()
+        .into_iter()
+        .filter(|&i| config.issuers[i].uses_jwks())
+        .collect();
     let keys = config
         .issuers
         .iter()
@@ -156,5 +165,24 @@ fn build_snapshot(config: Arc<Config>, old: Option<&Snapshot>, fetcher: &Arc<Fet
             }
         })
         .collect();
-    Snapshot { config, keys }
+    let capacity = config.token_cache_entries;
+    let introspectors = config
+        .issuers
+        .iter()
+        .map(|ic| {
+            let reused = old.and_then(|o| {
+                o.introspectors
+                    .iter()
+                    .flatten()
+                    .find(|x| x.serves(ic, capacity))
+                    .cloned()
+            });
+            reused.or_else(|| Introspector::new(ic.clone(), capacity, fetcher.clone()))
+        })
+        .collect();
+    Snapshot {
+        config,
+        keys,
+        introspectors,
+    }
 }

@@ -1,0 +1,568 @@
+//! DPoP (RFC 9449): proof-of-possession checks for sender-constrained access tokens.
+//!
+//! Runs in the token step when a request says `Authorization: DPoP <token>`: the one
+//! `DPoP` header must be a JWS of type `dpop+jwt`, signed with an allow-listed
+//! asymmetric algorithm by the public key in its own `jwk` header, for this request's
+//! method and URI (computed from the configured public URL, never from Host), recent
+//! (`iat` window), for this token (`ath`), not seen before (`jti` replay store), and,
+//! where the route asks for it, carrying a nonce we issued. The token's `cnf.jkt` must
+//! then equal the RFC 7638 thumbprint of that key (checked by the caller with
+//! [`Proof::jkt`]).
+//!
+//! Nonces are stateless: an HMAC over a time step with a configured secret, so that
+//! replicas agree without sharing state. The replay store is a small trait so that a
+//! shared implementation (Redis) can replace the local one.
+
+use std::time::Duration;
+
+use aws_lc_rs::hmac;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use moka::sync::Cache;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::jwt::{self, Algorithm};
+
+/// Why a proof was refused. Most are `invalid_dpop_proof`; a missing or stale nonce is
+/// `use_dpop_nonce`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpopError {
+    InvalidProof(&'static str),
+    UseNonce,
+}
+
+fn bad(why: &'static str) -> DpopError {
+    DpopError::InvalidProof(why)
+}
+
+/// base64url(SHA-256(access token)): the proof's `ath`.
+pub fn ath(access_token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(access_token.as_bytes()))
+}
+
+/// RFC 7638 JWK thumbprint (SHA-256, base64url): the required members only, in
+/// lexicographic order, no whitespace.
+pub fn thumbprint(jwk: &serde_json::Value) -> Option<String> {
+    let get = |k: &str| jwk.get(k).and_then(|v| v.as_str());
+    let members: Vec<(&str, &str)> = match get("kty")? {
+        "RSA" => vec![("e", get("e")?), ("kty", "RSA"), ("n", get("n")?)],
+        "EC" => vec![
+            ("crv", get("crv")?),
+            ("kty", "EC"),
+            ("x", get("x")?),
+            ("y", get("y")?),
+        ],
+        "OKP" => vec![("crv", get("crv")?), ("kty", "OKP"), ("x", get("x")?)],
+        _ => return None,
+    };
+    let mut canonical = String::from("{");
+    for (i, (k, v)) in members.iter().enumerate() {
+        if i > 0 {
+            canonical.push(',');
+        }
+        // Member values are base64url strings and registered names; JSON-encode anyway.
+        canonical.push_str(&format!("\"{k}\":{}", serde_json::Value::from(*v)));
+    }
+    canonical.push('}');
+    Some(URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes())))
+}
+
+/// Normalize an HTTP URI for `htu` comparison (RFC 9449 §4.3 step 9, RFC 3986 §6.2.2-3):
+/// scheme and host lower-cased, default port removed. A query or fragment is kept, so a
+/// proof whose `htu` carries one never matches.
+pub fn normalize_htu(s: &str) -> Option<String> {
+    let u = url::Url::parse(s).ok()?;
+    if u.scheme() != "https" && u.scheme() != "http" {
+        return None;
+    }
+    Some(u.as_str().to_string())
+}
+
+#[derive(Deserialize)]
+struct ProofHeader {
+    typ: Option<serde_json::Value>,
+    alg: serde_json::Value,
+    jwk: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ProofClaims {
+    jti: Option<serde_json::Value>,
+    htm: Option<serde_json::Value>,
+    htu: Option<serde_json::Value>,
+    iat: Option<serde_json::Number>,
+    ath: Option<serde_json::Value>,
+    nonce: Option<serde_json::Value>,
+}
+
+/// What a proof must match.
+pub struct Expect<'a> {
+    pub method: &'a str,
+    /// The request URI without query, already normalized with [`normalize_htu`].
+    pub htu: &'a str,
+    pub access_token: &'a str,
+    pub algs: &'a [Algorithm],
+    pub now: i64,
+    /// Accepted `iat` range: `now - past ..= now + future`.
+    pub past: i64,
+    pub future: i64,
+    pub nonce: Option<&'a Nonces>,
+}
+
+/// A verified proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    /// RFC 7638 thumbprint of the proof key.
+    pub jkt: String,
+    pub jti: String,
+    pub iat: i64,
+}
+
+impl Proof {
+    /// Replay-store key: the `jti` together with the normalized `htu` it was for.
+    pub fn replay_key(&self, htu: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.jti.as_bytes());
+        h.update([0]);
+        h.update(htu.as_bytes());
+        h.finalize().into()
+    }
+}
+
+fn string(
+    v: Option<serde_json::Value>,
+    missing: &'static str,
+    not_string: &'static str,
+) -> Result<String, DpopError> {
+    match v {
+        None => Err(bad(missing)),
+        Some(serde_json::Value::String(s)) => Ok(s),
+        Some(_) => Err(bad(not_string)),
+    }
+}
+
+/// Verify one DPoP proof JWS against the request (RFC 9449 §4.3 steps 2-11, except the
+/// replay and `cnf` checks, which need state and the token).
+pub fn verify(proof: &str, want: &Expect<'_>) -> Result<Proof, DpopError> {
+    if proof.len() > 8192 {
+        return Err(bad("DPoP proof is too large"));
+    }
+    let mut parts = proof.split('.');
+    let (Some(h), Some(p), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad("DPoP proof is not a compact JWS"));
+    };
+    let decode = |s: &str| {
+        URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| bad("DPoP proof segment is not base64url"))
+    };
+    let header: ProofHeader = serde_json::from_slice(&decode(h)?)
+        .map_err(|_| bad("DPoP proof header is not valid JSON"))?;
+    let claims: ProofClaims = serde_json::from_slice(&decode(p)?)
+        .map_err(|_| bad("DPoP proof claims are not a valid JSON object"))?;
+    let signature = decode(sig)?;
+
+    let typ = string(
+        header.typ,
+        "DPoP proof has no typ",
+        "DPoP proof typ is not a string",
+    )?;
+    if !typ.eq_ignore_ascii_case("dpop+jwt") && !typ.eq_ignore_ascii_case("application/dpop+jwt") {
+        return Err(bad("DPoP proof typ is not dpop+jwt"));
+    }
+    let alg = match &header.alg {
+        serde_json::Value::String(a) => Algorithm::parse(a)
+            .ok_or(bad("DPoP proof alg is not an allowed asymmetric algorithm"))?,
+        _ => return Err(bad("DPoP proof alg is not a string")),
+    };
+    if !want.algs.contains(&alg) {
+        return Err(bad("DPoP proof alg is not allowed"));
+    }
+    let jwk = header.jwk.ok_or(bad("DPoP proof has no jwk"))?;
+    let key = jwt::proof_key(&jwk, alg).map_err(bad)?;
+    let signing_input = &proof.as_bytes()[..h.len() + 1 + p.len()];
+    key.verify_sig(signing_input, &signature)
+        .map_err(|_| bad("DPoP proof signature is invalid"))?;
+
+    let jti = string(
+        claims.jti,
+        "DPoP proof has no jti",
+        "DPoP proof jti is not a string",
+    )?;
+    if jti.is_empty() || jti.len() > 256 {
+        return Err(bad("DPoP proof jti is empty or longer than 256 characters"));
+    }
+    let htm = string(
+        claims.htm,
+        "DPoP proof has no htm",
+        "DPoP proof htm is not a string",
+    )?;
+    if htm != want.method {
+        return Err(bad("DPoP proof htm does not match the request method"));
+    }
+    let htu = string(
+        claims.htu,
+        "DPoP proof has no htu",
+        "DPoP proof htu is not a string",
+    )?;
+    if normalize_htu(&htu).as_deref() != Some(want.htu) {
+        return Err(bad("DPoP proof htu does not match the request URI"));
+    }
+    let iat = claims.iat.ok_or(bad("DPoP proof has no iat"))?;
+    let iat = iat
+        .as_i64()
+        .ok_or(bad("DPoP proof iat is not an integer"))?;
+    if iat < want.now - want.past || iat > want.now + want.future {
+        return Err(bad("DPoP proof iat is outside the accepted window"));
+    }
+    let ath_claim = string(
+        claims.ath,
+        "DPoP proof has no ath",
+        "DPoP proof ath is not a string",
+    )?;
+    if ath_claim != ath(want.access_token) {
+        return Err(bad("DPoP proof ath does not match the access token"));
+    }
+    if let Some(nonces) = want.nonce {
+        match claims.nonce {
+            Some(serde_json::Value::String(n)) if nonces.valid(&n, want.now) => {}
+            _ => return Err(DpopError::UseNonce),
+        }
+    }
+    let jkt = thumbprint(&jwk).ok_or(bad("DPoP proof jwk cannot be thumbprinted"))?;
+    Ok(Proof { jkt, jti, iat })
+}
+
+/// Where proof `jti`s are remembered for their validity window.
+pub trait ReplayStore: Send + Sync {
+    /// True the first time `key` is seen within `ttl`; false for a replay.
+    fn first_use(&self, key: [u8; 32], ttl: Duration) -> bool;
+}
+
+/// A bounded in-process replay store.
+pub struct LocalReplay {
+    cache: Cache<[u8; 32], ()>,
+}
+
+impl LocalReplay {
+    /// `window`: how long a proof stays acceptable (the whole `iat` window).
+    pub fn new(capacity: u64, window: Duration) -> LocalReplay {
+        LocalReplay {
+            cache: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(window)
+                .build(),
+        }
+    }
+}
+
+impl ReplayStore for LocalReplay {
+    fn first_use(&self, key: [u8; 32], _ttl: Duration) -> bool {
+        self.cache.entry(key).or_insert(()).is_fresh()
+    }
+}
+
+/// Stateless server nonces: `base64url(step || HMAC(secret, step)[..16])`, valid for
+/// the current and the previous time step.
+pub struct Nonces {
+    key: hmac::Key,
+    step_seconds: i64,
+}
+
+impl Nonces {
+    pub fn new(secret: &[u8], step_seconds: i64) -> Nonces {
+        Nonces {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            step_seconds: step_seconds.max(1),
+        }
+    }
+
+    fn mac(&self, step: u64) -> [u8; 16] {
+        let tag = hmac::sign(&self.key, &step.to_be_bytes());
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&tag.as_ref()[..16]);
+        out
+    }
+
+    pub fn issue(&self, now: i64) -> String {
+        let step = (now / self.step_seconds) as u64;
+        let mut raw = Vec::with_capacity(24);
+        raw.extend_from_slice(&step.to_be_bytes());
+        raw.extend_from_slice(&self.mac(step));
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    pub fn valid(&self, nonce: &str, now: i64) -> bool {
+        let Ok(raw) = URL_SAFE_NO_PAD.decode(nonce) else {
+            return false;
+        };
+        if raw.len() != 24 {
+            return false;
+        }
+        let mut step_bytes = [0u8; 8];
+        step_bytes.copy_from_slice(&raw[..8]);
+        let step = u64::from_be_bytes(step_bytes);
+        let current = (now / self.step_seconds) as u64;
+        if step != current && step + 1 != current {
+            return false;
+        }
+        let expected = self.mac(step);
+        // Constant-time comparison of the tag.
+        aws_lc_rs::constant_time::verify_slices_are_equal(&raw[8..], &expected).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    use serde_json::json;
+
+    #[test]
+    fn rfc7638_section_3_1_thumbprint() {
+        let jwk = json!({
+            "kty": "RSA",
+            "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+            "e": "AQAB",
+            "alg": "RS256",
+            "kid": "2011-04-29"
+        });
+        assert_eq!(
+            thumbprint(&jwk).unwrap(),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    #[test]
+    fn rfc8037_a3_ed25519_thumbprint() {
+        let jwk =
+            json!({"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"});
+        assert_eq!(
+            thumbprint(&jwk).unwrap(),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
+    }
+
+    #[test]
+    fn rfc9449_examples() {
+        let jwk = json!({"kty":"EC","crv":"P-256",
+            "x":"l8tFrhx-34tV3hRICRDY9zCkDlpBhF42UQUfWVAWBFs",
+            "y":"9VE4jf_Ok_o64zbTTlcuNJajHmt6v9TDVrU0CdvGRDA"});
+        assert_eq!(
+            thumbprint(&jwk).unwrap(),
+            "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"
+        );
+        assert_eq!(
+            ath("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU"),
+            "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo"
+        );
+    }
+
+    /// RFC 9449 Figure 13: a real proof whose signature verifies, with the clock fixed at
+    /// its iat; then one edit per negative case.
+    #[test]
+    fn rfc9449_figure_13_known_answer() {
+        let proof = "eyJ0eXAiOiJkcG9wK2p3dCIsImFsZyI6IkVTMjU2IiwiandrIjp7Imt0eSI6IkVDIiwieCI6Imw4dEZyaHgtMzR0VjNoUklDUkRZOXpDa0RscEJoRjQyVVFVZldWQVdCRnMiLCJ5IjoiOVZFNGpmX09rX282NHpiVFRsY3VOSmFqSG10NnY5VERWclUwQ2R2R1JEQSIsImNydiI6IlAtMjU2In19.eyJqdGkiOiJlMWozVl9iS2ljOC1MQUVCIiwiaHRtIjoiR0VUIiwiaHR1IjoiaHR0cHM6Ly9yZXNvdXJjZS5leGFtcGxlLm9yZy9wcm90ZWN0ZWRyZXNvdXJjZSIsImlhdCI6MTU2MjI2MjYxOCwiYXRoIjoiZlVIeU8ycjJaM0RaNTNFc05yV0JiMHhXWG9hTnk1OUlpS0NBcWtzbVFFbyJ9.2oW9RP35yRqzhrtNP86L-Ey71EOptxRimPPToA1plemAgR6pxHF8y6-yqyVnmcw6Fy1dqd-jfxSYoMxhAJpLjA";
+        let token = "Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU";
+        let htu = normalize_htu("https://resource.example.org/protectedresource").unwrap();
+        let want = Expect {
+            method: "GET",
+            htu: &htu,
+            access_token: token,
+            algs: &[Algorithm::ES256],
+            now: 1_562_262_618,
+            past: 300,
+            future: 300,
+            nonce: None,
+        };
+        let p = verify(proof, &want).unwrap();
+        assert_eq!(p.jkt, "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I");
+        assert_eq!(p.jti, "e1j3V_bKic8-LAEB");
+        // one edit per negative
+        assert!(verify(
+            proof,
+            &Expect {
+                method: "POST",
+                ..want_clone(&want)
+            }
+        )
+        .is_err());
+        let other = normalize_htu("https://resource.example.org/other").unwrap();
+        assert!(verify(
+            proof,
+            &Expect {
+                htu: &other,
+                ..want_clone(&want)
+            }
+        )
+        .is_err());
+        assert!(verify(
+            proof,
+            &Expect {
+                access_token: "other",
+                ..want_clone(&want)
+            }
+        )
+        .is_err());
+        assert!(verify(
+            proof,
+            &Expect {
+                now: 1_562_262_618 + 301,
+                ..want_clone(&want)
+            }
+        )
+        .is_err());
+        assert!(verify(
+            proof,
+            &Expect {
+                algs: &[Algorithm::RS256],
+                ..want_clone(&want)
+            }
+        )
+        .is_err());
+        let tampered = proof.replace(".2oW9", ".3oW9");
+        assert!(verify(&tampered, &want).is_err());
+        let upper = normalize_htu("HTTPS://RESOURCE.EXAMPLE.ORG:443/protectedresource").unwrap();
+        assert_eq!(upper, htu);
+    }
+
+    fn want_clone<'a>(w: &Expect<'a>) -> Expect<'a> {
+        Expect {
+            method: w.method,
+            htu: w.htu,
+            access_token: w.access_token,
+            algs: w.algs,
+            now: w.now,
+            past: w.past,
+            future: w.future,
+            nonce: w.nonce,
+        }
+    }
+
+    fn es256_proof(header_extra: serde_json::Value, claims: serde_json::Value) -> String {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let kp =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let pt = kp.public_key().as_ref();
+        let mut header = json!({"typ":"dpop+jwt","alg":"ES256","jwk":{"kty":"EC","crv":"P-256",
+            "x": URL_SAFE_NO_PAD.encode(&pt[1..33]), "y": URL_SAFE_NO_PAD.encode(&pt[33..])}});
+        if let Some(m) = header_extra.as_object() {
+            for (k, v) in m {
+                header[k] = v.clone();
+            }
+        }
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap()),
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap())
+        );
+        let sig = kp.sign(&rng, input.as_bytes()).unwrap();
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+    }
+
+    #[test]
+    fn refuses_bad_proofs() {
+        let htu = "https://mcp.example.com/mcp";
+        let base = json!({"jti":"j1","htm":"POST","htu":htu,"iat":1000,"ath":ath("tok")});
+        let want = Expect {
+            method: "POST",
+            htu,
+            access_token: "tok",
+            algs: &Algorithm::ALL,
+            now: 1000,
+            past: 300,
+            future: 300,
+            nonce: None,
+        };
+        assert!(verify(&es256_proof(json!({}), base.clone()), &want).is_ok());
+        let with = |k: &str, v: serde_json::Value| {
+            let mut c = base.clone();
+            c[k] = v;
+            es256_proof(json!({}), c)
+        };
+        let without = |k: &str| {
+            let mut c = base.clone();
+            c.as_object_mut().unwrap().remove(k);
+            es256_proof(json!({}), c)
+        };
+        for p in [
+            without("jti"),
+            without("htm"),
+            without("htu"),
+            without("iat"),
+            without("ath"),
+            with("htm", json!("post")),
+            with("htu", json!("https://mcp.example.com/mcp?x=1")),
+            with("htu", json!("https://internal:8080/mcp")),
+            with("iat", json!(1000 + 303)),
+            with("iat", json!(1000 - 303)),
+            with("iat", json!(1000.5)),
+            with("jti", json!("x".repeat(257))),
+            with("ath", json!(ath("other"))),
+            es256_proof(json!({"typ":"JWT"}), base.clone()),
+            es256_proof(json!({"alg":"none"}), base.clone()),
+            es256_proof(json!({"alg":"HS256"}), base.clone()),
+            es256_proof(json!({"alg":"RS256"}), base.clone()),
+            es256_proof(
+                json!({"jwk":{"kty":"EC","crv":"P-256","x":"AA","y":"AA","d":"AA"}}),
+                base.clone(),
+            ),
+            es256_proof(json!({"jwk": null}), base.clone()),
+            "not-a-jwt".to_string(),
+        ] {
+            assert!(verify(&p, &want).is_err(), "{p}");
+        }
+        // iat 10 s in the past is fine
+        assert!(verify(&with("iat", json!(990)), &want).is_ok());
+        // HTTPS://MCP.EXAMPLE.COM:443/mcp normalizes to the same htu
+        assert!(verify(
+            &with("htu", json!("HTTPS://MCP.EXAMPLE.COM:443/mcp")),
+            &want
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn nonces_rotate_and_verify() {
+        let n = Nonces::new(b"secret", 300);
+        let nonce = n.issue(1_000_000);
+        assert!(n.valid(&nonce, 1_000_000));
+        assert!(n.valid(&nonce, 1_000_000 + 300));
+        assert!(!n.valid(&nonce, 1_000_000 + 700));
+        assert!(!Nonces::new(b"other", 300).valid(&nonce, 1_000_000));
+        assert!(!n.valid("garbage", 1_000_000));
+        let base =
+            json!({"jti":"j1","htm":"GET","htu":"https://h/x","iat":1_000_000,"ath":ath("t")});
+        let want = Expect {
+            method: "GET",
+            htu: "https://h/x",
+            access_token: "t",
+            algs: &Algorithm::ALL,
+            now: 1_000_000,
+            past: 300,
+            future: 300,
+            nonce: Some(&n),
+        };
+        assert_eq!(
+            verify(&es256_proof(json!({}), base.clone()), &want),
+            Err(DpopError::UseNonce)
+        );
+        let mut c = base.clone();
+        c["nonce"] = json!(nonce);
+        assert!(verify(&es256_proof(json!({}), c), &want).is_ok());
+    }
+
+    #[test]
+    fn replay_store_remembers() {
+        let r = LocalReplay::new(100, Duration::from_secs(600));
+        assert!(r.first_use([1; 32], Duration::from_secs(600)));
+        assert!(!r.first_use([1; 32], Duration::from_secs(600)));
+        assert!(r.first_use([2; 32], Duration::from_secs(600)));
+    }
+}

@@ -1,0 +1,762 @@
+//! RFC 7662 token introspection: the client that asks an issuer about an opaque token,
+//! and the per-issuer cache of its answers.
+//!
+//! The token step of the request flow, for tokens that are not JWTs (or whose issuer
+//! sets `token_format: opaque`). [`Introspector::authenticate`] looks the token up by
+//! SHA-256 in a bounded moka cache; on a miss, one request per token (single-flight:
+//! concurrent requests for the same token wait for the same call) POSTs
+//! `token=…&token_type_hint=access_token` to the issuer's introspection endpoint with
+//! the gateway's client credentials, on the shared [`Fetcher`] runtime and pool. The
+//! answer is judged as strictly as a JWT ([`evaluate`]): `active` must be the boolean
+//! `true`, `iss` (when present) the issuer, `aud` present (unless `require_aud: false`),
+//! `exp`/`nbf` current, no sender constraint. Active answers are cached until the
+//! earlier of `exp` and `cache_max_seconds`; refusals for `negative_cache_seconds`. An
+//! issuer that cannot answer (unreachable, past `timeout_ms`, 5xx, not JSON, or refusing
+//! our credentials) is never cached and gives 503: the caller is not at fault.
+//! The audience is checked against the route in `policy`, on every request.
+//!
+//! Introspectors live in the [`crate::state::Snapshot`] beside the key stores and are
+//! kept across reloads while their issuer's settings do not change.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::auth::{check_times, hash_prefix, AuthMethod, Principal, TokenHash};
+use crate::config::{canonical_audience, FileIntrospection, IssuerConfig, Route};
+use crate::error::Refusal;
+use crate::jwks::{now_unix, Fetcher};
+use crate::metrics;
+
+/// Largest introspection response we read.
+const MAX_BODY: usize = 64 * 1024;
+/// After a failed endpoint discovery, wait this long before trying again.
+const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
+
+/// A secret from the config: never printed.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+/// How the gateway authenticates to the introspection endpoint (RFC 7662 §2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// HTTP Basic with the form-encoded client id and secret (RFC 6749 §2.3.1).
+    #[default]
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+}
+
+/// One issuer's compiled introspection settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntrospectionConfig {
+    /// `None`: discovered from the issuer's metadata (`introspection_endpoint`).
+    pub endpoint: Option<String>,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub auth_method: ClientAuth,
+    pub cache_max: Duration,
+    pub negative_cache: Duration,
+    pub timeout: Duration,
+    pub require_aud: bool,
+}
+
+/// Validate the `introspection` block of an issuer.
+pub fn compile(f: FileIntrospection) -> Result<IntrospectionConfig, String> {
+    let ctx = |e: String| format!("introspection: {e}");
+    if let Some(e) = &f.endpoint {
+        crate::config::check_fetch_url("endpoint", e).map_err(ctx)?;
+    }
+    if f.client_id.is_empty() {
+        return Err(ctx("client_id must not be empty".into()));
+    }
+    if f.client_secret.expose().is_empty() {
+        return Err(ctx("client_secret must not be empty".into()));
+    }
+    if f.cache_max_seconds > 3600 {
+        return Err(ctx(
+            "cache_max_seconds must be at most 3600 (it bounds how long a revoked token keeps working)"
+                .into(),
+        ));
+    }
+    if f.negative_cache_seconds > 300 {
+        return Err(ctx("negative_cache_seconds must be at most 300".into()));
+    }
+    if !(100..=30_000).contains(&f.timeout_ms) {
+        return Err(ctx("timeout_ms must be between 100 and 30000".into()));
+    }
+    Ok(IntrospectionConfig {
+        endpoint: f.endpoint,
+        client_id: f.client_id,
+        client_secret: f.client_secret,
+        auth_method: f.auth_method,
+        cache_max: Duration::from_secs(f.cache_max_seconds),
+        negative_cache: Duration::from_secs(f.negative_cache_seconds),
+        timeout: Duration::from_millis(f.timeout_ms),
+        require_aud: f.require_aud,
+    })
+}
+
+/// A route may accept opaque tokens from one introspecting issuer at most: an opaque
+/// token names no issuer, and sending it to every issuer would hand one AS's tokens to
+/// another.
+pub fn check_route_issuers(route: &Route, issuers: &[Arc<IssuerConfig>]) -> Result<(), String> {
+    if !route.auth.accepts_oauth() {
+        return Ok(());
+    }
+    let introspecting: Vec<&str> = route
+        .issuers
+        .iter()
+        .map(|&i| &issuers[i])
+        .filter(|ic| ic.introspection.is_some())
+        .map(|ic| &*ic.name)
+        .collect();
+    if introspecting.len() > 1 {
+        return Err(format!(
+            "issuers {} all introspect opaque tokens; an opaque token names no issuer, so \
+             the route must list at most one of them in `issuers`",
+            introspecting.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// What the issuer said about a token, as cached.
+#[derive(Clone)]
+pub enum Outcome {
+    /// Active and acceptable; cached for the duration.
+    Active(Arc<Principal>, Duration),
+    /// Inactive, or active but unacceptable (the reason goes to the client).
+    Refused(&'static str, Duration),
+}
+
+/// Why the issuer could not answer. Never cached; the client gets 503.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The introspection endpoint is not configured and discovery failed.
+    Discovery(String),
+    Timeout,
+    Transport(String),
+    /// 401/403: the AS refused the gateway's own client credentials.
+    Unauthorized(u16),
+    Status(u16),
+    /// 200, but not a JSON object (an HTML error page, a proxy's login form...).
+    NotJson,
+    TooLarge,
+}
+
+impl Failure {
+    fn label(&self) -> &'static str {
+        match self {
+            Failure::Timeout => "timeout",
+            Failure::Unauthorized(_) => "unauthorized",
+            _ => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Discovery(e) => write!(f, "introspection endpoint discovery failed: {e}"),
+            Failure::Timeout => f.write_str("introspection timed out"),
+            Failure::Transport(e) => write!(f, "introspection request failed: {e}"),
+            Failure::Unauthorized(s) => write!(f, "introspection endpoint answered HTTP {s}"),
+            Failure::Status(s) => write!(f, "introspection endpoint answered HTTP {s}"),
+            Failure::NotJson => f.write_str("introspection response is not a JSON object"),
+            Failure::TooLarge => {
+                write!(f, "introspection response is larger than {MAX_BODY} bytes")
+            }
+        }
+    }
+}
+
+struct OutcomeExpiry;
+
+impl moka::Expiry<TokenHash, Outcome> for OutcomeExpiry {
+    fn expire_after_create(&self, _k: &TokenHash, v: &Outcome, _now: Instant) -> Option<Duration> {
+        Some(match v {
+            Outcome::Active(_, d) | Outcome::Refused(_, d) => *d,
+        })
+    }
+}
+
+/// The introspection client and answer cache of one issuer.
+pub struct Introspector {
+    pub issuer: Arc<IssuerConfig>,
+    config: IntrospectionConfig,
+    capacity: u64,
+    fetcher: Arc<Fetcher>,
+    endpoint: tokio::sync::OnceCell<String>,
+    /// Milliseconds since `epoch` of the last failed discovery (`u64::MAX`: none).
+    discovery_failed_ms: AtomicU64,
+    epoch: Instant,
+    cache: moka::future::Cache<TokenHash, Outcome>,
+}
+
+impl Introspector {
+    /// `None` when the issuer has no `introspection` block.
+    pub fn new(
+        issuer: Arc<IssuerConfig>,
+        capacity: u64,
+        fetcher: Arc<Fetcher>,
+    ) -> Option<Arc<Introspector>> {
+        let config = issuer.introspection.clone()?;
+        let cache = moka::future::Cache::builder()
+            .max_capacity(capacity)
+            .expire_after(OutcomeExpiry)
+            .build();
+        Some(Arc::new(Introspector {
+            issuer,
+            config,
+            capacity,
+            fetcher,
+            endpoint: tokio::sync::OnceCell::new(),
+            discovery_failed_ms: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
+            cache,
+        }))
+    }
+
+    /// Whether this introspector (and its cache) can serve `issuer` after a reload:
+    /// same issuer, same introspection settings, same values baked into cached answers.
+    pub fn serves(&self, issuer: &IssuerConfig, capacity: u64) -> bool {
+        self.capacity == capacity
+            && self.issuer.name == issuer.name
+            && self.issuer.issuer == issuer.issuer
+            && self.issuer.clock_skew == issuer.clock_skew
+            && issuer.introspection.as_ref() == Some(&self.config)
+    }
+
+    /// Validate an opaque token (issuer-level checks; `policy` checks the audience).
+    pub async fn authenticate(
+        self: &Arc<Self>,
+        token: &str,
+        hash: &TokenHash,
+    ) -> Result<Arc<Principal>, Refusal> {
+        let me = self.clone();
+        let owned = token.to_string();
+        let key = *hash;
+        let entry = self
+            .cache
+            .entry(key)
+            .or_try_insert_with(async move { me.introspect(owned, key).await })
+            .await;
+        let outcome = match entry {
+            Ok(e) => {
+                metrics::introspection_cache(!e.is_fresh());
+                e.into_value()
+            }
+            Err(_) => {
+                metrics::introspection_cache(false);
+                return Err(Refusal::IntrospectionUnavailable(
+                    "the authorization server could not be asked about the token",
+                ));
+            }
+        };
+        match outcome {
+            Outcome::Active(p, _) => {
+                check_times(p.exp, p.nbf, None, p.skew, now_unix())
+                    .map_err(|e| Refusal::InvalidToken(e.0))?;
+                Ok(p)
+            }
+            Outcome::Refused(reason, _) => Err(Refusal::InvalidToken(reason)),
+        }
+    }
+
+    /// One introspection call (the cache makes it single-flight per token).
+    async fn introspect(&self, token: String, hash: TokenHash) -> Result<Outcome, Failure> {
+        let name = &self.issuer.name;
+        let started = Instant::now();
+        let result = match self.endpoint().await {
+            Ok(endpoint) => {
+                let client = self.fetcher.client();
+                let config = self.config.clone();
+                self.fetcher
+                    .run(post(client, endpoint, config, token))
+                    .await
+                    .unwrap_or_else(|| Err(Failure::Transport("fetch runtime is gone".into())))
+            }
+            Err(e) => Err(e),
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let outcome =
+            result.and_then(|(status, body)| evaluate(status, &body, &self.issuer, now_unix()));
+        let token = hash_prefix(&hash);
+        match &outcome {
+            Ok(Outcome::Active(p, ttl)) => {
+                metrics::introspection_call(name, "active", seconds);
+                tracing::debug!(issuer = %name, token, subject = p.subject.as_deref(),
+                    cache_seconds = ttl.as_secs(), "token introspected: active");
+            }
+            Ok(Outcome::Refused(reason, _)) => {
+                metrics::introspection_call(name, "inactive", seconds);
+                tracing::debug!(issuer = %name, token, reason, "token introspected: refused");
+            }
+            Err(e @ Failure::Unauthorized(status)) => {
+                metrics::introspection_call(name, e.label(), seconds);
+                tracing::error!(issuer = %name, token, status,
+                    "the introspection endpoint refused mcpgate's client credentials: \
+                     check issuers[].introspection client_id, client_secret and auth_method; \
+                     every opaque token of this issuer gets 503 until it is fixed");
+            }
+            Err(e) => {
+                metrics::introspection_call(name, e.label(), seconds);
+                tracing::warn!(issuer = %name, token, error = %e, "introspection failed; answering 503");
+            }
+        }
+        outcome
+    }
+
+    /// The configured endpoint, or the one in the issuer's metadata (looked up once;
+    /// a failure is retried at most every few seconds).
+    async fn endpoint(&self) -> Result<String, Failure> {
+        if let Some(e) = &self.config.endpoint {
+            return Ok(e.clone());
+        }
+        if let Some(e) = self.endpoint.get() {
+            return Ok(e.clone());
+        }
+        let failed = self.discovery_failed_ms.load(Ordering::Relaxed);
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        if failed != u64::MAX && now_ms.saturating_sub(failed) < DISCOVERY_RETRY.as_millis() as u64
+        {
+            return Err(Failure::Discovery(
+                "failed recently; not retrying yet".into(),
+            ));
+        }
+        let client = self.fetcher.client();
+        let issuer = self.issuer.issuer.clone();
+        let found = self
+            .endpoint
+            .get_or_try_init(|| async {
+                let r = self
+                    .fetcher
+                    .run(async move {
+                        crate::jwks::discover(&client, &issuer, "introspection_endpoint").await
+                    })
+                    .await
+                    .unwrap_or_else(|| Err("fetch runtime is gone".into()));
+                if r.is_err() {
+                    self.discovery_failed_ms
+                        .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                } else if let Ok(e) = &r {
+                    tracing::info!(issuer = %self.issuer.name, endpoint = %e, "introspection endpoint discovered");
+                }
+                r
+            })
+            .await;
+        found.cloned().map_err(Failure::Discovery)
+    }
+
+    pub fn cached_answers(&self) -> u64 {
+        self.cache.entry_count()
+    }
+}
+
+/// POST the token; returns the status and (capped) body.
+async fn post(
+    client: reqwest::Client,
+    endpoint: String,
+    config: IntrospectionConfig,
+    token: String,
+) -> Result<(u16, Vec<u8>), Failure> {
+    let mut req = client
+        .post(&endpoint)
+        .header(http::header::ACCEPT, "application/json")
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .timeout(config.timeout);
+    let body = {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("token", &token)
+            .append_pair("token_type_hint", "access_token");
+        match config.auth_method {
+            ClientAuth::ClientSecretBasic => {
+                // RFC 6749 §2.3.1: both parts form-encoded before Base64.
+                let enc = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
+                let pair = format!(
+                    "{}:{}",
+                    enc(&config.client_id),
+                    enc(config.client_secret.expose())
+                );
+                let b64 = base64::engine::general_purpose::STANDARD.encode(pair);
+                req = req.header(http::header::AUTHORIZATION, format!("Basic {b64}"));
+            }
+            ClientAuth::ClientSecretPost => {
+                form.append_pair("client_id", &config.client_id)
+                    .append_pair("client_secret", config.client_secret.expose());
+            }
+        }
+        form.finish()
+    };
+    let call = async {
+        let mut resp = req.body(body).send().await.map_err(transport)?;
+        let status = resp.status().as_u16();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(Failure::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body))
+    };
+    match tokio::time::timeout(config.timeout, call).await {
+        Ok(r) => r,
+        Err(_) => Err(Failure::Timeout),
+    }
+}
+
+fn transport(e: reqwest::Error) -> Failure {
+    if e.is_timeout() {
+        Failure::Timeout
+    } else {
+        // Without the URL: it is in the config, and the error chain is enough.
+        Failure::Transport(e.without_url().to_string())
+    }
+}
+
+/// The members of an introspection response we read. Every one is optional and typed
+/// loosely, so a wrong type is our refusal, not a parse failure; duplicate members are
+/// a parse failure.
+#[derive(Deserialize)]
+struct Answer {
+    active: Option<Value>,
+    iss: Option<Value>,
+    aud: Option<Value>,
+    exp: Option<Value>,
+    nbf: Option<Value>,
+    scope: Option<Value>,
+    sub: Option<Value>,
+    client_id: Option<Value>,
+    token_type: Option<Value>,
+    token_use: Option<Value>,
+    cnf: Option<Value>,
+}
+
+fn opt_str<'a>(v: &'a Option<Value>, bad: &'static str) -> Result<Option<&'a str>, &'static str> {
+    match v {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(bad),
+    }
+}
+
+fn opt_time(v: &Option<Value>, bad: &'static str) -> Result<Option<i64>, &'static str> {
+    match v {
+        None => Ok(None),
+        Some(Value::Number(n)) => crate::jwt::numeric_date(n, bad).map(Some).map_err(|e| e.0),
+        Some(_) => Err(bad),
+    }
+}
+
+/// Judge an introspection answer (status and body) for `issuer` at `now`.
+pub fn evaluate(
+    status: u16,
+    body: &[u8],
+    issuer: &IssuerConfig,
+    now: i64,
+) -> Result<Outcome, Failure> {
+    match status {
+        200 => {}
+        401 | 403 => return Err(Failure::Unauthorized(status)),
+        s => return Err(Failure::Status(s)),
+    }
+    let Some(config) = issuer.introspection.as_ref() else {
+        return Err(Failure::Status(status));
+    };
+    let refused = |reason: &'static str| Outcome::Refused(reason, config.negative_cache);
+    let answer: Answer = match serde_json::from_slice(body) {
+        Ok(a) => a,
+        Err(_) => {
+            // A JSON object that does not fit (duplicate members) is a bad answer about
+            // this token; anything else means the endpoint is not answering RFC 7662.
+            return match serde_json::from_slice::<serde_json::Map<String, Value>>(body) {
+                Ok(_) => Ok(refused("the introspection response is malformed")),
+                Err(_) => Err(Failure::NotJson),
+            };
+        }
+    };
+    if !serde_json::from_slice::<Value>(body).is_ok_and(|v| v.is_object()) {
+        return Err(Failure::NotJson);
+    }
+    match judge(&answer, issuer, config, now) {
+        Ok(p) => {
+            let left = if p.exp == NO_EXP {
+                config.cache_max
+            } else {
+                Duration::from_secs((p.exp - now).max(0) as u64).min(config.cache_max)
+            };
+            Ok(Outcome::Active(Arc::new(p), left))
+        }
+        Err(reason) => Ok(refused(reason)),
+    }
+}
+
+/// `exp` of an introspected token whose answer has none: the cache bounds its life.
+const NO_EXP: i64 = i64::MAX / 4;
+
+fn judge(
+    a: &Answer,
+    issuer: &IssuerConfig,
+    config: &IntrospectionConfig,
+    now: i64,
+) -> Result<Principal, &'static str> {
+    // RFC 7662 §2.2: `active` is REQUIRED and a boolean; "true" (a string) is not true.
+    if a.active != Some(Value::Bool(true)) {
+        return Err("the token is not active");
+    }
+    if a.cnf.is_some() {
+        return Err("the token is sender-constrained (cnf) and cannot be used as a Bearer token");
+    }
+    if let Some(t) = opt_str(
+        &a.token_type,
+        "the token_type in the introspection response is malformed",
+    )? {
+        if !t.eq_ignore_ascii_case("bearer") {
+            return Err("the token is not a Bearer access token (token_type)");
+        }
+    }
+    if let Some(u) = opt_str(
+        &a.token_use,
+        "the token_use in the introspection response is malformed",
+    )? {
+        if u != "access_token" {
+            return Err("the token is not an access token (token_use)");
+        }
+    }
+    if let Some(iss) = opt_str(&a.iss, "the token iss is malformed")? {
+        if iss != issuer.issuer {
+            return Err("the token issuer does not match the introspecting issuer");
+        }
+    }
+    let skew = issuer.clock_skew as i64;
+    let exp = opt_time(&a.exp, "the token exp is not a valid NumericDate")?;
+    let nbf = opt_time(&a.nbf, "the token nbf is not a valid NumericDate")?;
+    check_times(exp.unwrap_or(NO_EXP), nbf, None, skew, now).map_err(|e| e.0)?;
+    let audiences: Vec<Box<str>> = match &a.aud {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![canonical_audience(s).into_boxed_str()],
+        Some(Value::Array(v)) => v
+            .iter()
+            .map(|x| match x {
+                Value::String(s) => Ok(canonical_audience(s).into_boxed_str()),
+                _ => Err("the token aud is malformed"),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("the token aud is malformed"),
+    };
+    if audiences.is_empty() && config.require_aud {
+        return Err("the introspection response has no aud for this resource");
+    }
+    let mut scopes = String::new();
+    if let Some(s) = opt_str(&a.scope, "the token scope is malformed")? {
+        for t in s.split(' ').filter(|t| !t.is_empty()) {
+            if !scopes.split(' ').any(|x| x == t) {
+                if !scopes.is_empty() {
+                    scopes.push(' ');
+                }
+                scopes.push_str(t);
+            }
+        }
+    }
+    let subject = opt_str(&a.sub, "the token sub is malformed")?;
+    let client_id = opt_str(&a.client_id, "the token client_id is malformed")?;
+    Ok(Principal {
+        method: AuthMethod::Introspection,
+        iss: Arc::from(issuer.issuer.as_str()),
+        issuer_name: issuer.name.clone(),
+        subject: subject.map(Box::from),
+        client_id: client_id.map(Box::from),
+        scopes: scopes.into_boxed_str(),
+        any_audience: audiences.is_empty(),
+        audiences: audiences.into_boxed_slice(),
+        exp: exp.unwrap_or(NO_EXP),
+        nbf,
+        skew,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::config::Config;
+
+    fn issuer(extra: &str) -> Arc<IssuerConfig> {
+        let c = Config::from_yaml(
+            "t",
+            &format!(
+                "listen: {{address: '127.0.0.1:1', public_url: 'https://mcp.example.com'}}\nadmin: {{address: '127.0.0.1:2'}}\nissuers:\n- name: a\n  issuer: 'https://as.example.com'\n  token_format: opaque\n  introspection: {{client_id: gw, client_secret: s, cache_max_seconds: 60, negative_cache_seconds: 3{extra}}}\nroutes: [{{name: m, path_prefix: /mcp, upstream: 'http://127.0.0.1:3'}}]\n"
+            ),
+        )
+        .unwrap();
+        c.issuers[0].clone()
+    }
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn eval(body: &str) -> Result<Outcome, Failure> {
+        evaluate(200, body.as_bytes(), &issuer(""), NOW)
+    }
+
+    fn refused(body: &str) -> &'static str {
+        match eval(body) {
+            Ok(Outcome::Refused(r, d)) => {
+                assert_eq!(d, Duration::from_secs(3));
+                r
+            }
+            Ok(Outcome::Active(..)) => panic!("accepted: {body}"),
+            Err(e) => panic!("failure {e}: {body}"),
+        }
+    }
+
+    #[test]
+    fn active_answer_becomes_a_principal() {
+        let body = format!(
+            r#"{{"active":true,"iss":"https://as.example.com","aud":["x","HTTPS://MCP.example.com/mcp"],"exp":{},"scope":"a b a","sub":"alice","client_id":"c1","token_type":"Bearer"}}"#,
+            NOW + 30
+        );
+        let Ok(Outcome::Active(p, ttl)) = eval(&body) else {
+            panic!()
+        };
+        assert_eq!(ttl, Duration::from_secs(30));
+        assert_eq!(&*p.scopes, "a b");
+        assert_eq!(p.subject.as_deref(), Some("alice"));
+        assert_eq!(p.client_id.as_deref(), Some("c1"));
+        assert_eq!(&*p.audiences[1], "https://mcp.example.com/mcp");
+        assert!(!p.any_audience);
+        assert_eq!(p.method, AuthMethod::Introspection);
+        // Without exp, the cache bound applies.
+        let Ok(Outcome::Active(_, ttl)) = eval(r#"{"active":true,"aud":"x"}"#) else {
+            panic!()
+        };
+        assert_eq!(ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn strict_about_active_and_claims() {
+        for body in [
+            r#"{"active":false}"#,
+            r#"{"active":"true","aud":"x"}"#,
+            r#"{"active":1,"aud":"x"}"#,
+            r#"{"aud":"x"}"#,
+            r#"{"active":null,"aud":"x"}"#,
+            r#"{"active":true,"active":true,"aud":"x"}"#,
+            r#"{"active":true}"#,
+            r#"{"active":true,"aud":7}"#,
+            r#"{"active":true,"aud":["x",7]}"#,
+            r#"{"active":true,"aud":"x","iss":"https://as.example.com/"}"#,
+            r#"{"active":true,"aud":"x","exp":1000}"#,
+            r#"{"active":true,"aud":"x","exp":"1900000000"}"#,
+            r#"{"active":true,"aud":"x","nbf":1900000000}"#,
+            r#"{"active":true,"aud":"x","cnf":{"jkt":"abc"}}"#,
+            r#"{"active":true,"aud":"x","cnf":{}}"#,
+            r#"{"active":true,"aud":"x","token_type":"DPoP"}"#,
+            r#"{"active":true,"aud":"x","token_use":"refresh_token"}"#,
+            r#"{"active":true,"aud":"x","scope":["a"]}"#,
+            r#"{"active":true,"aud":"x","sub":5}"#,
+        ] {
+            refused(body);
+        }
+    }
+
+    #[test]
+    fn broken_answers_are_failures() {
+        assert_eq!(
+            eval("<html><body>Sign in</body></html>").err(),
+            Some(Failure::NotJson)
+        );
+        assert_eq!(eval("[true]").err(), Some(Failure::NotJson));
+        assert_eq!(eval("").err(), Some(Failure::NotJson));
+        let i = issuer("");
+        assert_eq!(
+            evaluate(401, b"{}", &i, NOW).err(),
+            Some(Failure::Unauthorized(401))
+        );
+        assert_eq!(
+            evaluate(503, b"{}", &i, NOW).err(),
+            Some(Failure::Status(503))
+        );
+    }
+
+    #[test]
+    fn require_aud_false_accepts_a_missing_aud_only() {
+        let i = issuer(", require_aud: false");
+        let Ok(Outcome::Active(p, _)) = evaluate(200, br#"{"active":true}"#, &i, NOW) else {
+            panic!()
+        };
+        assert!(p.any_audience);
+        let Ok(Outcome::Active(p, _)) = evaluate(200, br#"{"active":true,"aud":"x"}"#, &i, NOW)
+        else {
+            panic!()
+        };
+        assert!(!p.any_audience, "a present aud is still checked");
+    }
+
+    #[test]
+    fn config_rules() {
+        let base = |issuers: &str, route: &str| {
+            format!("listen: {{address: '127.0.0.1:1', public_url: 'https://mcp.example.com'}}\nadmin: {{address: '127.0.0.1:2'}}\nissuers:\n{issuers}routes: [{{name: m, path_prefix: /mcp, upstream: 'http://127.0.0.1:3'{route}}}]\n")
+        };
+        let intro = |name: &str| {
+            format!("- {{name: {name}, issuer: 'https://{name}.example.com', introspection: {{client_id: gw, client_secret: s}}}}\n")
+        };
+        let two = format!("{}{}", intro("a"), intro("b"));
+        let e = Config::from_yaml("t", &base(&two, "")).unwrap_err();
+        assert!(e.reason.contains("a, b"), "{e}");
+        assert!(Config::from_yaml("t", &base(&two, ", issuers: [b]")).is_ok());
+        let opaque_without = "- {name: a, issuer: 'https://a.example.com', token_format: opaque}\n";
+        assert!(Config::from_yaml("t", &base(opaque_without, "")).is_err());
+        for bad in [
+            "timeout_ms: 10",
+            "cache_max_seconds: 100000",
+            "negative_cache_seconds: 1000",
+            "endpoint: 'http://as.example.com/introspect'",
+            "client_secret: ''",
+            "auth_method: private_key_jwt",
+        ] {
+            let issuers = format!("- {{name: a, issuer: 'https://a.example.com', introspection: {{client_id: gw, client_secret: s, {bad}}}}}\n")
+                .replace("client_secret: s, client_secret: ''", "client_secret: ''");
+            assert!(Config::from_yaml("t", &base(&issuers, "")).is_err(), "{bad}");
+        }
+        let c = Config::from_yaml("t", &base(&intro("a"), "")).unwrap();
+        let i = c.issuers[0].introspection.as_ref().unwrap();
+        assert_eq!(i.cache_max, Duration::from_secs(300));
+        assert_eq!(i.negative_cache, Duration::from_secs(5));
+        assert_eq!(i.timeout, Duration::from_millis(2000));
+        assert!(i.require_aud);
+        assert_eq!(i.auth_method, ClientAuth::ClientSecretBasic);
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let i = issuer("");
+        let dbg = format!("{i:?}");
+        assert!(dbg.contains("Secret(****)"), "{dbg}");
+        assert!(!dbg.contains("client_secret: \"s\""), "{dbg}");
+    }
+}

@@ -1,0 +1,19 @@
+//! Black-box integration tests for the `mcpgate` binary.
+//!
+//! Each test starts its own gateway process (`mcpgate run` on free loopback ports), mock IdP and
+//! recording upstream through [`harness`], sends real HTTP, and checks the status, the RFC 6750
+//! challenge, the JSON body and what the upstream received. Tests are named after the item of
+//! `SPEC-CHECKLIST.md` they cover (`c<section>_<item>_...`).
+//!
+//! Set `MCPGATE_BIN` to test another build, `MCPGATE_TEST_LOG` to change the gateway's `RUST_LOG`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod challenges;
+mod cli;
+mod harness;
+mod jwks;
+mod jwt;
+mod paths;
+mod prm;
+mod upstream;

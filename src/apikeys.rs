@@ -588,13 +588,19 @@ mod tests {
     fn key_file_compiles_with_the_config() {
         use crate::config::Config;
         let dir = tempfile::tempdir().unwrap();
-        let keys = format!("keys:\n  - {{id: ci, sha256: {}, subject: ci-bot}}\n", hex("k"));
+        let keys = format!(
+            "keys:\n  - {{id: ci, sha256: {}, subject: ci-bot}}\n",
+            hex("k")
+        );
         let routes = "- {name: both, path_prefix: /mcp, upstream: 'http://127.0.0.1:3', auth: both, api_key_sunset: '2030-01-01'}\n- {name: legacy, path_prefix: /legacy, upstream: 'http://127.0.0.1:3', auth: api_key}\n- {name: oauth, path_prefix: /o, upstream: 'http://127.0.0.1:3'}\n";
         let c = Config::load(&write_config(dir.path(), &keys, routes)).unwrap();
         let store = c.api_keys.as_ref().unwrap();
         assert_eq!(store.len(), 1);
         assert_eq!(store.file, dir.path().join("keys.yaml"));
-        assert!(c.routes.iter().all(|r| r.api_key_header.as_ref().unwrap() == "x-api-key"));
+        assert!(c
+            .routes
+            .iter()
+            .all(|r| r.api_key_header.as_ref().unwrap() == "x-api-key"));
         assert!(c.routes[0].deprecation.as_ref().unwrap().link.is_some());
         assert!(c.routes[1].deprecation.as_ref().unwrap().link.is_none());
         assert!(c.routes[2].deprecation.is_none());

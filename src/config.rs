@@ -648,7 +648,10 @@ impl Config {
             if i.uses_jwks() {
                 s.push_str(&format!("    {}  {}  jwks {}\n", i.name, i.issuer, jwks));
             } else {
-                s.push_str(&format!("    {}  {}  opaque tokens only\n", i.name, i.issuer));
+                s.push_str(&format!(
+                    "    {}  {}  opaque tokens only\n",
+                    i.name, i.issuer
+                ));
             }
             if let Some(intro) = &i.introspection {
                 s.push_str(&format!(
@@ -893,7 +896,9 @@ fn compile_issuer(fi: FileIssuer) -> Result<IssuerConfig, String> {
         .transpose()
         .map_err(ctx)?;
     if fi.token_format == TokenFormat::Opaque && introspection.is_none() {
-        return Err(ctx("token_format: opaque needs an introspection block".into()));
+        return Err(ctx(
+            "token_format: opaque needs an introspection block".into()
+        ));
     }
     Ok(IssuerConfig {
         name: Arc::from(fi.name.as_str()),

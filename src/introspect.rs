@@ -741,7 +741,10 @@ mod tests {
         ] {
             let issuers = format!("- {{name: a, issuer: 'https://a.example.com', introspection: {{client_id: gw, client_secret: s, {bad}}}}}\n")
                 .replace("client_secret: s, client_secret: ''", "client_secret: ''");
-            assert!(Config::from_yaml("t", &base(&issuers, "")).is_err(), "{bad}");
+            assert!(
+                Config::from_yaml("t", &base(&issuers, "")).is_err(),
+                "{bad}"
+            );
         }
         let c = Config::from_yaml("t", &base(&intro("a"), "")).unwrap();
         let i = c.issuers[0].introspection.as_ref().unwrap();

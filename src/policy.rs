@@ -12,8 +12,7 @@ use crate::mcp::{Calls, Need, Op};
 
 pub fn check_audience(route: &Route, p: &Principal) -> Result<(), Refusal> {
     if p.any_audience
-        || p
-            .audiences
+        || p.audiences
             .iter()
             .any(|a| route.audiences.iter().any(|r| **a == **r))
     {

@@ -83,7 +83,10 @@ impl Gateway {
         let req = session.req_header();
         let target = routing::classify(&snapshot.config, req).map_err(|r| {
             // Malformed credentials outrank a missing route (SPEC-CHECKLIST §7.12).
-            match (&r, crate::credentials::extract(&req.headers, req.uri.query())) {
+            match (
+                &r,
+                crate::credentials::extract(&req.headers, req.uri.query()),
+            ) {
                 (Refusal::NotFound, Err(e)) => (Refusal::Credentials(e), None),
                 _ => (r, None),
             }
@@ -123,7 +126,13 @@ impl Gateway {
         let principal = match self
             .state
             .auth
-            .authenticate_request(snapshot, &route, &req.headers, req.uri.query(), &mut ctx.token)
+            .authenticate_request(
+                snapshot,
+                &route,
+                &req.headers,
+                req.uri.query(),
+                &mut ctx.token,
+            )
             .await
         {
             Ok(p) => p,

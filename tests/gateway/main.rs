@@ -9,9 +9,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod apikeys;
 mod challenges;
 mod cli;
 mod harness;
+mod introspection;
 mod jwks;
 mod jwt;
 mod paths;

@@ -394,16 +394,20 @@ impl Deprecation {
             }
             return Ok(None);
         }
-        let deprecated_at = match deprecated_at {
-            Some(s) => parse_rfc3339(s).map_err(|e| format!("api_key_deprecated_at: {e}"))?,
-            None => first_configured(route),
-        };
         let sunset_at = sunset
             .map(|s| parse_rfc3339(s).map_err(|e| format!("api_key_sunset: {e}")))
             .transpose()?;
-        if sunset_at.is_some_and(|s| s < deprecated_at) {
-            return Err("api_key_sunset must not be before api_key_deprecated_at".into());
-        }
+        let deprecated_at = match deprecated_at {
+            Some(s) => {
+                let t = parse_rfc3339(s).map_err(|e| format!("api_key_deprecated_at: {e}"))?;
+                if sunset_at.is_some_and(|s| s < t) {
+                    return Err("api_key_sunset must not be before api_key_deprecated_at".into());
+                }
+                t
+            }
+            // Never after the sunset: a config whose sunset has passed stays valid.
+            None => first_configured(route).min(sunset_at.unwrap_or(i64::MAX)),
+        };
         let value = |s: String| {
             HeaderValue::from_str(&s).map_err(|_| format!("cannot render header value {s:?}"))
         };
@@ -670,5 +674,10 @@ mod tests {
             url
         )
         .is_err());
+        // Only a sunset, already past: still valid, deprecated no later than the sunset.
+        let past = Deprecation::compile("r3", AuthMode::ApiKey, None, Some("2021-01-01"), url)
+            .unwrap()
+            .unwrap();
+        assert_eq!(past.deprecation, "@1609459200");
     }
 }

@@ -713,12 +713,13 @@ impl Config {
                 ));
             }
             if let Some(d) = &r.deprecation {
+                let text = |v: &http::HeaderValue| v.to_str().unwrap_or_default().to_string();
                 s.push_str(&format!(
-                    "      api keys deprecated {:?}{}\n",
-                    d.deprecation,
+                    "      api keys: Deprecation {}{}\n",
+                    text(&d.deprecation),
                     d.sunset
                         .as_ref()
-                        .map(|s| format!(", sunset {s:?}"))
+                        .map(|s| format!(", Sunset {}", text(s)))
                         .unwrap_or_default()
                 ));
             }

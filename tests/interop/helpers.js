@@ -18,6 +18,13 @@ import { z } from 'zod';
 export const CLIENT_ID = 'interop-client';
 export const CLIENT_SECRET = 'interop-secret-0123456789';
 export const ROUTE_SCOPE = 'mcp:tools';
+/** The gateway's own client at the AS: it may only introspect (RFC 7662). */
+export const GATEWAY_CLIENT_ID = 'mcpgate-gateway';
+export const GATEWAY_CLIENT_SECRET = 'gateway-secret-0123456789';
+/** How long the gateway caches an introspection answer in this test (cache_max_seconds). */
+export const INTROSPECTION_CACHE_SECONDS = 2;
+/** A resource path for which the AS issues opaque tokens bound to it (aud) instead of JWTs. */
+export const OPAQUE_RESOURCE_PATH = '/opaque-aud';
 
 const LOOPBACK = '127.0.0.1';
 
@@ -44,6 +51,8 @@ export async function freePort() {
 /**
  * oidc-provider with the client_credentials grant; resource indicators make it issue
  * ES256-signed JWT access tokens (typ at+jwt) whose `aud` is the requested resource.
+ * Without a resource indicator it issues opaque tokens (no `aud`), which the gateway checks
+ * at the RFC 7662 introspection endpoint with its own client; revocation (RFC 7009) is on.
  */
 export async function startAuthServer() {
   const server = http.createServer();
@@ -62,12 +71,30 @@ export async function startAuthServer() {
       redirect_uris: [],
       token_endpoint_auth_method: 'client_secret_basic',
       id_token_signed_response_alg: 'ES256',
+    }, {
+      client_id: GATEWAY_CLIENT_ID,
+      client_secret: GATEWAY_CLIENT_SECRET,
+      grant_types: [],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+      id_token_signed_response_alg: 'ES256',
     }],
+    scopes: ['openid', 'offline_access', ROUTE_SCOPE, 'other:scope'],
     jwks: { keys: [signingKey] },
     cookies: { keys: [randomUUID()] },
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
+      // Only the gateway's client may introspect; a client may revoke its own tokens.
+      introspection: {
+        enabled: true,
+        allowedPolicy: (_ctx, client) => client.clientId === GATEWAY_CLIENT_ID,
+      },
+      revocation: {
+        enabled: true,
+        allowedPolicy: (_ctx, client, token) => client.clientId === token.clientId,
+      },
       resourceIndicators: {
         enabled: true,
         defaultResource: () => undefined,
@@ -76,6 +103,9 @@ export async function startAuthServer() {
         getResourceServerInfo: (_ctx, resource) => {
           const url = new URL(resource);
           if (url.hostname !== LOOPBACK) throw new Error(`unexpected resource ${resource}`);
+          if (url.pathname === OPAQUE_RESOURCE_PATH) {
+            return { scope: `${ROUTE_SCOPE} other:scope`, audience: resource, accessTokenFormat: 'opaque', accessTokenTTL: 300 };
+          }
           return {
             scope: `${ROUTE_SCOPE} other:scope`,
             audience: resource,
@@ -91,15 +121,19 @@ export async function startAuthServer() {
   provider.on('server_error', (_ctx, err) => console.error('oidc-provider server_error:', err));
   server.on('request', provider.callback());
 
-  /** client_credentials grant; returns the raw token response JSON (throws on non-200). */
+  const basic = `Basic ${Buffer.from(`${CLIENT_ID}:${CLIENT_SECRET}`).toString('base64')}`;
+
+  /**
+   * client_credentials grant; returns the raw token response JSON (throws on non-200).
+   * Without `resource`, the token is opaque and has no audience.
+   */
   async function getToken({ resource, scope = ROUTE_SCOPE }) {
+    const params = { grant_type: 'client_credentials', scope };
+    if (resource) params.resource = resource;
     const res = await fetch(`${issuer}/token`, {
       method: 'POST',
-      headers: {
-        authorization: `Basic ${Buffer.from(`${CLIENT_ID}:${CLIENT_SECRET}`).toString('base64')}`,
-        'content-type': 'application/x-www-form-urlencoded',
-      },
-      body: new URLSearchParams({ grant_type: 'client_credentials', resource, scope }),
+      headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams(params),
       signal: AbortSignal.timeout(5000),
     });
     const body = await res.json();
@@ -107,7 +141,18 @@ export async function startAuthServer() {
     return body;
   }
 
-  return { issuer, getToken, close: () => closeServer(server) };
+  /** RFC 7009 revocation of one of the interop client's tokens (throws on non-200). */
+  async function revoke(token) {
+    const res = await fetch(`${issuer}/token/revocation`, {
+      method: 'POST',
+      headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token, token_type_hint: 'access_token' }),
+      signal: AbortSignal.timeout(5000),
+    });
+    if (res.status !== 200) throw new Error(`revocation endpoint ${res.status}: ${await res.text()}`);
+  }
+
+  return { issuer, getToken, revoke, close: () => closeServer(server) };
 }
 
 /** Claims of a JWT, unverified (for assertions only). */
@@ -223,7 +268,12 @@ function tcpOpen(port) {
   });
 }
 
-/** The mcpgate binary with a temp config (see CONTRACT.md): route /mcp -> the MCP server, scope mcp:tools. */
+/**
+ * The mcpgate binary with a temp config: route /mcp -> the MCP server, scope mcp:tools. The
+ * issuer's JWTs are verified with its keys; its opaque tokens are introspected (endpoint
+ * discovered from its metadata) with a short cache, and since they carry no `aud`, the
+ * issuer sets `require_aud: false`.
+ */
 export async function startGateway({ bin, issuer, upstream }) {
   const [port, adminPort] = [await freePort(), await freePort()];
   const publicUrl = `http://${LOOPBACK}:${port}`;
@@ -240,6 +290,11 @@ issuers:
   - name: oidc
     issuer: ${issuer}
     algorithms: [ES256]
+    introspection:
+      client_id: ${GATEWAY_CLIENT_ID}
+      client_secret: ${GATEWAY_CLIENT_SECRET}
+      cache_max_seconds: ${INTROSPECTION_CACHE_SECONDS}
+      require_aud: false
 routes:
   - name: mcp
     path_prefix: /mcp

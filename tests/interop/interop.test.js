@@ -12,8 +12,11 @@ import {
 } from '@modelcontextprotocol/sdk/client/auth.js';
 import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
 
+import { setTimeout as sleep } from 'node:timers/promises';
+
 import {
-  CLIENT_ID, CLIENT_SECRET, ROUTE_SCOPE, jwtParts, startAuthServer, startGateway, startMcpServer,
+  CLIENT_ID, CLIENT_SECRET, INTROSPECTION_CACHE_SECONDS, OPAQUE_RESOURCE_PATH, ROUTE_SCOPE, jwtParts,
+  startAuthServer, startGateway, startMcpServer,
 } from './helpers.js';
 
 const BIN = process.env.MCPGATE_BIN;
@@ -209,5 +212,64 @@ test('token without the route scope is refused with 403 insufficient_scope', { t
     assert.ok(www.includes(`scope="${ROUTE_SCOPE}"`), ctx);
     assert.ok(www.includes(`resource_metadata="${prmUrl()}"`), ctx);
     assert.equal(json.error, 'insufficient_scope', ctx);
+  });
+});
+
+test('opaque token (no resource indicator): accepted through the AS introspection endpoint, refused after revocation once the cache entry expires', { timeout: 40_000 }, async () => {
+  const { access_token: token } = await as.getToken({ scope: ROUTE_SCOPE });
+  assert.ok(!token.includes('.'), `without a resource indicator oidc-provider issues an opaque token: ${token}`);
+
+  // The whole SDK flow works with it; the identity comes from the introspection answer.
+  const seenBefore = mcp.requests.length;
+  const { client, transport } = sdkClient({ Authorization: `Bearer ${token}` });
+  await client.connect(transport, T);
+  try {
+    const { tools } = await client.listTools({}, T);
+    assert.ok(tools.some((t) => t.name === 'whoami'));
+    const seen = JSON.parse(textOf(await client.callTool({ name: 'whoami', arguments: {} }, undefined, T)));
+    assert.equal(seen['x-auth-client-id'], CLIENT_ID, JSON.stringify(seen));
+    assert.equal(seen['x-auth-scopes'], ROUTE_SCOPE, JSON.stringify(seen));
+    assert.equal(seen['x-auth-issuer'], as.issuer, JSON.stringify(seen));
+    assert.equal(seen['x-auth-method'], 'oauth', JSON.stringify(seen));
+    assert.equal(seen['x-auth-subject'], undefined, 'client_credentials tokens have no sub');
+    assert.equal(seen.authorization, undefined, 'Authorization must not be forwarded upstream');
+    await transport.terminateSession();
+  } finally {
+    await client.close();
+  }
+  assert.ok(mcp.requests.length > seenBefore);
+
+  // Let the entry from the session above expire, then cache a fresh answer at a known time.
+  await sleep(INTROSPECTION_CACHE_SECONDS * 1000 + 300);
+  const cachedAt = Date.now();
+  const fresh = await rawInitialize({ authorization: `Bearer ${token}` });
+  await fresh.text();
+  assert.equal(fresh.status, 200);
+
+  await as.revoke(token);
+  // Within the cache bound the gateway still serves the cached answer (documented staleness)...
+  const soon = await rawInitialize({ authorization: `Bearer ${token}` });
+  await soon.text();
+  if (Date.now() - cachedAt < INTROSPECTION_CACHE_SECONDS * 1000 - 500) {
+    assert.equal(soon.status, 200, 'the cached answer is used until cache_max_seconds');
+  }
+  // ...and once the entry has expired, it asks the AS again and refuses the revoked token.
+  await sleep(Math.max(0, cachedAt + INTROSPECTION_CACHE_SECONDS * 1000 + 300 - Date.now()));
+  await expectRefused(() => rawInitialize({ authorization: `Bearer ${token}` }), 401, ({ www, json, ctx }) => {
+    assert.match(www, /^Bearer /i, ctx);
+    assert.ok(www.includes('error="invalid_token"'), ctx);
+    assert.ok(www.includes(`resource_metadata="${prmUrl()}"`), ctx);
+    assert.equal(json.error, 'invalid_token', ctx);
+  });
+  assert.ok(!gw.log().includes(token), 'the token must never be logged');
+});
+
+test('opaque token bound to another resource is refused: a present aud is checked even with require_aud: false', { timeout: 20_000 }, async () => {
+  const other = `${gw.publicUrl}${OPAQUE_RESOURCE_PATH}`;
+  const { access_token: token } = await as.getToken({ resource: other, scope: ROUTE_SCOPE });
+  assert.ok(!token.includes('.'), 'the AS issues opaque tokens for this resource');
+  await expectRefused(() => rawInitialize({ authorization: `Bearer ${token}` }), 401, ({ www, json, ctx }) => {
+    assert.ok(www.includes('error="invalid_token"'), ctx);
+    assert.equal(json.error, 'invalid_token', ctx);
   });
 });

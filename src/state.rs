@@ -46,9 +46,12 @@ impl Drop for InFlight {
     }
 }
 
-/// Two issuer configs share a key store when the keys come from the same place.
+/// Two issuer configs share a key store when the keys come from the same place (and
+/// are used the same way: switching an issuer to `token_format: opaque` drops the JWTs
+/// verified with its keys from the token cache, so they get introspected from then on).
 fn same_key_source(a: &IssuerConfig, b: &IssuerConfig) -> bool {
-    a.issuer == b.issuer
+    a.token_format == b.token_format
+        && a.issuer == b.issuer
         && a.jwks_uri == b.jwks_uri
         && a.algorithms == b.algorithms
         && a.refresh == b.refresh

@@ -810,3 +810,31 @@ async fn the_cache_survives_a_reload_unless_the_issuer_changes() {
     env.assert_accepted(&t, "after the issuer changed").await;
     assert_eq!(mock.calls(), 2);
 }
+
+#[tokio::test]
+async fn switching_an_issuer_to_opaque_tokens_drops_its_cached_jwts() {
+    let mock = MockAs::start();
+    let env = Env::start(
+        &MIXED
+            .replace("{AS}", &mock.issuer())
+            .replace("{EP}", &mock.endpoint()),
+    )
+    .await;
+    let t = env.tok().build();
+    env.assert_accepted(&t, "JWT verified locally (and cached)")
+        .await;
+    assert_eq!(mock.calls(), 0);
+    // The operator wants every token of `as` checked at the AS from now on (revocation).
+    let text = std::fs::read_to_string(&env.gw.config_path).unwrap();
+    let text = text.replacen(
+        "    introspection:\n",
+        "    token_format: opaque\n    introspection:\n",
+        1,
+    );
+    std::fs::write(&env.gw.config_path, text).unwrap();
+    wait_reloads(&env, 1.0).await;
+    // The AS does not know this token: the cached JWT verification no longer counts.
+    env.assert_rejected(&t, "JWT of an issuer now opaque").await;
+    assert_eq!(mock.calls(), 1);
+    assert_eq!(mock.seen()[0].param("token"), Some(t.as_str()));
+}

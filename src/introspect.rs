@@ -252,24 +252,33 @@ impl Introspector {
         token: &str,
         hash: &TokenHash,
     ) -> Result<Arc<Principal>, Refusal> {
-        let me = self.clone();
-        let owned = token.to_string();
-        let key = *hash;
-        let entry = self
-            .cache
-            .entry(key)
-            .or_try_insert_with(async move { me.introspect(owned, key).await })
-            .await;
-        let outcome = match entry {
-            Ok(e) => {
-                metrics::introspection_cache(!e.is_fresh());
-                e.into_value()
+        let outcome = match self.cache.get(hash).await {
+            // The hot path: no allocation, no call.
+            Some(o) => {
+                metrics::introspection_cache(true);
+                o
             }
-            Err(_) => {
-                metrics::introspection_cache(false);
-                return Err(Refusal::IntrospectionUnavailable(
-                    "the authorization server could not be asked about the token",
-                ));
+            None => {
+                let me = self.clone();
+                let owned = token.to_string();
+                let key = *hash;
+                let entry = self
+                    .cache
+                    .entry(key)
+                    .or_try_insert_with(async move { me.introspect(owned, key).await })
+                    .await;
+                match entry {
+                    Ok(e) => {
+                        metrics::introspection_cache(!e.is_fresh());
+                        e.into_value()
+                    }
+                    Err(_) => {
+                        metrics::introspection_cache(false);
+                        return Err(Refusal::IntrospectionUnavailable(
+                            "the authorization server could not be asked about the token",
+                        ));
+                    }
+                }
             }
         };
         match outcome {

@@ -188,6 +188,7 @@ impl KeyStore {
                 exp: expires.unwrap_or(i64::MAX / 4),
                 nbf: None,
                 skew: 0,
+                cnf_jkt: None,
             };
             entries.push(Entry {
                 digest,

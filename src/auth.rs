@@ -55,6 +55,15 @@ impl AuthMethod {
     }
 }
 
+/// How the credentials were presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented<'h> {
+    Bearer,
+    /// `Authorization: DPoP <token>`; the token, for the proof's `ath`.
+    Dpop(&'h str),
+    ApiKey,
+}
+
 /// Who the caller is, as proven by a verified token or a known API key.
 #[derive(Debug)]
 pub struct Principal {
@@ -76,6 +85,8 @@ pub struct Principal {
     pub exp: i64,
     pub nbf: Option<i64>,
     pub skew: i64,
+    /// `cnf.jkt`: the thumbprint of the key this token is bound to (RFC 9449 §6).
+    pub cnf_jkt: Option<Box<str>>,
 }
 
 impl Principal {
@@ -133,14 +144,14 @@ impl Authenticator {
     /// only; see `policy`). `seen` gets the SHA-256 of the token or key, for the audit
     /// line. On `auth: both`, a Bearer token is judged as OAuth only: a bad token is not
     /// rescued by an API key sent alongside.
-    pub async fn authenticate_request(
+    pub async fn authenticate_request<'h>(
         &self,
         snapshot: &Snapshot,
         route: &Route,
-        headers: &http::HeaderMap,
+        headers: &'h http::HeaderMap,
         query: Option<&str>,
         seen: &mut Option<TokenHash>,
-    ) -> Result<Arc<Principal>, Refusal> {
+    ) -> Result<(Arc<Principal>, Presented<'h>), Refusal> {
         let config = &snapshot.config;
         let keys = config
             .api_keys
@@ -157,7 +168,14 @@ impl Authenticator {
             (Credentials::Bearer(token), _) => {
                 let hash = token_hash(token);
                 *seen = Some(hash);
-                self.authenticate(snapshot, route, token, &hash).await
+                let p = self.authenticate(snapshot, route, token, &hash).await?;
+                Ok((p, Presented::Bearer))
+            }
+            (Credentials::Dpop(token), _) => {
+                let hash = token_hash(token);
+                *seen = Some(hash);
+                let p = self.authenticate(snapshot, route, token, &hash).await?;
+                Ok((p, Presented::Dpop(token)))
             }
             (Credentials::ApiKey(key), Some(store)) => {
                 *seen = Some(token_hash(key));
@@ -168,7 +186,10 @@ impl Authenticator {
                         "API keys are no longer accepted on this route (sunset)",
                     ));
                 }
-                store.authenticate(key, now).map_err(|r| r.refusal())
+                store
+                    .authenticate(key, now)
+                    .map(|p| (p, Presented::ApiKey))
+                    .map_err(|r| r.refusal())
             }
             _ => Err(Refusal::NoCredentials),
         }
@@ -336,7 +357,9 @@ impl Authenticator {
             }
             None => {}
         }
+        let cnf_jkt = jwt::cnf_jkt(c.cnf.as_ref()).map_err(invalid)?;
         Ok(Principal {
+            cnf_jkt,
             method: AuthMethod::Jwt,
             any_audience: false,
             iss: Arc::from(issuer.issuer.as_str()),

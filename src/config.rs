@@ -73,7 +73,65 @@ pub struct FileConfig {
     pub issuers: Vec<FileIssuer>,
     /// Legacy API keys for routes with `auth: api_key` or `both`.
     pub api_keys: Option<FileApiKeys>,
+    #[serde(default)]
+    pub dpop: FileDpop,
     pub routes: Vec<FileRoute>,
+}
+
+/// DPoP proof settings shared by every route (RFC 9449).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDpop {
+    /// Proof algorithms accepted (asymmetric only).
+    pub algorithms: Option<Vec<String>>,
+    /// How old a proof's `iat` may be.
+    #[serde(default = "default_dpop_window")]
+    pub iat_past_seconds: u64,
+    /// How far in the future a proof's `iat` may be (client clock ahead).
+    #[serde(default = "default_dpop_window")]
+    pub iat_future_seconds: u64,
+    /// Secret for stateless server nonces; give every replica the same one. Default: a
+    /// random secret per process (fine for a single replica).
+    pub nonce_secret: Option<String>,
+    /// How long a nonce stays valid (it is accepted for one more period after).
+    #[serde(default = "default_dpop_window")]
+    pub nonce_lifetime_seconds: u64,
+    /// Proof `jti`s remembered for replay detection.
+    #[serde(default = "default_replay_entries")]
+    pub replay_cache_entries: u64,
+}
+
+impl Default for FileDpop {
+    fn default() -> Self {
+        FileDpop {
+            algorithms: None,
+            iat_past_seconds: default_dpop_window(),
+            iat_future_seconds: default_dpop_window(),
+            nonce_secret: None,
+            nonce_lifetime_seconds: default_dpop_window(),
+            replay_cache_entries: default_replay_entries(),
+        }
+    }
+}
+
+fn default_dpop_window() -> u64 {
+    300
+}
+fn default_replay_entries() -> u64 {
+    1_000_000
+}
+
+/// Whether a route accepts DPoP-bound tokens.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DpopMode {
+    /// Only Bearer tokens; the DPoP scheme is refused and never advertised.
+    Disabled,
+    /// Bearer and DPoP; a DPoP-bound token must come with its proof.
+    #[default]
+    Allowed,
+    /// DPoP only: Bearer presentations and unbound tokens are refused.
+    Required,
 }
 
 #[derive(Debug, Deserialize)]
@@ -327,6 +385,11 @@ pub struct FileRoute {
     /// Seconds a response stream may outlive its token's `exp` before the gateway closes it.
     #[serde(default = "default_stream_grace")]
     pub stream_expiry_grace_seconds: u64,
+    #[serde(default)]
+    pub dpop: DpopMode,
+    /// Require a server-issued nonce in DPoP proofs (`use_dpop_nonce`).
+    #[serde(default)]
+    pub dpop_nonce: bool,
 }
 
 fn default_stream_grace() -> u64 {
@@ -359,9 +422,82 @@ pub struct Config {
     pub issuers: Vec<Arc<IssuerConfig>>,
     /// The legacy API keys (loaded from `api_keys.file` when the config compiles).
     pub api_keys: Option<Arc<crate::apikeys::KeyStore>>,
+    pub dpop: DpopSettings,
     pub routes: Vec<Arc<Route>>,
     /// PRM path (path-inserted well-known URL path) → route index.
     pub metadata_paths: HashMap<(Option<String>, String), usize>,
+}
+
+/// Compiled DPoP settings.
+pub struct DpopSettings {
+    pub algorithms: Vec<Algorithm>,
+    /// `algs="..."` for challenges and `dpop_signing_alg_values_supported`.
+    pub algs_param: String,
+    pub iat_past: i64,
+    pub iat_future: i64,
+    pub nonces: crate::dpop::Nonces,
+    pub replay_entries: u64,
+}
+
+impl std::fmt::Debug for DpopSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DpopSettings")
+            .field("algorithms", &self.algorithms)
+            .field("iat_past", &self.iat_past)
+            .field("iat_future", &self.iat_future)
+            .finish()
+    }
+}
+
+/// A random secret for this process's DPoP nonces when none is configured.
+fn process_nonce_secret() -> &'static [u8; 32] {
+    static SECRET: std::sync::LazyLock<[u8; 32]> = std::sync::LazyLock::new(|| {
+        let mut s = [0u8; 32];
+        let _ = aws_lc_rs::rand::fill(&mut s);
+        s
+    });
+    &SECRET
+}
+
+fn compile_dpop(f: &FileDpop) -> Result<DpopSettings, String> {
+    let algorithms = match &f.algorithms {
+        None => Algorithm::ALL.to_vec(),
+        Some(list) if list.is_empty() => return Err("dpop.algorithms must not be empty".into()),
+        Some(list) => list
+            .iter()
+            .map(|a| {
+                Algorithm::parse(a).ok_or_else(|| {
+                    format!("dpop.algorithms: {a:?} is not an allowed asymmetric algorithm")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    if f.iat_past_seconds > 3600 || f.iat_future_seconds > 3600 {
+        return Err("dpop iat windows must be at most 3600 seconds".into());
+    }
+    if f.nonce_lifetime_seconds < 10 {
+        return Err("dpop.nonce_lifetime_seconds must be at least 10".into());
+    }
+    let secret: &[u8] = match &f.nonce_secret {
+        Some(s) if s.len() < 16 => {
+            return Err("dpop.nonce_secret must be at least 16 characters".into())
+        }
+        Some(s) => s.as_bytes(),
+        None => process_nonce_secret(),
+    };
+    let algs_param = algorithms
+        .iter()
+        .map(|a| a.name())
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(DpopSettings {
+        algorithms,
+        algs_param,
+        iat_past: f.iat_past_seconds as i64,
+        iat_future: f.iat_future_seconds as i64,
+        nonces: crate::dpop::Nonces::new(secret, f.nonce_lifetime_seconds as i64),
+        replay_entries: f.replay_cache_entries.max(1),
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -453,6 +589,12 @@ pub struct Route {
     /// Lower-cased `Origin` values accepted (`scheme://host[:port]`).
     pub allowed_origins: Vec<String>,
     pub stream_expiry_grace: i64,
+    pub dpop: DpopMode,
+    pub dpop_nonce: bool,
+    /// `algs` of the DPoP challenge (the accepted proof algorithms).
+    pub dpop_algs: String,
+    /// `scheme://host[:port]` clients use for this route: the base of DPoP `htu`.
+    pub public_origin: String,
 }
 
 impl Config {
@@ -509,6 +651,7 @@ impl Config {
         }
 
         let hierarchy = compile_hierarchy(&file.scope_hierarchy).map_err(err)?;
+        let dpop = compile_dpop(&file.dpop).map_err(err)?;
 
         let mut issuers = Vec::new();
         let mut issuer_index = HashMap::new();
@@ -549,8 +692,16 @@ impl Config {
                 )));
             }
             let root_metadata = fr.root_metadata;
-            let mut route = compile_route(index, fr, &public, &issuers, &issuer_index, &hierarchy)
-                .map_err(ctx)?;
+            let mut route = compile_route(
+                index,
+                fr,
+                &public,
+                &issuers,
+                &issuer_index,
+                &hierarchy,
+                &dpop,
+            )
+            .map_err(ctx)?;
             if route.auth.accepts_api_key() && api_keys.is_none() {
                 return Err(ctx(
                     "accepts API keys (auth: api_key or both) but no api_keys file is configured"
@@ -610,6 +761,7 @@ impl Config {
             tls_key,
             public,
             token_cache_entries: file.token_cache.max_entries,
+            dpop,
             max_header_bytes: file.limits.max_header_bytes,
             max_body_bytes: file.limits.max_body_bytes,
             shutdown_grace_seconds: file.shutdown.grace_seconds,
@@ -1051,6 +1203,7 @@ fn compile_route(
     issuers: &[Arc<IssuerConfig>],
     issuer_index: &HashMap<String, usize>,
     hierarchy: &HashMap<String, Vec<String>>,
+    dpop: &DpopSettings,
 ) -> Result<Route, String> {
     if fr.name.is_empty() {
         return Err("name must not be empty".into());
@@ -1173,7 +1326,30 @@ fn compile_route(
         .iter()
         .map(|&i| issuers[i].issuer.as_str())
         .collect();
-    let metadata_body = metadata::render(&resource, &auth_servers, &supported);
+    if fr.dpop_nonce && fr.dpop == DpopMode::Disabled {
+        return Err("dpop_nonce needs dpop: allowed or required".into());
+    }
+    let dpop_algs: Vec<&str> = if fr.dpop == DpopMode::Disabled {
+        Vec::new()
+    } else {
+        dpop.algorithms.iter().map(|a| a.name()).collect()
+    };
+    let metadata_body = metadata::render(
+        &resource,
+        &auth_servers,
+        &supported,
+        &dpop_algs,
+        fr.dpop == DpopMode::Required,
+    );
+    let public_origin = match &fr.host {
+        Some(h) => match public.authority.rsplit_once(':') {
+            Some((_, port)) if !public.authority.ends_with(']') => {
+                format!("{}://{}:{}", public.scheme, h.to_ascii_lowercase(), port)
+            }
+            _ => format!("{}://{}", public.scheme, h.to_ascii_lowercase()),
+        },
+        None => public.url.clone(),
+    };
 
     let rules =
         |what: &str, m: &Option<serde_yaml::Mapping>| -> Result<Vec<crate::mcp::Rule>, String> {
@@ -1229,6 +1405,10 @@ fn compile_route(
     };
 
     Ok(Route {
+        dpop: fr.dpop,
+        dpop_nonce: fr.dpop_nonce,
+        dpop_algs: dpop.algs_param.clone(),
+        public_origin,
         mcp,
         allowed_origins,
         stream_expiry_grace: fr.stream_expiry_grace_seconds.min(86_400) as i64,

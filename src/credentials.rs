@@ -16,6 +16,9 @@ pub enum Credentials<'a> {
     /// No usable credentials: no header, or a scheme we do not accept (`Basic`...).
     None,
     Bearer(&'a str),
+    /// `Authorization: DPoP <token>`: a sender-constrained token; its proof is in the
+    /// `DPoP` header (RFC 9449 §7.1).
+    Dpop(&'a str),
     /// A legacy API key (only on routes that accept them).
     ApiKey(&'a str),
 }
@@ -109,7 +112,13 @@ pub fn extract_for<'a>(
             if in_query {
                 return Err(CredentialError::HeaderAndQuery);
             }
-            return bearer_token(rest);
+            return bearer_token(rest).map(Credentials::Bearer);
+        }
+        if oauth && scheme.eq_ignore_ascii_case(b"dpop") {
+            if in_query {
+                return Err(CredentialError::HeaderAndQuery);
+            }
+            return bearer_token(rest).map(Credentials::Dpop);
         }
         if in_query {
             return Err(CredentialError::HeaderAndQuery);
@@ -147,7 +156,8 @@ fn api_key(raw: &[u8]) -> Result<&str, CredentialError> {
 }
 
 /// The token after `Bearer`: `1*SP b64token`.
-fn bearer_token(rest: &[u8]) -> Result<Credentials<'_>, CredentialError> {
+/// The token after `Bearer ` or `DPoP ` (the same b64token syntax).
+fn bearer_token(rest: &[u8]) -> Result<&str, CredentialError> {
     // 1*SP between scheme and token; surrounding whitespace is already trimmed by HTTP.
     let token = trim_ascii_spaces(rest);
     if token.is_empty() {
@@ -157,10 +167,7 @@ fn bearer_token(rest: &[u8]) -> Result<Credentials<'_>, CredentialError> {
         return Err(CredentialError::MalformedToken);
     }
     // b64token characters are ASCII, so this cannot fail; stay panic-free anyway.
-    match std::str::from_utf8(token) {
-        Ok(t) => Ok(Credentials::Bearer(t)),
-        Err(_) => Err(CredentialError::MalformedToken),
-    }
+    std::str::from_utf8(token).map_err(|_| CredentialError::MalformedToken)
 }
 
 fn trim_ascii_spaces(b: &[u8]) -> &[u8] {

@@ -22,6 +22,9 @@ use moka::sync::Cache;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::auth::{Presented, Principal};
+use crate::config::{DpopMode, DpopSettings, Route};
+use crate::error::Refusal;
 use crate::jwt::{self, Algorithm};
 
 /// Why a proof was refused. Most are `invalid_dpop_proof`; a missing or stale nonce is
@@ -234,6 +237,89 @@ pub fn verify(proof: &str, want: &Expect<'_>) -> Result<Proof, DpopError> {
     }
     let jkt = thumbprint(&jwk).ok_or(bad("DPoP proof jwk cannot be thumbprinted"))?;
     Ok(Proof { jkt, jti, iat })
+}
+
+/// Judge how a verified token was presented on `route` (RFC 9449 §7): a bound token only
+/// with the DPoP scheme and a valid proof by its key, the DPoP scheme only where the
+/// route allows it, and only bound tokens where the route requires DPoP. Returns the
+/// proof key thumbprint when a proof was checked.
+pub fn authorize(
+    settings: &DpopSettings,
+    route: &Route,
+    req: &pingora_http::RequestHeader,
+    principal: &Principal,
+    presented: Presented<'_>,
+    replay: &dyn ReplayStore,
+    now: i64,
+) -> Result<Option<String>, Refusal> {
+    let token = match presented {
+        Presented::ApiKey => return Ok(None),
+        Presented::Bearer if route.dpop == DpopMode::Required => {
+            return Err(Refusal::InvalidToken(
+                "this resource requires a DPoP-bound token sent with the DPoP scheme",
+            ))
+        }
+        Presented::Bearer if principal.cnf_jkt.is_some() => {
+            return Err(Refusal::InvalidToken(
+                "a DPoP-bound token must be sent with the DPoP scheme and a proof",
+            ))
+        }
+        Presented::Bearer => return Ok(None),
+        Presented::Dpop(_) if route.dpop == DpopMode::Disabled => {
+            return Err(Refusal::InvalidToken("this resource does not accept DPoP"))
+        }
+        Presented::Dpop(token) => token,
+    };
+    let mut proofs = req.headers.get_all("dpop").iter();
+    let proof = match (proofs.next(), proofs.next()) {
+        (None, _) => return Err(Refusal::DpopProof("the request has no DPoP proof")),
+        (Some(_), Some(_)) => {
+            return Err(Refusal::DpopProof(
+                "the request has more than one DPoP proof",
+            ))
+        }
+        (Some(p), None) => p
+            .to_str()
+            .map_err(|_| Refusal::DpopProof("the DPoP proof is not ASCII"))?,
+    };
+    if proof.contains(',') {
+        return Err(Refusal::DpopProof(
+            "the request has more than one DPoP proof",
+        ));
+    }
+    // htu from the configured public origin and the path as the client sent it; never
+    // from Host or X-Forwarded-*.
+    let htu = normalize_htu(&format!("{}{}", route.public_origin, req.uri.path()))
+        .ok_or(Refusal::BadRequest("the request URI cannot be normalized"))?;
+    let want = Expect {
+        method: req.method.as_str(),
+        htu: &htu,
+        access_token: token,
+        algs: &settings.algorithms,
+        now,
+        past: settings.iat_past,
+        future: settings.iat_future,
+        nonce: route.dpop_nonce.then_some(&settings.nonces),
+    };
+    let proof = verify(proof, &want).map_err(|e| match e {
+        DpopError::InvalidProof(why) => Refusal::DpopProof(why),
+        DpopError::UseNonce => Refusal::DpopNonce(settings.nonces.issue(now).into_boxed_str()),
+    })?;
+    let Some(bound) = principal.cnf_jkt.as_deref() else {
+        return Err(Refusal::InvalidToken(
+            "the token is not DPoP-bound (no cnf.jkt) but was sent with the DPoP scheme",
+        ));
+    };
+    if bound != proof.jkt {
+        return Err(Refusal::InvalidToken(
+            "the token is bound to a different key than the DPoP proof's",
+        ));
+    }
+    let window = Duration::from_secs((settings.iat_past + settings.iat_future).max(1) as u64);
+    if !replay.first_use(proof.replay_key(&htu), window) {
+        return Err(Refusal::DpopProof("the DPoP proof was already used"));
+    }
+    Ok(Some(proof.jkt))
 }
 
 /// Where proof `jti`s are remembered for their validity window.

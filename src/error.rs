@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use pingora_http::ResponseHeader;
 
-use crate::config::{AuthMode, Route};
+use crate::config::{AuthMode, DpopMode, Route};
 use crate::credentials::CredentialError;
 use crate::path::PathError;
 
@@ -53,6 +53,11 @@ pub enum Refusal {
     PolicyDenied,
     /// An `Mcp-Session-Id` that belongs to another subject: answered as unknown.
     UnknownSession,
+    /// A missing or invalid DPoP proof (RFC 9449 `invalid_dpop_proof`): 401.
+    DpopProof(&'static str),
+    /// The route wants a server nonce in the proof; the value is a fresh one for the
+    /// `DPoP-Nonce` header (RFC 9449 §8, `use_dpop_nonce`): 401.
+    DpopNonce(Box<str>),
 }
 
 /// A response header for `status` (pingora's builder is fallible only for invalid codes).
@@ -71,6 +76,7 @@ impl Refusal {
             Refusal::BadPath(_) | Refusal::BadRequest(_) | Refusal::Credentials(_) => 400,
             Refusal::NotFound => 404,
             Refusal::NoCredentials | Refusal::InvalidToken(_) | Refusal::InvalidApiKey(_) => 401,
+            Refusal::DpopProof(_) | Refusal::DpopNonce(_) => 401,
             Refusal::InsufficientScope => 403,
             Refusal::Unavailable(_) | Refusal::IntrospectionUnavailable(_) => 503,
             Refusal::HeadersTooLarge => 431,
@@ -102,6 +108,8 @@ impl Refusal {
             Refusal::OriginDenied | Refusal::PolicyDenied => "access_denied",
             Refusal::ScopeFor(_) => "insufficient_scope",
             Refusal::UnknownSession => "not_found",
+            Refusal::DpopProof(_) => "invalid_dpop_proof",
+            Refusal::DpopNonce(_) => "use_dpop_nonce",
         }
     }
 
@@ -112,7 +120,9 @@ impl Refusal {
             | Refusal::InvalidToken(d)
             | Refusal::Unavailable(d)
             | Refusal::IntrospectionUnavailable(d)
-            | Refusal::InvalidApiKey(d) => d,
+            | Refusal::InvalidApiKey(d)
+            | Refusal::DpopProof(d) => d,
+            Refusal::DpopNonce(_) => "the DPoP proof must carry the nonce in the DPoP-Nonce header",
             Refusal::NotFound => "no route for this path",
             Refusal::Credentials(c) => c.describe(),
             Refusal::NoCredentials => "an access token is required",
@@ -131,7 +141,7 @@ impl Refusal {
     }
 
     /// Every value `reason()` can take.
-    pub const REASONS: [&'static str; 18] = [
+    pub const REASONS: [&'static str; 20] = [
         "bad_path",
         "bad_request",
         "no_route",
@@ -150,6 +160,8 @@ impl Refusal {
         "tool_scope",
         "policy_denied",
         "session_mismatch",
+        "invalid_dpop_proof",
+        "use_dpop_nonce",
     ];
 
     /// A bounded label for metrics and logs.
@@ -173,37 +185,45 @@ impl Refusal {
             Refusal::ScopeFor(_) => "tool_scope",
             Refusal::PolicyDenied => "policy_denied",
             Refusal::UnknownSession => "session_mismatch",
+            Refusal::DpopProof(_) => "invalid_dpop_proof",
+            Refusal::DpopNonce(_) => "use_dpop_nonce",
         }
     }
 
-    /// The `WWW-Authenticate` value, when this refusal carries a challenge. Routes that
-    /// accept only API keys have no OAuth metadata: their 401s name the key header.
-    pub fn challenge(&self, route: Option<&Route>) -> Option<String> {
-        let route = route?;
+    /// The `WWW-Authenticate` challenges of this refusal (RFC 6750 §3, RFC 9449 §7.1),
+    /// each with the RFC 9728 `resource_metadata`. A route that allows DPoP offers both
+    /// schemes; the error goes on the scheme the client used (`dpop_used`), and DPoP
+    /// proof errors always on the DPoP challenge. Routes that accept only API keys have
+    /// no OAuth metadata: their 401s name the key header.
+    pub fn challenges(&self, route: Option<&Route>, dpop_used: bool) -> Vec<String> {
+        let Some(route) = route else {
+            return Vec::new();
+        };
         if route.auth == AuthMode::ApiKey {
             let header = route
                 .api_key_header
                 .as_ref()
                 .map_or("x-api-key", |h| h.as_str());
-            return (self.status() == 401).then(|| format!("ApiKey header=\"{header}\""));
+            return match self.status() {
+                401 => vec![format!("ApiKey header=\"{header}\"")],
+                _ => Vec::new(),
+            };
         }
-        let mut c = String::from("Bearer ");
-        let mut params: Vec<String> = Vec::with_capacity(4);
-        match self {
+        let error: Vec<String> = match self {
             // An API key is not the Bearer scheme: answer with the discovery challenge,
             // which tells the client where to get a token instead.
-            Refusal::NoCredentials | Refusal::InvalidApiKey(_) => {}
-            Refusal::Credentials(_) | Refusal::InvalidToken(_) => {
-                params.push(format!("error=\"{}\"", self.code()));
-                params.push(format!("error_description=\"{}\"", self.description()));
-            }
-            Refusal::InsufficientScope | Refusal::ScopeFor(_) => {
-                params.push("error=\"insufficient_scope\"".to_string());
-                params.push(format!("error_description=\"{}\"", self.description()));
-            }
-            _ => return None,
-        }
-        params.push(format!("resource_metadata=\"{}\"", route.metadata_url));
+            Refusal::NoCredentials | Refusal::InvalidApiKey(_) => Vec::new(),
+            Refusal::Credentials(_)
+            | Refusal::InvalidToken(_)
+            | Refusal::InsufficientScope
+            | Refusal::ScopeFor(_)
+            | Refusal::DpopProof(_)
+            | Refusal::DpopNonce(_) => vec![
+                format!("error=\"{}\"", self.code()),
+                format!("error_description=\"{}\"", self.description()),
+            ],
+            _ => return Vec::new(),
+        };
         let scope = match self {
             Refusal::NoCredentials | Refusal::InvalidApiKey(_) | Refusal::InsufficientScope => {
                 route.scope_challenge.as_str()
@@ -211,15 +231,34 @@ impl Refusal {
             Refusal::ScopeFor(s) => s,
             _ => "",
         };
-        if !scope.is_empty() {
-            params.push(format!("scope=\"{scope}\""));
+        let offer_bearer = route.dpop != DpopMode::Required;
+        let offer_dpop = route.dpop != DpopMode::Disabled;
+        let dpop_error = matches!(self, Refusal::DpopProof(_) | Refusal::DpopNonce(_));
+        let error_on_dpop = offer_dpop && (dpop_error || dpop_used || !offer_bearer);
+        let build = |scheme: &str, first: Option<String>, carries_error: bool| {
+            let mut params: Vec<String> = first.into_iter().collect();
+            if carries_error {
+                params.extend(error.iter().cloned());
+            }
+            params.push(format!("resource_metadata=\"{}\"", route.metadata_url));
+            if !scope.is_empty() && (carries_error || error.is_empty()) {
+                params.push(format!("scope=\"{scope}\""));
+            }
+            format!("{scheme} {}", params.join(", "))
+        };
+        let mut out = Vec::with_capacity(2);
+        if offer_bearer {
+            out.push(build("Bearer", None, !error_on_dpop));
         }
-        c.push_str(&params.join(", "));
-        Some(c)
+        if offer_dpop {
+            let algs = format!("algs=\"{}\"", route.dpop_algs);
+            out.push(build("DPoP", Some(algs), error_on_dpop));
+        }
+        out
     }
 
     /// Render status, headers and body.
-    pub fn render(&self, route: Option<&Route>) -> (ResponseHeader, Bytes) {
+    pub fn render(&self, route: Option<&Route>, dpop_used: bool) -> (ResponseHeader, Bytes) {
         let body = match self {
             Refusal::Mcp(e) => Bytes::from(e.body()),
             _ => {
@@ -234,8 +273,11 @@ impl Refusal {
         let _ = resp.insert_header("content-type", "application/json");
         let _ = resp.insert_header("content-length", body.len().to_string());
         let _ = resp.insert_header("cache-control", "no-store");
-        if let Some(ch) = self.challenge(route) {
-            let _ = resp.insert_header("www-authenticate", ch);
+        for ch in self.challenges(route, dpop_used) {
+            let _ = resp.append_header("www-authenticate", ch);
+        }
+        if let Refusal::DpopNonce(nonce) = self {
+            let _ = resp.insert_header("dpop-nonce", nonce.as_ref());
         }
         if matches!(
             self,
@@ -265,17 +307,21 @@ mod tests {
     #[test]
     fn discovery_challenge_has_no_error() {
         let r = route();
-        let c = Refusal::NoCredentials.challenge(Some(&r)).unwrap();
+        let c = Refusal::NoCredentials.challenges(Some(&r), false);
         assert_eq!(
-            c,
+            c[0],
             "Bearer resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\", scope=\"mcp:read x\""
         );
+        assert!(c[1].starts_with("DPoP algs=\"RS256 "), "{}", c[1]);
+        assert!(!c[1].contains("error="));
     }
 
     #[test]
     fn scope_challenge() {
         let r = route();
-        let c = Refusal::InsufficientScope.challenge(Some(&r)).unwrap();
+        let c = Refusal::InsufficientScope
+            .challenges(Some(&r), false)
+            .remove(0);
         assert!(c.starts_with("Bearer error=\"insufficient_scope\""));
         assert!(c.contains("scope=\"mcp:read x\""));
         assert_eq!(Refusal::InsufficientScope.status(), 403);

@@ -202,6 +202,7 @@ mod tests {
             exp: 0,
             nbf: None,
             skew: 0,
+            cnf_jkt: None,
         };
         prepare_upstream(
             &mut req,

@@ -538,15 +538,20 @@ fn judge(
     if a.active != Some(Value::Bool(true)) {
         return Err("the token is not active");
     }
-    if a.cnf.is_some() {
-        return Err("the token is sender-constrained (cnf) and cannot be used as a Bearer token");
-    }
+    // A bound token carries its key thumbprint; whether it was presented with a proof
+    // is checked where the presentation is known (proxy / dpop).
+    let cnf_jkt = crate::jwt::cnf_jkt(a.cnf.as_ref()).map_err(|e| e.0)?;
     if let Some(t) = opt_str(
         &a.token_type,
         "the token_type in the introspection response is malformed",
     )? {
-        if !t.eq_ignore_ascii_case("bearer") {
-            return Err("the token is not a Bearer access token (token_type)");
+        // RFC 9449 §6.2: a DPoP-bound token may be introspected as token_type "DPoP".
+        let dpop = t.eq_ignore_ascii_case("dpop");
+        if !t.eq_ignore_ascii_case("bearer") && !dpop {
+            return Err("the token is not a Bearer or DPoP access token (token_type)");
+        }
+        if dpop && a.cnf.is_none() {
+            return Err("the token is of type DPoP but has no cnf.jkt");
         }
     }
     if let Some(u) = opt_str(
@@ -606,6 +611,7 @@ fn judge(
         exp: exp.unwrap_or(NO_EXP),
         nbf,
         skew,
+        cnf_jkt,
     })
 }
 
@@ -664,6 +670,13 @@ mod tests {
             panic!()
         };
         assert_eq!(ttl, Duration::from_secs(60));
+        // A DPoP-bound token keeps its key thumbprint for the proof check.
+        let Ok(Outcome::Active(p, _)) =
+            eval(r#"{"active":true,"aud":"x","token_type":"DPoP","cnf":{"jkt":"abc"}}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(p.cnf_jkt.as_deref(), Some("abc"));
     }
 
     #[test]
@@ -682,8 +695,8 @@ mod tests {
             r#"{"active":true,"aud":"x","exp":1000}"#,
             r#"{"active":true,"aud":"x","exp":"1900000000"}"#,
             r#"{"active":true,"aud":"x","nbf":1900000000}"#,
-            r#"{"active":true,"aud":"x","cnf":{"jkt":"abc"}}"#,
             r#"{"active":true,"aud":"x","cnf":{}}"#,
+            r#"{"active":true,"aud":"x","cnf":{"x5t#S256":"abc"}}"#,
             r#"{"active":true,"aud":"x","token_type":"DPoP"}"#,
             r#"{"active":true,"aud":"x","token_use":"refresh_token"}"#,
             r#"{"active":true,"aud":"x","scope":["a"]}"#,

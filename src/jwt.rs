@@ -579,6 +579,21 @@ pub fn numeric_date(n: &serde_json::Number, what: &'static str) -> Result<i64, T
     }
 }
 
+/// The `cnf.jkt` of a token (RFC 9449 §6.1). A `cnf` that binds the token some other way
+/// (an mTLS certificate, RFC 8705) is refused: we could not check that binding.
+pub fn cnf_jkt(cnf: Option<&serde_json::Value>) -> Result<Option<Box<str>>, TokenError> {
+    let Some(cnf) = cnf else { return Ok(None) };
+    match cnf.get("jkt") {
+        Some(serde_json::Value::String(j)) if !j.is_empty() && j.len() <= 128 => {
+            Ok(Some(j.clone().into_boxed_str()))
+        }
+        Some(_) => Err(TokenError("token cnf.jkt is malformed")),
+        None => Err(TokenError(
+            "token is bound by a cnf method other than DPoP (jkt), which cannot be verified here",
+        )),
+    }
+}
+
 /// RFC 9068 §4 `typ` policy (SPEC-CHECKLIST §9.3).
 pub fn check_typ(typ: Option<&str>, require_at_jwt: bool) -> Result<(), TokenError> {
     let t = typ.map(|t| t.to_ascii_lowercase());

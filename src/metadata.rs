@@ -28,7 +28,15 @@ pub fn metadata_location(resource: &url::Url) -> (String, String) {
 }
 
 /// Render the metadata document.
-pub fn render(resource: &str, authorization_servers: &[&str], scopes: &[String]) -> Bytes {
+/// Render the metadata document. `dpop_algs` is empty when the route refuses DPoP;
+/// `dpop_required` sets `dpop_bound_access_tokens_required` (RFC 9449 §5.2).
+pub fn render(
+    resource: &str,
+    authorization_servers: &[&str],
+    scopes: &[String],
+    dpop_algs: &[&str],
+    dpop_required: bool,
+) -> Bytes {
     let mut doc = serde_json::Map::new();
     doc.insert("resource".into(), resource.into());
     doc.insert(
@@ -51,6 +59,18 @@ pub fn render(resource: &str, authorization_servers: &[&str], scopes: &[String])
         "bearer_methods_supported".into(),
         serde_json::json!(["header"]),
     );
+    if !dpop_algs.is_empty() {
+        doc.insert(
+            "dpop_signing_alg_values_supported".into(),
+            serde_json::json!(dpop_algs),
+        );
+    }
+    if dpop_required {
+        doc.insert(
+            "dpop_bound_access_tokens_required".into(),
+            serde_json::Value::Bool(true),
+        );
+    }
     Bytes::from(serde_json::to_vec(&serde_json::Value::Object(doc)).unwrap_or_default())
 }
 
@@ -94,12 +114,20 @@ mod tests {
 
     #[test]
     fn document_shape() {
-        let b = render("https://h/mcp", &["https://as"], &["a".into()]);
+        let b = render(
+            "https://h/mcp",
+            &["https://as"],
+            &["a".into()],
+            &["ES256"],
+            true,
+        );
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["resource"], "https://h/mcp");
         assert_eq!(v["authorization_servers"][0], "https://as");
         assert_eq!(v["bearer_methods_supported"][0], "header");
-        let b = render("https://h/mcp", &["https://as"], &[]);
+        assert_eq!(v["dpop_signing_alg_values_supported"][0], "ES256");
+        assert_eq!(v["dpop_bound_access_tokens_required"], true);
+        let b = render("https://h/mcp", &["https://as"], &[], &[], false);
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert!(v.get("scopes_supported").is_none());
     }

@@ -102,6 +102,7 @@ mod tests {
             exp: i64::MAX / 2,
             nbf: None,
             skew: 0,
+            cnf_jkt: None,
         }
     }
 

@@ -21,7 +21,7 @@ use crate::config::{AuthMode, Config, Route};
 use crate::error::{response_header, Refusal};
 use crate::routing::{self, Target};
 use crate::state::{InFlight, Snapshot};
-use crate::{identity, mcp, metrics, policy, Gateway};
+use crate::{dpop, identity, mcp, metrics, policy, Gateway};
 
 /// Per-request state, carried across phases.
 #[derive(Default)]
@@ -40,6 +40,10 @@ pub struct Ctx {
     decided: Option<Instant>,
     /// Request body bytes seen so far (for `limits.max_body_bytes` on streamed bodies).
     body_bytes: u64,
+    /// The request used the DPoP authorization scheme (errors go on the DPoP challenge).
+    dpop_used: bool,
+    /// Thumbprint of the DPoP proof key, for the audit line.
+    dpop_jkt: Option<String>,
     /// The body was read (and any `100 Continue` answered) before forwarding.
     body_inspected: bool,
     /// The MCP method and name of an inspected request, for the audit line.
@@ -123,7 +127,15 @@ impl Gateway {
                 principal: None,
             });
         }
-        let principal = match self
+        ctx.dpop_used = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .is_some_and(|v| {
+                v.as_bytes()
+                    .get(..5)
+                    .is_some_and(|s| s.eq_ignore_ascii_case(b"dpop "))
+            });
+        let (principal, presented) = match self
             .state
             .auth
             .authenticate_request(
@@ -140,6 +152,16 @@ impl Gateway {
         };
         let refuse = |r: Refusal| (r, Some(route.clone()));
         policy::check_audience(&route, &principal).map_err(refuse)?;
+        ctx.dpop_jkt = dpop::authorize(
+            &snapshot.config.dpop,
+            &route,
+            req,
+            &principal,
+            presented,
+            self.state.replay.as_ref(),
+            crate::jwks::now_unix(),
+        )
+        .map_err(refuse)?;
         if let Some(sid) = req
             .headers
             .get("mcp-session-id")
@@ -324,7 +346,7 @@ impl ProxyHttp for Gateway {
                     Some(r) => r.metrics.deny(reason, seconds),
                     None => metrics::UNROUTED.deny(reason, seconds),
                 }
-                let (h, b) = refusal.render(route.as_deref());
+                let (h, b) = refusal.render(route.as_deref(), ctx.dpop_used);
                 ctx.audited = route.is_some();
                 ctx.refused = Some(refusal.description());
                 ctx.route = route;
@@ -527,6 +549,7 @@ impl ProxyHttp for Gateway {
             subject = p.and_then(|p| p.subject.as_deref()),
             client_id = p.and_then(|p| p.client_id.as_deref()),
             token = token.as_deref(),
+            dpop_jkt = ctx.dpop_jkt.as_deref(),
             mcp_method = ctx.mcp_op.as_ref().map(|o| o.method()),
             mcp_name = ctx.mcp_op.as_ref().and_then(|o| o.name()),
             decision_us,

@@ -33,6 +33,8 @@ pub struct GatewayState {
     pub fetcher: Arc<Fetcher>,
     pub resolver: Resolver,
     pub sessions: crate::sessions::SessionBindings,
+    /// DPoP proof `jti`s already seen (sized and timed by the config at start).
+    pub replay: Box<dyn crate::dpop::ReplayStore>,
     /// Requests between `request_filter` and the end of their response.
     in_flight: Arc<AtomicUsize>,
 }
@@ -62,6 +64,12 @@ impl GatewayState {
     pub fn new(config: Config) -> Result<GatewayState, String> {
         let fetcher = Fetcher::new()?;
         let auth = Authenticator::new(config.token_cache_entries);
+        let replay = Box::new(crate::dpop::LocalReplay::new(
+            config.dpop.replay_entries,
+            std::time::Duration::from_secs(
+                (config.dpop.iat_past + config.dpop.iat_future).max(1) as u64
+            ),
+        ));
         let snapshot = build_snapshot(Arc::new(config), None, &fetcher);
         Ok(GatewayState {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -69,6 +77,7 @@ impl GatewayState {
             fetcher,
             resolver: Resolver::default(),
             sessions: crate::sessions::SessionBindings::default(),
+            replay,
             in_flight: Arc::new(AtomicUsize::new(0)),
         })
     }

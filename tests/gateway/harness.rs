@@ -1282,15 +1282,27 @@ impl Resp {
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
     }
     /// The single `WWW-Authenticate` challenge, strictly parsed.
+    /// The Bearer challenge: exactly one is expected. Routes that also accept DPoP
+    /// (RFC 9449 §7.1) send a second, `DPoP` challenge in its own header.
     pub fn challenge(&self) -> Challenge {
         let all = self.header_all("www-authenticate");
+        let bearer: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|v| v.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("bearer ")))
+            .collect();
         assert_eq!(
-            all.len(),
+            bearer.len(),
             1,
-            "expected exactly one WWW-Authenticate, got {all:?} (status {})",
+            "expected exactly one Bearer challenge, got {all:?} (status {})",
             self.status
         );
-        parse_challenge(all[0]).unwrap_or_else(|e| panic!("bad challenge {:?}: {e}", all[0]))
+        assert!(
+            all.iter().all(|v| v.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("bearer "))
+                || v.starts_with("DPoP ")),
+            "unexpected challenge in {all:?}"
+        );
+        parse_challenge(bearer[0]).unwrap_or_else(|e| panic!("bad challenge {:?}: {e}", bearer[0]))
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod apikeys;
 mod challenges;
+mod dpop;
 mod cli;
 mod harness;
 mod introspection;

@@ -65,6 +65,12 @@ enum Command {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // pingora logs whole request headers (Authorization, the query) at trace level:
+    // tokens never reach a log, whatever RUST_LOG asks for.
+    let filter = ["pingora_proxy", "pingora_core", "pingora"]
+        .iter()
+        .filter_map(|t| format!("{t}=debug").parse().ok())
+        .fold(filter, |f, d| f.add_directive(d));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

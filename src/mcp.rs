@@ -55,24 +55,136 @@ impl McpError {
     }
 }
 
-#[derive(Deserialize)]
+/// A JSON string, borrowed from the body when it has no escapes.
+struct Str<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Str<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Walk a JSON object, handing each member we police to `take`. A member whose name
+/// equals a policed one but for letter case is refused: an upstream that matches names
+/// case-insensitively would otherwise act on a value we never judged. Exact duplicates
+/// are refused too.
+fn walk_members<'de, A: serde::de::MapAccess<'de>>(
+    mut map: A,
+    policed: &[&str],
+    mut take: impl FnMut(&str, &mut A) -> Result<(), A::Error>,
+) -> Result<(), A::Error> {
+    use serde::de::Error;
+    let mut seen: u32 = 0;
+    while let Some(key) = map.next_key::<Str<'de>>()? {
+        let key = key.0;
+        match policed.iter().position(|p| p.eq_ignore_ascii_case(&key)) {
+            Some(i) if policed[i] == key => {
+                if seen & (1 << i) != 0 {
+                    return Err(A::Error::custom("duplicate member"));
+                }
+                seen |= 1 << i;
+                take(policed[i], &mut map)?;
+            }
+            Some(_) => return Err(A::Error::custom("member name differs only in case")),
+            None => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Default)]
 struct Params<'a> {
-    #[serde(borrow)]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     uri: Option<Cow<'a, str>>,
 }
 
-#[derive(Deserialize)]
+impl<'de> Deserialize<'de> for Params<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Params<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a params object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Params<'de>, A::Error> {
+                let mut p = Params::default();
+                walk_members(map, &["name", "uri"], |k, m| {
+                    let v = m.next_value::<Str<'de>>()?.0;
+                    match k {
+                        "name" => p.name = Some(v),
+                        _ => p.uri = Some(v),
+                    }
+                    Ok(())
+                })?;
+                Ok(p)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[derive(Default)]
 struct Message<'a> {
-    #[serde(borrow)]
     method: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     id: Option<&'a RawValue>,
-    #[serde(borrow)]
     params: Option<Params<'a>>,
-    #[allow(dead_code)]
-    jsonrpc: Option<IgnoredAny>,
+    /// Has `result` or `error`: a JSON-RPC response (clients may send them before
+    /// 2026-07-28), which asks for nothing.
+    response: bool,
+}
+
+impl<'de> Deserialize<'de> for Message<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Message<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON-RPC message object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Message<'de>, A::Error> {
+                let mut m = Message::default();
+                let policed = ["method", "id", "params", "result", "error", "jsonrpc"];
+                walk_members(map, &policed, |k, a| {
+                    match k {
+                        "method" => m.method = Some(a.next_value::<Str<'de>>()?.0),
+                        "id" => m.id = Some(a.next_value::<&'de RawValue>()?),
+                        "params" => m.params = Some(a.next_value::<Params<'de>>()?),
+                        "result" | "error" => {
+                            m.response = true;
+                            a.next_value::<IgnoredAny>()?;
+                        }
+                        _ => {
+                            a.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                    Ok(())
+                })?;
+                Ok(m)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// What one JSON-RPC message asks for.
@@ -117,8 +229,14 @@ pub struct Calls {
 
 fn op_of(m: Message<'_>) -> Result<Op, McpError> {
     let Some(method) = m.method else {
-        // A JSON-RPC response from the client (allowed before 2026-07-28): no method to police.
-        return Ok(Op::Other(String::new()));
+        if m.response {
+            // A JSON-RPC response from the client (allowed before 2026-07-28): asks nothing.
+            return Ok(Op::Other(String::new()));
+        }
+        return Err(McpError::new(
+            INVALID_REQUEST,
+            "message has neither a method nor a result or error",
+        ));
     };
     let need = |v: Option<Cow<'_, str>>, what: &'static str| {
         v.map(|s| s.into_owned())
@@ -328,49 +446,84 @@ pub fn filter_tools_json(body: &[u8], keep: &dyn Fn(&str) -> bool) -> Option<Vec
 }
 
 /// The same for an SSE response: every event whose data is a `tools/list` result is
-/// filtered; other events and lines pass unchanged.
+/// filtered; other events and lines pass unchanged. Lines may end with CRLF, LF or CR
+/// (the SSE grammar); each line keeps its own terminator.
 pub fn filter_tools_sse(body: &[u8], keep: &dyn Fn(&str) -> bool) -> Vec<u8> {
-    let text = String::from_utf8_lossy(body);
-    let mut out = String::with_capacity(text.len());
-    // Events are separated by a blank line; keep the separators as they were.
-    for (i, event) in text.split("\n\n").enumerate() {
-        if i > 0 {
-            out.push_str("\n\n");
+    // Split into lines, each with its terminator.
+    let mut lines: Vec<&[u8]> = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'\n' => {
+                lines.push(&body[start..=i]);
+                start = i + 1;
+            }
+            b'\r' => {
+                let end = if body.get(i + 1) == Some(&b'\n') {
+                    i + 1
+                } else {
+                    i
+                };
+                lines.push(&body[start..=end]);
+                start = end + 1;
+                i = end;
+            }
+            _ => {}
         }
-        let data: Vec<&str> = event
-            .lines()
-            .filter_map(|l| {
-                l.strip_prefix("data:")
-                    .map(|d| d.strip_prefix(' ').unwrap_or(d))
-            })
-            .collect();
+        i += 1;
+    }
+    if start < body.len() {
+        lines.push(&body[start..]);
+    }
+    let content = |l: &[u8]| -> usize {
+        l.iter()
+            .position(|&b| b == b'\r' || b == b'\n')
+            .unwrap_or(l.len())
+    };
+    let data_of = |l: &[u8]| -> Option<Vec<u8>> {
+        let c = &l[..content(l)];
+        let rest = c.strip_prefix(b"data:")?;
+        Some(rest.strip_prefix(b" ").unwrap_or(rest).to_vec())
+    };
+    let mut out = Vec::with_capacity(body.len());
+    let mut event: Vec<&[u8]> = Vec::new();
+    let flush = |event: &mut Vec<&[u8]>, out: &mut Vec<u8>| {
+        let data: Vec<Vec<u8>> = event.iter().filter_map(|l| data_of(l)).collect();
         let filtered = if data.is_empty() {
             None
         } else {
-            filter_tools_json(data.join("\n").as_bytes(), keep)
+            filter_tools_json(&data.join(&b'\n'), keep)
         };
         match filtered {
             Some(json) => {
                 let mut wrote = false;
-                for line in event.lines() {
-                    if line.starts_with("data:") {
+                for l in event.iter() {
+                    if data_of(l).is_some() {
                         if !wrote {
-                            out.push_str("data: ");
-                            out.push_str(&String::from_utf8_lossy(&json));
-                            out.push('\n');
+                            out.extend_from_slice(b"data: ");
+                            out.extend_from_slice(&json);
+                            out.extend_from_slice(&l[content(l)..]);
                             wrote = true;
                         }
                     } else {
-                        out.push_str(line);
-                        out.push('\n');
+                        out.extend_from_slice(l);
                     }
                 }
-                out.pop();
             }
-            None => out.push_str(event),
+            None => event.iter().for_each(|l| out.extend_from_slice(l)),
+        }
+        event.clear();
+    };
+    for l in lines {
+        let blank = content(l) == 0;
+        event.push(l);
+        if blank {
+            flush(&mut event, &mut out);
         }
     }
-    out.into_bytes()
+    flush(&mut event, &mut out);
+    out
 }
 
 #[cfg(test)]
@@ -409,6 +562,23 @@ mod tests {
             Some("3")
         );
         assert_eq!(parse(b"42").unwrap_err().code, PARSE_ERROR);
+        // case variants and duplicates of policed members are refused
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"Method":"tools/call","Params":{"Name":"rm"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","Name":"b"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","METHOD":"tools/call"}"#,
+        ] {
+            assert!(parse(body.as_bytes()).is_err(), "{body}");
+        }
+        // a message with neither method nor result/error asks for something we cannot see
+        assert_eq!(
+            parse(br#"{"jsonrpc":"2.0","id":1}"#).unwrap_err().code,
+            INVALID_REQUEST
+        );
+        assert!(parse(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#).is_ok());
+        // arguments may use any member names
+        assert!(parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"Name":"x","name":"y"}}}"#).is_ok());
     }
 
     #[test]
@@ -456,6 +626,22 @@ mod tests {
         assert!(out.ends_with("\n\n"), "{out:?}");
         assert!(!out.contains("delete_repo"));
         assert!(out.contains("\"read\""));
+        // CRLF line endings and two events: each event judged on its own
+        let sse = format!(
+            "event: message\r\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}}\r\n\r\nevent: message\r\ndata: {}\r\n\r\n",
+            std::str::from_utf8(json).unwrap()
+        );
+        let out = String::from_utf8(filter_tools_sse(sse.as_bytes(), &keep)).unwrap();
+        assert!(!out.contains("delete_repo"), "{out}");
+        assert!(out.contains("notifications/progress"));
+        assert!(out.ends_with("\r\n\r\n"), "{out:?}");
+        // multi-line data is joined with LF before parsing
+        let sse = "data: {\"jsonrpc\":\"2.0\",\"id\":1,\ndata: \"result\":{\"tools\":[{\"name\":\"delete_repo\"}]}}\n\n";
+        let out = String::from_utf8(filter_tools_sse(sse.as_bytes(), &keep)).unwrap();
+        assert!(!out.contains("delete_repo"), "{out}");
+        // untouched when there is nothing to filter
+        let other = "event: ping\r\n\r\n";
+        assert_eq!(filter_tools_sse(other.as_bytes(), &keep), other.as_bytes());
     }
 
     #[test]

@@ -171,6 +171,16 @@ impl Gateway {
                 return Err(refuse(Refusal::UnknownSession));
             }
         }
+        for n in ["mcp-method", "mcp-name", "mcp-protocol-version"] {
+            if req.headers.get_all(n).iter().nth(1).is_some() {
+                // An intermediary reading the other copy would see another value.
+                return Err(refuse(Refusal::Mcp(mcp::McpError {
+                    code: mcp::HEADER_MISMATCH,
+                    message: "Header mismatch: a mirrored MCP header appears more than once",
+                    id: None,
+                })));
+            }
+        }
         let mirrored = |n: &str| req.headers.get(n).map(|v| v.as_bytes().to_vec());
         let (h_method, h_name, h_version) = (
             mirrored("mcp-method"),
@@ -424,6 +434,10 @@ impl ProxyHttp for Gateway {
             // We already answered 100 Continue and hold the whole body.
             upstream_request.remove_header(&http::header::EXPECT);
         }
+        if ctx.tools_filter.is_some() {
+            // We must read the tools/list answer to filter it: ask for it unencoded.
+            upstream_request.remove_header(&http::header::ACCEPT_ENCODING);
+        }
         Ok(())
     }
 
@@ -449,9 +463,20 @@ impl ProxyHttp for Gateway {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_ascii_lowercase();
+            let encoded = resp
+                .headers
+                .get(http::header::CONTENT_ENCODING)
+                .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
             if resp.status == 200
                 && (ct.starts_with("application/json") || ct.starts_with("text/event-stream"))
             {
+                if encoded {
+                    // We cannot read it, so we cannot filter it: fail closed.
+                    return Err(pingora_core::Error::explain(
+                        pingora_core::ErrorType::HTTPStatus(502),
+                        "the upstream encoded a tools/list answer the gateway must filter",
+                    ));
+                }
                 f.active = true;
                 f.sse = ct.starts_with("text/event-stream");
                 resp.remove_header(&http::header::CONTENT_LENGTH);

@@ -1,7 +1,7 @@
 // Fixtures for the interop test: a real authorization server (oidc-provider), a real MCP server
 // (official TypeScript SDK, streamable HTTP) and the mcpgate binary. Loopback only; every wait is bounded.
 import { spawn } from 'node:child_process';
-import { randomUUID, generateKeyPairSync } from 'node:crypto';
+import { createHash, randomBytes, randomUUID, generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { SignJWT, calculateJwkThumbprint, exportJWK, generateKeyPair } from 'jose';
 import Provider from 'oidc-provider';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
@@ -25,6 +26,10 @@ export const GATEWAY_CLIENT_SECRET = 'gateway-secret-0123456789';
 export const INTROSPECTION_CACHE_SECONDS = 2;
 /** A resource path for which the AS issues opaque tokens bound to it (aud) instead of JWTs. */
 export const OPAQUE_RESOURCE_PATH = '/opaque-aud';
+/** Gateway route with `dpop: required` (rewritten to the upstream's /mcp). */
+export const DPOP_PATH = '/dpop/mcp';
+/** Gateway route with `dpop: required` and `dpop_nonce: true`. */
+export const DPOP_NONCE_PATH = '/dpop-nonce/mcp';
 
 const LOOPBACK = '127.0.0.1';
 
@@ -53,6 +58,8 @@ export async function freePort() {
  * ES256-signed JWT access tokens (typ at+jwt) whose `aud` is the requested resource.
  * Without a resource indicator it issues opaque tokens (no `aud`), which the gateway checks
  * at the RFC 7662 introspection endpoint with its own client; revocation (RFC 7009) is on.
+ * DPoP (RFC 9449) is on and its token endpoint requires its own server nonce in every proof:
+ * a token request with a proof gets a DPoP-bound token (`token_type: DPoP`, `cnf.jkt`).
  */
 export async function startAuthServer() {
   const server = http.createServer();
@@ -85,6 +92,8 @@ export async function startAuthServer() {
     cookies: { keys: [randomUUID()] },
     features: {
       devInteractions: { enabled: false },
+      // DPoP-bound tokens for requests that carry a proof; the AS insists on its own nonce.
+      dPoP: { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => true },
       clientCredentials: { enabled: true },
       // Only the gateway's client may introspect; a client may revoke its own tokens.
       introspection: {
@@ -141,6 +150,34 @@ export async function startAuthServer() {
     return body;
   }
 
+  /**
+   * client_credentials grant with a DPoP proof made with `key` (a `dpopKey()`); returns the token
+   * response JSON plus `asNonce`: the nonce the AS asked for (400 `use_dpop_nonce` with a
+   * `DPoP-Nonce` header, RFC 9449 §8), which the second attempt carries.
+   */
+  async function getDpopToken({ resource, scope = ROUTE_SCOPE, key }) {
+    const params = { grant_type: 'client_credentials', scope, resource };
+    let asNonce;
+    for (let attempt = 0; attempt < 2; attempt += 1) {
+      const proof = await dpopProof(key, { htm: 'POST', htu: `${issuer}/token`, nonce: asNonce });
+      const res = await fetch(`${issuer}/token`, {
+        method: 'POST',
+        headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded', dpop: proof },
+        body: new URLSearchParams(params),
+        signal: AbortSignal.timeout(5000),
+      });
+      const body = await res.json();
+      const nonce = res.headers.get('dpop-nonce');
+      if (res.status === 400 && body.error === 'use_dpop_nonce' && nonce && asNonce === undefined) {
+        asNonce = nonce;
+        continue;
+      }
+      if (res.status !== 200) throw new Error(`token endpoint ${res.status}: ${JSON.stringify(body)}`);
+      return { ...body, asNonce };
+    }
+    throw new Error('token endpoint: still use_dpop_nonce after sending its nonce');
+  }
+
   /** RFC 7009 revocation of one of the interop client's tokens (throws on non-200). */
   async function revoke(token) {
     const res = await fetch(`${issuer}/token/revocation`, {
@@ -152,7 +189,7 @@ export async function startAuthServer() {
     if (res.status !== 200) throw new Error(`revocation endpoint ${res.status}: ${await res.text()}`);
   }
 
-  return { issuer, getToken, revoke, close: () => closeServer(server) };
+  return { issuer, getToken, getDpopToken, revoke, close: () => closeServer(server) };
 }
 
 /** Claims of a JWT, unverified (for assertions only). */
@@ -160,6 +197,76 @@ export function jwtParts(token) {
   const [h, p] = token.split('.');
   const dec = (s) => JSON.parse(Buffer.from(s, 'base64url').toString('utf8'));
   return { header: dec(h), payload: dec(p) };
+}
+
+/** A fresh ES256 DPoP key pair (jose): `{ privateKey, jwk, jkt }` (jkt: RFC 7638 thumbprint). */
+export async function dpopKey() {
+  const { privateKey, publicKey } = await generateKeyPair('ES256');
+  const jwk = await exportJWK(publicKey);
+  return { privateKey, jwk, jkt: await calculateJwkThumbprint(jwk) };
+}
+
+/** base64url(SHA-256(token)): a proof's `ath`. */
+export const athOf = (token) => createHash('sha256').update(token).digest('base64url');
+
+/** `htu` for a URL: without query and fragment (RFC 9449 §4.2). */
+export function htuOf(url) {
+  const u = new URL(url);
+  u.search = '';
+  u.hash = '';
+  return u.href;
+}
+
+/**
+ * A DPoP proof JWT (jose SignJWT): header `typ: dpop+jwt`, `alg: ES256`, `jwk` = the key's public
+ * JWK; claims htm, htu, iat (now), a fresh jti, `ath` when there is an access token, `nonce` when
+ * given. `signWith` signs with another private key than the one named in `jwk` (a forgery);
+ * `iat` (epoch seconds) replaces the current time.
+ */
+export function dpopProof(key, { htm, htu, accessToken, nonce, signWith, iat }) {
+  const claims = { htm, htu };
+  if (accessToken !== undefined) claims.ath = athOf(accessToken);
+  if (nonce !== undefined) claims.nonce = nonce;
+  return new SignJWT(claims)
+    .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: key.jwk })
+    .setIssuedAt(iat)
+    .setJti(randomUUID())
+    .sign(signWith ?? key.privateKey);
+}
+
+/**
+ * A fetch that presents `token` with the DPoP scheme and a fresh proof for each request (htm =
+ * the method, htu = the URL without query). On 401 `use_dpop_nonce` with a `DPoP-Nonce` header it
+ * keeps that nonce and retries once (RFC 9449 §9); later proofs carry the latest nonce. Every
+ * exchange is recorded in `sent` ({ method, url, proof, status, nonce }).
+ */
+export function dpopFetch(key, token) {
+  const state = { nonce: undefined, sent: [] };
+  const one = async (url, init) => {
+    const method = (init?.method ?? 'GET').toUpperCase();
+    const headers = new Headers(init?.headers);
+    const proof = await dpopProof(key, { htm: method, htu: htuOf(url), accessToken: token, nonce: state.nonce });
+    headers.set('authorization', `DPoP ${token}`);
+    headers.set('dpop', proof);
+    const res = await fetch(url, { ...init, headers });
+    state.sent.push({ method, url: String(url), proof, status: res.status, nonce: state.nonce, www: res.headers.get('www-authenticate') });
+    return res;
+  };
+  const wrapped = async (url, init) => {
+    const res = await one(url, init);
+    const nonce = res.headers.get('dpop-nonce');
+    if (nonce) {
+      const retry = res.status === 401 && /error="use_dpop_nonce"/.test(res.headers.get('www-authenticate') ?? '');
+      state.nonce = nonce;
+      if (retry) {
+        await res.body?.cancel();
+        return one(url, init);
+      }
+    }
+    return res;
+  };
+  wrapped.state = state;
+  return wrapped;
 }
 
 function buildMcpServer() {
@@ -272,7 +379,8 @@ function tcpOpen(port) {
  * The mcpgate binary with a temp config: route /mcp -> the MCP server, scope mcp:tools. The
  * issuer's JWTs are verified with its keys; its opaque tokens are introspected (endpoint
  * discovered from its metadata) with a short cache, and since they carry no `aud`, the
- * issuer sets `require_aud: false`.
+ * issuer sets `require_aud: false`. Two more routes lead to the same upstream /mcp:
+ * DPOP_PATH (`dpop: required`) and DPOP_NONCE_PATH (`dpop: required`, `dpop_nonce: true`).
  */
 export async function startGateway({ bin, issuer, upstream }) {
   const [port, adminPort] = [await freePort(), await freePort()];
@@ -301,6 +409,21 @@ routes:
     upstream: ${upstream}
     issuers: [oidc]
     scopes: [${ROUTE_SCOPE}]
+  - name: dpop
+    path_prefix: ${DPOP_PATH}
+    rewrite_prefix: /mcp
+    upstream: ${upstream}
+    issuers: [oidc]
+    scopes: [${ROUTE_SCOPE}]
+    dpop: required
+  - name: dpop-nonce
+    path_prefix: ${DPOP_NONCE_PATH}
+    rewrite_prefix: /mcp
+    upstream: ${upstream}
+    issuers: [oidc]
+    scopes: [${ROUTE_SCOPE}]
+    dpop: required
+    dpop_nonce: true
 `);
 
   const child = spawn(bin, ['run', '--config', configPath], {
@@ -339,6 +462,9 @@ routes:
     adminUrl: `http://${LOOPBACK}:${adminPort}`,
     resource: `${publicUrl}/mcp`,
     mcpUrl: `${publicUrl}/mcp`,
+    /** The `dpop: required` route: its resource is also its URL. */
+    dpopUrl: `${publicUrl}${DPOP_PATH}`,
+    dpopNonceUrl: `${publicUrl}${DPOP_NONCE_PATH}`,
     log: () => log,
     stop,
   };

@@ -15,8 +15,8 @@ import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
-  CLIENT_ID, CLIENT_SECRET, INTROSPECTION_CACHE_SECONDS, OPAQUE_RESOURCE_PATH, ROUTE_SCOPE, jwtParts,
-  startAuthServer, startGateway, startMcpServer,
+  CLIENT_ID, CLIENT_SECRET, DPOP_PATH, INTROSPECTION_CACHE_SECONDS, OPAQUE_RESOURCE_PATH, ROUTE_SCOPE, athOf,
+  dpopFetch, dpopKey, dpopProof, htuOf, jwtParts, startAuthServer, startGateway, startMcpServer,
 } from './helpers.js';
 
 const BIN = process.env.MCPGATE_BIN;
@@ -47,9 +47,9 @@ function sdkClient(headers, authProvider) {
   return { client: new Client({ name: 'mcpgate-interop', version: '1.0.0' }), transport };
 }
 
-/** A raw MCP initialize POST to the gateway. */
-function rawInitialize(extraHeaders = {}) {
-  return fetch(gw.mcpUrl, {
+/** A raw MCP initialize POST to the gateway (to `url`, default the /mcp route). */
+function rawInitialize(extraHeaders = {}, url = gw.mcpUrl) {
+  return fetch(url, {
     method: 'POST',
     headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...extraHeaders },
     body: JSON.stringify({
@@ -271,5 +271,218 @@ test('opaque token bound to another resource is refused: a present aud is checke
   await expectRefused(() => rawInitialize({ authorization: `Bearer ${token}` }), 401, ({ www, json, ctx }) => {
     assert.ok(www.includes('error="invalid_token"'), ctx);
     assert.equal(json.error, 'invalid_token', ctx);
+  });
+});
+
+
+// ---------------------------------------------------------------------------------------------
+// DPoP (RFC 9449): oidc-provider issues DPoP-bound JWTs; the gateway checks a proof per request.
+// ---------------------------------------------------------------------------------------------
+
+const dpopPrmUrl = () => `${gw.publicUrl}/.well-known/oauth-protected-resource${DPOP_PATH}`;
+
+/** A DPoP-bound token for `resource` from oidc-provider, checked to be bound to `key`. */
+async function boundToken(resource, key) {
+  const tok = await as.getDpopToken({ resource, scope: ROUTE_SCOPE, key });
+  assert.equal(tok.token_type, 'DPoP', JSON.stringify(tok));
+  const { header, payload } = jwtParts(tok.access_token);
+  assert.equal(header.typ, 'at+jwt');
+  assert.equal(payload.aud, resource);
+  assert.equal(payload.cnf?.jkt, key.jkt, 'the token must be bound to the proof key (cnf.jkt)');
+  return { tok, token: tok.access_token, payload };
+}
+
+test('DPoP: oidc-provider issues a bound JWT after its nonce dance; the route metadata advertises DPoP', { timeout: 20_000 }, async () => {
+  const key = await dpopKey();
+  const { tok } = await boundToken(gw.dpopUrl, key);
+  assert.ok(tok.asNonce, 'oidc-provider asked for its own nonce (use_dpop_nonce) before issuing');
+
+  // PRM of the dpop: required route.
+  const res = await fetch(dpopPrmUrl(), { signal: AbortSignal.timeout(HTTP_TIMEOUT) });
+  assert.equal(res.status, 200);
+  const prm = await res.json();
+  assert.equal(prm.resource, gw.dpopUrl, JSON.stringify(prm));
+  assert.ok(prm.authorization_servers.includes(as.issuer), JSON.stringify(prm));
+  assert.equal(prm.dpop_bound_access_tokens_required, true, JSON.stringify(prm));
+  assert.ok(Array.isArray(prm.dpop_signing_alg_values_supported), JSON.stringify(prm));
+  assert.ok(prm.dpop_signing_alg_values_supported.includes('ES256'), JSON.stringify(prm));
+  for (const alg of prm.dpop_signing_alg_values_supported) {
+    assert.ok(!/^(none|HS\d+)$/.test(alg), `symmetric or none alg advertised: ${alg}`);
+  }
+  // The SDK finds the same document by path insertion.
+  assert.deepEqual(await discoverOAuthProtectedResourceMetadata(gw.dpopUrl), prm);
+
+  // The AS and the gateway share at least the algorithm the client uses.
+  const asMeta = await discoverAuthorizationServerMetadata(as.issuer);
+  assert.ok(asMeta.dpop_signing_alg_values_supported?.includes('ES256'), JSON.stringify(asMeta.dpop_signing_alg_values_supported));
+
+  // The /mcp route allows DPoP (the default) but does not require it.
+  const plain = await (await fetch(prmUrl(), { signal: AbortSignal.timeout(HTTP_TIMEOUT) })).json();
+  assert.ok(plain.dpop_signing_alg_values_supported?.includes('ES256'), JSON.stringify(plain));
+  assert.equal(plain.dpop_bound_access_tokens_required, undefined, JSON.stringify(plain));
+});
+
+test('DPoP: SDK client with a bound token and a fresh proof per request works through a dpop: required route', { timeout: 30_000 }, async () => {
+  const key = await dpopKey();
+  const { token, payload } = await boundToken(gw.dpopUrl, key);
+  const dfetch = dpopFetch(key, token);
+
+  const seenBefore = mcp.requests.length;
+  const transport = new StreamableHTTPClientTransport(new URL(gw.dpopUrl), { fetch: dfetch });
+  const client = new Client({ name: 'mcpgate-interop-dpop', version: '1.0.0' });
+  await client.connect(transport, T);
+  try {
+    const { tools } = await client.listTools({}, T);
+    assert.deepEqual(tools.map((t) => t.name).sort(), ['add', 'echo', 'whoami']);
+    assert.equal(textOf(await client.callTool({ name: 'add', arguments: { a: 20, b: 22 } }, undefined, T)), '42');
+    const seen = JSON.parse(textOf(await client.callTool({ name: 'whoami', arguments: {} }, undefined, T)));
+    assert.equal(seen['x-auth-client-id'], CLIENT_ID, JSON.stringify(seen));
+    assert.equal(seen['x-auth-scopes'], ROUTE_SCOPE, JSON.stringify(seen));
+    assert.equal(seen['x-auth-issuer'], as.issuer, JSON.stringify(seen));
+    assert.equal(seen['x-auth-subject'], payload.sub, JSON.stringify(seen));
+    assert.equal(seen.authorization, undefined, 'Authorization must not be forwarded upstream');
+    await transport.terminateSession();
+  } finally {
+    await client.close();
+  }
+
+  const { sent } = dfetch.state;
+  assert.ok(sent.length >= 5, `requests sent: ${sent.length}`);
+  assert.ok(sent.every((s) => s.status < 300), JSON.stringify(sent.map((s) => [s.method, s.status, s.www])));
+  const jtis = new Set(sent.map((s) => jwtParts(s.proof).payload.jti));
+  assert.equal(jtis.size, sent.length, 'one fresh proof per request');
+  for (const s of sent) {
+    const { header, payload: p } = jwtParts(s.proof);
+    assert.equal(header.typ, 'dpop+jwt');
+    assert.equal(p.htm, s.method);
+    assert.equal(p.htu, gw.dpopUrl);
+    assert.equal(p.ath, athOf(token));
+  }
+  assert.ok(sent.some((s) => s.method === 'GET'), 'the SSE GET went through with its own proof');
+  assert.ok(sent.some((s) => s.method === 'DELETE'), 'the session DELETE went through with its own proof');
+
+  // Every request reached the upstream at /mcp, without Authorization or DPoP.
+  const upstream = mcp.requests.slice(seenBefore);
+  assert.equal(upstream.length, sent.length);
+  for (const r of upstream) {
+    const where = `${r.method} ${r.url}: ${JSON.stringify(r.headers)}`;
+    assert.equal(new URL(r.url, 'http://x').pathname, '/mcp', where);
+    assert.equal(r.headers.authorization, undefined, where);
+    assert.equal(r.headers.dpop, undefined, where);
+    assert.equal(r.headers['x-auth-client-id'], CLIENT_ID, where);
+  }
+});
+
+test('DPoP: the gateway refuses a replayed proof, another key, the token as Bearer, a missing or stale proof, an unbound token', { timeout: 30_000 }, async () => {
+  const key = await dpopKey();
+  const other = await dpopKey();
+  const { token } = await boundToken(gw.dpopUrl, key);
+  const url = gw.dpopUrl;
+  const proofFor = (k, extra = {}) => dpopProof(k, { htm: 'POST', htu: url, accessToken: token, ...extra });
+  const dpopAuth = { authorization: `DPoP ${token}` };
+
+  // Challenges on a dpop: required route: DPoP only (no Bearer), with algs and resource_metadata.
+  const dpopChallenge = (error) => ({ res, www, json, ctx }) => {
+    assert.doesNotMatch(www, /Bearer/i, ctx);
+    assert.match(www, /^DPoP /, ctx);
+    assert.match(www, /algs="[^"]*\bES256\b[^"]*"/, ctx);
+    assert.ok(www.includes(`resource_metadata="${dpopPrmUrl()}"`), ctx);
+    if (error) {
+      assert.ok(www.includes(`error="${error}"`), ctx);
+      assert.equal(json.error, error, ctx);
+    } else {
+      assert.doesNotMatch(www, /error=/, ctx);
+    }
+    assert.equal(res.headers.get('dpop-nonce'), null, ctx);
+  };
+
+  // A fresh proof is accepted; the very same proof again is a replay.
+  const proof = await proofFor(key);
+  const first = await rawInitialize({ ...dpopAuth, dpop: proof }, url);
+  await first.text();
+  assert.equal(first.status, 200);
+  await expectRefused(() => rawInitialize({ ...dpopAuth, dpop: proof }, url), 401, dpopChallenge('invalid_dpop_proof'));
+
+  // A valid proof by another key: the token is bound to `key` (cnf.jkt mismatch).
+  await expectRefused(() => proofFor(other).then((p) => rawInitialize({ ...dpopAuth, dpop: p }, url)), 401,
+    dpopChallenge('invalid_token'));
+  // The bound key's jwk in the header, but signed by another key: a bad signature.
+  await expectRefused(() => proofFor(key, { signWith: other.privateKey }).then((p) => rawInitialize({ ...dpopAuth, dpop: p }, url)), 401,
+    dpopChallenge('invalid_dpop_proof'));
+
+  // The bound token as Bearer (with and without a proof alongside): a downgrade.
+  await expectRefused(() => rawInitialize({ authorization: `Bearer ${token}` }, url), 401, dpopChallenge('invalid_token'));
+  await expectRefused(() => proofFor(key).then((p) => rawInitialize({ authorization: `Bearer ${token}`, dpop: p }, url)), 401,
+    dpopChallenge('invalid_token'));
+
+  // DPoP scheme without a proof; and no credentials at all (the discovery challenge).
+  await expectRefused(() => rawInitialize(dpopAuth, url), 401, dpopChallenge('invalid_dpop_proof'));
+  await expectRefused(() => rawInitialize({}, url), 401, dpopChallenge(undefined));
+
+  // A proof for the upstream's own URL (not the gateway's public URL), and one for another method.
+  await expectRefused(() => dpopProof(key, { htm: 'POST', htu: mcp.url, accessToken: token })
+    .then((p) => rawInitialize({ ...dpopAuth, dpop: p }, url)), 401, dpopChallenge('invalid_dpop_proof'));
+  await expectRefused(() => dpopProof(key, { htm: 'GET', htu: url, accessToken: token })
+    .then((p) => rawInitialize({ ...dpopAuth, dpop: p }, url)), 401, dpopChallenge('invalid_dpop_proof'));
+
+  // A proof older than the ±300 s iat window.
+  await expectRefused(() => proofFor(key, { iat: Math.floor(Date.now() / 1000) - 600 })
+    .then((p) => rawInitialize({ ...dpopAuth, dpop: p }, url)), 401, dpopChallenge('invalid_dpop_proof'));
+
+  // An unbound token (no cnf) for this resource under the DPoP scheme, with a valid proof.
+  const { access_token: unbound } = await as.getToken({ resource: url, scope: ROUTE_SCOPE });
+  assert.equal(jwtParts(unbound).payload.cnf, undefined);
+  await expectRefused(() => dpopProof(key, { htm: 'POST', htu: url, accessToken: unbound })
+    .then((p) => rawInitialize({ authorization: `DPoP ${unbound}`, dpop: p }, url)), 401, dpopChallenge('invalid_token'));
+
+  // The query is not part of htu: a proof for the bare URL fits a request with ?x=1.
+  const withQuery = await rawInitialize({ ...dpopAuth, dpop: await proofFor(key) }, `${url}?x=1`);
+  await withQuery.text();
+  assert.equal(withQuery.status, 200);
+  assert.equal(htuOf(`${url}?x=1`), url);
+});
+
+test('DPoP: a bound token on a route that only allows DPoP: accepted with a proof, refused as Bearer', { timeout: 20_000 }, async () => {
+  const key = await dpopKey();
+  const { token } = await boundToken(gw.resource, key);
+
+  const ok = await rawInitialize({ authorization: `DPoP ${token}`, dpop: await dpopProof(key, { htm: 'POST', htu: gw.mcpUrl, accessToken: token }) });
+  await ok.text();
+  assert.equal(ok.status, 200);
+
+  await expectRefused(() => rawInitialize({ authorization: `Bearer ${token}` }), 401, ({ www, json, ctx }) => {
+    assert.equal(json.error, 'invalid_token', ctx);
+    assert.ok(www.includes('error="invalid_token"'), ctx);
+    assert.ok(www.includes(`resource_metadata="${prmUrl()}"`), ctx);
+  });
+});
+
+test('DPoP: with dpop_nonce the gateway asks for its nonce once, and the SDK client goes on with it', { timeout: 30_000 }, async () => {
+  const key = await dpopKey();
+  const { token } = await boundToken(gw.dpopNonceUrl, key);
+  const dfetch = dpopFetch(key, token);
+  const transport = new StreamableHTTPClientTransport(new URL(gw.dpopNonceUrl), { fetch: dfetch });
+  const client = new Client({ name: 'mcpgate-interop-dpop-nonce', version: '1.0.0' });
+  await client.connect(transport, T);
+  try {
+    assert.equal(textOf(await client.callTool({ name: 'echo', arguments: { message: 'nonce' } }, undefined, T)), 'nonce');
+    await transport.terminateSession();
+  } finally {
+    await client.close();
+  }
+  const { sent } = dfetch.state;
+  const challenged = sent.filter((s) => s.status === 401);
+  assert.equal(challenged.length, 1, JSON.stringify(sent.map((s) => [s.method, s.status, s.www])));
+  assert.equal(challenged[0].nonce, undefined);
+  assert.match(challenged[0].www, /^DPoP .*error="use_dpop_nonce"/, challenged[0].www);
+  assert.ok(sent.slice(1).every((s) => s.status < 300 && s.nonce), JSON.stringify(sent.map((s) => [s.method, s.status])));
+
+  // A made-up nonce is refused with a fresh DPoP-Nonce.
+  await expectRefused(() => dpopProof(key, { htm: 'POST', htu: gw.dpopNonceUrl, accessToken: token, nonce: 'bm90LWEtbm9uY2U' })
+    .then((p) => rawInitialize({ authorization: `DPoP ${token}`, dpop: p }, gw.dpopNonceUrl)), 401, ({ res, www, json, ctx }) => {
+    assert.equal(json.error, 'use_dpop_nonce', ctx);
+    assert.match(www, /^DPoP .*error="use_dpop_nonce"/, ctx);
+    assert.ok(res.headers.get('dpop-nonce'), ctx);
+    assert.equal(res.headers.get('cache-control'), 'no-store', ctx);
   });
 });

@@ -56,35 +56,60 @@ fn parent_dir(p: &Path) -> PathBuf {
 }
 
 /// Watch the directory of each file (once).
+/// File names whose events matter: the inputs, and what they resolve to through links.
+type Names = std::sync::Arc<std::sync::Mutex<HashSet<std::ffi::OsString>>>;
+
+/// Watch the directory of each file, and of the file a symlink points to (once each).
 fn watch_dirs(
     files: &[PathBuf],
     watcher: &mut notify::RecommendedWatcher,
     watched: &mut HashSet<PathBuf>,
+    names: &Names,
 ) {
     for f in files {
-        let dir = parent_dir(f);
-        if watched.insert(dir.clone()) {
-            if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory; use SIGHUP to reload");
+        let resolved = std::fs::canonicalize(f).ok();
+        for p in std::iter::once(f.clone()).chain(resolved) {
+            if let (Some(name), Ok(mut set)) = (p.file_name(), names.lock()) {
+                set.insert(name.to_os_string());
+            }
+            let dir = parent_dir(&p);
+            if watched.insert(dir.clone()) {
+                if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory; use SIGHUP to reload");
+                }
             }
         }
     }
 }
 
+/// Whether a file event concerns our inputs: one of their names, or a Kubernetes
+/// ConfigMap/Secret swap (`..data`, `..2024_...`). Other files in the directory (a log
+/// file, say) are ignored.
+fn relevant(event: &notify::Event, names: &Names) -> bool {
+    let Ok(set) = names.lock() else { return true };
+    event.paths.iter().any(|p| {
+        p.file_name()
+            .is_some_and(|n| set.contains(n) || n.to_str().is_some_and(|s| s.starts_with("..")))
+    })
+}
+
 /// Start watching. Returns once the watcher is in place.
 pub fn spawn(path: PathBuf, state: Arc<GatewayState>) -> Result<(), String> {
-    let (tx, rx) = mpsc::channel::<()>();
+    // `true`: forced (SIGHUP) — reload even if the files look unchanged.
+    let (tx, rx) = mpsc::channel::<bool>();
     let events = tx.clone();
+    let names: Names = Default::default();
+    let filter = names.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
-            let _ = events.send(());
+        if res.is_ok_and(|e| relevant(&e, &filter)) {
+            let _ = events.send(false);
         }
     })
     .map_err(|e| format!("cannot watch config files: {e}"))?;
 
     let mut watched: HashSet<PathBuf> = HashSet::new();
     let config = state.config();
-    watch_dirs(&inputs(&path, &config), &mut watcher, &mut watched);
+    watch_dirs(&inputs(&path, &config), &mut watcher, &mut watched, &names);
 
     // SIGHUP asks for a reload too.
     let hup = tx;
@@ -96,7 +121,7 @@ pub fn spawn(path: PathBuf, state: Arc<GatewayState>) -> Result<(), String> {
         };
         while sig.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading configuration");
-            if hup.send(()).is_err() {
+            if hup.send(true).is_err() {
                 return;
             }
         }
@@ -106,19 +131,22 @@ pub fn spawn(path: PathBuf, state: Arc<GatewayState>) -> Result<(), String> {
         .name("mcpgate-reload".into())
         .spawn(move || {
             let mut last = fingerprint(&inputs(&path, &config));
-            while rx.recv().is_ok() {
+            while let Ok(first) = rx.recv() {
                 // Let a burst of events (rename, symlink swap, several writes) settle.
                 std::thread::sleep(SETTLE);
-                while rx.try_recv().is_ok() {}
+                let mut forced = first;
+                while let Ok(f) = rx.try_recv() {
+                    forced |= f;
+                }
                 let current = state.config();
                 let files = inputs(&path, &current);
                 let fp = fingerprint(&files);
-                if fp == last {
+                if fp == last && !forced {
                     continue;
                 }
                 last = fp;
                 if let Some(new_files) = reload(&path, &state) {
-                    watch_dirs(&new_files, &mut watcher, &mut watched);
+                    watch_dirs(&new_files, &mut watcher, &mut watched, &names);
                     last = fingerprint(&new_files);
                 }
             }

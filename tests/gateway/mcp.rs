@@ -977,7 +977,6 @@ async fn tools_list_sse_response_is_filtered() {
 /// The filter must fail closed: a `tools/list` answer it cannot read (compressed because the
 /// client allowed it) must not reach the caller with the tools it could not call.
 #[tokio::test]
-#[ignore = "gateway bug: with `Accept-Encoding: gzip` from the client, the upstream's gzip-encoded tools/list answer is passed through unfiltered (filter_tools_json cannot parse it and falls back to the original bytes): delete_repo and read_secrets reach a caller lacking their scopes"]
 async fn tools_list_filter_is_not_bypassed_by_content_encoding() {
     let env = McpEnv::start().await;
     let reader = env.tok("mcp:read repo:read");
@@ -1004,7 +1003,6 @@ async fn tools_list_filter_is_not_bypassed_by_content_encoding() {
 /// SSE lines may end in CRLF; a notification event before the result must not make the filter
 /// give up.
 #[tokio::test]
-#[ignore = "gateway bug: mcp::filter_tools_sse splits events on \\n\\n only; with CRLF line endings and two events, both data lines are joined into one invalid JSON document and the tools/list result passes through unfiltered"]
 async fn tools_list_sse_with_crlf_and_two_events_is_filtered() {
     let env = McpEnv::start().await;
     let reader = env.tok("mcp:read repo:read");
@@ -1321,7 +1319,6 @@ async fn idle_stream_is_closed_when_its_token_expires() {
 /// upstream reads `tools/call delete_repo` / `rm_rf`, must not be forwarded on an inspected
 /// route.
 #[tokio::test]
-#[ignore = "gateway bug: on inspected routes a message with `Method`/`Params`/`Name` in another case is forwarded unpoliced: mcp::parse treats a message without `method` as a response (no check that it has result/error) and ignores case-variant duplicates of `name`, so e.g. /strict (default_tool_policy: deny) forwards {\"Method\":\"tools/call\",\"Params\":{\"Name\":\"rm_rf\"}} and /mcp forwards {\"method\":\"tools/call\",\"params\":{\"name\":\"search\",\"Name\":\"delete_repo\"}} to a repo:read token"]
 async fn case_variant_members_are_not_forwarded_unpoliced() {
     let env = McpEnv::start().await;
     let t = env.tok("mcp:read repo:read");
@@ -1357,7 +1354,6 @@ async fn case_variant_members_are_not_forwarded_unpoliced() {
 /// `Mcp-Method` / `Mcp-Name` exist so that intermediaries can route without reading the body;
 /// a second, different copy that the gateway does not compare must not travel upstream.
 #[tokio::test]
-#[ignore = "gateway bug: with two Mcp-Name (or two Mcp-Method) headers, only the first is compared with the body and both are forwarded: `Mcp-Name: read_file` + `Mcp-Name: delete_repo` with a read_file body reaches the upstream with both values, so an intermediary routing on the last value sees delete_repo"]
 async fn duplicate_mirrored_headers_are_refused() {
     let env = McpEnv::start().await;
     let t = env.tok("mcp:read repo:read repo:admin repo:write");

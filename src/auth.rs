@@ -387,6 +387,15 @@ impl Authenticator {
 /// as a JWT (which refuses a token that is not one).
 fn introspecting_issuer(snapshot: &Snapshot, route: &Route, token: &str) -> Option<usize> {
     let config = &snapshot.config;
+    // Most routes have no introspecting issuer: then a token is a JWT or nothing, and we
+    // skip the shape probe (it decodes the token, which `jwt::parse` does again).
+    if !route
+        .issuers
+        .iter()
+        .any(|&i| config.issuers[i].introspection.is_some())
+    {
+        return None;
+    }
     match jwt::shape(token) {
         jwt::Shape::Jwt { iss } => {
             let iss = iss?;

@@ -59,6 +59,15 @@ const PROTECTED: &[&str] = &[
     "content-type",
 ];
 
+/// `name` (lower-case) equals `target` (lower-case, with `-`) when `_` counts as `-`.
+fn folded_eq(name: &str, target: &str) -> bool {
+    name.len() == target.len()
+        && name
+            .bytes()
+            .zip(target.bytes())
+            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+}
+
 fn fold(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
@@ -101,13 +110,16 @@ pub fn prepare_upstream(
         .headers
         .keys()
         .filter(|name| {
-            let f = fold(name.as_str());
-            STRIPPED.contains(&f.as_str())
-                || DEFAULT_IDENTITY.contains(&f.as_str())
-                || route.identity.folded.contains(&f)
-                || connection_listed.contains(&f)
+            // Names from the http crate are lower-case already: compare with `_` as `-`
+            // without allocating (this runs for every header of every request).
+            let n = name.as_str();
+            let is = |target: &str| folded_eq(n, target);
+            STRIPPED.iter().any(|t| is(t))
+                || DEFAULT_IDENTITY.iter().any(|t| is(t))
+                || route.identity.folded.iter().any(|t| is(t))
+                || connection_listed.iter().any(|t| is(t))
                 || (!route.forward_token
-                    && (f == "authorization"
+                    && (n == "authorization"
                         || route.api_key_header.as_ref().is_some_and(|h| *name == *h)))
         })
         .cloned()

@@ -1289,7 +1289,10 @@ impl Resp {
         let bearer: Vec<&str> = all
             .iter()
             .copied()
-            .filter(|v| v.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("bearer ")))
+            .filter(|v| {
+                v.get(..7)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("bearer "))
+            })
             .collect();
         assert_eq!(
             bearer.len(),
@@ -1298,7 +1301,9 @@ impl Resp {
             self.status
         );
         assert!(
-            all.iter().all(|v| v.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("bearer "))
+            all.iter().all(|v| v
+                .get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case("bearer "))
                 || v.starts_with("DPoP ")),
             "unexpected challenge in {all:?}"
         );

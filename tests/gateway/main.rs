@@ -11,8 +11,8 @@
 
 mod apikeys;
 mod challenges;
-mod dpop;
 mod cli;
+mod dpop;
 mod harness;
 mod introspection;
 mod jwks;

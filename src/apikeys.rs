@@ -189,6 +189,8 @@ impl KeyStore {
                 nbf: None,
                 skew: 0,
                 cnf_jkt: None,
+                jti: None,
+                iat: None,
             };
             entries.push(Entry {
                 digest,

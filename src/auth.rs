@@ -87,6 +87,11 @@ pub struct Principal {
     pub skew: i64,
     /// `cnf.jkt`: the thumbprint of the key this token is bound to (RFC 9449 §6).
     pub cnf_jkt: Option<Box<str>>,
+    /// The token's `jti`, for revocation by token id.
+    pub jti: Option<Box<str>>,
+    /// The token's `iat`: revocations by subject or client refuse tokens issued at or
+    /// before the revocation (a token without `iat` counts as issued before).
+    pub iat: Option<i64>,
 }
 
 impl Principal {
@@ -360,6 +365,8 @@ impl Authenticator {
         let cnf_jkt = jwt::cnf_jkt(c.cnf.as_ref()).map_err(invalid)?;
         Ok(Principal {
             cnf_jkt,
+            jti: c.jti.map(String::into_boxed_str),
+            iat,
             method: AuthMethod::Jwt,
             any_audience: false,
             iss: Arc::from(issuer.issuer.as_str()),

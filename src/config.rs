@@ -75,7 +75,97 @@ pub struct FileConfig {
     pub api_keys: Option<FileApiKeys>,
     #[serde(default)]
     pub dpop: FileDpop,
+    /// State shared between replicas (Redis): DPoP replay and revocations.
+    #[serde(default)]
+    pub state: FileState,
     pub routes: Vec<FileRoute>,
+}
+
+/// `state`: what replicas share, and what happens when the shared store is unreachable.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileState {
+    pub redis: Option<FileRedis>,
+    #[serde(default)]
+    pub dpop_replay: FileStateFeature,
+    #[serde(default)]
+    pub revocations: FileRevocations,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRedis {
+    /// `redis://[user:password@]host[:port][/db]` or `rediss://` (TLS).
+    pub url: String,
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Deadline of one call on the request path (the DPoP `SET NX`).
+    #[serde(default = "default_redis_timeout")]
+    pub timeout_ms: u64,
+    /// Deadline of one connection attempt.
+    #[serde(default = "default_redis_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// PEM CA bundle for `rediss://` (default: the system trust store).
+    pub ca_file: Option<PathBuf>,
+    /// Consecutive failed calls that open the circuit breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker fails calls at once before letting one probe through.
+    #[serde(default = "default_breaker_open_ms")]
+    pub breaker_open_ms: u64,
+    /// `/readyz` answers 503 while Redis is unreachable.
+    #[serde(default)]
+    pub readyz: bool,
+}
+
+fn default_key_prefix() -> String {
+    "mcpgate:".to_string()
+}
+fn default_redis_timeout() -> u64 {
+    50
+}
+fn default_redis_connect_timeout() -> u64 {
+    1000
+}
+fn default_breaker_failures() -> u32 {
+    3
+}
+fn default_breaker_open_ms() -> u64 {
+    1000
+}
+
+/// What a feature does when Redis cannot answer.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    /// Refuse what cannot be checked (503).
+    Closed,
+    /// Decide without Redis (local state only), counted and logged.
+    Open,
+}
+
+impl FailMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailMode::Closed => "closed",
+            FailMode::Open => "open",
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStateFeature {
+    pub fail: Option<FailMode>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRevocations {
+    pub fail: Option<FailMode>,
+    /// How long the local copy may go unconfirmed against Redis before a request counts
+    /// as decided without Redis (refused with `fail: closed`, counted with `fail: open`).
+    pub max_stale_seconds: Option<u64>,
 }
 
 /// DPoP proof settings shared by every route (RFC 9449).
@@ -167,6 +257,8 @@ pub struct FileTls {
 #[serde(deny_unknown_fields)]
 pub struct FileAdmin {
     pub address: String,
+    /// File holding the token that `POST /revocations` requires (relative to the config).
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -423,9 +515,211 @@ pub struct Config {
     /// The legacy API keys (loaded from `api_keys.file` when the config compiles).
     pub api_keys: Option<Arc<crate::apikeys::KeyStore>>,
     pub dpop: DpopSettings,
+    /// Shared state (Redis) and the fail policies. Applies at restart.
+    pub state: StateSettings,
+    /// `admin.token_file`: what `POST /revocations` requires.
+    pub admin_token: Option<AdminToken>,
     pub routes: Vec<Arc<Route>>,
     /// PRM path (path-inserted well-known URL path) → route index.
     pub metadata_paths: HashMap<(Option<String>, String), usize>,
+}
+
+/// Compiled `state` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSettings {
+    pub redis: Option<RedisSettings>,
+    /// DPoP replay when Redis cannot answer (default closed).
+    pub dpop_replay_fail: FailMode,
+    /// Revocation checks when the local copy cannot be confirmed (default open).
+    pub revocations_fail: FailMode,
+    /// The longest the local copy may go unconfirmed before the fail policy applies.
+    pub revocations_max_stale: Duration,
+}
+
+/// Compiled `state.redis`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// The URL as configured, credentials included: never log it (see [`Self::redacted`]).
+    pub url: String,
+    /// The URL with its password replaced, for logs and `mcpgate check`.
+    pub redacted: String,
+    pub key_prefix: String,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub ca_file: Option<PathBuf>,
+    /// PEM read from `ca_file` when the config was compiled.
+    pub ca_pem: Option<Vec<u8>>,
+    pub breaker_failures: u32,
+    pub breaker_open: Duration,
+    pub readyz: bool,
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &self.redacted)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSettings {
+    /// Deadline of background and admin calls (sync, writes): never below one second.
+    pub fn background_timeout(&self) -> Duration {
+        self.timeout.max(Duration::from_secs(1))
+    }
+
+    /// Whether the connection is TLS (`rediss://`).
+    pub fn tls(&self) -> bool {
+        self.url.starts_with("rediss://")
+    }
+}
+
+/// The admin token: only its SHA-256 is kept.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    pub file: PathBuf,
+    pub sha256: [u8; 32],
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminToken")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminToken {
+    /// Whether `presented` is the admin token (constant time over the digests).
+    pub fn matches(&self, presented: &str) -> bool {
+        use sha2::Digest as _;
+        let d: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
+        aws_lc_rs::constant_time::verify_slices_are_equal(&d, &self.sha256).is_ok()
+    }
+}
+
+/// Read `admin.token_file`: one line (a trailing newline is stripped), at least 16
+/// visible ASCII characters.
+fn load_admin_token(file: PathBuf) -> Result<AdminToken, String> {
+    use sha2::Digest as _;
+    let raw =
+        std::fs::read(&file).map_err(|e| format!("admin.token_file {}: {e}", file.display()))?;
+    let token = crate::apikeys::strip_one_newline(&raw);
+    if token.len() < 16 || !token.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(format!(
+            "admin.token_file {}: the token must be at least 16 visible ASCII characters, \
+             without spaces, on one line",
+            file.display()
+        ));
+    }
+    Ok(AdminToken {
+        sha256: sha2::Sha256::digest(token).into(),
+        file,
+    })
+}
+
+/// The URL with any password replaced by `***`.
+pub fn redact_url(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "(unparsable URL)".to_string(),
+    }
+}
+
+fn compile_state(config_file: &str, f: FileState) -> Result<StateSettings, String> {
+    let redis = match f.redis {
+        None => None,
+        Some(r) => {
+            let redacted = redact_url(&r.url);
+            let u =
+                url::Url::parse(&r.url).map_err(|e| format!("state.redis.url {redacted}: {e}"))?;
+            if u.scheme() != "redis" && u.scheme() != "rediss" {
+                return Err(format!(
+                    "state.redis.url {redacted}: the scheme must be redis:// or rediss:// (TLS)"
+                ));
+            }
+            if u.host_str().is_none_or(str::is_empty) {
+                return Err(format!("state.redis.url {redacted}: no host"));
+            }
+            redis::Client::open(r.url.as_str())
+                .map_err(|e| format!("state.redis.url {redacted}: {e}"))?;
+            if r.key_prefix.len() > 64 || r.key_prefix.bytes().any(|b| !(0x21..=0x7e).contains(&b))
+            {
+                return Err(
+                    "state.redis.key_prefix must be at most 64 visible ASCII characters".into(),
+                );
+            }
+            if !(1..=10_000).contains(&r.timeout_ms) {
+                return Err("state.redis.timeout_ms must be between 1 and 10000".into());
+            }
+            if !(10..=30_000).contains(&r.connect_timeout_ms) {
+                return Err("state.redis.connect_timeout_ms must be between 10 and 30000".into());
+            }
+            if !(1..=100).contains(&r.breaker_failures) {
+                return Err("state.redis.breaker_failures must be between 1 and 100".into());
+            }
+            if !(100..=60_000).contains(&r.breaker_open_ms) {
+                return Err("state.redis.breaker_open_ms must be between 100 and 60000".into());
+            }
+            let ca_file = r.ca_file.map(|p| relative_to(config_file, p));
+            let ca_pem = match &ca_file {
+                None => None,
+                Some(_) if u.scheme() != "rediss" => {
+                    return Err("state.redis.ca_file needs a rediss:// URL".into())
+                }
+                Some(p) => {
+                    use rustls_pki_types::pem::PemObject;
+                    let pem = std::fs::read(p)
+                        .map_err(|e| format!("state.redis.ca_file {}: {e}", p.display()))?;
+                    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| format!("state.redis.ca_file {}: {e}", p.display()))?;
+                    if certs.is_empty() {
+                        return Err(format!(
+                            "state.redis.ca_file {}: no certificate found",
+                            p.display()
+                        ));
+                    }
+                    Some(pem)
+                }
+            };
+            Some(RedisSettings {
+                url: r.url,
+                redacted,
+                key_prefix: r.key_prefix,
+                timeout: Duration::from_millis(r.timeout_ms),
+                connect_timeout: Duration::from_millis(r.connect_timeout_ms),
+                ca_file,
+                ca_pem,
+                breaker_failures: r.breaker_failures,
+                breaker_open: Duration::from_millis(r.breaker_open_ms),
+                readyz: r.readyz,
+            })
+        }
+    };
+    let max_stale = f.revocations.max_stale_seconds.unwrap_or(5);
+    if !(1..=3600).contains(&max_stale) {
+        return Err("state.revocations.max_stale_seconds must be between 1 and 3600".into());
+    }
+    if redis.is_none()
+        && (f.dpop_replay.fail.is_some()
+            || f.revocations.fail.is_some()
+            || f.revocations.max_stale_seconds.is_some())
+    {
+        return Err("state: fail policies need state.redis (without it, state is local)".into());
+    }
+    Ok(StateSettings {
+        redis,
+        dpop_replay_fail: f.dpop_replay.fail.unwrap_or(FailMode::Closed),
+        revocations_fail: f.revocations.fail.unwrap_or(FailMode::Open),
+        revocations_max_stale: Duration::from_secs(max_stale),
+    })
 }
 
 /// Compiled DPoP settings.
@@ -652,6 +946,13 @@ impl Config {
 
         let hierarchy = compile_hierarchy(&file.scope_hierarchy).map_err(err)?;
         let dpop = compile_dpop(&file.dpop).map_err(err)?;
+        let state = compile_state(name, file.state).map_err(err)?;
+        let admin_token = file
+            .admin
+            .token_file
+            .map(|f| load_admin_token(relative_to(name, f)))
+            .transpose()
+            .map_err(err)?;
 
         let mut issuers = Vec::new();
         let mut issuer_index = HashMap::new();
@@ -762,6 +1063,8 @@ impl Config {
             public,
             token_cache_entries: file.token_cache.max_entries,
             dpop,
+            state,
+            admin_token,
             max_header_bytes: file.limits.max_header_bytes,
             max_body_bytes: file.limits.max_body_bytes,
             shutdown_grace_seconds: file.shutdown.grace_seconds,
@@ -821,6 +1124,23 @@ impl Config {
                     }
                 ));
             }
+        }
+        if let Some(r) = &self.state.redis {
+            s.push_str(&format!(
+                "  state: redis {} prefix {:?} timeout {} ms; dpop replay fail {}, revocations fail {}{}\n",
+                r.redacted,
+                r.key_prefix,
+                r.timeout.as_millis(),
+                self.state.dpop_replay_fail.as_str(),
+                self.state.revocations_fail.as_str(),
+                if r.readyz { "; in /readyz" } else { "" }
+            ));
+        }
+        if let Some(t) = &self.admin_token {
+            s.push_str(&format!(
+                "  admin token: {} (POST /revocations enabled)\n",
+                t.file.display()
+            ));
         }
         if let Some(k) = &self.api_keys {
             s.push_str(&format!(
@@ -1554,6 +1874,68 @@ routes:
             "https://mcp.example.com/Mcp"
         );
         assert_eq!(canonical_audience("urn:x:Y"), "urn:x:Y");
+    }
+
+    #[test]
+    fn state_defaults_and_redaction() {
+        let c = Config::from_yaml("t.yaml", BASE).unwrap();
+        assert_eq!(c.state.redis, None);
+        assert_eq!(c.state.dpop_replay_fail, FailMode::Closed);
+        assert_eq!(c.state.revocations_fail, FailMode::Open);
+        let text =
+            format!("{BASE}state:\n  redis:\n    url: rediss://gw:s3cret@redis.internal:6380/2\n");
+        let c = Config::from_yaml("t.yaml", &text).unwrap();
+        let r = c.state.redis.as_ref().unwrap();
+        assert_eq!(r.timeout, Duration::from_millis(50));
+        assert_eq!(r.key_prefix, "mcpgate:");
+        assert!(r.tls() && !r.readyz);
+        assert!(!r.redacted.contains("s3cret"), "{}", r.redacted);
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(!c.summary().contains("s3cret"));
+        assert_eq!(r.background_timeout(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn bad_state_is_refused() {
+        for (state, why) in [
+            ("  redis: {url: 'http://redis:6379'}", "scheme"),
+            ("  redis: {url: 'redis://r', timeout_ms: 0}", "timeout_ms"),
+            (
+                "  redis: {url: 'redis://r', breaker_failures: 0}",
+                "breaker_failures",
+            ),
+            ("  redis: {url: 'redis://r', ca_file: ca.pem}", "rediss"),
+            (
+                "  redis: {url: 'redis://r', key_prefix: 'a b'}",
+                "key_prefix",
+            ),
+            ("  redis: {url: 'redis://r', bogus: 1}", "unknown field"),
+            ("  dpop_replay: {fail: open}", "need state.redis"),
+            ("  revocations: {fail: sideways}", "unknown variant"),
+        ] {
+            let text = format!("{BASE}state:\n{state}\n");
+            let e = Config::from_yaml("t.yaml", &text).unwrap_err();
+            assert!(e.reason.contains(why), "{state}: {}", e.reason);
+        }
+    }
+
+    #[test]
+    fn admin_token_file_is_hashed_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "short\n").unwrap();
+        let text = BASE.replace(
+            "  address: 127.0.0.1:9090",
+            &format!("  address: 127.0.0.1:9090\n  token_file: {}", f.display()),
+        );
+        let e = Config::from_yaml("t.yaml", &text).unwrap_err();
+        assert!(e.reason.contains("at least 16"), "{}", e.reason);
+        std::fs::write(&f, "0123456789abcdef-admin\n").unwrap();
+        let c = Config::from_yaml("t.yaml", &text).unwrap();
+        let t = c.admin_token.as_ref().unwrap();
+        assert!(t.matches("0123456789abcdef-admin"));
+        assert!(!t.matches("0123456789abcdef-admin\n"));
+        assert!(!t.matches("0123456789abcdef-admiN"));
     }
 
     #[test]

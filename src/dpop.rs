@@ -10,8 +10,11 @@
 //! [`Proof::jkt`]).
 //!
 //! Nonces are stateless: an HMAC over a time step with a configured secret, so that
-//! replicas agree without sharing state. The replay store is a small trait so that a
-//! shared implementation (Redis) can replace the local one.
+//! replicas agree without sharing state. The replay store is a small trait: the local
+//! [`LocalReplay`], or [`SharedReplay`] (the local cache as a first filter, then one
+//! atomic `SET NX PX` in Redis so that a proof used at one replica is refused at the
+//! others). [`authorize`] is a plain function; the one replay lookup, which may go to
+//! Redis, is [`check_replay`], awaited by the proxy right after it.
 
 use std::time::Duration;
 
@@ -239,19 +242,29 @@ pub fn verify(proof: &str, want: &Expect<'_>) -> Result<Proof, DpopError> {
     Ok(Proof { jkt, jti, iat })
 }
 
+/// A proof that passed every check but the replay check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// Thumbprint of the proof key.
+    pub jkt: String,
+    /// What the replay store remembers ([`Proof::replay_key`]).
+    pub replay_key: [u8; 32],
+    /// How long the proof stays acceptable (the whole `iat` window).
+    pub window: Duration,
+}
+
 /// Judge how a verified token was presented on `route` (RFC 9449 §7): a bound token only
 /// with the DPoP scheme and a valid proof by its key, the DPoP scheme only where the
 /// route allows it, and only bound tokens where the route requires DPoP. Returns the
-/// proof key thumbprint when a proof was checked.
+/// checked proof when there was one; the caller then runs [`check_replay`].
 pub fn authorize(
     settings: &DpopSettings,
     route: &Route,
     req: &pingora_http::RequestHeader,
     principal: &Principal,
     presented: Presented<'_>,
-    replay: &dyn ReplayStore,
     now: i64,
-) -> Result<Option<String>, Refusal> {
+) -> Result<Option<Checked>, Refusal> {
     let token = match presented {
         Presented::ApiKey => return Ok(None),
         Presented::Bearer if route.dpop == DpopMode::Required => {
@@ -316,16 +329,34 @@ pub fn authorize(
         ));
     }
     let window = Duration::from_secs((settings.iat_past + settings.iat_future).max(1) as u64);
-    if !replay.first_use(proof.replay_key(&htu), window) {
-        return Err(Refusal::DpopProof("the DPoP proof was already used"));
-    }
-    Ok(Some(proof.jkt))
+    Ok(Some(Checked {
+        replay_key: proof.replay_key(&htu),
+        jkt: proof.jkt,
+        window,
+    }))
 }
 
+/// RFC 9449 §11.1: a proof is accepted once. A replay is `invalid_dpop_proof`; a store
+/// that cannot answer (and fails closed) is 503.
+pub async fn check_replay(replay: &dyn ReplayStore, checked: &Checked) -> Result<(), Refusal> {
+    match replay.first_use(checked.replay_key, checked.window).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Refusal::DpopProof("the DPoP proof was already used")),
+        Err(ReplayUnavailable) => Err(Refusal::StateUnavailable(
+            "the DPoP replay store is unavailable",
+        )),
+    }
+}
+
+/// The replay store could not tell whether a proof was used before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayUnavailable;
+
 /// Where proof `jti`s are remembered for their validity window.
+#[async_trait::async_trait]
 pub trait ReplayStore: Send + Sync {
-    /// True the first time `key` is seen within `ttl`; false for a replay.
-    fn first_use(&self, key: [u8; 32], ttl: Duration) -> bool;
+    /// `Ok(true)` the first time `key` is seen within `ttl`; `Ok(false)` for a replay.
+    async fn first_use(&self, key: [u8; 32], ttl: Duration) -> Result<bool, ReplayUnavailable>;
 }
 
 /// A bounded in-process replay store.
@@ -345,9 +376,65 @@ impl LocalReplay {
     }
 }
 
-impl ReplayStore for LocalReplay {
-    fn first_use(&self, key: [u8; 32], _ttl: Duration) -> bool {
+impl LocalReplay {
+    /// True the first time `key` is seen (within the window).
+    pub fn insert(&self, key: [u8; 32]) -> bool {
         self.cache.entry(key).or_insert(()).is_fresh()
+    }
+
+    /// Forget `key` (a proof that was not accepted after all).
+    pub fn forget(&self, key: &[u8; 32]) {
+        self.cache.invalidate(key);
+    }
+}
+
+#[async_trait::async_trait]
+impl ReplayStore for LocalReplay {
+    async fn first_use(&self, key: [u8; 32], _ttl: Duration) -> Result<bool, ReplayUnavailable> {
+        Ok(self.insert(key))
+    }
+}
+
+/// Replay protection shared by every replica: [`LocalReplay`] first (a proof replayed at
+/// this replica never reaches Redis), then `SET NX PX` in Redis, the atomic first-use
+/// test across replicas. When Redis cannot answer: `fail: closed` refuses the proof (and
+/// forgets it locally, so the same proof is judged again on a retry), `fail: open`
+/// accepts it on the local judgement alone, counted in
+/// `mcpgate_state_fail_open_total{feature="dpop_replay"}` and logged.
+pub struct SharedReplay {
+    pub local: LocalReplay,
+    pub store: std::sync::Arc<crate::store::Store>,
+    pub fail: crate::config::FailMode,
+    pub loud: crate::store::LoudLog,
+}
+
+#[async_trait::async_trait]
+impl ReplayStore for SharedReplay {
+    async fn first_use(&self, key: [u8; 32], ttl: Duration) -> Result<bool, ReplayUnavailable> {
+        if !self.local.insert(key) {
+            return Ok(false);
+        }
+        match self.store.set_nx(&key, ttl).await {
+            Ok(first) => Ok(first),
+            Err(e) => match self.fail {
+                crate::config::FailMode::Closed => {
+                    self.local.forget(&key);
+                    Err(ReplayUnavailable)
+                }
+                crate::config::FailMode::Open => {
+                    crate::metrics::state_fail_open("dpop_replay");
+                    self.loud.error(|n| {
+                        tracing::error!(
+                            error = %e,
+                            decided_without_redis = n,
+                            "Redis cannot answer: DPoP proofs are checked for replay at this \
+                             replica only (state.dpop_replay.fail: open)"
+                        )
+                    });
+                    Ok(true)
+                }
+            },
+        }
     }
 }
 
@@ -644,11 +731,41 @@ mod tests {
         assert!(verify(&es256_proof(json!({}), c), &want).is_ok());
     }
 
-    #[test]
-    fn replay_store_remembers() {
+    #[tokio::test]
+    async fn replay_store_remembers() {
         let r = LocalReplay::new(100, Duration::from_secs(600));
-        assert!(r.first_use([1; 32], Duration::from_secs(600)));
-        assert!(!r.first_use([1; 32], Duration::from_secs(600)));
-        assert!(r.first_use([2; 32], Duration::from_secs(600)));
+        let ttl = Duration::from_secs(600);
+        assert_eq!(r.first_use([1; 32], ttl).await, Ok(true));
+        assert_eq!(r.first_use([1; 32], ttl).await, Ok(false));
+        assert_eq!(r.first_use([2; 32], ttl).await, Ok(true));
+        r.forget(&[1; 32]);
+        assert_eq!(r.first_use([1; 32], ttl).await, Ok(true));
+    }
+
+    struct Down;
+
+    #[async_trait::async_trait]
+    impl ReplayStore for Down {
+        async fn first_use(&self, _: [u8; 32], _: Duration) -> Result<bool, ReplayUnavailable> {
+            Err(ReplayUnavailable)
+        }
+    }
+
+    #[tokio::test]
+    async fn replay_outcomes_become_refusals() {
+        let c = Checked {
+            jkt: "j".into(),
+            replay_key: [7; 32],
+            window: Duration::from_secs(60),
+        };
+        let local = LocalReplay::new(10, Duration::from_secs(60));
+        assert_eq!(check_replay(&local, &c).await, Ok(()));
+        assert_eq!(
+            check_replay(&local, &c).await,
+            Err(Refusal::DpopProof("the DPoP proof was already used"))
+        );
+        let r = check_replay(&Down, &c).await.unwrap_err();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.reason(), "state_unavailable");
     }
 }

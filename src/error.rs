@@ -58,6 +58,12 @@ pub enum Refusal {
     /// The route wants a server nonce in the proof; the value is a fresh one for the
     /// `DPoP-Nonce` header (RFC 9449 §8, `use_dpop_nonce`): 401.
     DpopNonce(Box<str>),
+    /// The token is on the revocation list (by `jti`, subject or client): 401
+    /// `invalid_token`.
+    Revoked,
+    /// Shared state (Redis) cannot answer and the feature fails closed: 503 with
+    /// Retry-After.
+    StateUnavailable(&'static str),
 }
 
 /// A response header for `status` (pingora's builder is fallible only for invalid codes).
@@ -76,6 +82,8 @@ impl Refusal {
             Refusal::BadPath(_) | Refusal::BadRequest(_) | Refusal::Credentials(_) => 400,
             Refusal::NotFound => 404,
             Refusal::NoCredentials | Refusal::InvalidToken(_) | Refusal::InvalidApiKey(_) => 401,
+            Refusal::Revoked => 401,
+            Refusal::StateUnavailable(_) => 503,
             Refusal::DpopProof(_) | Refusal::DpopNonce(_) => 401,
             Refusal::InsufficientScope => 403,
             Refusal::Unavailable(_) | Refusal::IntrospectionUnavailable(_) => 503,
@@ -95,7 +103,8 @@ impl Refusal {
             }
             Refusal::NotFound => "not_found",
             Refusal::NoCredentials => "unauthorized",
-            Refusal::InvalidToken(_) => "invalid_token",
+            Refusal::InvalidToken(_) | Refusal::Revoked => "invalid_token",
+            Refusal::StateUnavailable(_) => "temporarily_unavailable",
             Refusal::InvalidApiKey(_) => "invalid_api_key",
             Refusal::InsufficientScope => "insufficient_scope",
             Refusal::Unavailable(_) | Refusal::IntrospectionUnavailable(_) => {
@@ -121,7 +130,9 @@ impl Refusal {
             | Refusal::Unavailable(d)
             | Refusal::IntrospectionUnavailable(d)
             | Refusal::InvalidApiKey(d)
+            | Refusal::StateUnavailable(d)
             | Refusal::DpopProof(d) => d,
+            Refusal::Revoked => "token has been revoked",
             Refusal::DpopNonce(_) => "the DPoP proof must carry the nonce in the DPoP-Nonce header",
             Refusal::NotFound => "no route for this path",
             Refusal::Credentials(c) => c.describe(),
@@ -141,7 +152,7 @@ impl Refusal {
     }
 
     /// Every value `reason()` can take.
-    pub const REASONS: [&'static str; 20] = [
+    pub const REASONS: [&'static str; 22] = [
         "bad_path",
         "bad_request",
         "no_route",
@@ -162,6 +173,8 @@ impl Refusal {
         "session_mismatch",
         "invalid_dpop_proof",
         "use_dpop_nonce",
+        "token_revoked",
+        "state_unavailable",
     ];
 
     /// A bounded label for metrics and logs.
@@ -187,6 +200,8 @@ impl Refusal {
             Refusal::UnknownSession => "session_mismatch",
             Refusal::DpopProof(_) => "invalid_dpop_proof",
             Refusal::DpopNonce(_) => "use_dpop_nonce",
+            Refusal::Revoked => "token_revoked",
+            Refusal::StateUnavailable(_) => "state_unavailable",
         }
     }
 
@@ -215,6 +230,7 @@ impl Refusal {
             Refusal::NoCredentials | Refusal::InvalidApiKey(_) => Vec::new(),
             Refusal::Credentials(_)
             | Refusal::InvalidToken(_)
+            | Refusal::Revoked
             | Refusal::InsufficientScope
             | Refusal::ScopeFor(_)
             | Refusal::DpopProof(_)
@@ -281,7 +297,9 @@ impl Refusal {
         }
         if matches!(
             self,
-            Refusal::Unavailable(_) | Refusal::IntrospectionUnavailable(_)
+            Refusal::Unavailable(_)
+                | Refusal::IntrospectionUnavailable(_)
+                | Refusal::StateUnavailable(_)
         ) {
             let _ = resp.insert_header("retry-after", "5");
         }
@@ -328,6 +346,24 @@ mod tests {
     }
 
     #[test]
+    fn revoked_is_invalid_token_with_its_own_reason() {
+        let r = route();
+        assert_eq!(Refusal::Revoked.status(), 401);
+        assert_eq!(Refusal::Revoked.reason(), "token_revoked");
+        let c = Refusal::Revoked.challenges(Some(&r), false).remove(0);
+        assert!(
+            c.starts_with(
+                "Bearer error=\"invalid_token\", error_description=\"token has been revoked\""
+            ),
+            "{c}"
+        );
+        let (h, _) = Refusal::StateUnavailable("x").render(Some(&r), false);
+        assert_eq!(h.status, 503);
+        assert!(h.headers.get("retry-after").is_some());
+        assert!(Refusal::REASONS.contains(&"state_unavailable"));
+    }
+
+    #[test]
     fn descriptions_fit_challenge_grammar() {
         let all = [
             Refusal::Credentials(CredentialError::MultipleAuthorization),
@@ -344,6 +380,9 @@ mod tests {
             ),
             Refusal::InsufficientScope,
             Refusal::NoCredentials,
+            Refusal::Revoked,
+            Refusal::StateUnavailable("the DPoP replay store is unavailable"),
+            Refusal::StateUnavailable("the revocation list is unavailable"),
         ];
         for r in all {
             assert!(r.description().bytes().all(|b| b == 0x20

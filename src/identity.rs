@@ -215,6 +215,8 @@ mod tests {
             nbf: None,
             skew: 0,
             cnf_jkt: None,
+            jti: None,
+            iat: None,
         };
         prepare_upstream(
             &mut req,

@@ -464,6 +464,8 @@ struct Answer {
     token_type: Option<Value>,
     token_use: Option<Value>,
     cnf: Option<Value>,
+    jti: Option<Value>,
+    iat: Option<Value>,
 }
 
 fn opt_str<'a>(v: &'a Option<Value>, bad: &'static str) -> Result<Option<&'a str>, &'static str> {
@@ -599,6 +601,8 @@ fn judge(
     }
     let subject = opt_str(&a.sub, "the token sub is malformed")?;
     let client_id = opt_str(&a.client_id, "the token client_id is malformed")?;
+    let jti = opt_str(&a.jti, "the token jti is malformed")?;
+    let iat = opt_time(&a.iat, "the token iat is not a valid NumericDate")?;
     Ok(Principal {
         method: AuthMethod::Introspection,
         iss: Arc::from(issuer.issuer.as_str()),
@@ -612,6 +616,8 @@ fn judge(
         nbf,
         skew,
         cnf_jkt,
+        jti: jti.map(Box::from),
+        iat,
     })
 }
 

@@ -28,9 +28,11 @@ pub mod path;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
+pub mod revocation;
 pub mod routing;
 pub mod sessions;
 pub mod state;
+pub mod store;
 pub mod tls;
 pub mod upstream;
 

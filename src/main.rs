@@ -1,4 +1,4 @@
-//! The `mcpgate` command: `run`, `check`, `dev`, `hash-key`. Parses arguments, sets up logging and
+//! The `mcpgate` command: `run`, `check`, `dev`, `hash-key`, `revoke`. Parses arguments, sets up logging and
 //! hands a compiled config to `mcpgate::build_server`. No request logic lives here.
 
 use std::path::PathBuf;
@@ -59,6 +59,41 @@ enum Command {
         /// RFC 3339 date-time or date after which the key is refused.
         #[arg(long)]
         expires: Option<String>,
+    },
+    /// Revoke tokens at a running gateway (`POST /revocations` on its admin listener;
+    /// with `state.redis` every replica applies it), or list the revocations.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["jti", "subject", "client_id", "list"])))]
+    Revoke {
+        /// Take the admin address and `admin.token_file` from this config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The admin listener, e.g. http://127.0.0.1:9090 (default: from the config).
+        #[arg(long)]
+        admin_url: Option<String>,
+        /// File holding the admin token (default: the config's `admin.token_file`).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Revoke the token with this `jti`.
+        #[arg(long)]
+        jti: Option<String>,
+        /// Revoke every token of this subject (`sub`) issued until now.
+        #[arg(long)]
+        subject: Option<String>,
+        /// Revoke every token of this client (`client_id`/`azp`) issued until now.
+        #[arg(long)]
+        client_id: Option<String>,
+        /// Only tokens of this issuer (`iss`); default any issuer.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// How long the revocation lasts: 90s, 30m, 12h, 7d (default 24h).
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// Free text kept with the revocation (shown in logs and listings).
+        #[arg(long)]
+        reason: Option<String>,
+        /// List the current revocations instead.
+        #[arg(long)]
+        list: bool,
     },
 }
 
@@ -147,6 +182,59 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("mcpgate hash-key: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Revoke {
+            config,
+            admin_url,
+            token_file,
+            jti,
+            subject,
+            client_id,
+            issuer,
+            expires_in,
+            reason,
+            list,
+        } => {
+            let expires_in = match expires_in
+                .as_deref()
+                .map(mcpgate::revocation::parse_duration)
+                .transpose()
+            {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("mcpgate revoke: --expires-in: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let body = (!list).then(|| {
+                serde_json::json!({
+                    "jti": jti, "subject": subject, "client_id": client_id,
+                    "issuer": issuer, "expires_in": expires_in, "reason": reason,
+                })
+            });
+            // Absent options are left out (the endpoint refuses nulls for the names).
+            let body = body.map(|mut b| {
+                if let Some(m) = b.as_object_mut() {
+                    m.retain(|_, v| !v.is_null());
+                }
+                b
+            });
+            let request = mcpgate::revocation::CliRequest {
+                config,
+                admin_url,
+                token_file,
+                body,
+            };
+            match mcpgate::revocation::run_cli(request) {
+                Ok(answer) => {
+                    println!("{}", answer.trim_end());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mcpgate revoke: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -321,3 +321,194 @@ pub fn jwks_age(issuer: &str, age_seconds: i64) {
         g.with_label_values(&[issuer]).set(age_seconds);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Shared state (Redis): calls, breaker, fail-open decisions, revocations.
+// ---------------------------------------------------------------------------------------------
+
+static REDIS_CALLS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        &METRICS.registry,
+        "mcpgate_redis_calls_total",
+        "Redis calls by operation and result (ok, error, timeout, circuit_open).",
+        &["op", "result"],
+    )
+});
+
+static REDIS_SECONDS: LazyLock<Option<HistogramVec>> = LazyLock::new(|| {
+    let h = HistogramVec::new(
+        HistogramOpts::new(
+            "mcpgate_redis_call_seconds",
+            "Duration of Redis calls that reached Redis (not those refused by the open circuit), by operation.",
+        )
+        .buckets(vec![
+            0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ]),
+        &["op"],
+    )
+    .ok()?;
+    METRICS.registry.register(Box::new(h.clone())).ok()?;
+    Some(h)
+});
+
+static REDIS_CIRCUIT: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
+    gauge(
+        &METRICS.registry,
+        "mcpgate_redis_circuit_open",
+        "1 while the Redis circuit breaker is open (calls fail at once), else 0.",
+        &[],
+    )
+});
+
+static FAIL_OPEN: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        &METRICS.registry,
+        "mcpgate_state_fail_open_total",
+        "Requests decided without Redis because it could not answer and the feature fails open \
+         (feature: dpop_replay, revocations).",
+        &["feature"],
+    )
+});
+
+static REVOCATIONS_APPLIED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        &METRICS.registry,
+        "mcpgate_revocations_applied_total",
+        "Revocations this replica applied to its cache, by kind (jti, subject, client_id).",
+        &["kind"],
+    )
+});
+
+static REVOCATIONS_ACTIVE: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
+    gauge(
+        &METRICS.registry,
+        "mcpgate_revocations_active",
+        "Unexpired revocations in this replica's cache.",
+        &[],
+    )
+});
+
+static REVOCATIONS_AGE: LazyLock<Option<prometheus::GaugeVec>> = LazyLock::new(|| {
+    let g = prometheus::GaugeVec::new(
+        Opts::new(
+            "mcpgate_revocations_cache_age_seconds",
+            "Seconds since this replica last confirmed its revocation cache against Redis \
+             (0 without Redis).",
+        ),
+        &[],
+    )
+    .ok()?;
+    METRICS.registry.register(Box::new(g.clone())).ok()?;
+    Some(g)
+});
+
+static STREAMS_REVOKED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        &METRICS.registry,
+        "mcpgate_streams_closed_token_revoked_total",
+        "Response streams closed because the token that opened them was revoked.",
+        &["route"],
+    )
+});
+
+/// Register the shared-state metrics so that they are exposed (at zero) from the start.
+pub fn register_state_metrics(redis: bool) {
+    LazyLock::force(&REVOCATIONS_APPLIED);
+    LazyLock::force(&REVOCATIONS_ACTIVE);
+    LazyLock::force(&REVOCATIONS_AGE);
+    LazyLock::force(&STREAMS_REVOKED);
+    if redis {
+        LazyLock::force(&REDIS_CALLS);
+        LazyLock::force(&REDIS_SECONDS);
+        LazyLock::force(&FAIL_OPEN);
+        redis_circuit(false);
+    }
+}
+
+/// Handles of one Redis operation, resolved once.
+pub struct RedisOp {
+    ok: Option<IntCounter>,
+    error: Option<IntCounter>,
+    timeout: Option<IntCounter>,
+    circuit_open: Option<IntCounter>,
+    seconds: Option<Histogram>,
+}
+
+/// How a Redis call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisResult {
+    Ok,
+    Error,
+    Timeout,
+    CircuitOpen,
+}
+
+impl RedisOp {
+    pub fn new(op: &str) -> RedisOp {
+        let c = |result: &str| {
+            REDIS_CALLS
+                .as_ref()
+                .map(|c| c.with_label_values(&[op, result]))
+        };
+        RedisOp {
+            ok: c("ok"),
+            error: c("error"),
+            timeout: c("timeout"),
+            circuit_open: c("circuit_open"),
+            seconds: REDIS_SECONDS.as_ref().map(|h| h.with_label_values(&[op])),
+        }
+    }
+
+    /// Count one call; `seconds` is `None` for calls that never reached Redis.
+    pub fn record(&self, result: RedisResult, seconds: Option<f64>) {
+        let c = match result {
+            RedisResult::Ok => &self.ok,
+            RedisResult::Error => &self.error,
+            RedisResult::Timeout => &self.timeout,
+            RedisResult::CircuitOpen => &self.circuit_open,
+        };
+        if let Some(c) = c {
+            c.inc();
+        }
+        if let (Some(h), Some(s)) = (&self.seconds, seconds) {
+            h.observe(s);
+        }
+    }
+}
+
+pub fn redis_circuit(open: bool) {
+    if let Some(g) = &*REDIS_CIRCUIT {
+        g.with_label_values(&[] as &[&str]).set(open as i64);
+    }
+}
+
+/// A request decided without Redis under `fail: open`.
+pub fn state_fail_open(feature: &str) {
+    if let Some(c) = &*FAIL_OPEN {
+        c.with_label_values(&[feature]).inc();
+    }
+}
+
+pub fn revocation_applied(kind: &str) {
+    if let Some(c) = &*REVOCATIONS_APPLIED {
+        c.with_label_values(&[kind]).inc();
+    }
+}
+
+pub fn revocations_active(n: usize) {
+    if let Some(g) = &*REVOCATIONS_ACTIVE {
+        g.with_label_values(&[] as &[&str]).set(n as i64);
+    }
+}
+
+pub fn revocations_age(seconds: f64) {
+    if let Some(g) = &*REVOCATIONS_AGE {
+        g.with_label_values(&[] as &[&str]).set(seconds);
+    }
+}
+
+pub fn stream_closed_revoked(route: &str) {
+    if let Some(c) = &*STREAMS_REVOKED {
+        c.with_label_values(&[route]).inc();
+    }
+}

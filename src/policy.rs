@@ -103,6 +103,8 @@ mod tests {
             nbf: None,
             skew: 0,
             cnf_jkt: None,
+            jti: None,
+            iat: None,
         }
     }
 

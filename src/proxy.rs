@@ -44,6 +44,9 @@ pub struct Ctx {
     dpop_used: bool,
     /// Thumbprint of the DPoP proof key, for the audit line.
     dpop_jkt: Option<String>,
+    /// The revocation list generation the principal was last checked against (a stream
+    /// re-checks when it changes).
+    revocation_gen: u64,
     /// The body was read (and any `100 Continue` answered) before forwarding.
     body_inspected: bool,
     /// The MCP method and name of an inspected request, for the audit line.
@@ -151,17 +154,30 @@ impl Gateway {
             Err(r) => return Err((r, Some(route))),
         };
         let refuse = |r: Refusal| (r, Some(route.clone()));
+        let now = crate::jwks::now_unix();
+        // Revocations: the local copy, no Redis round trip (cached tokens included).
+        ctx.revocation_gen = self.state.revocations.generation();
+        self.state
+            .revocations
+            .check(&principal, now)
+            .map_err(refuse)?;
         policy::check_audience(&route, &principal).map_err(refuse)?;
-        ctx.dpop_jkt = dpop::authorize(
+        let checked = dpop::authorize(
             &snapshot.config.dpop,
             &route,
             req,
             &principal,
             presented,
-            self.state.replay.as_ref(),
-            crate::jwks::now_unix(),
+            now,
         )
         .map_err(refuse)?;
+        if let Some(c) = checked {
+            // The one Redis round trip of the request path (with `state.redis`).
+            dpop::check_replay(self.state.replay.as_ref(), &c)
+                .await
+                .map_err(refuse)?;
+            ctx.dpop_jkt = Some(c.jkt);
+        }
         if let Some(sid) = req
             .headers
             .get("mcp-session-id")
@@ -500,14 +516,26 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
-        // A stream may not outlive its token (plus the route's grace).
+        // A stream may not outlive its token (plus the route's grace), nor its revocation.
         if let (Some(p), Some(route)) = (ctx.principal.as_ref(), ctx.route.as_ref()) {
-            if crate::jwks::now_unix() > p.exp + p.skew + route.stream_expiry_grace {
+            let now = crate::jwks::now_unix();
+            if now > p.exp + p.skew + route.stream_expiry_grace {
                 metrics::stream_closed_expired(&route.name);
                 return Err(pingora_core::Error::explain(
                     pingora_core::ErrorType::InternalError,
                     "token expired: closing the response stream",
                 ));
+            }
+            let generation = self.state.revocations.generation();
+            if generation != ctx.revocation_gen {
+                ctx.revocation_gen = generation;
+                if self.state.revocations.revoked(p, now).is_some() {
+                    metrics::stream_closed_revoked(&route.name);
+                    return Err(pingora_core::Error::explain(
+                        pingora_core::ErrorType::InternalError,
+                        "token revoked: closing the response stream",
+                    ));
+                }
             }
         }
         let (Some(f), Some(route), Some(p)) = (

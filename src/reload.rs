@@ -33,6 +33,9 @@ fn inputs(path: &Path, config: &Config) -> Vec<PathBuf> {
     if let Some(k) = &config.api_keys {
         v.push(k.file.clone());
     }
+    if let Some(t) = &config.admin_token {
+        v.push(t.file.clone());
+    }
     v
 }
 

@@ -33,8 +33,13 @@ pub struct GatewayState {
     pub fetcher: Arc<Fetcher>,
     pub resolver: Resolver,
     pub sessions: crate::sessions::SessionBindings,
-    /// DPoP proof `jti`s already seen (sized and timed by the config at start).
+    /// DPoP proof `jti`s already seen (sized and timed by the config at start; shared
+    /// through Redis when `state.redis` is set).
     pub replay: Box<dyn crate::dpop::ReplayStore>,
+    /// The Redis client (`state.redis`), made at start.
+    pub store: Option<Arc<crate::store::Store>>,
+    /// The revocation list, checked on every request.
+    pub revocations: Arc<crate::revocation::Revocations>,
     /// Requests between `request_filter` and the end of their response.
     in_flight: Arc<AtomicUsize>,
 }
@@ -64,12 +69,32 @@ impl GatewayState {
     pub fn new(config: Config) -> Result<GatewayState, String> {
         let fetcher = Fetcher::new()?;
         let auth = Authenticator::new(config.token_cache_entries);
-        let replay = Box::new(crate::dpop::LocalReplay::new(
+        let local = crate::dpop::LocalReplay::new(
             config.dpop.replay_entries,
             std::time::Duration::from_secs(
                 (config.dpop.iat_past + config.dpop.iat_future).max(1) as u64
             ),
+        );
+        let store = config
+            .state
+            .redis
+            .as_ref()
+            .map(crate::store::Store::new)
+            .transpose()?;
+        let replay: Box<dyn crate::dpop::ReplayStore> = match &store {
+            Some(store) => Box::new(crate::dpop::SharedReplay {
+                local,
+                store: store.clone(),
+                fail: config.state.dpop_replay_fail,
+                loud: Default::default(),
+            }),
+            None => Box::new(local),
+        };
+        let revocations = Arc::new(crate::revocation::Revocations::new(
+            &config.state,
+            store.clone(),
         ));
+        revocations.start();
         let snapshot = build_snapshot(Arc::new(config), None, &fetcher);
         Ok(GatewayState {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -78,6 +103,8 @@ impl GatewayState {
             resolver: Resolver::default(),
             sessions: crate::sessions::SessionBindings::default(),
             replay,
+            store,
+            revocations,
             in_flight: Arc::new(AtomicUsize::new(0)),
         })
     }
@@ -120,6 +147,12 @@ impl GatewayState {
         if old.config.token_cache_entries != config.token_cache_entries {
             notes.push("token_cache.max_entries changed: takes effect on restart".to_string());
         }
+        if old.config.state != config.state {
+            notes.push(
+                "state (Redis settings, fail policies) changed: takes effect on restart"
+                    .to_string(),
+            );
+        }
         let next = build_snapshot(Arc::new(config), Some(&old), &self.fetcher);
         // Tokens verified with keys of an issuer that is gone or changed are forgotten.
         let kept = |k: &Arc<IssuerKeys>| next.keys.iter().any(|n| Arc::ptr_eq(n, k));
@@ -128,6 +161,15 @@ impl GatewayState {
         }
         self.snapshot.store(Arc::new(next));
         notes
+    }
+
+    /// Why `/readyz` should fail because of Redis: configured with `readyz: true` and
+    /// not answering (never answered, or the circuit breaker is open).
+    pub fn redis_unready(&self) -> bool {
+        match &self.store {
+            Some(s) => s.settings.readyz && !s.breaker.healthy(),
+            None => false,
+        }
     }
 
     /// Names of issuers used by a route that have no usable keys.

@@ -1,0 +1,898 @@
+//! Revocations: a list of revoked token ids, subjects and clients, checked on every
+//! request (cached tokens included) and shared by every replica through Redis.
+//!
+//! Runs in the token step, right after authentication: [`Revocations::check`] is a plain
+//! function over the [`Principal`] and the local [`RevocationSet`], read through one
+//! lock-free `ArcSwap` load: no Redis round trip on the request path. A revocation names
+//! a token `jti`, a subject (`sub`) or a client (`client_id`/`azp`), optionally with the
+//! issuer it applies to, and expires (`expires_at`). By `jti` it refuses that token; by
+//! subject or client it refuses every token issued (`iat`) at or before the revocation,
+//! so new tokens work again at once. API keys are not subject to revocations.
+//!
+//! With `state.redis`, revocations live in a Redis hash (`<prefix>revocations`, one
+//! field per revocation, a JSON object) with a version counter
+//! (`<prefix>revocations:version`) incremented by every write in the same transaction,
+//! and announced on the pub/sub channel `<prefix>revocations`. Each replica reloads the
+//! whole hash when the version changes: at once on a pub/sub message, and otherwise
+//! within [`POLL`] (a `GET` of the version, which also confirms the local copy is
+//! current: `mcpgate_revocations_cache_age_seconds`). Without Redis the list is local to
+//! the process. Writes come from the admin listener (`POST /revocations`, see `admin`)
+//! and `mcpgate revoke` (a client of that endpoint, [`run_cli`]).
+//!
+//! A response stream whose token gets revoked is closed at its next event: the proxy's
+//! `response_body_filter` re-checks its principal whenever [`Revocations::generation`]
+//! changed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{AuthMethod, Principal};
+use crate::config::{Config, FailMode, StateSettings};
+use crate::error::Refusal;
+use crate::metrics;
+use crate::store::{LoudLog, Store, StoreError};
+
+/// How often each replica confirms its copy against Redis when no message arrives.
+pub const POLL: Duration = Duration::from_millis(500);
+/// At most this many unexpired revocations are kept.
+pub const MAX_ENTRIES: usize = 100_000;
+/// Default and longest lifetime of a revocation.
+pub const DEFAULT_EXPIRES_IN: u64 = 86_400;
+pub const MAX_EXPIRES_IN: u64 = 366 * 86_400;
+
+/// What a revocation names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// One token, by its `jti`.
+    Jti,
+    /// Every token of a subject issued at or before the revocation.
+    Subject,
+    /// Every token of a client issued at or before the revocation.
+    ClientId,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Jti => "jti",
+            Kind::Subject => "subject",
+            Kind::ClientId => "client_id",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Kind::Jti => 0,
+            Kind::Subject => 1,
+            Kind::ClientId => 2,
+        }
+    }
+}
+
+/// One revocation, as stored in Redis and shown by the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// Random, unique per revocation (so expired entries can be deleted safely).
+    pub id: String,
+    pub kind: Kind,
+    pub value: String,
+    /// Only tokens of this `iss` (default: any issuer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Unix seconds: tokens issued at or before this are revoked (subject, client).
+    pub revoked_at: i64,
+    /// Unix seconds: the revocation is forgotten after this.
+    pub expires_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+struct Mark {
+    issuer: Option<Box<str>>,
+    at: i64,
+    expires: i64,
+}
+
+/// An immutable set of revocations, indexed for the request path.
+#[derive(Default)]
+pub struct RevocationSet {
+    by: [HashMap<Box<str>, Vec<Mark>>; 3],
+    entries: Vec<Revocation>,
+}
+
+impl RevocationSet {
+    /// Index the unexpired entries.
+    pub fn build(entries: Vec<Revocation>, now: i64) -> RevocationSet {
+        let mut set = RevocationSet::default();
+        for r in entries.into_iter().filter(|r| r.expires_at > now) {
+            set.by[r.kind.index()]
+                .entry(Box::from(r.value.as_str()))
+                .or_default()
+                .push(Mark {
+                    issuer: r.issuer.as_deref().map(Box::from),
+                    at: r.revoked_at,
+                    expires: r.expires_at,
+                });
+            set.entries.push(r);
+        }
+        set
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn entries(&self) -> &[Revocation] {
+        &self.entries
+    }
+
+    /// Why `p` is revoked at `now`, if it is.
+    pub fn check(&self, p: &Principal, now: i64) -> Option<Kind> {
+        if self.entries.is_empty() || p.method == AuthMethod::ApiKey {
+            return None;
+        }
+        let hit = |kind: Kind, value: Option<&str>| {
+            let Some(marks) = value.and_then(|v| self.by[kind.index()].get(v)) else {
+                return false;
+            };
+            marks.iter().any(|m| {
+                m.expires > now
+                    && m.issuer.as_deref().is_none_or(|i| i == &*p.iss)
+                    && (kind == Kind::Jti || p.iat.is_none_or(|iat| iat <= m.at))
+            })
+        };
+        [
+            (Kind::Jti, p.jti.as_deref()),
+            (Kind::Subject, p.subject.as_deref()),
+            (Kind::ClientId, p.client_id.as_deref()),
+        ]
+        .into_iter()
+        .find(|&(k, v)| hit(k, v))
+        .map(|(k, _)| k)
+    }
+}
+
+/// Unix milliseconds.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+struct Shared {
+    store: Arc<Store>,
+    hash: String,
+    version_key: String,
+    channel: String,
+    /// The version of the loaded copy (-1: never loaded).
+    version: AtomicI64,
+    /// Unix ms when the copy was last confirmed current (0: never).
+    confirmed_ms: AtomicI64,
+    wake: tokio::sync::Notify,
+}
+
+/// The revocation list of this replica.
+pub struct Revocations {
+    current: ArcSwap<RevocationSet>,
+    /// Bumped whenever `current` changes content.
+    generation: AtomicU64,
+    shared: Option<Shared>,
+    fail: FailMode,
+    max_stale_ms: i64,
+    loud: LoudLog,
+    created_ms: i64,
+}
+
+/// Why a revocation could not be recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddError {
+    Full,
+    Unavailable(String),
+}
+
+impl Revocations {
+    /// A list for these settings; `store` when Redis is configured.
+    pub fn new(settings: &StateSettings, store: Option<Arc<Store>>) -> Revocations {
+        metrics::register_state_metrics(store.is_some());
+        let shared = store.map(|store| Shared {
+            hash: store.key("revocations"),
+            version_key: store.key("revocations:version"),
+            channel: store.key("revocations"),
+            store,
+            version: AtomicI64::new(-1),
+            confirmed_ms: AtomicI64::new(0),
+            wake: tokio::sync::Notify::new(),
+        });
+        Revocations {
+            current: ArcSwap::from_pointee(RevocationSet::default()),
+            generation: AtomicU64::new(0),
+            shared,
+            fail: settings.revocations_fail,
+            max_stale_ms: settings.revocations_max_stale.as_millis() as i64,
+            loud: LoudLog::default(),
+            created_ms: now_ms(),
+        }
+    }
+
+    /// Whether revocations are shared through Redis.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn snapshot(&self) -> Arc<RevocationSet> {
+        self.current.load_full()
+    }
+
+    /// Why `p` is revoked, from the local copy.
+    pub fn revoked(&self, p: &Principal, now: i64) -> Option<Kind> {
+        self.current.load().check(p, now)
+    }
+
+    /// Seconds since the local copy was last confirmed against Redis (since start when
+    /// it never was; 0 without Redis).
+    pub fn age_seconds(&self) -> f64 {
+        match &self.shared {
+            None => 0.0,
+            Some(sh) => {
+                let t = match sh.confirmed_ms.load(Ordering::Acquire) {
+                    0 => self.created_ms,
+                    t => t,
+                };
+                (now_ms() - t).max(0) as f64 / 1000.0
+            }
+        }
+    }
+
+    /// The request-path check: refuse a revoked token; when the copy could not be
+    /// confirmed for `max_stale_seconds`, apply the fail policy.
+    pub fn check(&self, p: &Principal, now: i64) -> Result<(), Refusal> {
+        if let Some(kind) = self.revoked(p, now) {
+            tracing::debug!(kind = kind.as_str(), "token revoked");
+            return Err(Refusal::Revoked);
+        }
+        let Some(sh) = &self.shared else {
+            return Ok(());
+        };
+        if p.method == AuthMethod::ApiKey {
+            return Ok(());
+        }
+        let confirmed = sh.confirmed_ms.load(Ordering::Acquire);
+        if now_ms() - confirmed <= self.max_stale_ms {
+            return Ok(());
+        }
+        match self.fail {
+            FailMode::Closed => Err(Refusal::StateUnavailable(
+                "the revocation list cannot be confirmed",
+            )),
+            FailMode::Open => {
+                metrics::state_fail_open("revocations");
+                self.loud.error(|n| {
+                    tracing::error!(
+                        age_seconds = self.age_seconds(),
+                        decided_without_redis = n,
+                        "Redis cannot answer: revocations are checked against this replica's \
+                         last copy, which may miss recent revocations (state.revocations.fail: open)"
+                    )
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn swap(&self, set: RevocationSet) {
+        let old = self.current.load();
+        let known: HashSet<&str> = old.entries.iter().map(|r| r.id.as_str()).collect();
+        let mut changed = set.len() != old.len();
+        for r in &set.entries {
+            if !known.contains(r.id.as_str()) {
+                metrics::revocation_applied(r.kind.as_str());
+                changed = true;
+                tracing::info!(
+                    kind = r.kind.as_str(),
+                    issuer = r.issuer.as_deref(),
+                    revoked_at = r.revoked_at,
+                    expires_at = r.expires_at,
+                    reason = r.reason.as_deref(),
+                    "revocation applied"
+                );
+            }
+        }
+        metrics::revocations_active(set.len());
+        drop(known);
+        if changed {
+            self.current.store(Arc::new(set));
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Record a revocation: in Redis (and then in the local copy) when shared, else in
+    /// the local copy only.
+    pub async fn add(&self, r: Revocation) -> Result<(), AddError> {
+        let now = crate::jwks::now_unix();
+        if self.current.load().len() >= MAX_ENTRIES {
+            return Err(AddError::Full);
+        }
+        let Some(sh) = &self.shared else {
+            let mut entries = self.current.load().entries.clone();
+            entries.push(r);
+            self.swap(RevocationSet::build(entries, now));
+            return Ok(());
+        };
+        let json = serde_json::to_string(&r).map_err(|e| AddError::Unavailable(e.to_string()))?;
+        let (hash, version_key, channel) =
+            (sh.hash.clone(), sh.version_key.clone(), sh.channel.clone());
+        let id = r.id.clone();
+        sh.store
+            .call(
+                &sh.store.ops.revocations_write,
+                sh.store.settings.background_timeout(),
+                move |mut c| async move {
+                    let (version,): (i64,) = redis::pipe()
+                        .atomic()
+                        .hset(&hash, &id, &json)
+                        .ignore()
+                        .incr(&version_key, 1)
+                        .query_async(&mut c)
+                        .await?;
+                    let _: i64 = redis::cmd("PUBLISH")
+                        .arg(&channel)
+                        .arg(version)
+                        .query_async(&mut c)
+                        .await?;
+                    Ok(())
+                },
+            )
+            .await
+            .map_err(|e| AddError::Unavailable(e.to_string()))?;
+        // Apply here before answering; the other replicas get the message.
+        if let Err(e) = self.sync(true).await {
+            tracing::warn!(error = %e, "revocation stored in Redis but not reloaded yet");
+        }
+        Ok(())
+    }
+
+    /// Confirm the local copy against Redis, reloading it when the version changed (or
+    /// always with `force`).
+    async fn sync(&self, force: bool) -> Result<(), StoreError> {
+        let Some(sh) = &self.shared else {
+            return Ok(());
+        };
+        let store = &sh.store;
+        let timeout = store.settings.background_timeout();
+        if !force {
+            let key = sh.version_key.clone();
+            let v: Option<i64> =
+                store
+                    .call(
+                        &store.ops.revocations_sync,
+                        timeout,
+                        move |mut c| async move {
+                            redis::cmd("GET").arg(&key).query_async(&mut c).await
+                        },
+                    )
+                    .await?;
+            if v.unwrap_or(0) == sh.version.load(Ordering::Acquire) {
+                sh.confirmed_ms.store(now_ms(), Ordering::Release);
+                return Ok(());
+            }
+        }
+        let (key, hash) = (sh.version_key.clone(), sh.hash.clone());
+        let (version, all): (Option<i64>, HashMap<String, String>) = store
+            .call(
+                &store.ops.revocations_sync,
+                timeout,
+                move |mut c| async move {
+                    redis::pipe()
+                        .atomic()
+                        .get(&key)
+                        .hgetall(&hash)
+                        .query_async(&mut c)
+                        .await
+                },
+            )
+            .await?;
+        let now = crate::jwks::now_unix();
+        let version = version.unwrap_or(0);
+        let known = sh.version.load(Ordering::Acquire);
+        if version < known {
+            // Versions only grow: Redis lost its data (a restart without persistence).
+            // Put back what this replica knows instead of forgetting revocations.
+            return self.reseed(sh, known, version).await;
+        }
+        let mut entries = Vec::with_capacity(all.len());
+        let mut expired = Vec::new();
+        for (field, json) in all {
+            match serde_json::from_str::<Revocation>(&json) {
+                Ok(r) if r.expires_at <= now => expired.push(field),
+                Ok(r) => entries.push(r),
+                Err(e) => {
+                    tracing::warn!(field = %field, error = %e, "ignoring a malformed revocation in Redis")
+                }
+            }
+        }
+        entries.sort_by(|a, b| (a.revoked_at, &a.id).cmp(&(b.revoked_at, &b.id)));
+        self.swap(RevocationSet::build(entries, now));
+        sh.version.store(version, Ordering::Release);
+        sh.confirmed_ms.store(now_ms(), Ordering::Release);
+        if !expired.is_empty() {
+            // Ids are unique, so deleting an expired one never removes a newer entry.
+            let hash = sh.hash.clone();
+            let _ = store
+                .call(
+                    &store.ops.revocations_write,
+                    timeout,
+                    move |mut c| async move {
+                        redis::cmd("HDEL")
+                            .arg(&hash)
+                            .arg(&expired)
+                            .query_async::<i64>(&mut c)
+                            .await
+                    },
+                )
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Write this replica's unexpired revocations back into a Redis that lost them, bump
+    /// the version and announce it; every replica then reloads the merged list. Fields
+    /// are revocation ids, so replicas re-seeding at once write the same data.
+    async fn reseed(&self, sh: &Shared, known: i64, found: i64) -> Result<(), StoreError> {
+        let set = self.current.load_full();
+        tracing::warn!(
+            known_version = known,
+            redis_version = found,
+            revocations = set.len(),
+            "the revocation list in Redis went back (Redis restarted without its data?): \
+             writing this replica's revocations back"
+        );
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for r in set.entries() {
+            if let Ok(json) = serde_json::to_string(r) {
+                pipe.hset(&sh.hash, &r.id, json).ignore();
+            }
+        }
+        // Past every version a replica may hold, so that none takes this for a reset.
+        pipe.cmd("SET").arg(&sh.version_key).arg(known + 1).ignore();
+        let channel = sh.channel.clone();
+        sh.store
+            .call(
+                &sh.store.ops.revocations_write,
+                sh.store.settings.background_timeout(),
+                move |mut c| async move {
+                    pipe.query_async::<()>(&mut c).await?;
+                    redis::cmd("PUBLISH")
+                        .arg(&channel)
+                        .arg(known + 1)
+                        .query_async::<i64>(&mut c)
+                        .await?;
+                    Ok(())
+                },
+            )
+            .await?;
+        // Reload on the next round (forced: the version may equal ours by now).
+        sh.version.store(-1, Ordering::Release);
+        sh.wake.notify_one();
+        Ok(())
+    }
+
+    /// Start the background sync (poll and pub/sub) on the store's runtime.
+    pub fn start(self: &Arc<Self>) {
+        let Some(sh) = &self.shared else {
+            return;
+        };
+        let me = self.clone();
+        sh.store.spawn(async move {
+            let mut failing = false;
+            loop {
+                match me.sync(false).await {
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!("revocation list confirmed against Redis again");
+                    }
+                    Ok(()) => {}
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "cannot confirm the revocation list against Redis");
+                    }
+                    Err(_) => {}
+                }
+                let Some(sh) = &me.shared else { return };
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = sh.wake.notified() => {}
+                }
+            }
+        });
+        let me = self.clone();
+        sh.store.spawn(async move { me.subscribe().await });
+    }
+
+    /// Listen to the pub/sub channel and wake the sync loop on every message; reconnect
+    /// with a growing pause (the poll keeps the list current meanwhile).
+    async fn subscribe(&self) {
+        use futures_util::StreamExt as _;
+        let Some(sh) = &self.shared else { return };
+        let mut pause = Duration::from_millis(250);
+        loop {
+            let connect = async {
+                let mut ps = sh.store.client().get_async_pubsub().await?;
+                ps.subscribe(&sh.channel).await?;
+                Ok::<_, redis::RedisError>(ps)
+            };
+            match tokio::time::timeout(sh.store.settings.connect_timeout, connect).await {
+                Ok(Ok(ps)) => {
+                    pause = Duration::from_millis(250);
+                    // Anything published before we subscribed is picked up by this sync.
+                    sh.wake.notify_one();
+                    let mut messages = ps.into_on_message();
+                    while messages.next().await.is_some() {
+                        sh.wake.notify_one();
+                    }
+                    tracing::debug!("revocation channel closed; resubscribing");
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "cannot subscribe to the revocation channel")
+                }
+                Err(_) => tracing::debug!("subscribing to the revocation channel timed out"),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The admin API: `POST /revocations` bodies.
+// ---------------------------------------------------------------------------------------------
+
+/// The body of `POST /revocations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    pub jti: Option<String>,
+    pub subject: Option<String>,
+    pub client_id: Option<String>,
+    pub issuer: Option<String>,
+    /// Seconds from now (default one day, at most 366 days).
+    pub expires_in: Option<u64>,
+    pub reason: Option<String>,
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 16];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Judge a `POST /revocations` body.
+pub fn parse_request(body: &[u8], now: i64) -> Result<Revocation, String> {
+    let req: RevokeRequest = serde_json::from_slice(body)
+        .map_err(|e| format!("the body is not a valid revocation: {e}"))?;
+    let named: Vec<(Kind, String)> = [
+        (Kind::Jti, req.jti),
+        (Kind::Subject, req.subject),
+        (Kind::ClientId, req.client_id),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)))
+    .collect();
+    let [(kind, value)] = <[(Kind, String); 1]>::try_from(named)
+        .map_err(|_| "name exactly one of jti, subject, client_id".to_string())?;
+    if value.is_empty() || value.len() > 1024 {
+        return Err(format!("{} must be 1 to 1024 bytes", kind.as_str()));
+    }
+    if req
+        .issuer
+        .as_ref()
+        .is_some_and(|i| i.is_empty() || i.len() > 2048)
+    {
+        return Err("issuer must be 1 to 2048 bytes".into());
+    }
+    if req.reason.as_ref().is_some_and(|r| r.len() > 256) {
+        return Err("reason must be at most 256 bytes".into());
+    }
+    let expires_in = req.expires_in.unwrap_or(DEFAULT_EXPIRES_IN);
+    if !(1..=MAX_EXPIRES_IN).contains(&expires_in) {
+        return Err(format!("expires_in must be 1 to {MAX_EXPIRES_IN} seconds"));
+    }
+    Ok(Revocation {
+        id: random_id(),
+        kind,
+        value,
+        issuer: req.issuer,
+        revoked_at: now,
+        expires_at: now + expires_in as i64,
+        reason: req.reason,
+    })
+}
+
+/// `90`, `90s`, `30m`, `12h`, `7d` → seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (90s, 30m, 12h, 7d)"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?} is not a duration (90s, 30m, 12h, 7d)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// `mcpgate revoke`: a client of the admin endpoint.
+// ---------------------------------------------------------------------------------------------
+
+/// What `mcpgate revoke` was asked.
+pub struct CliRequest {
+    pub config: Option<std::path::PathBuf>,
+    pub admin_url: Option<String>,
+    pub token_file: Option<std::path::PathBuf>,
+    /// `None`: list the current revocations.
+    pub body: Option<serde_json::Value>,
+}
+
+/// The admin URL for a listen address (`0.0.0.0` and `::` are reached on loopback).
+pub fn admin_url_for(address: &str) -> Result<String, String> {
+    let a: std::net::SocketAddr = address
+        .parse()
+        .map_err(|_| format!("admin.address {address:?} is not ip:port"))?;
+    let ip = match a.ip() {
+        std::net::IpAddr::V4(v) if v.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v) if v.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    Ok(format!(
+        "http://{}",
+        std::net::SocketAddr::new(ip, a.port())
+    ))
+}
+
+/// Post (or list) revocations at a gateway's admin listener; returns the answer body.
+pub fn run_cli(req: CliRequest) -> Result<String, String> {
+    crate::install_crypto_provider();
+    let config = req
+        .config
+        .as_deref()
+        .map(Config::load)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let admin_url = match (&req.admin_url, &config) {
+        (Some(u), _) => u.trim_end_matches('/').to_string(),
+        (None, Some(c)) => admin_url_for(&c.admin_address)?,
+        (None, None) => return Err("give --config or --admin-url".into()),
+    };
+    let token_file = match (&req.token_file, &config) {
+        (Some(f), _) => f.clone(),
+        (None, Some(c)) => c
+            .admin_token
+            .as_ref()
+            .map(|t| t.file.clone())
+            .ok_or("the config has no admin.token_file (or give --token-file)")?,
+        (None, None) => return Err("give --config or --token-file".into()),
+    };
+    let raw = std::fs::read(&token_file)
+        .map_err(|e| format!("cannot read {}: {e}", token_file.display()))?;
+    let token = String::from_utf8(crate::apikeys::strip_one_newline(&raw).to_vec())
+        .map_err(|_| format!("{} does not hold a text token", token_file.display()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(async move {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let url = format!("{admin_url}/revocations");
+        let request = match &req.body {
+            Some(body) => client.post(&url).json(body),
+            None => client.get(&url),
+        };
+        let resp = request
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| format!("{url}: {e}"))?;
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(format!("{url}: HTTP {}: {}", status.as_u16(), text.trim()))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn principal(jti: Option<&str>, sub: &str, client: &str, iat: Option<i64>) -> Principal {
+        Principal {
+            method: AuthMethod::Jwt,
+            iss: Arc::from("https://as"),
+            issuer_name: Arc::from("as"),
+            subject: Some(sub.into()),
+            client_id: Some(client.into()),
+            scopes: "".into(),
+            audiences: Box::new([]),
+            any_audience: false,
+            exp: NOW + 300,
+            nbf: None,
+            skew: 0,
+            cnf_jkt: None,
+            jti: jti.map(Box::from),
+            iat,
+        }
+    }
+
+    fn rev(kind: Kind, value: &str, issuer: Option<&str>, at: i64, expires: i64) -> Revocation {
+        Revocation {
+            id: random_id(),
+            kind,
+            value: value.into(),
+            issuer: issuer.map(String::from),
+            revoked_at: at,
+            expires_at: expires,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn by_jti_refuses_that_token_only() {
+        let set = RevocationSet::build(vec![rev(Kind::Jti, "t1", None, NOW, NOW + 60)], NOW);
+        let p = principal(Some("t1"), "alice", "app", Some(NOW + 10));
+        assert_eq!(set.check(&p, NOW), Some(Kind::Jti), "jti ignores iat");
+        assert_eq!(
+            set.check(&principal(Some("t2"), "alice", "app", None), NOW),
+            None
+        );
+        assert_eq!(set.check(&principal(None, "alice", "app", None), NOW), None);
+        assert_eq!(set.check(&p, NOW + 60), None, "expired revocation");
+    }
+
+    #[test]
+    fn by_subject_and_client_refuse_tokens_issued_at_or_before() {
+        let set = RevocationSet::build(
+            vec![
+                rev(Kind::Subject, "alice", None, NOW, NOW + 60),
+                rev(Kind::ClientId, "app", Some("https://other"), NOW, NOW + 60),
+            ],
+            NOW,
+        );
+        let old = principal(None, "alice", "x", Some(NOW - 100));
+        assert_eq!(set.check(&old, NOW), Some(Kind::Subject));
+        let same_second = principal(None, "alice", "x", Some(NOW));
+        assert_eq!(set.check(&same_second, NOW), Some(Kind::Subject));
+        let no_iat = principal(None, "alice", "x", None);
+        assert_eq!(
+            set.check(&no_iat, NOW),
+            Some(Kind::Subject),
+            "no iat: revoked"
+        );
+        let newer = principal(None, "alice", "x", Some(NOW + 1));
+        assert_eq!(set.check(&newer, NOW + 1), None, "issued after: fine");
+        let client = principal(None, "bob", "app", Some(NOW - 1));
+        assert_eq!(set.check(&client, NOW), None, "issuer-scoped: other issuer");
+        let mut client2 = principal(None, "bob", "app", Some(NOW - 1));
+        client2.iss = Arc::from("https://other");
+        assert_eq!(set.check(&client2, NOW), Some(Kind::ClientId));
+        let mut key = principal(None, "alice", "x", None);
+        key.method = AuthMethod::ApiKey;
+        assert_eq!(set.check(&key, NOW), None, "API keys are not revoked here");
+    }
+
+    #[test]
+    fn build_drops_expired() {
+        let set = RevocationSet::build(
+            vec![
+                rev(Kind::Jti, "a", None, NOW - 10, NOW),
+                rev(Kind::Jti, "b", None, NOW - 10, NOW + 1),
+            ],
+            NOW,
+        );
+        assert_eq!(set.len(), 1);
+        assert_eq!(set.entries()[0].value, "b");
+    }
+
+    #[test]
+    fn requests_are_judged() {
+        let r = parse_request(
+            br#"{"subject":"alice","expires_in":3600,"reason":"lost laptop"}"#,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!((r.kind, r.value.as_str()), (Kind::Subject, "alice"));
+        assert_eq!((r.revoked_at, r.expires_at), (NOW, NOW + 3600));
+        let d = parse_request(br#"{"jti":"x"}"#, NOW).unwrap();
+        assert_eq!(d.expires_at, NOW + DEFAULT_EXPIRES_IN as i64);
+        for bad in [
+            &br#"{}"#[..],
+            br#"{"jti":"a","subject":"b"}"#,
+            br#"{"jti":""}"#,
+            br#"{"jti":"a","expires_in":0}"#,
+            br#"{"jti":"a","bogus":1}"#,
+            br#"not json"#,
+        ] {
+            assert!(
+                parse_request(bad, NOW).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), 90);
+        assert_eq!(parse_duration("90s").unwrap(), 90);
+        assert_eq!(parse_duration("30m").unwrap(), 1800);
+        assert_eq!(parse_duration("12h").unwrap(), 43_200);
+        assert_eq!(parse_duration("7d").unwrap(), 604_800);
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn admin_url_reaches_wildcard_binds_on_loopback() {
+        assert_eq!(
+            admin_url_for("0.0.0.0:9090").unwrap(),
+            "http://127.0.0.1:9090"
+        );
+        assert_eq!(admin_url_for("[::]:9090").unwrap(), "http://[::1]:9090");
+        assert_eq!(
+            admin_url_for("10.0.0.5:9090").unwrap(),
+            "http://10.0.0.5:9090"
+        );
+    }
+
+    #[tokio::test]
+    async fn local_list_applies_at_once_and_bumps_the_generation() {
+        let settings = StateSettings {
+            redis: None,
+            dpop_replay_fail: FailMode::Closed,
+            revocations_fail: FailMode::Open,
+            revocations_max_stale: Duration::from_secs(5),
+        };
+        let r = Revocations::new(&settings, None);
+        let now = crate::jwks::now_unix();
+        let p = principal(Some("t1"), "alice", "app", Some(now - 5));
+        assert!(r.check(&p, now).is_ok());
+        let g = r.generation();
+        r.add(rev(Kind::Subject, "alice", None, now, now + 60))
+            .await
+            .unwrap();
+        assert!(r.generation() > g);
+        assert_eq!(r.check(&p, now), Err(Refusal::Revoked));
+        assert_eq!(r.age_seconds(), 0.0);
+    }
+}

@@ -1,0 +1,381 @@
+//! The shared state store: one Redis client per process, for what replicas must share
+//! (issue 9): DPoP proof `jti`s and the revocation list.
+//!
+//! Side work, off the request path except for the one `SET NX PX` a DPoP request makes.
+//! Every call runs on this store's own small runtime (never on a pingora worker), under a
+//! deadline (`timeout_ms` on the request path, at least one second for background and
+//! admin calls), behind a circuit breaker: after `breaker_failures` consecutive failures
+//! calls fail at once for `breaker_open_ms`, then one probe is let through; a success
+//! closes it. What a feature does when a call fails is its own `fail` policy (see
+//! `dpop` and `revocation`). Redis being down never blocks startup: the connection is
+//! made lazily and re-made by the `ConnectionManager` after errors.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::config::RedisSettings;
+use crate::metrics::{self, RedisOp, RedisResult};
+
+/// Why a call gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The breaker is open: Redis was not asked.
+    CircuitOpen,
+    /// No answer within the deadline.
+    Timeout,
+    /// A connection or command error.
+    Redis(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::CircuitOpen => f.write_str("circuit breaker open"),
+            StoreError::Timeout => f.write_str("timed out"),
+            StoreError::Redis(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A consecutive-failure circuit breaker (lock-free).
+pub struct Breaker {
+    threshold: u32,
+    open_for_ms: u64,
+    failures: AtomicU32,
+    /// Milliseconds since `epoch` until which calls fail at once.
+    open_until_ms: AtomicU64,
+    epoch: Instant,
+    ever_ok: AtomicBool,
+}
+
+impl Breaker {
+    pub fn new(threshold: u32, open_for: Duration) -> Breaker {
+        Breaker {
+            threshold: threshold.max(1),
+            open_for_ms: open_for.as_millis() as u64,
+            failures: AtomicU32::new(0),
+            open_until_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            ever_ok: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Whether a call may go to Redis now. While open, no; once the open period is
+    /// over, exactly one caller (the probe) gets `true` per period.
+    pub fn allow(&self) -> bool {
+        if self.failures.load(Ordering::Acquire) < self.threshold {
+            return true;
+        }
+        let until = self.open_until_ms.load(Ordering::Acquire);
+        let now = self.now_ms();
+        if now < until {
+            return false;
+        }
+        self.open_until_ms
+            .compare_exchange(
+                until,
+                now + self.open_for_ms,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// Record a success; returns true when this closed an open breaker.
+    pub fn success(&self) -> bool {
+        self.ever_ok.store(true, Ordering::Release);
+        self.failures.swap(0, Ordering::AcqRel) >= self.threshold
+    }
+
+    /// Record a failure; returns true when this opened the breaker.
+    pub fn failure(&self) -> bool {
+        let n = self
+            .failures
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1);
+        if n >= self.threshold {
+            self.open_until_ms
+                .store(self.now_ms() + self.open_for_ms, Ordering::Release);
+        }
+        n == self.threshold
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.failures.load(Ordering::Acquire) >= self.threshold
+    }
+
+    /// Redis answered at least once and the breaker is closed.
+    pub fn healthy(&self) -> bool {
+        self.ever_ok.load(Ordering::Acquire) && !self.is_open()
+    }
+}
+
+/// Loud but bounded logging of decisions made without Redis: the first one at once,
+/// then at most one line every 10 seconds, each with the count since the last line.
+#[derive(Default)]
+pub struct LoudLog {
+    /// Unix milliseconds of the last line (0: none yet).
+    last_ms: AtomicU64,
+    count: AtomicU64,
+}
+
+impl LoudLog {
+    pub fn error(&self, log: impl FnOnce(u64)) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(1)
+            .max(1);
+        let last = self.last_ms.load(Ordering::Acquire);
+        if (last == 0 || now.saturating_sub(last) >= 10_000)
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            log(self.count.swap(0, Ordering::AcqRel));
+        }
+    }
+}
+
+/// Metric handles of the store's operations.
+pub struct Ops {
+    pub dpop_replay: RedisOp,
+    pub revocations_sync: RedisOp,
+    pub revocations_write: RedisOp,
+}
+
+/// The Redis client of this process.
+pub struct Store {
+    runtime: tokio::runtime::Runtime,
+    client: redis::Client,
+    conn: ConnectionManager,
+    pub settings: RedisSettings,
+    pub breaker: Breaker,
+    pub ops: Ops,
+}
+
+fn client(settings: &RedisSettings) -> Result<redis::Client, String> {
+    let url = settings.url.as_str();
+    let e = |e: redis::RedisError| format!("state.redis.url {}: {e}", settings.redacted);
+    match &settings.ca_pem {
+        Some(pem) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        )
+        .map_err(e),
+        None => redis::Client::open(url).map_err(e),
+    }
+}
+
+impl Store {
+    /// Set up the client (no connection is made yet).
+    pub fn new(settings: &RedisSettings) -> Result<Arc<Store>, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("mcpgate-redis")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the Redis runtime: {e}"))?;
+        let client = client(settings)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(settings.background_timeout()))
+            // Reconnection is retried by the next call; keep each attempt short.
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = {
+            // The manager spawns its reconnection tasks on the runtime it is made in.
+            let _guard = runtime.enter();
+            ConnectionManager::new_lazy_with_config(client.clone(), config)
+                .map_err(|e| format!("state.redis: {e}"))?
+        };
+        if !settings.tls() && !is_loopback(&settings.url) {
+            tracing::warn!(
+                url = %settings.redacted,
+                "state.redis.url is plain redis:// to a non-loopback host: use rediss:// (TLS) \
+                 unless the network path is trusted"
+            );
+        }
+        metrics::register_state_metrics(true);
+        Ok(Arc::new(Store {
+            runtime,
+            client,
+            conn,
+            breaker: Breaker::new(settings.breaker_failures, settings.breaker_open),
+            settings: settings.clone(),
+            ops: Ops {
+                dpop_replay: RedisOp::new("dpop_replay"),
+                revocations_sync: RedisOp::new("revocations_sync"),
+                revocations_write: RedisOp::new("revocations_write"),
+            },
+        }))
+    }
+
+    /// `key_prefix` + `suffix`.
+    pub fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.settings.key_prefix)
+    }
+
+    /// Run on the store's runtime.
+    pub fn spawn<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.runtime.spawn(fut);
+    }
+
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// One call: through the breaker, on the store runtime, within `timeout`, counted.
+    pub async fn call<T, F, Fut>(
+        &self,
+        op: &RedisOp,
+        timeout: Duration,
+        f: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        if !self.breaker.allow() {
+            op.record(RedisResult::CircuitOpen, None);
+            return Err(StoreError::CircuitOpen);
+        }
+        let fut = f(self.conn.clone());
+        let started = Instant::now();
+        let joined = self
+            .runtime
+            .spawn(async move { tokio::time::timeout(timeout, fut).await })
+            .await;
+        let seconds = Some(started.elapsed().as_secs_f64());
+        let result = match joined {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => Err(StoreError::Redis(e.to_string())),
+            Ok(Err(_)) => Err(StoreError::Timeout),
+            Err(e) => Err(StoreError::Redis(format!("task failed: {e}"))),
+        };
+        match &result {
+            Ok(_) => {
+                op.record(RedisResult::Ok, seconds);
+                if self.breaker.success() {
+                    metrics::redis_circuit(false);
+                    tracing::warn!("Redis answers again: circuit breaker closed");
+                }
+            }
+            Err(e) => {
+                op.record(
+                    if *e == StoreError::Timeout {
+                        RedisResult::Timeout
+                    } else {
+                        RedisResult::Error
+                    },
+                    seconds,
+                );
+                if self.breaker.failure() {
+                    metrics::redis_circuit(true);
+                    tracing::error!(
+                        error = %e,
+                        failures = self.settings.breaker_failures,
+                        open_ms = self.settings.breaker_open.as_millis() as u64,
+                        "Redis unreachable: circuit breaker open, calls fail at once"
+                    );
+                }
+            }
+        }
+        result
+    }
+
+    /// `SET key 1 NX PX ttl`: true when the key was absent (first use), false when it
+    /// was there (a replay). Request-path deadline.
+    pub async fn set_nx(&self, suffix: &[u8; 32], ttl: Duration) -> Result<bool, StoreError> {
+        let key = self.key(&format!("dpop:{}", URL_SAFE_NO_PAD.encode(suffix)));
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        self.call(
+            &self.ops.dpop_replay,
+            self.settings.timeout,
+            move |mut c| async move {
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async(&mut c)
+                    .await?;
+                Ok(set.is_some())
+            },
+        )
+        .await
+    }
+}
+
+fn is_loopback(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| crate::config::is_loopback_url(&u))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn loud_log_is_rate_limited_and_counts() {
+        let l = LoudLog::default();
+        let mut lines = Vec::new();
+        for _ in 0..5 {
+            l.error(|n| lines.push(n));
+        }
+        assert_eq!(lines, vec![1], "one line at once, then quiet");
+        l.last_ms.store(1, Ordering::Release);
+        l.error(|n| lines.push(n));
+        assert_eq!(
+            lines,
+            vec![1, 5],
+            "the next line carries the count since the last"
+        );
+    }
+
+    #[test]
+    fn breaker_opens_after_threshold_and_lets_one_probe_through() {
+        let b = Breaker::new(3, Duration::from_millis(40));
+        assert!(b.allow() && !b.healthy());
+        assert!(!b.failure());
+        assert!(!b.failure());
+        assert!(b.allow(), "below the threshold calls go through");
+        assert!(b.failure(), "the third failure opens it");
+        assert!(b.is_open());
+        assert!(!b.allow(), "open: fail at once");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(b.allow(), "after the open period, one probe");
+        assert!(!b.allow(), "and only one");
+        assert!(
+            !b.failure(),
+            "a failed probe keeps it open (not a new opening)"
+        );
+        assert!(!b.allow());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(b.allow());
+        assert!(b.success(), "a good probe closes it");
+        assert!(b.allow() && b.healthy() && !b.is_open());
+        assert!(!b.success());
+    }
+}

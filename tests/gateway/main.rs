@@ -21,5 +21,6 @@ mod mcp;
 mod ops;
 mod paths;
 mod prm;
+mod scaleout;
 mod support;
 mod upstream;

@@ -1,0 +1,943 @@
+//! Scale-out (issue 9): replicas sharing DPoP replay protection and a revocation list
+//! through a real Redis.
+//!
+//! Each test starts its own `redis-server` on a free loopback port (`--save '' --appendonly
+//! no`, stopped on drop) and two gateway replicas, A and B, on their own ports, sharing it
+//! with one mock IdP and one upstream. Redis is killed, paused (SIGSTOP: it accepts
+//! connections but never answers) and restarted on the same port to check the fail
+//! policies, the circuit breaker, `/readyz` and recovery. `redis-server` comes from the
+//! test command's setup (`.ci/setup test`); without it these tests fail and say so.
+
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::*;
+use crate::support::{parse_exposition, within, Exposition, Stream, Up, UpReply};
+
+// ---------------------------------------------------------------------------------------------
+// A real redis-server
+// ---------------------------------------------------------------------------------------------
+
+/// `redis-server` on a free loopback port, no persistence; killed on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.resume();
+        self.kill();
+    }
+}
+
+fn redis_server_bin() -> String {
+    let found = Command::new("sh")
+        .args(["-c", "command -v redis-server"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    found.unwrap_or_else(|| {
+        panic!("redis-server is not installed: run .ci/setup test (apt package redis-server)")
+    })
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        let port = StdListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = Redis {
+            child: None,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        r.spawn().await;
+        r
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("redis.log"))
+            .unwrap();
+        let child = Command::new(redis_server_bin())
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--dir", &self.dir.path().display().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.cmd(&["PING"]).await.as_deref() != Ok("+PONG") {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL, as a crash.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same port (empty: no persistence).
+    async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-s", sig, &c.id().to_string()])
+                .status();
+        }
+    }
+
+    /// SIGSTOP: connections are accepted by the kernel but nothing is answered.
+    fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    /// One command over RESP; the first line of the answer.
+    async fn cmd(&self, args: &[&str]) -> Result<String, String> {
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        tokio::time::timeout(Duration::from_secs(2), async {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .map_err(|e| e.to_string())?;
+            s.write_all(req.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            Ok(text.lines().next().unwrap_or("").to_string())
+        })
+        .await
+        .map_err(|_| "timeout".to_string())?
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two replicas
+// ---------------------------------------------------------------------------------------------
+
+const TEMPLATE: &str = r#"
+listen:
+  address: 127.0.0.1:{PORT}
+  public_url: https://mcp.example.com
+  threads: 2
+admin:
+  address: 127.0.0.1:{ADMIN}
+  token_file: {TOKEN_FILE}
+dpop:
+  nonce_secret: scaleout-nonce-secret-0123456789
+state:
+  redis:
+    url: redis://127.0.0.1:{REDIS}/0
+    key_prefix: "{PREFIX}"
+    timeout_ms: {TIMEOUT}
+    connect_timeout_ms: 300
+    breaker_open_ms: 200
+{REDIS_EXTRA}{STATE}
+issuers:
+  - name: as
+    issuer: {IDP}
+    jwks_uri: {JWKS}
+routes:
+  - name: mcp
+    path_prefix: /mcp
+    upstream: {UP}
+    scopes: [mcp:read]
+"#;
+
+const ADMIN_TOKEN: &str = "scaleout-admin-token-0123456789";
+/// `timeout_ms` of the replicas: a debug build under a parallel test run needs slack.
+const TIMEOUT_MS: u64 = 300;
+
+/// Options of a cluster.
+#[derive(Default, Clone)]
+struct Opts {
+    /// Lines under `state:` (fail policies).
+    state: &'static str,
+    /// Lines under `state.redis:`.
+    redis: &'static str,
+}
+
+struct Cluster {
+    a: Gateway,
+    b: Gateway,
+    idp: MockIdp,
+    up: Up,
+    redis: Redis,
+    _dir: tempfile::TempDir,
+}
+
+fn upstream() -> Up {
+    Up::start(|req: &Request| {
+        if req.path().ends_with("/sse") {
+            return UpReply::sse(
+                (0..60)
+                    .map(|i| format!("data: {{\"n\":{i}}}\n\n").into_bytes())
+                    .collect(),
+                Duration::from_millis(100),
+            );
+        }
+        UpReply::json(br#"{"ok":true}"#)
+    })
+}
+
+impl Cluster {
+    async fn start(opts: Opts) -> Cluster {
+        let redis = Redis::start().await;
+        let idp = MockIdp::start();
+        let up = upstream();
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("admin-token");
+        std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
+        let prefix = format!("t{}:", random_hex(4));
+        let render = {
+            let (issuer, jwks, upurl) = (idp.issuer(), idp.jwks_uri(), up.url());
+            let token_file = token_file.display().to_string();
+            let port = redis.port.to_string();
+            move |p: u16, a: u16| {
+                TEMPLATE
+                    .replace("{PORT}", &p.to_string())
+                    .replace("{ADMIN}", &a.to_string())
+                    .replace("{TOKEN_FILE}", &token_file)
+                    .replace("{REDIS}", &port)
+                    .replace("{PREFIX}", &prefix)
+                    .replace("{TIMEOUT}", &TIMEOUT_MS.to_string())
+                    .replace("{REDIS_EXTRA}", opts.redis)
+                    .replace("{STATE}", opts.state)
+                    .replace("{IDP}", &issuer)
+                    .replace("{JWKS}", &jwks)
+                    .replace("{UP}", &upurl)
+            }
+        };
+        let a = Gateway::start(render.clone()).await;
+        let b = Gateway::start(render).await;
+        for gw in [&a, &b] {
+            gw.wait_ready(Duration::from_secs(10)).await.unwrap();
+        }
+        Cluster {
+            a,
+            b,
+            idp,
+            up,
+            redis,
+            _dir: dir,
+        }
+    }
+
+    fn tok(&self) -> Tok {
+        Tok::new(&self.idp.issuer(), R).c("iat", json!(now() - 5))
+    }
+
+    async fn bearer(&self, gw: &Gateway, token: &str) -> Resp {
+        send_to(gw.addr(), &Req::post("/mcp").bearer(token))
+            .await
+            .unwrap()
+    }
+
+    async fn dpop(&self, gw: &Gateway, token: &str, proof: &str) -> Resp {
+        let req = Req::post("/mcp")
+            .h("Authorization", &format!("DPoP {token}"))
+            .h("DPoP", proof);
+        send_to(gw.addr(), &req).await.unwrap()
+    }
+}
+
+async fn admin_post(gw: &Gateway, body: &Value, token: Option<&str>) -> Resp {
+    let mut req = Req::post("/revocations")
+        .host("localhost")
+        .body(serde_json::to_vec(body).unwrap());
+    req.headers
+        .retain(|(n, _)| !n.eq_ignore_ascii_case("content-type"));
+    let req = req.h("Content-Type", "application/json");
+    let req = match token {
+        Some(t) => req.bearer(t),
+        None => req,
+    };
+    send_to(gw.admin_addr(), &req).await.unwrap()
+}
+
+async fn admin_get(gw: &Gateway, path: &str, token: Option<&str>) -> Resp {
+    let req = Req::get(path).host("localhost");
+    let req = match token {
+        Some(t) => req.bearer(t),
+        None => req,
+    };
+    send_to(gw.admin_addr(), &req).await.unwrap()
+}
+
+async fn metrics(gw: &Gateway) -> Exposition {
+    let r = admin_get(gw, "/metrics", None).await;
+    assert_eq!(r.status, 200, "{r}");
+    parse_exposition(&r.text()).unwrap_or_else(|e| panic!("bad /metrics: {e}"))
+}
+
+fn is_revoked(r: &Resp) -> bool {
+    r.status == 401
+        && serde_json::from_slice::<Value>(&r.body).is_ok_and(|v| {
+            v["error"] == "invalid_token" && v["error_description"] == "token has been revoked"
+        })
+        && r.header_all("www-authenticate")
+            .iter()
+            .any(|c| c.contains("error=\"invalid_token\""))
+}
+
+// ---------------------------------------------------------------------------------------------
+// DPoP proofs (key P: the fixture's "evil" key, which the IdP never uses for tokens)
+// ---------------------------------------------------------------------------------------------
+
+fn proof_jwk() -> Value {
+    let mut jwk = ec_jwk(&keys().evil, "x", "P-256", "ES256");
+    let m = jwk.as_object_mut().unwrap();
+    for k in ["kid", "alg", "use"] {
+        m.remove(k);
+    }
+    jwk
+}
+
+fn proof_jkt() -> String {
+    let jwk = proof_jwk();
+    let canonical = format!(
+        r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+        jwk["x"].as_str().unwrap(),
+        jwk["y"].as_str().unwrap()
+    );
+    b64u(&Sha256::digest(canonical.as_bytes()))
+}
+
+/// A fresh proof for `POST https://mcp.example.com/mcp` with this token.
+fn proof(token: &str) -> String {
+    let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": proof_jwk()});
+    let claims = json!({
+        "jti": random_hex(12),
+        "htm": "POST",
+        "htu": R,
+        "iat": now(),
+        "ath": b64u(&Sha256::digest(token.as_bytes())),
+    });
+    let input = format!(
+        "{}.{}",
+        b64u(&serde_json::to_vec(&header).unwrap()),
+        b64u(&serde_json::to_vec(&claims).unwrap())
+    );
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let sig = keys().evil.sign(&rng, input.as_bytes()).unwrap();
+    format!("{input}.{}", b64u(sig.as_ref()))
+}
+
+fn bound_token(c: &Cluster) -> String {
+    c.tok().c("cnf", json!({"jkt": proof_jkt()})).build()
+}
+
+fn dpop_error(r: &Resp) -> Option<String> {
+    serde_json::from_slice::<Value>(&r.body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(String::from))
+}
+
+// ---------------------------------------------------------------------------------------------
+// DPoP replay across replicas
+// ---------------------------------------------------------------------------------------------
+
+/// A proof accepted at A is a replay at B (and at A); a fresh proof works at B. The shared
+/// check is one `SET NX` per proof, visible in Redis and in the metrics.
+#[tokio::test]
+async fn dpop_proof_accepted_at_a_is_refused_at_b() {
+    let c = Cluster::start(Opts::default()).await;
+    let token = bound_token(&c);
+    let p1 = proof(&token);
+    let r = c.dpop(&c.a, &token, &p1).await;
+    assert_eq!(r.status, 200, "{r}");
+    let r = c.dpop(&c.b, &token, &p1).await;
+    assert_eq!(r.status, 401, "replay at the other replica: {r}");
+    assert_eq!(dpop_error(&r).as_deref(), Some("invalid_dpop_proof"), "{r}");
+    assert!(r.text().contains("already used"), "{r}");
+    let r = c.dpop(&c.a, &token, &p1).await;
+    assert_eq!(r.status, 401, "replay at the same replica: {r}");
+    assert_eq!(c.up.count(), 1, "a replayed proof reached the upstream");
+    let r = c.dpop(&c.b, &token, &proof(&token)).await;
+    assert_eq!(r.status, 200, "a fresh proof at B: {r}");
+    assert_eq!(c.up.count(), 2);
+
+    let keys = c.redis.cmd(&["DBSIZE"]).await.unwrap();
+    assert!(keys.starts_with(':'), "{keys}");
+    let m = metrics(&c.b).await;
+    assert!(
+        m.value(
+            "mcpgate_redis_calls_total",
+            &[("op", "dpop_replay"), ("result", "ok")]
+        ) >= 2.0
+    );
+    assert!(m.sum("mcpgate_redis_call_seconds_count", &[("op", "dpop_replay")]) >= 2.0);
+    assert_eq!(m.get("mcpgate_redis_circuit_open", &[]), Some(0.0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Revocations across replicas
+// ---------------------------------------------------------------------------------------------
+
+/// Revoking at A (by jti, subject, client_id) refuses the token at B within one second, even
+/// though B has it cached; tokens of the same subject or client issued after the revocation
+/// still work; other tokens are untouched.
+#[tokio::test]
+async fn revocation_at_a_refuses_the_token_at_b_within_one_second() {
+    let c = Cluster::start(Opts::default()).await;
+    let cases = [
+        ("jti", "jti-1", json!({"jti": "jti-1"})),
+        (
+            "subject",
+            "sub-1",
+            json!({"subject": "sub-1", "expires_in": 600}),
+        ),
+        (
+            "client_id",
+            "client-9",
+            json!({"client_id": "client-9", "reason": "leaked"}),
+        ),
+    ];
+    let bystander = c.tok().c("sub", json!("bystander")).build();
+    for (kind, value, body) in cases {
+        let t = match kind {
+            "jti" => c.tok().c("jti", json!(value)),
+            "subject" => c.tok().c("sub", json!(value)),
+            _ => c.tok().c("client_id", json!(value)),
+        }
+        .build();
+        // Accepted (and cached) at both replicas first.
+        assert_eq!(c.bearer(&c.a, &t).await.status, 200, "{kind}");
+        assert_eq!(c.bearer(&c.b, &t).await.status, 200, "{kind}");
+
+        let r = admin_post(&c.a, &body, Some(ADMIN_TOKEN)).await;
+        assert_eq!(r.status, 201, "{kind}: {r}");
+        let v = r.json();
+        assert_eq!(v["revocation"]["kind"], kind, "{r}");
+        assert_eq!(v["shared"], true, "{r}");
+        let posted = Instant::now();
+        assert!(
+            is_revoked(&c.bearer(&c.a, &t).await),
+            "{kind}: A applies its own revocation at once"
+        );
+        let took = within(Duration::from_secs(1), || async {
+            is_revoked(&c.bearer(&c.b, &t).await)
+        })
+        .await
+        .unwrap_or_else(|d| panic!("{kind}: B still accepts the token {d:?} after the revocation"));
+        assert!(posted.elapsed() < Duration::from_secs(1) || took < Duration::from_secs(1));
+        eprintln!("{kind}: revoked at B {took:?} after the POST to A");
+
+        if kind != "jti" {
+            // Issued after the revocation: fine again.
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            let claim = if kind == "subject" {
+                "sub"
+            } else {
+                "client_id"
+            };
+            let fresh = c
+                .tok()
+                .c(claim, json!(value))
+                .c("iat", json!(now()))
+                .build();
+            assert_eq!(
+                c.bearer(&c.b, &fresh).await.status,
+                200,
+                "{kind}: new token"
+            );
+        }
+        assert_eq!(
+            c.bearer(&c.b, &bystander).await.status,
+            200,
+            "{kind}: bystander"
+        );
+    }
+    let m = metrics(&c.b).await;
+    for kind in ["jti", "subject", "client_id"] {
+        assert_eq!(
+            m.value("mcpgate_revocations_applied_total", &[("kind", kind)]),
+            1.0,
+            "{kind}"
+        );
+    }
+    assert_eq!(m.get("mcpgate_revocations_active", &[]), Some(3.0));
+    assert!(
+        m.value(
+            "mcpgate_requests_total",
+            &[
+                ("route", "mcp"),
+                ("decision", "deny"),
+                ("reason", "token_revoked")
+            ]
+        ) >= 3.0
+    );
+    assert!(m.get("mcpgate_revocations_cache_age_seconds", &[]).unwrap() < 2.0);
+    let list = admin_get(&c.b, "/revocations", Some(ADMIN_TOKEN)).await;
+    assert_eq!(list.status, 200, "{list}");
+    assert_eq!(
+        list.json()["revocations"].as_array().unwrap().len(),
+        3,
+        "{list}"
+    );
+}
+
+/// A response stream open at B is closed at its next event once its token is revoked at A.
+#[tokio::test]
+async fn revocation_closes_an_open_stream_at_the_other_replica() {
+    let c = Cluster::start(Opts::default()).await;
+    let t = c.tok().c("jti", json!("streamed")).build();
+    let mut s = Stream::open(c.b.addr(), &Req::get("/mcp/sse").bearer(&t))
+        .await
+        .unwrap();
+    assert_eq!(s.status, 200);
+    let first = s.next(Duration::from_secs(5)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("\"n\":0"));
+    // Another, unrevoked stream keeps flowing.
+    let other = c.tok().build();
+    let mut s2 = Stream::open(c.b.addr(), &Req::get("/mcp/sse").bearer(&other))
+        .await
+        .unwrap();
+    assert_eq!(s2.status, 200);
+
+    let r = admin_post(&c.a, &json!({"jti": "streamed"}), Some(ADMIN_TOKEN)).await;
+    assert_eq!(r.status, 201, "{r}");
+    let revoked_at = Instant::now();
+    let rest = s.collect(Duration::from_secs(5)).await.unwrap();
+    let ended = revoked_at.elapsed();
+    assert_ne!(
+        s.clean_end,
+        Some(true),
+        "a revoked stream must not look complete"
+    );
+    assert!(
+        ended < Duration::from_millis(1500),
+        "stream ended {ended:?} after the revocation"
+    );
+    let got: String = rest
+        .iter()
+        .map(|(_, d)| String::from_utf8_lossy(d).to_string())
+        .collect();
+    assert!(
+        got.matches("data:").count() < 15,
+        "the stream kept flowing: {got:?}"
+    );
+    let more = s2.next(Duration::from_secs(2)).await.unwrap();
+    assert!(more.is_some(), "the unrevoked stream was cut too");
+    let m = metrics(&c.b).await;
+    assert_eq!(
+        m.value(
+            "mcpgate_streams_closed_token_revoked_total",
+            &[("route", "mcp")]
+        ),
+        1.0
+    );
+}
+
+/// `/revocations` needs the admin token: none or a wrong one is 401 and changes nothing; a
+/// gateway without `admin.token_file` refuses with 403; bad bodies are 400.
+#[tokio::test]
+async fn admin_endpoint_requires_the_admin_token() {
+    let c = Cluster::start(Opts::default()).await;
+    let body = json!({"subject": "mallory-victim"});
+    for token in [None, Some("wrong-token-wrong-token"), Some("")] {
+        let r = admin_post(&c.a, &body, token).await;
+        assert_eq!(r.status, 401, "{token:?}: {r}");
+        assert!(r.header("www-authenticate").is_some(), "{r}");
+        let r = admin_get(&c.a, "/revocations", token).await;
+        assert_eq!(r.status, 401, "{token:?}: {r}");
+    }
+    let basic = Req::post("/revocations")
+        .host("localhost")
+        .h("Authorization", &format!("Basic {ADMIN_TOKEN}"))
+        .body(serde_json::to_vec(&body).unwrap());
+    assert_eq!(send_to(c.a.admin_addr(), &basic).await.unwrap().status, 401);
+    let list = admin_get(&c.b, "/revocations", Some(ADMIN_TOKEN)).await;
+    assert_eq!(
+        list.json()["revocations"],
+        json!([]),
+        "a refused POST changed the list"
+    );
+    assert_eq!(c.redis.cmd(&["EXISTS", "nothing"]).await.unwrap(), ":0");
+
+    for bad in [
+        json!({}),
+        json!({"jti": "a", "subject": "b"}),
+        json!({"jti": "a", "nope": 1}),
+    ] {
+        let r = admin_post(&c.a, &bad, Some(ADMIN_TOKEN)).await;
+        assert_eq!(r.status, 400, "{bad}: {r}");
+    }
+    let del = Req::new("DELETE", "/revocations")
+        .host("localhost")
+        .bearer(ADMIN_TOKEN);
+    assert_eq!(send_to(c.a.admin_addr(), &del).await.unwrap().status, 405);
+
+    // Without admin.token_file the endpoint is off.
+    let up = c.up.url();
+    let plain = Gateway::start(|p, a| {
+        format!(
+            "listen: {{address: '127.0.0.1:{p}', public_url: 'https://mcp.example.com'}}\n\
+             admin: {{address: '127.0.0.1:{a}'}}\n\
+             issuers: [{{name: as, issuer: '{}', jwks_uri: '{}'}}]\n\
+             routes: [{{name: mcp, path_prefix: /mcp, upstream: '{up}'}}]\n",
+            c.idp.issuer(),
+            c.idp.jwks_uri()
+        )
+    })
+    .await;
+    let r = admin_post(&plain, &body, Some(ADMIN_TOKEN)).await;
+    assert_eq!(r.status, 403, "{r}");
+}
+
+/// `mcpgate revoke --config` posts to the admin listener named by the config, with its token
+/// file; the other replica applies it; `--list` shows it.
+#[tokio::test]
+async fn cli_revoke_reaches_every_replica() {
+    let c = Cluster::start(Opts::default()).await;
+    let t = c.tok().c("sub", json!("carol")).build();
+    assert_eq!(c.bearer(&c.b, &t).await.status, 200);
+    let out = Command::new(gateway_bin())
+        .args(["revoke", "--config"])
+        .arg(&c.a.config_path)
+        .args([
+            "--subject",
+            "carol",
+            "--expires-in",
+            "2h",
+            "--reason",
+            "offboarded",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["revocation"]["value"], "carol");
+    let r = &answer["revocation"];
+    assert_eq!(
+        r["expires_at"].as_i64().unwrap() - r["revoked_at"].as_i64().unwrap(),
+        7200
+    );
+    within(Duration::from_secs(1), || async {
+        is_revoked(&c.bearer(&c.b, &t).await)
+    })
+    .await
+    .expect("B still accepts carol's token");
+
+    let out = Command::new(gateway_bin())
+        .args(["revoke", "--list", "--admin-url"])
+        .arg(format!("http://{}", c.b.admin_addr()))
+        .arg("--token-file")
+        .arg(c._dir.path().join("admin-token"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["revocations"][0]["reason"], "offboarded", "{list}");
+
+    // A wrong token file: a clear failure, non-zero exit.
+    let wrong = c._dir.path().join("wrong-token");
+    std::fs::write(&wrong, "not-the-admin-token-at-all").unwrap();
+    let out = Command::new(gateway_bin())
+        .args(["revoke", "--jti", "x", "--admin-url"])
+        .arg(format!("http://{}", c.a.admin_addr()))
+        .arg("--token-file")
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{out:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis unavailable
+// ---------------------------------------------------------------------------------------------
+
+/// Default policies with Redis killed: DPoP requests are refused with 503 (replay fails
+/// closed), Bearer requests keep working and revoked tokens stay refused (revocations fail
+/// open, from the cache, counted); nothing hangs. When Redis comes back (empty), the
+/// replicas write their revocations back and DPoP works again.
+#[tokio::test]
+async fn redis_killed_dpop_fails_closed_revocations_fail_open_then_recover() {
+    let mut c = Cluster::start(Opts {
+        state: "  revocations: {max_stale_seconds: 1}\n",
+        ..Opts::default()
+    })
+    .await;
+    let revoked = c.tok().c("sub", json!("dave")).build();
+    let fine = c.tok().build();
+    let r = admin_post(&c.a, &json!({"subject": "dave"}), Some(ADMIN_TOKEN)).await;
+    assert_eq!(r.status, 201, "{r}");
+    within(Duration::from_secs(1), || async {
+        is_revoked(&c.bearer(&c.b, &revoked).await)
+    })
+    .await
+    .unwrap();
+    let token = bound_token(&c);
+
+    c.redis.kill();
+    for gw in [&c.a, &c.b] {
+        let started = Instant::now();
+        let r = c.dpop(gw, &token, &proof(&token)).await;
+        assert_eq!(r.status, 503, "{r}");
+        assert_eq!(
+            dpop_error(&r).as_deref(),
+            Some("temporarily_unavailable"),
+            "{r}"
+        );
+        assert!(r.header("retry-after").is_some(), "{r}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+    // Past max_stale_seconds the revocation list is unconfirmed: answered from the cache.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for gw in [&c.a, &c.b] {
+        assert_eq!(c.bearer(gw, &fine).await.status, 200);
+        assert!(
+            is_revoked(&c.bearer(gw, &revoked).await),
+            "a revoked token came back"
+        );
+    }
+    let m = metrics(&c.b).await;
+    assert!(
+        m.value(
+            "mcpgate_state_fail_open_total",
+            &[("feature", "revocations")]
+        ) >= 1.0
+    );
+    assert!(m.get("mcpgate_revocations_cache_age_seconds", &[]).unwrap() >= 1.0);
+    assert!(
+        m.value(
+            "mcpgate_requests_total",
+            &[
+                ("route", "mcp"),
+                ("decision", "deny"),
+                ("reason", "state_unavailable")
+            ]
+        ) >= 1.0
+    );
+    assert!(
+        m.value(
+            "mcpgate_redis_calls_total",
+            &[("op", "revocations_sync"), ("result", "error")]
+        ) + m.value(
+            "mcpgate_redis_calls_total",
+            &[("op", "revocations_sync"), ("result", "circuit_open")]
+        ) >= 1.0
+    );
+    assert_eq!(m.get("mcpgate_redis_circuit_open", &[]), Some(1.0));
+    assert!(
+        c.b.logs().contains("circuit breaker open"),
+        "{}",
+        c.b.logs()
+    );
+    assert!(c
+        .b
+        .logs()
+        .contains("revocations are checked against this replica's last copy"));
+    assert_eq!(c.up.count() as i32, 2 /* the two `fine` requests */);
+
+    c.redis.restart().await;
+    for gw in [&c.a, &c.b] {
+        within(Duration::from_secs(5), || async {
+            c.dpop(gw, &token, &proof(&token)).await.status == 200
+        })
+        .await
+        .unwrap_or_else(|d| panic!("DPoP did not recover {d:?} after Redis came back"));
+    }
+    // The revocation survived the empty restart: the replicas put it back.
+    within(Duration::from_secs(3), || async {
+        c.redis
+            .cmd(&["HLEN", &format!("{}revocations", prefix_of(&c))])
+            .await
+            .as_deref()
+            == Ok(":1")
+    })
+    .await
+    .expect("the replicas did not write their revocations back");
+    assert!(is_revoked(&c.bearer(&c.b, &revoked).await));
+    let m = metrics(&c.b).await;
+    assert_eq!(m.get("mcpgate_redis_circuit_open", &[]), Some(0.0));
+    assert!(m.get("mcpgate_revocations_cache_age_seconds", &[]).unwrap() < 1.0);
+}
+
+/// The key prefix the cluster's replicas use (from A's config file).
+fn prefix_of(c: &Cluster) -> String {
+    let text = std::fs::read_to_string(&c.a.config_path).unwrap();
+    let line = text.lines().find(|l| l.contains("key_prefix")).unwrap();
+    line.split('"').nth(1).unwrap().to_string()
+}
+
+/// Redis paused (it accepts connections but never answers): every DPoP request is answered
+/// 503 within the timeout, the breaker then answers at once, and requests flow again when
+/// Redis resumes.
+#[tokio::test]
+async fn redis_paused_requests_never_hang() {
+    let c = Cluster::start(Opts::default()).await;
+    let token = bound_token(&c);
+    assert_eq!(c.dpop(&c.a, &token, &proof(&token)).await.status, 200);
+    c.redis.pause();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..6 {
+        let started = Instant::now();
+        let r = c.dpop(&c.a, &token, &proof(&token)).await;
+        let took = started.elapsed();
+        assert_eq!(r.status, 503, "{r}");
+        slowest = slowest.max(took);
+    }
+    assert!(
+        slowest < Duration::from_millis(TIMEOUT_MS + 700),
+        "a request waited {slowest:?} (timeout_ms {TIMEOUT_MS})"
+    );
+    let m = metrics(&c.a).await;
+    assert!(
+        m.value(
+            "mcpgate_redis_calls_total",
+            &[("op", "dpop_replay"), ("result", "timeout")]
+        ) >= 1.0
+    );
+    assert!(
+        m.value(
+            "mcpgate_redis_calls_total",
+            &[("op", "dpop_replay"), ("result", "circuit_open")]
+        ) >= 1.0
+    );
+    // Bearer requests do not touch Redis at all.
+    let started = Instant::now();
+    assert_eq!(c.bearer(&c.a, &c.tok().build()).await.status, 200);
+    assert!(started.elapsed() < Duration::from_millis(TIMEOUT_MS));
+    c.redis.resume();
+    within(Duration::from_secs(5), || async {
+        c.dpop(&c.a, &token, &proof(&token)).await.status == 200
+    })
+    .await
+    .expect("no recovery after Redis resumed");
+}
+
+/// `fail: open` for DPoP replay: with Redis down a proof is judged locally (accepted once,
+/// refused when replayed at the same replica), counted and logged.
+#[tokio::test]
+async fn dpop_fail_open_judges_locally() {
+    let mut c = Cluster::start(Opts {
+        state: "  dpop_replay: {fail: open}\n",
+        ..Opts::default()
+    })
+    .await;
+    let token = bound_token(&c);
+    c.redis.kill();
+    let p = proof(&token);
+    let r = c.dpop(&c.a, &token, &p).await;
+    assert_eq!(r.status, 200, "{r}");
+    let r = c.dpop(&c.a, &token, &p).await;
+    assert_eq!(r.status, 401, "{r}");
+    let m = metrics(&c.a).await;
+    assert_eq!(
+        m.value(
+            "mcpgate_state_fail_open_total",
+            &[("feature", "dpop_replay")]
+        ),
+        1.0
+    );
+    assert!(c
+        .a
+        .logs()
+        .contains("checked for replay at this replica only"));
+}
+
+/// `fail: closed` for revocations: once the list cannot be confirmed for
+/// `max_stale_seconds`, OAuth requests get 503; they flow again when Redis returns.
+#[tokio::test]
+async fn revocations_fail_closed_refuses_when_the_list_is_stale() {
+    let mut c = Cluster::start(Opts {
+        state: "  revocations: {fail: closed, max_stale_seconds: 1}\n",
+        ..Opts::default()
+    })
+    .await;
+    let t = c.tok().build();
+    assert_eq!(c.bearer(&c.b, &t).await.status, 200);
+    c.redis.kill();
+    within(Duration::from_secs(4), || async {
+        c.bearer(&c.b, &t).await.status == 503
+    })
+    .await
+    .expect("still answering from an unconfirmed list");
+    let r = c.bearer(&c.b, &t).await;
+    assert_eq!(
+        dpop_error(&r).as_deref(),
+        Some("temporarily_unavailable"),
+        "{r}"
+    );
+    c.redis.restart().await;
+    within(Duration::from_secs(5), || async {
+        c.bearer(&c.b, &t).await.status == 200
+    })
+    .await
+    .expect("no recovery after Redis came back");
+}
+
+/// With `readyz: true`, `/readyz` answers 503 while Redis cannot answer, 200 again after.
+#[tokio::test]
+async fn readyz_reflects_redis_when_configured() {
+    let mut c = Cluster::start(Opts {
+        redis: "    readyz: true\n",
+        ..Opts::default()
+    })
+    .await;
+    assert_eq!(admin_get(&c.a, "/readyz", None).await.status, 200);
+    c.redis.kill();
+    within(Duration::from_secs(4), || async {
+        admin_get(&c.a, "/readyz", None).await.status == 503
+    })
+    .await
+    .expect("/readyz stayed 200 with Redis down");
+    assert!(admin_get(&c.a, "/readyz", None)
+        .await
+        .text()
+        .contains("Redis"));
+    c.redis.restart().await;
+    within(Duration::from_secs(5), || async {
+        admin_get(&c.a, "/readyz", None).await.status == 200
+    })
+    .await
+    .expect("/readyz did not recover");
+}

@@ -272,7 +272,13 @@ impl Revocations {
             return Ok(());
         }
         let confirmed = sh.confirmed_ms.load(Ordering::Acquire);
-        if now_ms() - confirmed <= self.max_stale_ms {
+        // Never loaded: `closed` refuses (the list may hold anything); `open` counts from
+        // the start, so the first sync at startup is not reported as an outage.
+        let since = match (confirmed, self.fail) {
+            (0, FailMode::Open) => self.created_ms,
+            (t, _) => t,
+        };
+        if now_ms() - since <= self.max_stale_ms {
             return Ok(());
         }
         match self.fail {

@@ -28,6 +28,8 @@ struct Redis {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// Further arguments (TLS, password).
+    extra: Vec<String>,
 }
 
 impl Drop for Redis {
@@ -49,17 +51,25 @@ fn redis_server_bin() -> String {
     })
 }
 
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Redis {
     async fn start() -> Redis {
-        let port = StdListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        Redis::start_with(Vec::new()).await
+    }
+
+    async fn start_with(extra: Vec<String>) -> Redis {
         let mut r = Redis {
             child: None,
-            port,
+            port: free_port(),
             dir: tempfile::tempdir().unwrap(),
+            extra,
         };
         r.spawn().await;
         r
@@ -75,6 +85,7 @@ impl Redis {
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--dir", &self.dir.path().display().to_string()])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
@@ -82,7 +93,12 @@ impl Redis {
             .unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.cmd(&["PING"]).await.as_deref() != Ok("+PONG") {
+        // With a password, NOAUTH is an answer too.
+        while !self
+            .cmd(&["PING"])
+            .await
+            .is_ok_and(|l| l == "+PONG" || l.starts_with("-NOAUTH"))
+        {
             assert!(Instant::now() < deadline, "redis-server did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -940,4 +956,144 @@ async fn readyz_reflects_redis_when_configured() {
     })
     .await
     .expect("/readyz did not recover");
+}
+
+/// `rediss://` with a password and a private CA (`ca_file`): replay protection and
+/// revocations work over TLS; a wrong password is a Redis that cannot answer (503 for DPoP);
+/// the password never reaches the log.
+#[tokio::test]
+async fn rediss_with_password_and_private_ca() {
+    let tls_dir = tempfile::tempdir().unwrap();
+    let d = tls_dir.path();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(d)
+            .args(args)
+            .output()
+            .expect("this test needs the openssl command");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // A private CA, and a server certificate for 127.0.0.1 that it signs.
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=mcpgate test CA"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(&ca);
+    let mut csr = vec![
+        "req",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "srv.csr",
+    ];
+    csr.extend(ec);
+    openssl(&csr);
+    std::fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    let tls_port = free_port();
+    let password = "s3cret-redis-password";
+    let arg = |p: &str| d.join(p).display().to_string();
+    let redis = Redis::start_with(
+        [
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &arg("cert.pem"),
+            "--tls-key-file",
+            &arg("key.pem"),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            password,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    let idp = MockIdp::start();
+    let up = upstream();
+    let token_file = d.join("admin-token");
+    std::fs::write(&token_file, ADMIN_TOKEN).unwrap();
+    let (issuer, jwks, upurl) = (idp.issuer(), idp.jwks_uri(), up.url());
+    let config = |pass: &str| {
+        let (issuer, jwks, upurl) = (issuer.clone(), jwks.clone(), upurl.clone());
+        let (ca, token_file) = (arg("ca.pem"), token_file.display().to_string());
+        let url = format!("rediss://:{pass}@127.0.0.1:{tls_port}/0");
+        move |p: u16, a: u16| {
+            format!(
+                "listen: {{address: '127.0.0.1:{p}', public_url: 'https://mcp.example.com'}}\n\
+                 admin: {{address: '127.0.0.1:{a}', token_file: '{token_file}'}}\n\
+                 state:\n  redis: {{url: '{url}', ca_file: '{ca}', timeout_ms: 500, breaker_open_ms: 200}}\n\
+                 issuers: [{{name: as, issuer: '{issuer}', jwks_uri: '{jwks}'}}]\n\
+                 routes: [{{name: mcp, path_prefix: /mcp, upstream: '{upurl}', scopes: [mcp:read]}}]\n"
+            )
+        }
+    };
+    let a = Gateway::start(config(password)).await;
+    let b = Gateway::start(config(password)).await;
+    let c = Cluster {
+        a,
+        b,
+        idp,
+        up,
+        redis,
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let token = bound_token(&c);
+    let p = proof(&token);
+    assert_eq!(c.dpop(&c.a, &token, &p).await.status, 200);
+    let r = c.dpop(&c.b, &token, &p).await;
+    assert_eq!(dpop_error(&r).as_deref(), Some("invalid_dpop_proof"), "{r}");
+    let t = c.tok().c("sub", json!("erin")).build();
+    assert_eq!(c.bearer(&c.b, &t).await.status, 200);
+    let r = admin_post(&c.a, &json!({"subject": "erin"}), Some(ADMIN_TOKEN)).await;
+    assert_eq!(r.status, 201, "{r}");
+    within(Duration::from_secs(1), || async {
+        is_revoked(&c.bearer(&c.b, &t).await)
+    })
+    .await
+    .expect("revocation not applied at B over TLS");
+
+    let wrong = Gateway::start(config("not-the-password")).await;
+    let r = c.dpop(&wrong, &token, &proof(&token)).await;
+    assert_eq!(r.status, 503, "{r}");
+    for gw in [&c.a, &c.b, &wrong] {
+        assert!(
+            !gw.logs().contains("s3cret-redis-password"),
+            "the Redis password was logged"
+        );
+        assert!(
+            !gw.logs().contains("not-the-password"),
+            "the Redis password was logged"
+        );
+    }
 }

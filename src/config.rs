@@ -482,6 +482,18 @@ pub struct FileRoute {
     /// Require a server-issued nonce in DPoP proofs (`use_dpop_nonce`).
     #[serde(default)]
     pub dpop_nonce: bool,
+    /// TLS to an `https://` upstream: a private CA, a client certificate.
+    pub upstream_tls: Option<FileUpstreamTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstreamTls {
+    /// PEM CA certificates that verify the upstream (instead of the system roots).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain and key presented to the upstream (mutual TLS).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 fn default_stream_grace() -> u64 {
@@ -887,6 +899,10 @@ pub struct Route {
     pub dpop_nonce: bool,
     /// `algs` of the DPoP challenge (the accepted proof algorithms).
     pub dpop_algs: String,
+    /// Private CA and client certificate for an `https://` upstream.
+    pub upstream_tls: Option<crate::upstream::UpstreamTls>,
+    /// The files `upstream_tls` came from (watched for reloads).
+    pub upstream_tls_files: Vec<PathBuf>,
     /// `scheme://host[:port]` clients use for this route: the base of DPoP `htu`.
     pub public_origin: String,
 }
@@ -993,16 +1009,15 @@ impl Config {
                 )));
             }
             let root_metadata = fr.root_metadata;
-            let mut route = compile_route(
-                index,
-                fr,
-                &public,
-                &issuers,
-                &issuer_index,
-                &hierarchy,
-                &dpop,
-            )
-            .map_err(ctx)?;
+            let cx = RouteContext {
+                public: &public,
+                issuers: &issuers,
+                issuer_index: &issuer_index,
+                hierarchy: &hierarchy,
+                dpop: &dpop,
+                source: name,
+            };
+            let mut route = compile_route(index, fr, cx).map_err(ctx)?;
             if route.auth.accepts_api_key() && api_keys.is_none() {
                 return Err(ctx(
                     "accepts API keys (auth: api_key or both) but no api_keys file is configured"
@@ -1516,15 +1531,27 @@ pub fn canonical_audience(s: &str) -> String {
     }
 }
 
-fn compile_route(
-    index: usize,
-    fr: FileRoute,
-    public: &PublicUrl,
-    issuers: &[Arc<IssuerConfig>],
-    issuer_index: &HashMap<String, usize>,
-    hierarchy: &HashMap<String, Vec<String>>,
-    dpop: &DpopSettings,
-) -> Result<Route, String> {
+/// What every route of a config is compiled against.
+#[derive(Clone, Copy)]
+struct RouteContext<'a> {
+    public: &'a PublicUrl,
+    issuers: &'a [Arc<IssuerConfig>],
+    issuer_index: &'a HashMap<String, usize>,
+    hierarchy: &'a HashMap<String, Vec<String>>,
+    dpop: &'a DpopSettings,
+    /// The config file's name, to resolve relative paths.
+    source: &'a str,
+}
+
+fn compile_route(index: usize, fr: FileRoute, cx: RouteContext<'_>) -> Result<Route, String> {
+    let RouteContext {
+        public,
+        issuers,
+        issuer_index,
+        hierarchy,
+        dpop,
+        source,
+    } = cx;
     if fr.name.is_empty() {
         return Err("name must not be empty".into());
     }
@@ -1724,7 +1751,25 @@ fn compile_route(
         None => vec![public.url.to_ascii_lowercase()],
     };
 
+    let (upstream_tls, upstream_tls_files) = match fr.upstream_tls {
+        None => (None, Vec::new()),
+        Some(_) if !upstream.tls => {
+            return Err("upstream_tls needs an https:// upstream".into());
+        }
+        Some(t) => {
+            let ca = t.ca_file.map(|p| relative_to(source, p));
+            let cert = t.client_cert.map(|p| relative_to(source, p));
+            let key = t.client_key.map(|p| relative_to(source, p));
+            let loaded =
+                crate::upstream::UpstreamTls::load(ca.as_deref(), cert.as_deref(), key.as_deref())?;
+            let files = [ca, cert, key].into_iter().flatten().collect();
+            (Some(loaded), files)
+        }
+    };
+
     Ok(Route {
+        upstream_tls,
+        upstream_tls_files,
         dpop: fr.dpop,
         dpop_nonce: fr.dpop_nonce,
         dpop_algs: dpop.algs_param.clone(),

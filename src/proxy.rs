@@ -394,6 +394,10 @@ impl ProxyHttp for Gateway {
             pingora_core::Error::explain(pingora_core::ErrorType::ConnectNoRoute, e)
         })?;
         let mut peer = HttpPeer::new(addr, up.tls, up.host.clone());
+        if let Some(t) = &route.upstream_tls {
+            peer.options.ca = t.ca.clone();
+            peer.client_cert_key = t.client.clone();
+        }
         peer.options.connection_timeout = Some(Duration::from_secs(5));
         peer.options.total_connection_timeout = Some(Duration::from_secs(10));
         peer.options.idle_timeout = Some(Duration::from_secs(60));

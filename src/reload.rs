@@ -36,6 +36,9 @@ fn inputs(path: &Path, config: &Config) -> Vec<PathBuf> {
     if let Some(t) = &config.admin_token {
         v.push(t.file.clone());
     }
+    for r in &config.routes {
+        v.extend(r.upstream_tls_files.iter().cloned());
+    }
     v
 }
 

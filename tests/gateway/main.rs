@@ -24,3 +24,4 @@ mod prm;
 mod scaleout;
 mod support;
 mod upstream;
+mod upstream_tls;

@@ -52,6 +52,22 @@ pub struct Gateway {
     pub state: Arc<GatewayState>,
 }
 
+static LOG_WRITER: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> =
+    std::sync::Mutex::new(None);
+
+/// Keep the log writer thread's guard until [`flush_logs`].
+pub fn keep_log_writer(guard: tracing_appender::non_blocking::WorkerGuard) {
+    if let Ok(mut g) = LOG_WRITER.lock() {
+        *g = Some(guard);
+    }
+}
+
+/// Write out every buffered log line (before the process exits on its own).
+pub fn flush_logs() {
+    let guard = LOG_WRITER.lock().ok().and_then(|mut g| g.take());
+    drop(guard);
+}
+
 /// Install the process-wide rustls crypto provider exactly once (rustls 0.23 panics
 /// when several are compiled in and none is chosen).
 pub fn install_crypto_provider() {
@@ -90,6 +106,7 @@ fn drain_on_sigterm(state: &Arc<GatewayState>, grace: u64) {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         tracing::info!(in_flight = st.in_flight(), "drained; exiting");
+        flush_logs();
         std::process::exit(0);
     });
 }

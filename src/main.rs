@@ -106,9 +106,17 @@ fn init_logging(format: LogFormat) {
         .iter()
         .filter_map(|t| format!("{t}=debug").parse().ok())
         .fold(filter, |f, d| f.add_directive(d));
+    // Lines are handed to a writer thread: a request never waits on the stderr write
+    // syscall (that cost more than the rest of an `auth: none` request). Not lossy: under
+    // a flood the request side waits rather than dropping audit lines.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("mcpgate-log")
+        .finish(std::io::stderr());
+    mcpgate::keep_log_writer(guard);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Pretty => builder.try_init(),

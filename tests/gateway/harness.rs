@@ -1164,8 +1164,20 @@ impl Gateway {
         SocketAddr::from(([127, 0, 0, 1], self.admin_port))
     }
     /// Everything the gateway wrote to stdout/stderr so far.
+    /// The gateway's log so far. Lines are written by a background thread, so this
+    /// waits (at most 1 s) until the file stops growing.
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        let read = || std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let mut last = read();
+        for _ in 0..20 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let now = read();
+            if now.len() == last.len() {
+                return now;
+            }
+            last = now;
+        }
+        last
     }
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {

@@ -759,8 +759,20 @@ impl Proc {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+    /// The gateway's log so far. Lines are written by a background thread, so this
+    /// waits (at most 1 s) until the file stops growing.
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        let read = || std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let mut last = read();
+        for _ in 0..20 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let now = read();
+            if now.len() == last.len() {
+                return now;
+            }
+            last = now;
+        }
+        last
     }
 
     /// Sends a signal (`TERM`, `HUP`, ...) with kill(1).

@@ -2,8 +2,8 @@
 //!
 //! The token step of the request flow. [`Authenticator::authenticate_request`] takes
 //! the credentials the route accepts (a Bearer token, or a legacy API key checked in
-//! `apikeys`). A token is looked up by SHA-256 in a bounded moka cache whose entries
-//! never outlive `exp`; on a miss it forks on its shape: a token that is not a JWT, or
+//! `apikeys`). A token is looked up by SHA-256 in a bounded cache whose entries are
+//! never used past `exp`; on a miss it forks on its shape: a token that is not a JWT, or
 //! one whose issuer sets `token_format: opaque`, is introspected (`introspect`, with its
 //! own cache); a JWT is parsed once, matched to one of the route's issuers by `iss`,
 //! verified against that issuer's current keys (with one single-flight refetch for an
@@ -12,9 +12,10 @@
 //! (audience, scopes) are in `policy` and run on every request, cached or not.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use moka::sync::Cache;
+use std::collections::HashSet;
+use std::sync::Mutex;
+
 use sha2::{Digest, Sha256};
 
 use crate::config::{canonical_audience, Route, TokenFormat};
@@ -74,11 +75,11 @@ pub struct Principal {
     pub issuer_name: Arc<str>,
     pub subject: Option<Box<str>>,
     /// The OAuth client; for an API key, the key's `id`.
-    pub client_id: Option<Box<str>>,
+    pub client_id: Option<Arc<str>>,
     /// Space-separated scopes, as forwarded upstream.
-    pub scopes: Box<str>,
+    pub scopes: Arc<str>,
     /// Canonical audiences.
-    pub audiences: Box<[Box<str>]>,
+    pub audiences: Arc<[Box<str>]>,
     /// No audience to check against the route: an API key, or an introspected token
     /// without `aud` from an issuer with `require_aud: false`. Never set for JWTs.
     pub any_audience: bool,
@@ -108,41 +109,85 @@ pub fn token_hash(token: &str) -> TokenHash {
 
 /// A short, non-reversible token fingerprint for logs.
 pub fn hash_prefix(h: &TokenHash) -> String {
-    h[..6].iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(12);
+    for b in &h[..6] {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 15)] as char);
+    }
+    s
 }
 
-struct ExpireAtExp;
+/// Distinct interned values kept, per kind; past that, principals get their own copies.
+const INTERN_MAX: usize = 4096;
 
-impl moka::Expiry<TokenHash, Arc<Principal>> for ExpireAtExp {
-    fn expire_after_create(
-        &self,
-        _k: &TokenHash,
-        p: &Arc<Principal>,
-        _now: Instant,
-    ) -> Option<Duration> {
-        let left = p.exp + p.skew - now_unix();
-        Some(Duration::from_secs(left.max(0) as u64))
+/// Scope strings, client ids and audience lists repeat across the tokens of an issuer:
+/// cached principals share one copy of each. Only verified tokens reach it, and it is
+/// bounded, so a stream of distinct values costs no more than not interning.
+#[derive(Default)]
+struct Interner {
+    strs: HashSet<Arc<str>>,
+    audiences: HashSet<Arc<[Box<str>]>>,
+}
+
+impl Interner {
+    fn str(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.strs.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        if self.strs.len() < INTERN_MAX {
+            self.strs.insert(a.clone());
+        }
+        a
+    }
+
+    fn audiences(&mut self, v: Vec<Box<str>>) -> Arc<[Box<str>]> {
+        if let Some(a) = self.audiences.get(v.as_slice()) {
+            return a.clone();
+        }
+        let a: Arc<[Box<str>]> = Arc::from(v);
+        if self.audiences.len() < INTERN_MAX {
+            self.audiences.insert(a.clone());
+        }
+        a
     }
 }
 
 /// The verified-token cache. Key stores live in the config [`Snapshot`], so that a
 /// reload swaps config and keys together.
+///
+/// quick_cache rather than moka here: an entry is the 32-byte hash and a pointer stored
+/// inline, where moka allocates seven blocks per entry (≈ 600 bytes with its frequency
+/// sketch and timer wheel), and this cache holds up to `token_cache.max_entries` of them.
+/// It has no TTL: a hit past `exp` (+ skew) is removed and judged again, which refuses it.
 pub struct Authenticator {
-    cache: Cache<TokenHash, Arc<Principal>>,
+    cache: quick_cache::sync::Cache<TokenHash, Arc<Principal>>,
+    interner: Mutex<Interner>,
 }
 
 impl Authenticator {
     pub fn new(max_entries: u64) -> Authenticator {
-        let cache = Cache::builder()
-            .max_capacity(max_entries)
-            .expire_after(ExpireAtExp)
-            .build();
-        Authenticator { cache }
+        let n = usize::try_from(max_entries).unwrap_or(usize::MAX).max(1);
+        Authenticator {
+            cache: quick_cache::sync::Cache::new(n),
+            interner: Mutex::new(Interner::default()),
+        }
     }
 
     /// Forget every verified token (after a reload changed an issuer's keys).
     pub fn clear(&self) {
-        self.cache.invalidate_all();
+        self.cache.clear();
+    }
+
+    /// A cached principal for `hash` that has not expired.
+    fn cached(&self, hash: &TokenHash) -> Option<Arc<Principal>> {
+        let p = self.cache.get(hash)?;
+        if now_unix() > p.exp + p.skew {
+            self.cache.remove(hash);
+            return None;
+        }
+        Some(p)
     }
 
     /// Authenticate a request with the credentials `route` accepts (issuer-level checks
@@ -209,12 +254,12 @@ impl Authenticator {
         hash: &TokenHash,
     ) -> Result<Arc<Principal>, Refusal> {
         let config = &snapshot.config;
-        if let Some(p) = self.cache.get(hash) {
+        if let Some(p) = self.cached(hash) {
             metrics::token_cache(true);
             if !route
                 .issuers
                 .iter()
-                .any(|&i| config.issuers[i].issuer == *p.iss)
+                .any(|&i| *config.issuers[i].issuer == *p.iss)
             {
                 return Err(Refusal::InvalidToken(
                     "token issuer is not accepted on this route",
@@ -257,7 +302,7 @@ impl Authenticator {
             .issuers
             .iter()
             .map(|&i| (&config.issuers[i], &snapshot.keys[i]))
-            .find(|(ic, _)| ic.issuer == iss)
+            .find(|(ic, _)| *ic.issuer == *iss)
             .ok_or(Refusal::InvalidToken(
                 "token issuer is not accepted on this route",
             ))?;
@@ -329,7 +374,7 @@ impl Authenticator {
         let Some(aud) = c.aud else {
             return Err(Refusal::InvalidToken("token has no aud claim"));
         };
-        let audiences: Box<[Box<str>]> = aud
+        let audiences: Vec<Box<str>> = aud
             .iter()
             .map(|a| canonical_audience(a).into_boxed_str())
             .collect();
@@ -363,17 +408,25 @@ impl Authenticator {
             None => {}
         }
         let cnf_jkt = jwt::cnf_jkt(c.cnf.as_ref()).map_err(invalid)?;
+        let (scopes, client_id, audiences) = {
+            let mut interner = self.interner.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                interner.str(&scopes),
+                client_id.map(|c| interner.str(&c)),
+                interner.audiences(audiences),
+            )
+        };
         Ok(Principal {
             cnf_jkt,
             jti: c.jti.map(String::into_boxed_str),
             iat,
             method: AuthMethod::Jwt,
             any_audience: false,
-            iss: Arc::from(issuer.issuer.as_str()),
+            iss: issuer.issuer.clone(),
             issuer_name: issuer.name.clone(),
             subject: c.sub.map(String::into_boxed_str),
-            client_id: client_id.map(String::into_boxed_str),
-            scopes: scopes.into_boxed_str(),
+            client_id,
+            scopes,
             audiences,
             exp,
             nbf,
@@ -382,8 +435,7 @@ impl Authenticator {
     }
 
     pub fn cached_tokens(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
+        self.cache.len() as u64
     }
 }
 
@@ -410,7 +462,7 @@ fn introspecting_issuer(snapshot: &Snapshot, route: &Route, token: &str) -> Opti
                 let ic = &config.issuers[i];
                 ic.token_format == TokenFormat::Opaque
                     && ic.introspection.is_some()
-                    && ic.issuer == iss
+                    && *ic.issuer == *iss
             })
         }
         jwt::Shape::Opaque => route

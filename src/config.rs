@@ -824,7 +824,7 @@ pub struct PublicUrl {
 #[derive(Debug)]
 pub struct IssuerConfig {
     pub name: Arc<str>,
-    pub issuer: String,
+    pub issuer: Arc<str>,
     pub jwks_uri: Option<String>,
     pub algorithms: Vec<Algorithm>,
     pub clock_skew: u64,
@@ -1390,7 +1390,7 @@ fn compile_issuer(fi: FileIssuer) -> Result<IssuerConfig, String> {
     }
     Ok(IssuerConfig {
         name: Arc::from(fi.name.as_str()),
-        issuer: fi.issuer,
+        issuer: Arc::from(fi.issuer),
         jwks_uri: fi.jwks_uri,
         algorithms,
         clock_skew: fi.clock_skew_seconds,
@@ -1669,10 +1669,7 @@ fn compile_route(index: usize, fr: FileRoute, cx: RouteContext<'_>) -> Result<Ro
             supported.push(s.clone());
         }
     }
-    let auth_servers: Vec<&str> = route_issuers
-        .iter()
-        .map(|&i| issuers[i].issuer.as_str())
-        .collect();
+    let auth_servers: Vec<&str> = route_issuers.iter().map(|&i| &*issuers[i].issuer).collect();
     if fr.dpop_nonce && fr.dpop == DpopMode::Disabled {
         return Err("dpop_nonce needs dpop: allowed or required".into());
     }

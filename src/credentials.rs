@@ -54,8 +54,21 @@ impl CredentialError {
 /// Largest Authorization header we look at; larger ones are refused without copying.
 pub const MAX_AUTHORIZATION: usize = 16 * 1024;
 
+/// `B64TOKEN[b]`: whether byte `b` may appear in a b64token (one table lookup per byte:
+/// this runs over every token of every request).
+static B64TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    t
+};
+
 fn is_b64token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+    B64TOKEN[usize::from(b)]
 }
 
 /// RFC 6750 §2.1: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.

@@ -9,6 +9,7 @@
 //! including `X-Auth-Method` (`oauth` or `api_key`). The path sent upstream is the
 //! normalized path that was authorized.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use pingora_http::RequestHeader;
@@ -75,16 +76,20 @@ fn fold(name: &str) -> String {
 /// Percent-encode bytes outside visible ASCII (space and `%` included) so a claim can
 /// never inject header syntax, smuggle non-ASCII upstream, or lose leading or trailing
 /// spaces to header trimming (which would make ` alice` and `alice` the same subject).
-pub fn header_safe(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
+pub fn header_safe(value: &str) -> Cow<'_, str> {
+    let safe = |b: u8| (0x21..=0x7e).contains(&b) && b != b'%';
+    if value.bytes().all(safe) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
     for b in value.bytes() {
-        if (0x21..=0x7e).contains(&b) && b != b'%' {
+        if safe(b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Rewrite the request the upstream will receive.
@@ -137,7 +142,9 @@ pub fn prepare_upstream(
         target.push('?');
         target.push_str(q);
     }
-    let _ = req.set_raw_path(target.as_bytes());
+    if req.raw_path() != target.as_bytes() {
+        let _ = req.set_raw_path(target.as_bytes());
+    }
 
     // 3. Host and forwarding headers.
     if !route.preserve_host {
@@ -153,18 +160,27 @@ pub fn prepare_upstream(
     if let Some(p) = principal {
         let id = &route.identity;
         if let Some(s) = &p.subject {
-            let _ = req.insert_header(id.subject.clone(), header_safe(s));
+            let _ = req.insert_header(&id.subject, &*header_safe(s));
         }
         if let Some(c) = &p.client_id {
-            let _ = req.insert_header(id.client_id.clone(), header_safe(c));
+            let _ = req.insert_header(&id.client_id, &*header_safe(c));
         }
         // Scopes are space-separated tokens; each is encoded, the separators kept.
-        let scopes: Vec<String> = p.scopes.split(' ').map(header_safe).collect();
-        let _ = req.insert_header(id.scopes.clone(), scopes.join(" "));
+        let scopes = if p
+            .scopes
+            .split(' ')
+            .all(|t| matches!(header_safe(t), Cow::Borrowed(_)))
+        {
+            Cow::Borrowed(&*p.scopes)
+        } else {
+            let encoded: Vec<Cow<'_, str>> = p.scopes.split(' ').map(header_safe).collect();
+            Cow::Owned(encoded.join(" "))
+        };
+        let _ = req.insert_header(&id.scopes, &*scopes);
         if p.method != AuthMethod::ApiKey {
-            let _ = req.insert_header(id.issuer.clone(), header_safe(&p.iss));
+            let _ = req.insert_header(&id.issuer, &*header_safe(&p.iss));
         }
-        let _ = req.insert_header(id.method.clone(), p.method.header_value());
+        let _ = req.insert_header(&id.method, p.method.header_value());
     }
 }
 
@@ -210,7 +226,7 @@ mod tests {
             subject: Some("alice\r\nx: y".into()),
             client_id: Some("c1".into()),
             scopes: "mcp:read".into(),
-            audiences: Box::new([]),
+            audiences: Arc::new([]),
             exp: 0,
             nbf: None,
             skew: 0,

@@ -565,7 +565,7 @@ fn judge(
         }
     }
     if let Some(iss) = opt_str(&a.iss, "the token iss is malformed")? {
-        if iss != issuer.issuer {
+        if *iss != *issuer.issuer {
             return Err("the token issuer does not match the introspecting issuer");
         }
     }
@@ -605,13 +605,13 @@ fn judge(
     let iat = opt_time(&a.iat, "the token iat is not a valid NumericDate")?;
     Ok(Principal {
         method: AuthMethod::Introspection,
-        iss: Arc::from(issuer.issuer.as_str()),
+        iss: issuer.issuer.clone(),
         issuer_name: issuer.name.clone(),
         subject: subject.map(Box::from),
-        client_id: client_id.map(Box::from),
-        scopes: scopes.into_boxed_str(),
+        client_id: client_id.map(Arc::from),
+        scopes: Arc::from(scopes),
         any_audience: audiences.is_empty(),
-        audiences: audiences.into_boxed_slice(),
+        audiences: Arc::from(audiences),
         exp: exp.unwrap_or(NO_EXP),
         nbf,
         skew,

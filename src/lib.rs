@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod apikeys;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod credentials;
@@ -21,6 +22,7 @@ pub mod identity;
 pub mod introspect;
 pub mod jwks;
 pub mod jwt;
+pub mod logs;
 pub mod mcp;
 pub mod metadata;
 pub mod metrics;
@@ -52,20 +54,9 @@ pub struct Gateway {
     pub state: Arc<GatewayState>,
 }
 
-static LOG_WRITER: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> =
-    std::sync::Mutex::new(None);
-
-/// Keep the log writer thread's guard until [`flush_logs`].
-pub fn keep_log_writer(guard: tracing_appender::non_blocking::WorkerGuard) {
-    if let Ok(mut g) = LOG_WRITER.lock() {
-        *g = Some(guard);
-    }
-}
-
 /// Write out every buffered log line (before the process exits on its own).
 pub fn flush_logs() {
-    let guard = LOG_WRITER.lock().ok().and_then(|mut g| g.take());
-    drop(guard);
+    logs::flush();
 }
 
 /// Install the process-wide rustls crypto provider exactly once (rustls 0.23 panics

@@ -10,6 +10,13 @@ use pingora_core::services::listening::Service;
 use mcpgate::config::Config;
 use mcpgate::dev;
 
+/// mimalloc rather than glibc's malloc: a request allocates and frees many small blocks
+/// (headers, claims, log lines) across threads, and glibc spent ~8% of a first-seen
+/// request's CPU there (bench/README.md); mimalloc also keeps no per-block header, which
+/// matters for the verified-token cache's bytes per entry.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "mcpgate",
@@ -98,29 +105,10 @@ enum Command {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // pingora logs whole request headers (Authorization, the query) at trace level:
-    // tokens never reach a log, whatever RUST_LOG asks for.
-    let filter = ["pingora_proxy", "pingora_core", "pingora"]
-        .iter()
-        .filter_map(|t| format!("{t}=debug").parse().ok())
-        .fold(filter, |f, d| f.add_directive(d));
-    // Lines are handed to a writer thread: a request never waits on the stderr write
-    // syscall (that cost more than the rest of an `auth: none` request). Not lossy: under
-    // a flood the request side waits rather than dropping audit lines.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("mcpgate-log")
-        .finish(std::io::stderr());
-    mcpgate::keep_log_writer(guard);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Pretty => builder.try_init(),
-    };
+    mcpgate::logs::init(match format {
+        LogFormat::Json => mcpgate::logs::Format::Json,
+        LogFormat::Pretty => mcpgate::logs::Format::Pretty,
+    });
 }
 
 fn main() -> ExitCode {
@@ -152,6 +140,7 @@ fn main() -> ExitCode {
             match mcpgate::build_server(config, opts) {
                 Ok((server, _)) => server.run_forever(),
                 Err(e) => {
+                    mcpgate::flush_logs();
                     eprintln!("mcpgate: {e}");
                     ExitCode::FAILURE
                 }
@@ -252,6 +241,7 @@ fn main() -> ExitCode {
             match run_dev() {
                 Ok(never) => never,
                 Err(e) => {
+                    mcpgate::flush_logs();
                     eprintln!("mcpgate dev: {e}");
                     ExitCode::FAILURE
                 }

@@ -97,8 +97,7 @@ mod tests {
             subject: None,
             client_id: None,
             scopes: scopes.into(),
-            audiences: vec![crate::config::canonical_audience(aud).into_boxed_str()]
-                .into_boxed_slice(),
+            audiences: Arc::from(vec![crate::config::canonical_audience(aud).into_boxed_str()]),
             exp: i64::MAX / 2,
             nbf: None,
             skew: 0,

@@ -590,27 +590,39 @@ impl ProxyHttp for Gateway {
                 route.metrics.upstream(d.elapsed().as_secs_f64());
             }
         }
+        if !crate::audit::enabled() {
+            return;
+        }
         let p = ctx.principal.as_deref();
         let token = ctx.token.as_ref().map(hash_prefix);
+        let upstream_error = e.map(|e| e.to_string());
+        let req = session.req_header();
         // One line per auth decision: what was decided, why, and for whom. Never a token.
-        tracing::info!(
-            target: "mcpgate::audit",
-            route = %route.name,
-            method = %session.req_header().method,
-            path = if ctx.path.is_empty() { session.req_header().uri.path() } else { &ctx.path },
-            decision = if ctx.refused.is_some() { "deny" } else { "allow" },
-            reason = ctx.refused.unwrap_or("ok"),
+        crate::audit::write(&crate::audit::Record {
+            route: &route.name,
+            method: req.method.as_str(),
+            path: if ctx.path.is_empty() {
+                req.uri.path()
+            } else {
+                &ctx.path
+            },
+            decision: if ctx.refused.is_some() {
+                "deny"
+            } else {
+                "allow"
+            },
+            reason: ctx.refused.unwrap_or("ok"),
             status,
-            auth_method = p.map(|p| p.method.as_str()),
-            issuer = p.map(|p| &*p.issuer_name).filter(|n| !n.is_empty()),
-            subject = p.and_then(|p| p.subject.as_deref()),
-            client_id = p.and_then(|p| p.client_id.as_deref()),
-            token = token.as_deref(),
-            dpop_jkt = ctx.dpop_jkt.as_deref(),
-            mcp_method = ctx.mcp_op.as_ref().map(|o| o.method()),
-            mcp_name = ctx.mcp_op.as_ref().and_then(|o| o.name()),
+            auth_method: p.map(|p| p.method.as_str()),
+            issuer: p.map(|p| &*p.issuer_name).filter(|n| !n.is_empty()),
+            subject: p.and_then(|p| p.subject.as_deref()),
+            client_id: p.and_then(|p| p.client_id.as_deref()),
+            token: token.as_deref(),
+            dpop_jkt: ctx.dpop_jkt.as_deref(),
+            mcp_method: ctx.mcp_op.as_ref().map(|o| o.method()),
+            mcp_name: ctx.mcp_op.as_ref().and_then(|o| o.name()),
             decision_us,
-            upstream_error = e.map(|e| e.to_string()),
-        );
+            upstream_error: upstream_error.as_deref(),
+        });
     }
 }

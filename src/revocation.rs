@@ -750,7 +750,7 @@ mod tests {
             subject: Some(sub.into()),
             client_id: Some(client.into()),
             scopes: "".into(),
-            audiences: Box::new([]),
+            audiences: Arc::new([]),
             any_audience: false,
             exp: NOW + 300,
             nbf: None,

@@ -1163,17 +1163,22 @@ impl Gateway {
     pub fn admin_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.admin_port))
     }
-    /// Everything the gateway wrote to stdout/stderr so far.
-    /// The gateway's log so far. Lines are written by a background thread, so this
-    /// waits (at most 1 s) until the file stops growing.
+    /// The gateway's log so far. Lines are written by a background thread every 50 ms,
+    /// so this waits (at most 1.5 s) until the file has not grown for 120 ms.
     pub fn logs(&self) -> String {
         let read = || std::fs::read_to_string(&self.log_path).unwrap_or_default();
         let mut last = read();
-        for _ in 0..20 {
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut still = 0;
+        for _ in 0..38 {
+            std::thread::sleep(std::time::Duration::from_millis(40));
             let now = read();
             if now.len() == last.len() {
-                return now;
+                still += 1;
+                if still == 3 {
+                    return now;
+                }
+            } else {
+                still = 0;
             }
             last = now;
         }

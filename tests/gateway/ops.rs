@@ -1068,6 +1068,18 @@ async fn check_logs_for_tokens(args: &[&str], level: &str) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let logs = gw.logs();
     assert_no_tokens(&logs);
+    // Levels above RUST_LOG's never appear (pingora's debug records included).
+    let hidden: &[&str] = match level {
+        "info" => &["DEBUG", "TRACE"],
+        "debug" => &["TRACE"],
+        _ => &[],
+    };
+    for l in logs.lines() {
+        assert!(
+            !hidden.iter().any(|h| l.contains(h)),
+            "a line above RUST_LOG={level}: {l}"
+        );
+    }
     let prefix = token_hash_prefix(&good);
     let audit: Vec<&str> = logs
         .lines()

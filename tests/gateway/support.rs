@@ -759,16 +759,22 @@ impl Proc {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
-    /// The gateway's log so far. Lines are written by a background thread, so this
-    /// waits (at most 1 s) until the file stops growing.
+    /// The gateway's log so far. Lines are written by a background thread every 50 ms,
+    /// so this waits (at most 1.5 s) until the file has not grown for 120 ms.
     pub fn logs(&self) -> String {
         let read = || std::fs::read_to_string(&self.log_path).unwrap_or_default();
         let mut last = read();
-        for _ in 0..20 {
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut still = 0;
+        for _ in 0..38 {
+            std::thread::sleep(std::time::Duration::from_millis(40));
             let now = read();
             if now.len() == last.len() {
-                return now;
+                still += 1;
+                if still == 3 {
+                    return now;
+                }
+            } else {
+                still = 0;
             }
             last = now;
         }

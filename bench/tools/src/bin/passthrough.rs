@@ -1,6 +1,6 @@
 //! The physical limit: a plain pingora reverse proxy with no auth, nothing but
-//! `upstream_peer`. Same pingora version, features and release profile as mcpgate
-//! (it is a member of the same workspace and shares its Cargo.lock).
+//! `upstream_peer`. Same pingora version, features, release profile and allocator
+//! (mimalloc) as mcpgate (it is a member of the same workspace and shares its Cargo.lock).
 //!
 //! ```text
 //! passthrough LISTEN_ADDR UPSTREAM_ADDR [THREADS]
@@ -14,6 +14,9 @@ use pingora_core::server::Server;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::Result;
 use pingora_proxy::{ProxyHttp, Session};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct PassThrough {
     upstream: SocketAddr,

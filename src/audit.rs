@@ -1,0 +1,259 @@
+//! The audit log: one line per auth decision, target `mcpgate::audit`, at `info`.
+//!
+//! Filtered like every other event (`RUST_LOG=mcpgate::audit=off` turns it off), shaped
+//! like the other lines of the chosen `--log-format` (the JSON object tracing-subscriber
+//! writes, with the decision under `fields`), but formatted here into a reused per-thread
+//! buffer and handed to the log sink: going through tracing's generic visitor and
+//! serde_json cost more per request than the rest of an `auth: none` request's own work.
+//! Never a token: `token` is a 12-hex-digit SHA-256 prefix.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::logs::{self, Format};
+
+/// One auth decision. `None` fields are left out of the line.
+pub struct Record<'a> {
+    pub route: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub decision: &'static str,
+    pub reason: &'a str,
+    pub status: u16,
+    pub auth_method: Option<&'static str>,
+    pub issuer: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+    pub token: Option<&'a str>,
+    pub dpop_jkt: Option<&'a str>,
+    pub mcp_method: Option<&'a str>,
+    pub mcp_name: Option<&'a str>,
+    pub decision_us: u64,
+    pub upstream_error: Option<&'a str>,
+}
+
+/// Whether `RUST_LOG` lets audit lines through.
+pub fn enabled() -> bool {
+    tracing::enabled!(target: "mcpgate::audit", tracing::Level::INFO)
+}
+
+/// Write `r` to the log (the caller checked [`enabled`]).
+pub fn write(r: &Record<'_>) {
+    thread_local!(static LINE: RefCell<String> = RefCell::new(String::with_capacity(512)));
+    LINE.with_borrow_mut(|line| {
+        line.clear();
+        format(line, r, logs::format(), SystemTime::now());
+        logs::write_line(line.as_bytes());
+    });
+}
+
+fn format(out: &mut String, r: &Record<'_>, f: Format, now: SystemTime) {
+    let mut line = Line::new(out, f);
+    match f {
+        Format::Json => {
+            line.out.push_str("{\"timestamp\":\"");
+            timestamp(line.out, now);
+            line.out.push_str("\",\"level\":\"INFO\",\"fields\":{");
+        }
+        Format::Pretty => {
+            timestamp(line.out, now);
+            line.out.push_str("  INFO mcpgate::audit:");
+        }
+    }
+    line.str("route", Some(r.route));
+    line.str("method", Some(r.method));
+    line.str("path", Some(r.path));
+    line.str("decision", Some(r.decision));
+    line.str("reason", Some(r.reason));
+    line.num("status", u64::from(r.status));
+    line.str("auth_method", r.auth_method);
+    line.str("issuer", r.issuer);
+    line.str("subject", r.subject);
+    line.str("client_id", r.client_id);
+    line.str("token", r.token);
+    line.str("dpop_jkt", r.dpop_jkt);
+    line.str("mcp_method", r.mcp_method);
+    line.str("mcp_name", r.mcp_name);
+    line.num("decision_us", r.decision_us);
+    line.str("upstream_error", r.upstream_error);
+    match f {
+        Format::Json => line.out.push_str("},\"target\":\"mcpgate::audit\"}\n"),
+        Format::Pretty => line.out.push('\n'),
+    }
+}
+
+struct Line<'o> {
+    out: &'o mut String,
+    format: Format,
+    first: bool,
+}
+
+impl<'o> Line<'o> {
+    fn new(out: &'o mut String, format: Format) -> Line<'o> {
+        Line {
+            out,
+            format,
+            first: true,
+        }
+    }
+
+    fn key(&mut self, k: &str) {
+        match self.format {
+            Format::Json => {
+                if !self.first {
+                    self.out.push(',');
+                }
+                self.out.push('"');
+                self.out.push_str(k);
+                self.out.push_str("\":");
+            }
+            Format::Pretty => {
+                self.out.push(' ');
+                self.out.push_str(k);
+                self.out.push('=');
+            }
+        }
+        self.first = false;
+    }
+
+    fn str(&mut self, k: &str, v: Option<&str>) {
+        if let Some(v) = v {
+            self.key(k);
+            json_string(self.out, v);
+        }
+    }
+
+    fn num(&mut self, k: &str, v: u64) {
+        self.key(k);
+        let _ = write!(self.out, "{v}");
+    }
+}
+
+/// `s` as a JSON string (also how the pretty format quotes values: a value can never
+/// break the line or fake another field).
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    let mut clean = 0;
+    for (i, c) in s.char_indices() {
+        let esc = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            c if (c as u32) < 0x20 || c == '\u{7f}' => "",
+            _ => continue,
+        };
+        out.push_str(&s[clean..i]);
+        if esc.is_empty() {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push_str(esc);
+        }
+        clean = i + c.len_utf8();
+    }
+    out.push_str(&s[clean..]);
+    out.push('"');
+}
+
+/// RFC 3339 UTC with microseconds, like tracing-subscriber's default timer.
+fn timestamp(out: &mut String, now: SystemTime) {
+    let d = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (y, m, day) = civil_date((secs / 86_400) as i64);
+    let s = secs % 86_400;
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        d.subsec_micros()
+    );
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
+fn civil_date(days: i64) -> (i64, u32, u32) {
+    // Shift the epoch to 0000-03-01 so that leap days end each 400/100/4-year cycle.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use std::time::Duration;
+
+    fn record() -> Record<'static> {
+        Record {
+            route: "mcp",
+            method: "POST",
+            path: "/mcp",
+            decision: "allow",
+            reason: "ok",
+            status: 200,
+            auth_method: Some("jwt"),
+            issuer: Some("as"),
+            subject: Some("al\"ice\n\u{1}x"),
+            client_id: None,
+            token: Some("0123456789ab"),
+            dpop_jkt: None,
+            mcp_method: Some("tools/call"),
+            mcp_name: Some("ré"),
+            decision_us: 17,
+            upstream_error: None,
+        }
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_date(0), (1970, 1, 1));
+        assert_eq!(civil_date(11_016), (2000, 2, 29));
+        assert_eq!(civil_date(11_017), (2000, 3, 1));
+        assert_eq!(civil_date(-1), (1969, 12, 31));
+        // 2026-11-23
+        assert_eq!(civil_date(20_780), (2026, 11, 23));
+    }
+
+    #[test]
+    fn json_line_is_one_object_with_the_decision_under_fields() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_795_413_398_530_835);
+        let mut s = String::new();
+        format(&mut s, &record(), Format::Json, t);
+        assert!(s.ends_with('\n') && s.matches('\n').count() == 1, "{s}");
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["timestamp"], "2026-11-23T05:56:38.530835Z");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["target"], "mcpgate::audit");
+        let f = &v["fields"];
+        assert_eq!(f["subject"], "al\"ice\n\u{1}x");
+        assert_eq!(f["status"], 200);
+        assert_eq!(f["decision_us"], 17);
+        assert_eq!(f["mcp_name"], "ré");
+        assert!(f.get("client_id").is_none());
+        assert_eq!(f.as_object().unwrap().len(), 13);
+    }
+
+    #[test]
+    fn pretty_line_quotes_values() {
+        let mut s = String::new();
+        format(&mut s, &record(), Format::Pretty, UNIX_EPOCH);
+        assert_eq!(
+            s,
+            "1970-01-01T00:00:00.000000Z  INFO mcpgate::audit: route=\"mcp\" method=\"POST\" \
+             path=\"/mcp\" decision=\"allow\" reason=\"ok\" status=200 auth_method=\"jwt\" \
+             issuer=\"as\" subject=\"al\\\"ice\\n\\u0001x\" token=\"0123456789ab\" \
+             mcp_method=\"tools/call\" mcp_name=\"ré\" decision_us=17\n"
+        );
+    }
+}

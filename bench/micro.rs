@@ -2,7 +2,7 @@
 //! bench/run.sh runs them pinned to one core and puts the medians in bench/README.md).
 //!
 //! - `cache/…`: the verified-token cache hit, as a request pays it: SHA-256 of the token
-//!   and `Authenticator::authenticate` on a primed cache (moka get, issuer and time checks),
+//!   and `Authenticator::authenticate` on a primed cache (quick_cache get, issuer and time checks),
 //!   and the SHA-256 alone.
 //! - `jwt/…`: `jwt::parse` (split, base64, JSON) and `jwt::verify_signature` per algorithm,
 //!   with keys from `jwt::parse_jwks` (parsed once, as when a JWKS arrives).

@@ -33,7 +33,10 @@ fi
 
 echo "building release binaries (mcpgate, bench/tools) and the criterion bench"
 cargo build --release --locked -p mcpgate -p mcpgate-bench --bins
-cargo bench --locked --bench micro --no-run >/dev/null
+case " $* " in
+  *" --no-micro "*) ;;
+  *) cargo bench --locked --bench micro --no-run >/dev/null ;;
+esac
 
 mkdir -p "$work"
 pids_file="$work/pids"

@@ -639,14 +639,15 @@ COMPONENTS = [
     ("  tool policy (`policy::authorize_calls`)", r"^mcpgate::policy::authorize_calls$"),
     ("identity headers (`identity::prepare_upstream`)", r"^mcpgate::identity::prepare_upstream$"),
     ("`logging` hook (audit line, metrics)", r"mcpgate::Gateway>::logging::\{\{closure\}\}$"),
-    ("  the audit line (`audit::write`: format, buffer)", r"^mcpgate::audit::write$"),
+    ("  the audit line (`audit::format`)", r"^mcpgate::audit::format$"),
     ("other log events (tracing-subscriber: filter, format, buffer)",
      r"tracing_subscriber::layer::layered::Layered<L,S> as tracing_core::subscriber::Subscriber>::event$"),
     ("  pingora's `log` records bridged to tracing (`LogTracer`)",
      r"^<tracing_log::log_tracer::LogTracer as log::Log>::log$"),
-    ("malloc + free + realloc", r"^(malloc|free|realloc|cfree)$"),
+    ("malloc + free + realloc (mimalloc; aws-lc's own via libc)",
+     r"^(malloc|free|realloc|cfree|mi_malloc_aligned|mi_zalloc_aligned|mi_realloc_aligned|mi_free)$"),
 ]
-SUMMED = {"malloc + free + realloc"}
+SUMMED = {"malloc + free + realloc (mimalloc; aws-lc's own via libc)"}
 
 PROFILE_CASES = [
     # (column, process, path, token source, body)
@@ -720,8 +721,15 @@ def callgrind_profiles(args, procs, work, bodies):
             funcs.append((ir, fn))
         comp = []
         for label, rx in COMPONENTS:
-            hits = [ir for ir, fn in funcs if re.search(rx, fn)]
-            v = (sum(hits) if label in SUMMED else max(hits, default=0)) / count
+            if label in SUMMED:
+                # One count per function (it is listed once per source file it inlines).
+                per_fn = {}
+                for ir, fn in funcs:
+                    if re.search(rx, fn):
+                        per_fn[fn] = max(per_fn.get(fn, 0), ir)
+                v = sum(per_fn.values()) / count
+            else:
+                v = max((ir for ir, fn in funcs if re.search(rx, fn)), default=0) / count
             comp.append((label, v))
         out[col] = {"requests": count, "ir_per_request": total / count, "components": comp}
         log(f"  callgrind {col}: {total / count / 1000:.1f} k instructions/request")

@@ -126,7 +126,7 @@ impl<'o> Line<'o> {
 
     fn num(&mut self, k: &str, v: u64) {
         self.key(k);
-        let _ = write!(self.out, "{v}");
+        push_uint(self.out, v, 1);
     }
 }
 
@@ -135,23 +135,24 @@ impl<'o> Line<'o> {
 fn json_string(out: &mut String, s: &str) {
     out.push('"');
     let mut clean = 0;
-    for (i, c) in s.char_indices() {
-        let esc = match c {
-            '"' => "\\\"",
-            '\\' => "\\\\",
-            '\n' => "\\n",
-            '\r' => "\\r",
-            '\t' => "\\t",
-            c if (c as u32) < 0x20 || c == '\u{7f}' => "",
+    // Every byte that needs escaping is ASCII, so slicing at it keeps UTF-8 intact.
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let esc = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f | 0x7f => "",
             _ => continue,
         };
         out.push_str(&s[clean..i]);
         if esc.is_empty() {
-            let _ = write!(out, "\\u{:04x}", c as u32);
+            let _ = write!(out, "\\u{b:04x}");
         } else {
             out.push_str(esc);
         }
-        clean = i + c.len_utf8();
+        clean = i + 1;
     }
     out.push_str(&s[clean..]);
     out.push('"');
@@ -163,14 +164,39 @@ fn timestamp(out: &mut String, now: SystemTime) {
     let secs = d.as_secs();
     let (y, m, day) = civil_date((secs / 86_400) as i64);
     let s = secs % 86_400;
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60,
-        d.subsec_micros()
-    );
+    push_uint(out, y.max(0) as u64, 4);
+    out.push('-');
+    push_uint(out, u64::from(m), 2);
+    out.push('-');
+    push_uint(out, u64::from(day), 2);
+    out.push('T');
+    push_uint(out, s / 3600, 2);
+    out.push(':');
+    push_uint(out, s / 60 % 60, 2);
+    out.push(':');
+    push_uint(out, s % 60, 2);
+    out.push('.');
+    push_uint(out, u64::from(d.subsec_micros()), 6);
+    out.push('Z');
+}
+
+/// `v` in decimal, zero-padded to at least `width` digits (no `fmt` machinery: this runs
+/// several times per request).
+fn push_uint(out: &mut String, mut v: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let start = i.min(digits.len() - width.min(digits.len()));
+    for &b in &digits[start..] {
+        out.push(b as char);
+    }
 }
 
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
@@ -213,6 +239,20 @@ mod tests {
             decision_us: 17,
             upstream_error: None,
         }
+    }
+
+    #[test]
+    fn decimal() {
+        let f = |v, w| {
+            let mut s = String::new();
+            push_uint(&mut s, v, w);
+            s
+        };
+        assert_eq!(f(0, 1), "0");
+        assert_eq!(f(7, 2), "07");
+        assert_eq!(f(1234, 2), "1234");
+        assert_eq!(f(42, 6), "000042");
+        assert_eq!(f(u64::MAX, 1), u64::MAX.to_string());
     }
 
     #[test]

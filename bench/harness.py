@@ -813,19 +813,25 @@ def run_memfill(pin, argv, cpu=LOAD_CPU):
 
 
 def criterion(args, pin):
-    argv = ["cargo", "bench", "--locked", "--bench", "micro", "--", "--noplot"]
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+    exe = os.environ.get("MCPGATE_BENCH_MICRO")
+    # run.sh built the bench executable with the binaries (one feature resolution);
+    # `cargo bench` is the fallback when the harness is run on its own.
+    argv = ([exe, "--bench"] if exe else ["cargo", "bench", "--locked", "--bench", "micro", "--"])
+    argv += ["--noplot"]
     argv += (["--warm-up-time", "0.2", "--measurement-time", "0.4", "--sample-size", "10"]
              if args.smoke else ["--warm-up-time", "1", "--measurement-time", "2"])
     if pin:
         argv = ["taskset", "-c", PROXY_CPU] + argv
     log("criterion micro-benchmarks (CPU 0)")
-    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    env = dict(os.environ, CARGO_TARGET_DIR=target)
+    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env)
     with open(os.path.join(args.work, "criterion.log"), "w") as f:
         f.write(r.stdout + r.stderr)
     if r.returncode != 0:
         raise SystemExit(f"cargo bench failed; see {args.work}/criterion.log")
     out = []
-    base = os.path.join(ROOT, "target", "criterion")
+    base = os.path.join(target, "criterion")
     for dirpath, _, files in os.walk(base):
         if dirpath.endswith(os.path.join("new")) and "estimates.json" in files:
             with open(os.path.join(dirpath, "benchmark.json")) as f:
@@ -872,21 +878,34 @@ def busy_processes():
     return out
 
 
+def idle_fraction(seconds=5.0):
+    """Share of the machine's CPU time that was idle over the next `seconds` (/proc/stat)."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[3] + v[4], sum(v)  # idle + iowait, total
+    i0, t0 = sample()
+    time.sleep(seconds)
+    i1, t1 = sample()
+    return (i1 - i0) / max(t1 - t0, 1)
+
+
 def wait_quiet(limit):
-    """Wait (up to limit seconds) for a 1-minute load below 0.5 and no compilers."""
+    """Wait (up to limit seconds) until the CPUs are >= 90 % idle over 5 s and no compiler
+    runs. (The 1-minute load average takes minutes to decay after a build.)"""
     start = time.time()
     while True:
-        one = float(loadavg().split()[0])
+        idle = idle_fraction()
         busy = busy_processes()
-        if one < 0.5 and not busy:
+        if idle >= 0.9 and not busy:
             return {"waited_s": round(time.time() - start), "quiet": True}
         if time.time() - start >= limit:
-            log(f"machine still busy after {limit} s (load {loadavg()}, {sorted(set(busy))}); "
+            log(f"machine still busy after {limit} s ({idle:.0%} idle, {sorted(set(busy))}); "
                 "measuring anyway, the report says so")
             return {"waited_s": round(time.time() - start), "quiet": False,
                     "busy": sorted(set(busy))}
-        log(f"waiting for a quiet machine: load {loadavg()}, compilers running: {len(busy)}")
-        time.sleep(20)
+        log(f"waiting for a quiet machine: {idle:.0%} idle, compilers running: {len(busy)}")
+        time.sleep(5)
 
 
 def machine():
@@ -1086,8 +1105,8 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="every scenario for ~1-2 s")
     ap.add_argument("--work", default=os.path.join(BENCH, "work"))
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--duration", type=int, default=4)
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--duration", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--pool", type=int, default=20000, help="distinct tokens per algorithm")
     ap.add_argument("--wait-quiet", type=int, default=600,

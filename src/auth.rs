@@ -11,10 +11,9 @@
 //! required claims). Every path yields the same [`Principal`]. Route-level checks
 //! (audience, scopes) are in `policy` and run on every request, cached or not.
 
-use std::sync::Arc;
-
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
@@ -130,28 +129,19 @@ struct Interner {
     audiences: HashSet<Arc<[Box<str>]>>,
 }
 
-impl Interner {
-    fn str(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.strs.get(s) {
-            return a.clone();
-        }
-        let a: Arc<str> = Arc::from(s);
-        if self.strs.len() < INTERN_MAX {
-            self.strs.insert(a.clone());
-        }
-        a
+/// The shared copy of `value` in `set`, or a new one (kept while `set` has room).
+fn intern<T: Eq + Hash + ?Sized>(set: &mut HashSet<Arc<T>>, value: &T) -> Arc<T>
+where
+    Arc<T>: for<'a> From<&'a T>,
+{
+    if let Some(a) = set.get(value) {
+        return a.clone();
     }
-
-    fn audiences(&mut self, v: Vec<Box<str>>) -> Arc<[Box<str>]> {
-        if let Some(a) = self.audiences.get(v.as_slice()) {
-            return a.clone();
-        }
-        let a: Arc<[Box<str>]> = Arc::from(v);
-        if self.audiences.len() < INTERN_MAX {
-            self.audiences.insert(a.clone());
-        }
-        a
+    let a = Arc::from(value);
+    if set.len() < INTERN_MAX {
+        set.insert(a.clone());
     }
+    a
 }
 
 /// The verified-token cache. Key stores live in the config [`Snapshot`], so that a
@@ -411,9 +401,9 @@ impl Authenticator {
         let (scopes, client_id, audiences) = {
             let mut interner = self.interner.lock().unwrap_or_else(|e| e.into_inner());
             (
-                interner.str(&scopes),
-                client_id.map(|c| interner.str(&c)),
-                interner.audiences(audiences),
+                intern(&mut interner.strs, &*scopes),
+                client_id.map(|c| intern(&mut interner.strs, &*c)),
+                intern(&mut interner.audiences, &*audiences),
             )
         };
         Ok(Principal {

@@ -77,19 +77,23 @@ fn fold(name: &str) -> String {
 /// never inject header syntax, smuggle non-ASCII upstream, or lose leading or trailing
 /// spaces to header trimming (which would make ` alice` and `alice` the same subject).
 pub fn header_safe(value: &str) -> Cow<'_, str> {
-    let safe = |b: u8| (0x21..=0x7e).contains(&b) && b != b'%';
-    if value.bytes().all(safe) {
+    if value.bytes().all(is_safe) {
         return Cow::Borrowed(value);
     }
     let mut out = String::with_capacity(value.len() + 8);
     for b in value.bytes() {
-        if safe(b) {
+        if is_safe(b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
     }
     Cow::Owned(out)
+}
+
+/// Visible ASCII other than `%`: sent as is by [`header_safe`].
+fn is_safe(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b) && b != b'%'
 }
 
 /// Rewrite the request the upstream will receive.
@@ -166,11 +170,7 @@ pub fn prepare_upstream(
             let _ = req.insert_header(&id.client_id, &*header_safe(c));
         }
         // Scopes are space-separated tokens; each is encoded, the separators kept.
-        let scopes = if p
-            .scopes
-            .split(' ')
-            .all(|t| matches!(header_safe(t), Cow::Borrowed(_)))
-        {
+        let scopes = if p.scopes.bytes().all(|b| b == b' ' || is_safe(b)) {
             Cow::Borrowed(&*p.scopes)
         } else {
             let encoded: Vec<Cow<'_, str>> = p.scopes.split(' ').map(header_safe).collect();

@@ -1163,26 +1163,9 @@ impl Gateway {
     pub fn admin_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.admin_port))
     }
-    /// The gateway's log so far. Lines are written by a background thread every 50 ms,
-    /// so this waits (at most 1.5 s) until the file has not grown for 120 ms.
+    /// The gateway's log so far, once settled (see [`settled_log`]).
     pub fn logs(&self) -> String {
-        let read = || std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        let mut last = read();
-        let mut still = 0;
-        for _ in 0..38 {
-            std::thread::sleep(std::time::Duration::from_millis(40));
-            let now = read();
-            if now.len() == last.len() {
-                still += 1;
-                if still == 3 {
-                    return now;
-                }
-            } else {
-                still = 0;
-            }
-            last = now;
-        }
-        last
+        settled_log(&self.log_path)
     }
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
@@ -1714,4 +1697,26 @@ impl Env {
         assert_eq!(r.status, 200, "{what}: expected 200, got {r}");
         assert_eq!(self.up.count(), before + 1, "{what}: upstream count");
     }
+}
+
+/// A gateway's log file once it has stopped growing: lines are written by a background
+/// thread every 50 ms, so this waits (at most 1.5 s) until the file has been still for 120 ms.
+pub fn settled_log(path: &std::path::Path) -> String {
+    let read = || std::fs::read_to_string(path).unwrap_or_default();
+    let mut last = read();
+    let mut still = 0;
+    for _ in 0..38 {
+        std::thread::sleep(Duration::from_millis(40));
+        let now = read();
+        if now.len() == last.len() {
+            still += 1;
+            if still == 3 {
+                return now;
+            }
+        } else {
+            still = 0;
+        }
+        last = now;
+    }
+    last
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::harness::{bg, gateway_bin, send_to, Req, Request, Resp, Tok, IO_TIMEOUT};
+use crate::harness::{bg, gateway_bin, send_to, settled_log, Req, Request, Resp, Tok, IO_TIMEOUT};
 
 // ---------------------------------------------------------------------------------------------
 // Tokens: every token built through `mint` is remembered for the log checks
@@ -759,26 +759,9 @@ impl Proc {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
-    /// The gateway's log so far. Lines are written by a background thread every 50 ms,
-    /// so this waits (at most 1.5 s) until the file has not grown for 120 ms.
+    /// The gateway's log so far, once settled (see [`settled_log`]).
     pub fn logs(&self) -> String {
-        let read = || std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        let mut last = read();
-        let mut still = 0;
-        for _ in 0..38 {
-            std::thread::sleep(std::time::Duration::from_millis(40));
-            let now = read();
-            if now.len() == last.len() {
-                still += 1;
-                if still == 3 {
-                    return now;
-                }
-            } else {
-                still = 0;
-            }
-            last = now;
-        }
-        last
+        settled_log(&self.log_path)
     }
 
     /// Sends a signal (`TERM`, `HUP`, ...) with kill(1).

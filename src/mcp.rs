@@ -924,6 +924,83 @@ mod tests {
         assert_eq!(filter_tools_sse(other.as_bytes(), &keep), other.as_bytes());
     }
 
+    #[test]
+    fn method_table_and_naming_methods() {
+        let op = |b: &str| parse(b.as_bytes()).map(|c| c.ops.into_iter().next().unwrap());
+        assert_eq!(
+            op(
+                r#"{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"FILE:///a/./b"}}"#
+            ),
+            Ok(Op::ResourcesSubscribe("file:///a/b".into()))
+        );
+        assert_eq!(
+            op(
+                r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"p"},"argument":{"name":"a","value":"b"}}}"#
+            ),
+            Ok(Op::CompletePrompt("p".into()))
+        );
+        assert_eq!(
+            op(
+                r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///{x}"}}}"#
+            ),
+            Ok(Op::CompleteResource("file:///%7Bx%7D".into()))
+        );
+        assert_eq!(
+            op(
+                r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true,"resourceSubscriptions":["file:///a","file:///b"]}}}"#
+            ),
+            Ok(Op::SubscriptionsListen(vec![
+                "file:///a".into(),
+                "file:///b".into()
+            ]))
+        );
+        assert_eq!(
+            op(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#),
+            Ok(Op::Known("ping"))
+        );
+        assert_eq!(
+            op(r#"{"jsonrpc":"2.0","id":1,"method":"Tools/Call","params":{"name":"rm"}}"#),
+            Ok(Op::Unknown {
+                method: "Tools/Call".into(),
+                name: Some("rm".into()),
+                uri: None
+            })
+        );
+        for bad in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/tool","name":"x"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"p","uri":"x:y"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"Type":"ref/prompt","name":"p"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a/../b"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":["file:///%2e%2e/x"]}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":"file:///a"}}}"#,
+        ] {
+            assert!(op(bad).is_err(), "{bad}");
+        }
+        // Mcp-Name mirrors the URI as sent, not its canonical spelling.
+        let c = parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///%61"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.ops[0], Op::ResourcesRead("file:///a".into()));
+        assert!(check_headers(&c, None, Some(b"resources/read"), Some(b"file:///%61")).is_ok());
+        assert!(check_headers(&c, None, Some(b"resources/read"), Some(b"file:///a")).is_err());
+        // Every method of the table is known.
+        for m in METHODS_NAMING_NOTHING {
+            let b = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{m}"}}"#);
+            assert!(matches!(op(&b), Ok(Op::Known(_) | Op::ToolsList)), "{m}");
+        }
+        // Bad resource patterns are refused at load.
+        assert!(Rule::new("file:///%zz/*", vec![]).resource().is_err());
+        assert_eq!(
+            Rule::new("FILE:///caf%c3%a9/*", vec![])
+                .resource()
+                .unwrap()
+                .pattern,
+            "file:///caf%C3%A9/*"
+        );
+    }
+
     impl Policy {
         /// The one need of an operation that names at most one thing.
         fn need<'a>(&'a self, op: &Op) -> Need<'a> {

@@ -1723,7 +1723,10 @@ fn compile_route(index: usize, fr: FileRoute, cx: RouteContext<'_>) -> Result<Ro
         };
     let mcp = crate::mcp::Policy {
         tools: rules("tools", &fr.tools)?,
-        resources: rules("resources", &fr.resources)?,
+        resources: rules("resources", &fr.resources)?
+            .into_iter()
+            .map(crate::mcp::Rule::resource)
+            .collect::<Result<_, _>>()?,
         prompts: rules("prompts", &fr.prompts)?,
         default: fr.default_tool_policy,
         filter_tools_list: fr.filter_tools_list,

@@ -64,6 +64,9 @@ pub enum Refusal {
     /// Shared state (Redis) cannot answer and the feature fails closed: 503 with
     /// Retry-After.
     StateUnavailable(&'static str),
+    /// A method the MCP transport does not use, on a route with an MCP policy: 405 with
+    /// `Allow` ([`crate::shape::ALLOW`]).
+    MethodNotAllowed,
 }
 
 /// A response header for `status` (pingora's builder is fallible only for invalid codes).
@@ -92,6 +95,7 @@ impl Refusal {
             Refusal::OriginDenied | Refusal::ScopeFor(_) | Refusal::PolicyDenied => 403,
             Refusal::Mcp(_) => 400,
             Refusal::UnknownSession => 404,
+            Refusal::MethodNotAllowed => 405,
         }
     }
 
@@ -119,6 +123,7 @@ impl Refusal {
             Refusal::UnknownSession => "not_found",
             Refusal::DpopProof(_) => "invalid_dpop_proof",
             Refusal::DpopNonce(_) => "use_dpop_nonce",
+            Refusal::MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -148,11 +153,14 @@ impl Refusal {
             Refusal::ScopeFor(_) => "the access token lacks a scope this operation requires",
             Refusal::PolicyDenied => "the gateway policy does not allow this operation",
             Refusal::UnknownSession => "unknown session",
+            Refusal::MethodNotAllowed => {
+                "this method is not allowed on an MCP route (GET, POST, DELETE, OPTIONS are)"
+            }
         }
     }
 
     /// Every value `reason()` can take.
-    pub const REASONS: [&'static str; 22] = [
+    pub const REASONS: [&'static str; 23] = [
         "bad_path",
         "bad_request",
         "no_route",
@@ -175,6 +183,7 @@ impl Refusal {
         "use_dpop_nonce",
         "token_revoked",
         "state_unavailable",
+        "method_not_allowed",
     ];
 
     /// A bounded label for metrics and logs.
@@ -202,6 +211,7 @@ impl Refusal {
             Refusal::DpopNonce(_) => "use_dpop_nonce",
             Refusal::Revoked => "token_revoked",
             Refusal::StateUnavailable(_) => "state_unavailable",
+            Refusal::MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -294,6 +304,9 @@ impl Refusal {
         }
         if let Refusal::DpopNonce(nonce) = self {
             let _ = resp.insert_header("dpop-nonce", nonce.as_ref());
+        }
+        if let Refusal::MethodNotAllowed = self {
+            let _ = resp.insert_header("allow", crate::shape::ALLOW);
         }
         if matches!(
             self,

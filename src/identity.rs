@@ -2,7 +2,9 @@
 //!
 //! The last step before the upstream. Client-sent copies of the identity headers are
 //! removed on every route (any case; `_` counts as `-`, since some stacks fold them),
-//! as are headers the client lists in `Connection` (so a client cannot make a proxy
+//! as are the identity headers other authenticating proxies set (oauth2-proxy, Pomerium,
+//! Cloudflare Access, AWS ALB, Azure App Service, Google IAP, Authelia, authentik...),
+//! headers the client lists in `Connection` (so a client cannot make a proxy
 //! further along drop the headers we add), hop-by-hop headers, forwarding headers and
 //! method/URL override headers, and the API key header (unless `forward_token`, like
 //! `Authorization`). Then the gateway sets its own values from the verified principal,
@@ -40,6 +42,64 @@ const STRIPPED: &[&str] = &[
     "x-rewrite-url",
     // A DPoP proof is for us; the upstream never sees it (MCP: no token passthrough).
     "dpop",
+    // Client addresses as other proxies assert them.
+    "true-client-ip",
+    "cf-connecting-ip",
+    // Identity asserted by other authenticating proxies, which an upstream deployed
+    // behind one of them trusts (see OTHER_PROXY_PREFIXES for whole families).
+    "x-remote-user",
+    "x-remote-group",
+    "x-remote-groups",
+    "x-remote-email",
+    "x-user",
+    "x-email",
+    "x-username",
+    "x-user-id",
+    "x-auth-user",
+    "x-auth-email",
+    "gap-auth",
+    "gap-signature",
+    "x-client-cert",
+    "x-client-dn",
+    "x-client-verify",
+    "x-arr-clientcert",
+    "client-cert",
+    "client-cert-chain",
+];
+
+/// Header families other proxies use to pass an authenticated identity upstream: removed
+/// whatever follows the prefix (compared with `_` as `-`).
+const OTHER_PROXY_PREFIXES: &[&str] = &[
+    // Every X-Forwarded-* (the gateway sets its own -For, -Proto, -Host): oauth2-proxy's
+    // -User, -Email, -Preferred-Username, -Groups, -Access-Token; Envoy's -Client-Cert.
+    "x-forwarded-",
+    // oauth2-proxy (nginx auth_request mode)
+    "x-auth-request-",
+    // Pomerium: X-Pomerium-Jwt-Assertion, X-Pomerium-Claim-*
+    "x-pomerium-",
+    // Cloudflare Access: Cf-Access-Jwt-Assertion, Cf-Access-Authenticated-User-Email...
+    "cf-access-",
+    // AWS ALB: X-Amzn-Oidc-Data, -Identity, -Accesstoken
+    "x-amzn-oidc-",
+    // Azure App Service: X-MS-CLIENT-PRINCIPAL, -ID, -NAME, -IDP; X-MS-TOKEN-*
+    "x-ms-client-principal",
+    "x-ms-token-",
+    // Google IAP: X-Goog-Authenticated-User-Email, -Id; X-Goog-Iap-Jwt-Assertion
+    "x-goog-authenticated-user-",
+    "x-goog-iap-",
+    // Kubernetes authenticating proxy: X-Remote-Extra-*
+    "x-remote-extra-",
+    // Authelia: Remote-User, Remote-Groups, Remote-Email, Remote-Name
+    "remote-",
+    // authentik: X-Authentik-Username, -Groups, -Email, -Jwt, -Meta-*
+    "x-authentik-",
+    // Vouch Proxy: X-Vouch-User, X-Vouch-Idp-Claims-*
+    "x-vouch-",
+    // Grafana-style auth proxy: X-Webauth-User
+    "x-webauth-",
+    // nginx/HAProxy client certificate headers: X-SSL-Client-Cert, -DN, -Verify...
+    "x-ssl-client-",
+    "ssl-client-",
 ];
 
 /// The default identity header names: stripped even on routes that renamed theirs, so
@@ -62,11 +122,29 @@ const PROTECTED: &[&str] = &[
 
 /// `name` (lower-case) equals `target` (lower-case, with `-`) when `_` counts as `-`.
 fn folded_eq(name: &str, target: &str) -> bool {
-    name.len() == target.len()
+    name.len() == target.len() && folded_prefix(name, target)
+}
+
+/// `name` starts with `prefix` when `_` counts as `-`.
+fn folded_prefix(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
         && name
             .bytes()
-            .zip(target.bytes())
+            .zip(prefix.bytes())
             .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+}
+
+/// A token whose `sub` is the empty string: the upstream would get an empty subject
+/// header, which many read as "no user" or match against a default. Refused on every
+/// route (the subject header is always sent). A token without `sub` (client credentials)
+/// is accepted: no subject header is sent, and a client-sent one is stripped.
+pub fn check_subject(p: &Principal) -> Result<(), crate::error::Refusal> {
+    match p.subject.as_deref() {
+        Some("") => Err(crate::error::Refusal::InvalidToken(
+            "token has an empty sub",
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn fold(name: &str) -> String {
@@ -124,6 +202,7 @@ pub fn prepare_upstream(
             let n = name.as_str();
             let is = |target: &str| folded_eq(n, target);
             STRIPPED.iter().any(|t| is(t))
+                || OTHER_PROXY_PREFIXES.iter().any(|p| folded_prefix(n, p))
                 || DEFAULT_IDENTITY.iter().any(|t| is(t))
                 || route.identity.folded.iter().any(|t| is(t))
                 || connection_listed.iter().any(|t| is(t))

@@ -2,10 +2,12 @@
 //!
 //! Sits between the token step and the upstream for routes with tool-level policy
 //! (or requests carrying the 2026-07-28 `Mcp-Method` / `Mcp-Name` headers): the buffered
-//! POST body is parsed once into [`Call`]s (method plus tool name, resource URI or prompt
-//! name), the mirrored headers are checked against the body, and each call is matched
-//! against the route's ordered glob patterns to find the extra scopes it needs.
-//! The body is forwarded unchanged.
+//! request body is parsed once into [`Calls`] (each message's [`Op`]: method plus tool
+//! name, canonical resource URI or prompt name), the mirrored headers are checked against
+//! the body, and each operation is matched against the route's ordered glob patterns to
+//! find the extra scopes it needs. Method names are compared exactly as the spec writes
+//! them ([`METHODS_NAMING`], [`METHODS_NAMING_NOTHING`]); any other string is an unknown
+//! method, decided by `default_tool_policy`. The body is forwarded unchanged.
 
 use std::borrow::Cow;
 
@@ -111,6 +113,10 @@ fn walk_members<'de, A: serde::de::MapAccess<'de>>(
 struct Params<'a> {
     name: Option<Cow<'a, str>>,
     uri: Option<Cow<'a, str>>,
+    /// `completion/complete`'s `ref`, read once the method is known.
+    reference: Option<&'a RawValue>,
+    /// `subscriptions/listen`'s `notifications`, read once the method is known.
+    notifications: Option<&'a RawValue>,
 }
 
 impl<'de> Deserialize<'de> for Params<'de> {
@@ -126,15 +132,85 @@ impl<'de> Deserialize<'de> for Params<'de> {
                 map: A,
             ) -> Result<Params<'de>, A::Error> {
                 let mut p = Params::default();
-                walk_members(map, &["name", "uri"], |k, m| {
-                    let v = m.next_value::<Str<'de>>()?.0;
+                walk_members(map, &["name", "uri", "ref", "notifications"], |k, m| {
                     match k {
-                        "name" => p.name = Some(v),
-                        _ => p.uri = Some(v),
+                        "name" => p.name = Some(m.next_value::<Str<'de>>()?.0),
+                        "uri" => p.uri = Some(m.next_value::<Str<'de>>()?.0),
+                        "ref" => p.reference = Some(m.next_value::<&'de RawValue>()?),
+                        _ => p.notifications = Some(m.next_value::<&'de RawValue>()?),
                     }
                     Ok(())
                 })?;
                 Ok(p)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `completion/complete`'s `params.ref`: `{"type": "ref/prompt", "name"}` or
+/// `{"type": "ref/resource", "uri"}`.
+#[derive(Default)]
+struct Reference<'a> {
+    kind: Option<Cow<'a, str>>,
+    name: Option<Cow<'a, str>>,
+    uri: Option<Cow<'a, str>>,
+}
+
+impl<'de> Deserialize<'de> for Reference<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Reference<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a ref object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Reference<'de>, A::Error> {
+                let mut r = Reference::default();
+                walk_members(map, &["type", "name", "uri"], |k, m| {
+                    let v = Some(m.next_value::<Str<'de>>()?.0);
+                    match k {
+                        "type" => r.kind = v,
+                        "name" => r.name = v,
+                        _ => r.uri = v,
+                    }
+                    Ok(())
+                })?;
+                Ok(r)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `subscriptions/listen`'s `params.notifications.resourceSubscriptions` (2026-07-28).
+#[derive(Default)]
+struct Listen<'a> {
+    resources: Vec<Cow<'a, str>>,
+}
+
+impl<'de> Deserialize<'de> for Listen<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Listen<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a notifications object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Listen<'de>, A::Error> {
+                let mut l = Listen::default();
+                walk_members(map, &["resourceSubscriptions"], |_, m| {
+                    let uris = m.next_value::<Vec<Str<'de>>>()?;
+                    l.resources = uris.into_iter().map(|s| s.0).collect();
+                    Ok(())
+                })?;
+                Ok(l)
             }
         }
         d.deserialize_map(V)
@@ -187,15 +263,72 @@ impl<'de> Deserialize<'de> for Message<'de> {
     }
 }
 
-/// What one JSON-RPC message asks for.
+/// Every client-to-server method of MCP 2025-06-18, 2025-11-25 and 2026-07-28 (the
+/// `ClientRequest` and `ClientNotification` unions of each revision's `schema.ts`) that
+/// names no tool, resource or prompt. The ones that do are matched in [`op_of`]; any
+/// other string, however close to one of these, is an unknown method.
+pub const METHODS_NAMING_NOTHING: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "resources/list",
+    "resources/templates/list",
+    "prompts/list",
+    "logging/setLevel",
+    // 2025-11-25: tasks
+    "tasks/get",
+    "tasks/result",
+    "tasks/list",
+    "tasks/cancel",
+    // 2026-07-28
+    "server/discover",
+    // notifications
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+    "notifications/tasks/status",
+];
+
+/// The methods that name something, each judged by the matching rules.
+pub const METHODS_NAMING: &[&str] = &[
+    "tools/call",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/get",
+    "completion/complete",
+    "subscriptions/listen",
+];
+
+/// What one JSON-RPC message asks for. Resource URIs are held in their canonical
+/// spelling ([`crate::resource_uri::normalize`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     ToolsCall(String),
     ResourcesRead(String),
+    ResourcesSubscribe(String),
+    ResourcesUnsubscribe(String),
     PromptsGet(String),
+    /// `completion/complete` with a `ref/prompt`.
+    CompletePrompt(String),
+    /// `completion/complete` with a `ref/resource` (a URI template).
+    CompleteResource(String),
+    /// `subscriptions/listen`: the resources it subscribes to (maybe none).
+    SubscriptionsListen(Vec<String>),
     ToolsList,
-    /// Any other method, or a response/notification we do not police.
-    Other(String),
+    /// A known method that names nothing.
+    Known(&'static str),
+    /// A method not in the table (`"Tools/Call"`, `"tools/call "`, a vendor extension...):
+    /// decided by `default_tool_policy`, and under `allow` by what its `params.name`
+    /// and `params.uri` would name.
+    Unknown {
+        method: String,
+        name: Option<String>,
+        uri: Option<String>,
+    },
+    /// A JSON-RPC response or error from the client: asks for nothing.
+    Response,
 }
 
 impl Op {
@@ -203,19 +336,43 @@ impl Op {
         match self {
             Op::ToolsCall(_) => "tools/call",
             Op::ResourcesRead(_) => "resources/read",
+            Op::ResourcesSubscribe(_) => "resources/subscribe",
+            Op::ResourcesUnsubscribe(_) => "resources/unsubscribe",
             Op::PromptsGet(_) => "prompts/get",
+            Op::CompletePrompt(_) | Op::CompleteResource(_) => "completion/complete",
+            Op::SubscriptionsListen(_) => "subscriptions/listen",
             Op::ToolsList => "tools/list",
-            Op::Other(m) => m,
+            Op::Known(m) => m,
+            Op::Unknown { method, .. } => method,
+            Op::Response => "",
         }
     }
 
-    /// The value mirrored in `Mcp-Name`, for the methods that have one.
+    /// The tool, resource or prompt this operation names, for the audit line.
     pub fn name(&self) -> Option<&str> {
         match self {
-            Op::ToolsCall(n) | Op::ResourcesRead(n) | Op::PromptsGet(n) => Some(n),
+            Op::ToolsCall(n)
+            | Op::ResourcesRead(n)
+            | Op::ResourcesSubscribe(n)
+            | Op::ResourcesUnsubscribe(n)
+            | Op::PromptsGet(n)
+            | Op::CompletePrompt(n)
+            | Op::CompleteResource(n) => Some(n),
+            Op::SubscriptionsListen(u) => u.first().map(String::as_str),
+            Op::Unknown { name, uri, .. } => name.as_deref().or(uri.as_deref()),
             _ => None,
         }
     }
+}
+
+/// The raw values of a single message that `Mcp-Method` and `Mcp-Name` mirror.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    /// `None` for a JSON-RPC response.
+    pub method: Option<String>,
+    /// `params.name` or `params.uri` as sent, for the methods whose name is mirrored
+    /// (`tools/call`, `resources/read`, `prompts/get`).
+    pub name: Option<String>,
 }
 
 /// A parsed request body: one message or a batch.
@@ -225,38 +382,115 @@ pub struct Calls {
     pub batch: bool,
     /// Raw id of a single request, for error bodies.
     pub id: Option<Box<str>>,
+    /// What the mirrored headers of a single message must equal.
+    pub mirror: Option<Mirror>,
 }
 
-fn op_of(m: Message<'_>) -> Result<Op, McpError> {
+/// JSON-RPC "Invalid params": a URI or reference the gateway cannot judge.
+pub const INVALID_PARAMS: i64 = -32602;
+
+fn uri_of(raw: &str) -> Result<String, McpError> {
+    crate::resource_uri::normalize(raw).map_err(|e| McpError::new(INVALID_PARAMS, e.describe()))
+}
+
+fn op_of(m: Message<'_>) -> Result<(Op, Mirror), McpError> {
     let Some(method) = m.method else {
         if m.response {
             // A JSON-RPC response from the client (allowed before 2026-07-28): asks nothing.
-            return Ok(Op::Other(String::new()));
+            let mirror = Mirror {
+                method: None,
+                name: None,
+            };
+            return Ok((Op::Response, mirror));
         }
         return Err(McpError::new(
             INVALID_REQUEST,
             "message has neither a method nor a result or error",
         ));
     };
-    let need = |v: Option<Cow<'_, str>>, what: &'static str| {
-        v.map(|s| s.into_owned())
+    let need = |v: Option<&Cow<'_, str>>, what: &'static str| {
+        v.map(|s| s.to_string())
             .ok_or_else(|| McpError::new(INVALID_REQUEST, what))
     };
-    let params = m.params;
-    let (name, uri) = match params {
-        Some(p) => (p.name, p.uri),
-        None => (None, None),
-    };
-    Ok(match method.as_ref() {
-        "tools/call" => Op::ToolsCall(need(name, "tools/call without params.name")?),
-        "resources/read" => Op::ResourcesRead(need(uri, "resources/read without params.uri")?),
-        "prompts/get" => Op::PromptsGet(need(name, "prompts/get without params.name")?),
+    let params = m.params.unwrap_or_default();
+    let mut mirrored = None;
+    let op = match method.as_ref() {
+        "tools/call" => {
+            let n = need(params.name.as_ref(), "tools/call without params.name")?;
+            mirrored = Some(n.clone());
+            Op::ToolsCall(n)
+        }
+        "resources/read" => {
+            let u = need(params.uri.as_ref(), "resources/read without params.uri")?;
+            let canonical = uri_of(&u)?;
+            mirrored = Some(u);
+            Op::ResourcesRead(canonical)
+        }
+        "resources/subscribe" => Op::ResourcesSubscribe(uri_of(&need(
+            params.uri.as_ref(),
+            "resources/subscribe without params.uri",
+        )?)?),
+        "resources/unsubscribe" => Op::ResourcesUnsubscribe(uri_of(&need(
+            params.uri.as_ref(),
+            "resources/unsubscribe without params.uri",
+        )?)?),
+        "prompts/get" => {
+            let n = need(params.name.as_ref(), "prompts/get without params.name")?;
+            mirrored = Some(n.clone());
+            Op::PromptsGet(n)
+        }
+        "completion/complete" => {
+            let bad = || {
+                McpError::new(
+                    INVALID_PARAMS,
+                    "completion/complete needs params.ref of type ref/prompt with a name or ref/resource with a uri",
+                )
+            };
+            let raw = params.reference.ok_or_else(bad)?;
+            let r: Reference<'_> = serde_json::from_str(raw.get()).map_err(|_| bad())?;
+            match (r.kind.as_deref(), r.name, r.uri) {
+                (Some("ref/prompt"), Some(n), None) => Op::CompletePrompt(n.into_owned()),
+                (Some("ref/resource"), None, Some(u)) => Op::CompleteResource(uri_of(&u)?),
+                _ => return Err(bad()),
+            }
+        }
+        "subscriptions/listen" => {
+            let resources = match params.notifications {
+                None => Vec::new(),
+                Some(raw) => {
+                    let l: Listen<'_> = serde_json::from_str(raw.get()).map_err(|_| {
+                        McpError::new(
+                            INVALID_PARAMS,
+                            "subscriptions/listen params.notifications is malformed",
+                        )
+                    })?;
+                    l.resources
+                        .iter()
+                        .map(|u| uri_of(u))
+                        .collect::<Result<Vec<_>, _>>()?
+                }
+            };
+            Op::SubscriptionsListen(resources)
+        }
         "tools/list" => Op::ToolsList,
-        other => Op::Other(other.to_string()),
-    })
+        other => match METHODS_NAMING_NOTHING.iter().find(|k| **k == other) {
+            Some(k) => Op::Known(k),
+            None => Op::Unknown {
+                method: other.to_string(),
+                name: params.name.map(Cow::into_owned),
+                uri: params.uri.as_deref().map(uri_of).transpose()?,
+            },
+        },
+    };
+    let mirror = Mirror {
+        method: Some(method.into_owned()),
+        name: mirrored,
+    };
+    Ok((op, mirror))
 }
 
-/// Parse a POST body. Malformed JSON or a non-object message is an error.
+/// Parse a request body. Malformed JSON or a non-object message is an error, and so is
+/// a URI or reference the gateway cannot judge.
 pub fn parse(body: &[u8]) -> Result<Calls, McpError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
@@ -265,17 +499,21 @@ pub fn parse(body: &[u8]) -> Result<Calls, McpError> {
         if msgs.is_empty() {
             return Err(McpError::new(INVALID_REQUEST, "empty JSON-RPC batch"));
         }
-        let ops = msgs.into_iter().map(op_of).collect::<Result<Vec<_>, _>>()?;
+        let ops = msgs
+            .into_iter()
+            .map(|m| op_of(m).map(|(op, _)| op))
+            .collect::<Result<Vec<_>, _>>()?;
         return Ok(Calls {
             ops,
             batch: true,
             id: None,
+            mirror: None,
         });
     }
     let m: Message<'_> = serde_json::from_slice(body)
         .map_err(|_| McpError::new(PARSE_ERROR, "Parse error: body is not a JSON-RPC message"))?;
     let id = m.id.map(|r| Box::from(r.get()));
-    let op = op_of(m).map_err(|mut e| {
+    let (op, mirror) = op_of(m).map_err(|mut e| {
         e.id = id.clone();
         e
     })?;
@@ -283,6 +521,7 @@ pub fn parse(body: &[u8]) -> Result<Calls, McpError> {
         ops: vec![op],
         batch: false,
         id,
+        mirror: Some(mirror),
     })
 }
 
@@ -327,23 +566,23 @@ pub fn check_headers(
             "Mcp-Method and Mcp-Name cannot describe a JSON-RPC batch",
         ));
     }
-    let Some(op) = calls.ops.first() else {
+    let Some(mirror) = calls.mirror.as_ref() else {
         return Ok(());
     };
-    if op.method().is_empty() {
+    let Some(body_method) = mirror.method.as_deref() else {
         return Ok(()); // a response: carries no method
-    }
+    };
     match method {
         None if modern => return Err(mismatch("Header mismatch: Mcp-Method header is missing")),
         None => {}
-        Some(m) if m != op.method().as_bytes() => {
+        Some(m) if m != body_method.as_bytes() => {
             return Err(mismatch(
                 "Header mismatch: Mcp-Method does not match the body method",
             ))
         }
         Some(_) => {}
     }
-    match (op.name(), name) {
+    match (mirror.name.as_deref(), name) {
         (Some(_), None) if modern || method.is_some() => {
             Err(mismatch("Header mismatch: Mcp-Name header is missing"))
         }
@@ -378,6 +617,18 @@ impl Rule {
             matcher: wildmatch::WildMatch::new(pattern),
             scopes,
         }
+    }
+
+    /// A `resources` rule: its pattern is put in the canonical spelling the URIs are
+    /// matched in ([`crate::resource_uri::canonical_pattern`]).
+    pub fn resource(self) -> Result<Rule, String> {
+        let p = crate::resource_uri::canonical_pattern(&self.pattern).ok_or_else(|| {
+            format!(
+                "resources: pattern {:?} holds a malformed percent-encoding or a control character",
+                self.pattern
+            )
+        })?;
+        Ok(Rule::new(&p, self.scopes))
     }
 }
 
@@ -425,13 +676,42 @@ impl Policy {
         }
     }
 
-    /// Extra scopes for an operation (first matching pattern, in config order).
-    pub fn need<'a>(&'a self, op: &Op) -> Need<'a> {
+    /// What calling tool `name` needs.
+    pub fn tool(&self, name: &str) -> Need<'_> {
+        self.lookup(&self.tools, name)
+    }
+
+    /// What an operation needs beyond the route's scopes: one entry per tool, resource
+    /// or prompt it names (first matching pattern, in config order), none when it names
+    /// nothing. A method not in the table is `Denied` under `default_tool_policy: deny`;
+    /// under `allow` it needs what its `params.name` would need as a tool and as a prompt
+    /// and what its `params.uri` would need as a resource, since the gateway cannot know
+    /// which the upstream will take it for.
+    pub fn needs<'a>(&'a self, op: &Op) -> Vec<Need<'a>> {
         match op {
-            Op::ToolsCall(n) => self.lookup(&self.tools, n),
-            Op::ResourcesRead(u) => self.lookup(&self.resources, u),
-            Op::PromptsGet(n) => self.lookup(&self.prompts, n),
-            _ => Need::Scopes(&[]),
+            Op::ToolsCall(n) => vec![self.lookup(&self.tools, n)],
+            Op::ResourcesRead(u)
+            | Op::ResourcesSubscribe(u)
+            | Op::ResourcesUnsubscribe(u)
+            | Op::CompleteResource(u) => vec![self.lookup(&self.resources, u)],
+            Op::PromptsGet(n) | Op::CompletePrompt(n) => vec![self.lookup(&self.prompts, n)],
+            Op::SubscriptionsListen(uris) => uris
+                .iter()
+                .map(|u| self.lookup(&self.resources, u))
+                .collect(),
+            Op::Unknown { .. } if self.default == DefaultPolicy::Deny => vec![Need::Denied],
+            Op::Unknown { name, uri, .. } => {
+                let mut out = Vec::new();
+                if let Some(n) = name {
+                    out.push(self.lookup(&self.tools, n));
+                    out.push(self.lookup(&self.prompts, n));
+                }
+                if let Some(u) = uri {
+                    out.push(self.lookup(&self.resources, u));
+                }
+                out
+            }
+            Op::ToolsList | Op::Known(_) | Op::Response => Vec::new(),
         }
     }
 }
@@ -642,6 +922,92 @@ mod tests {
         // untouched when there is nothing to filter
         let other = "event: ping\r\n\r\n";
         assert_eq!(filter_tools_sse(other.as_bytes(), &keep), other.as_bytes());
+    }
+
+    #[test]
+    fn method_table_and_naming_methods() {
+        let op = |b: &str| parse(b.as_bytes()).map(|c| c.ops.into_iter().next().unwrap());
+        assert_eq!(
+            op(
+                r#"{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"FILE:///a/./b"}}"#
+            ),
+            Ok(Op::ResourcesSubscribe("file:///a/b".into()))
+        );
+        assert_eq!(
+            op(
+                r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"p"},"argument":{"name":"a","value":"b"}}}"#
+            ),
+            Ok(Op::CompletePrompt("p".into()))
+        );
+        assert_eq!(
+            op(
+                r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///{x}"}}}"#
+            ),
+            Ok(Op::CompleteResource("file:///%7Bx%7D".into()))
+        );
+        assert_eq!(
+            op(
+                r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true,"resourceSubscriptions":["file:///a","file:///b"]}}}"#
+            ),
+            Ok(Op::SubscriptionsListen(vec![
+                "file:///a".into(),
+                "file:///b".into()
+            ]))
+        );
+        assert_eq!(
+            op(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#),
+            Ok(Op::Known("ping"))
+        );
+        assert_eq!(
+            op(r#"{"jsonrpc":"2.0","id":1,"method":"Tools/Call","params":{"name":"rm"}}"#),
+            Ok(Op::Unknown {
+                method: "Tools/Call".into(),
+                name: Some("rm".into()),
+                uri: None
+            })
+        );
+        for bad in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/tool","name":"x"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"p","uri":"x:y"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"Type":"ref/prompt","name":"p"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a/../b"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":["file:///%2e%2e/x"]}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":"file:///a"}}}"#,
+        ] {
+            assert!(op(bad).is_err(), "{bad}");
+        }
+        // Mcp-Name mirrors the URI as sent, not its canonical spelling.
+        let c = parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///%61"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.ops[0], Op::ResourcesRead("file:///a".into()));
+        assert!(check_headers(&c, None, Some(b"resources/read"), Some(b"file:///%61")).is_ok());
+        assert!(check_headers(&c, None, Some(b"resources/read"), Some(b"file:///a")).is_err());
+        // Every method of the table is known.
+        for m in METHODS_NAMING_NOTHING {
+            let b = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{m}"}}"#);
+            assert!(matches!(op(&b), Ok(Op::Known(_) | Op::ToolsList)), "{m}");
+        }
+        // Bad resource patterns are refused at load.
+        assert!(Rule::new("file:///%zz/*", vec![]).resource().is_err());
+        assert_eq!(
+            Rule::new("FILE:///caf%c3%a9/*", vec![])
+                .resource()
+                .unwrap()
+                .pattern,
+            "file:///caf%C3%A9/*"
+        );
+    }
+
+    impl Policy {
+        /// The one need of an operation that names at most one thing.
+        fn need<'a>(&'a self, op: &Op) -> Need<'a> {
+            let mut n = self.needs(op);
+            assert!(n.len() <= 1, "{op:?} names several things");
+            n.pop().unwrap_or(Need::Scopes(&[]))
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use crate::auth::Principal;
 use crate::config::{RequiredScope, Route};
 use crate::error::Refusal;
-use crate::mcp::{Calls, Need, Op};
+use crate::mcp::{Calls, Need};
 
 pub fn check_audience(route: &Route, p: &Principal) -> Result<(), Refusal> {
     if p.any_audience
@@ -41,9 +41,11 @@ pub fn check_scopes(route: &Route, p: &Principal) -> Result<(), Refusal> {
 pub fn authorize_calls(route: &Route, p: &Principal, calls: &Calls) -> Result<(), Refusal> {
     let mut extra: Vec<&RequiredScope> = Vec::new();
     for op in &calls.ops {
-        match route.mcp.need(op) {
-            Need::Denied => return Err(Refusal::PolicyDenied),
-            Need::Scopes(s) => extra.extend(s.iter()),
+        for need in route.mcp.needs(op) {
+            match need {
+                Need::Denied => return Err(Refusal::PolicyDenied),
+                Need::Scopes(s) => extra.extend(s.iter()),
+            }
         }
     }
     if route
@@ -68,7 +70,7 @@ pub fn authorize_calls(route: &Route, p: &Principal, calls: &Calls) -> Result<()
 
 /// Whether `p` could call tool `name` on `route` (for `tools/list` filtering).
 pub fn tool_allowed(route: &Route, p: &Principal, name: &str) -> bool {
-    match route.mcp.need(&Op::ToolsCall(name.to_string())) {
+    match route.mcp.tool(name) {
         Need::Denied => false,
         Need::Scopes(s) => route.scopes.iter().chain(s.iter()).all(|r| satisfied(r, p)),
     }

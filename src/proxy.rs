@@ -4,7 +4,8 @@
 //! identity headers → upstream. Every decision is a plain function in its own module;
 //! every refusal is rendered by `error::Refusal`. The decision is made in
 //! `request_filter`, before pingora connects upstream, so a refused request sends
-//! nothing upstream, not even headers; the body is never read for that decision.
+//! nothing upstream, not even headers. The body is read for that decision only when
+//! `shape::head` asks for it (MCP policy routes, mirrored MCP headers).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +22,7 @@ use crate::config::{AuthMode, Config, Route};
 use crate::error::{response_header, Refusal};
 use crate::routing::{self, Target};
 use crate::state::{InFlight, Snapshot};
-use crate::{dpop, identity, mcp, metrics, policy, Gateway};
+use crate::{dpop, identity, mcp, metrics, policy, sessions, shape, Gateway};
 
 /// Per-request state, carried across phases.
 #[derive(Default)]
@@ -120,16 +121,75 @@ impl Gateway {
                 return Err((Refusal::OriginDenied, Some(route)));
             }
         }
-        if route.auth == AuthMode::None {
-            if routing::body_too_large(&snapshot.config, req) {
-                return Err((Refusal::BodyTooLarge, Some(route)));
+        let principal = if route.auth == AuthMode::None {
+            None
+        } else {
+            Some(self.authenticate(snapshot, &route, session, ctx).await?)
+        };
+        let refuse = |r: Refusal| (r, Some(route.clone()));
+        let req = session.req_header();
+        // Sessions, on every route: bound to the upstream and the identity that opened them.
+        if let Some(sid) = sessions::session_id(&req.headers).map_err(refuse)? {
+            if !self
+                .state
+                .sessions
+                .allows(&route.upstream, sid, principal.as_deref())
+            {
+                return Err(refuse(Refusal::UnknownSession));
             }
-            return Ok(Decision::Forward {
-                route,
-                path,
-                principal: None,
-            });
         }
+        // What the upstream could act on must be judged first (src/shape.rs).
+        let body_known_empty = session.as_mut().is_body_empty();
+        let req = session.req_header();
+        let plan = shape::head(
+            route.mcp.inspects(),
+            &req.method,
+            &req.headers,
+            body_known_empty,
+        )
+        .map_err(refuse)?;
+        let calls = match plan {
+            shape::Plan::Forward => None,
+            shape::Plan::ReadBody => {
+                let body = read_mcp_body(session).await.map_err(refuse)?;
+                ctx.body_inspected = true;
+                let req = session.req_header();
+                shape::body(&route, &req.method, &req.headers, &body).map_err(refuse)?
+            }
+        };
+        shape::authorize(&route, principal.as_deref(), calls.as_ref()).map_err(refuse)?;
+        if let Some(calls) = calls {
+            if !calls.batch {
+                ctx.mcp_op = calls.ops.into_iter().next();
+            }
+            if route.mcp.filter_tools_list && ctx.mcp_op == Some(mcp::Op::ToolsList) {
+                ctx.tools_filter = Some(ToolsFilter {
+                    sse: false,
+                    active: false,
+                    buf: Vec::new(),
+                });
+            }
+        }
+        if routing::body_too_large(&snapshot.config, session.req_header()) {
+            return Err(refuse(Refusal::BodyTooLarge));
+        }
+        Ok(Decision::Forward {
+            route,
+            path,
+            principal,
+        })
+    }
+
+    /// Credentials → a verified principal that may use this route: token or key,
+    /// revocations, audience, DPoP, and a usable subject.
+    async fn authenticate(
+        &self,
+        snapshot: &Snapshot,
+        route: &Arc<Route>,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> std::result::Result<Arc<Principal>, (Refusal, Option<Arc<Route>>)> {
+        let req = session.req_header();
         ctx.dpop_used = req
             .headers
             .get(http::header::AUTHORIZATION)
@@ -143,7 +203,7 @@ impl Gateway {
             .auth
             .authenticate_request(
                 snapshot,
-                &route,
+                route,
                 &req.headers,
                 req.uri.query(),
                 &mut ctx.token,
@@ -151,7 +211,7 @@ impl Gateway {
             .await
         {
             Ok(p) => p,
-            Err(r) => return Err((r, Some(route))),
+            Err(r) => return Err((r, Some(route.clone()))),
         };
         let refuse = |r: Refusal| (r, Some(route.clone()));
         let now = crate::jwks::now_unix();
@@ -161,10 +221,11 @@ impl Gateway {
             .revocations
             .check(&principal, now)
             .map_err(refuse)?;
-        policy::check_audience(&route, &principal).map_err(refuse)?;
+        policy::check_audience(route, &principal).map_err(refuse)?;
+        identity::check_subject(&principal).map_err(refuse)?;
         let checked = dpop::authorize(
             &snapshot.config.dpop,
-            &route,
+            route,
             req,
             &principal,
             presented,
@@ -178,69 +239,7 @@ impl Gateway {
                 .map_err(refuse)?;
             ctx.dpop_jkt = Some(c.jkt);
         }
-        if let Some(sid) = req
-            .headers
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-        {
-            if !self.state.sessions.allows(&route.name, sid, &principal) {
-                return Err(refuse(Refusal::UnknownSession));
-            }
-        }
-        for n in ["mcp-method", "mcp-name", "mcp-protocol-version"] {
-            if req.headers.get_all(n).iter().nth(1).is_some() {
-                // An intermediary reading the other copy would see another value.
-                return Err(refuse(Refusal::Mcp(mcp::McpError {
-                    code: mcp::HEADER_MISMATCH,
-                    message: "Header mismatch: a mirrored MCP header appears more than once",
-                    id: None,
-                })));
-            }
-        }
-        let mirrored = |n: &str| req.headers.get(n).map(|v| v.as_bytes().to_vec());
-        let (h_method, h_name, h_version) = (
-            mirrored("mcp-method"),
-            mirrored("mcp-name"),
-            mirrored("mcp-protocol-version"),
-        );
-        let modern = h_version
-            .as_deref()
-            .is_some_and(|v| v >= mcp::HEADERS_REQUIRED_FROM.as_bytes());
-        let inspect = req.method == http::Method::POST
-            && (route.mcp.inspects() || h_method.is_some() || h_name.is_some() || modern);
-        if inspect {
-            let body = read_mcp_body(session).await.map_err(refuse)?;
-            ctx.body_inspected = true;
-            let calls = mcp::parse(&body).map_err(|e| refuse(Refusal::Mcp(e)))?;
-            mcp::check_headers(
-                &calls,
-                h_version.as_deref(),
-                h_method.as_deref(),
-                h_name.as_deref(),
-            )
-            .map_err(|e| refuse(Refusal::Mcp(e)))?;
-            policy::authorize_calls(&route, &principal, &calls).map_err(refuse)?;
-            if !calls.batch {
-                ctx.mcp_op = calls.ops.into_iter().next();
-            }
-            if route.mcp.filter_tools_list && ctx.mcp_op == Some(mcp::Op::ToolsList) {
-                ctx.tools_filter = Some(ToolsFilter {
-                    sse: false,
-                    active: false,
-                    buf: Vec::new(),
-                });
-            }
-        } else {
-            policy::check_scopes(&route, &principal).map_err(refuse)?;
-        }
-        if routing::body_too_large(&snapshot.config, session.req_header()) {
-            return Err(refuse(Refusal::BodyTooLarge));
-        }
-        Ok(Decision::Forward {
-            route,
-            path,
-            principal: Some(principal),
-        })
+        Ok(principal)
     }
 }
 
@@ -467,13 +466,14 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let (Some(route), Some(p)) = (ctx.route.as_ref(), ctx.principal.as_ref()) {
+        if let Some(route) = ctx.route.as_ref().filter(|_| ctx.refused.is_none()) {
             if let Some(sid) = resp
                 .headers
                 .get("mcp-session-id")
                 .and_then(|v| v.to_str().ok())
             {
-                self.state.sessions.bind(&route.name, sid, p);
+                let p = ctx.principal.as_deref();
+                self.state.sessions.bind(&route.upstream, sid, p);
             }
         }
         if let Some(f) = ctx.tools_filter.as_mut() {

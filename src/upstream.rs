@@ -27,6 +27,17 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// `scheme://host:port` with the port always written: the upstream's identity for
+    /// session bindings (two routes with this origin reach the same server).
+    pub fn origin(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Upstream, String> {
         let u = url::Url::parse(s).map_err(|e| format!("upstream {s:?}: {e}"))?;
         let tls = match u.scheme() {

@@ -13,6 +13,7 @@ mod apikeys;
 mod challenges;
 mod cli;
 mod dpop;
+mod failclosed_request;
 mod harness;
 mod introspection;
 mod jwks;

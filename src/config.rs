@@ -437,6 +437,10 @@ pub struct FileIdentityHeaders {
 pub struct FileRoute {
     pub name: String,
     pub path_prefix: String,
+    /// Match `path_prefix` case-sensitively (for upstreams that are); default: ASCII
+    /// case-insensitively.
+    #[serde(default)]
+    pub case_sensitive_prefix: bool,
     pub host: Option<String>,
     pub upstream: String,
     pub rewrite_prefix: Option<String>,
@@ -534,6 +538,8 @@ pub struct Config {
     pub routes: Vec<Arc<Route>>,
     /// PRM path (path-inserted well-known URL path) → route index.
     pub metadata_paths: HashMap<(Option<String>, String), usize>,
+    /// Non-fatal findings, printed by `mcpgate check` and logged at every load.
+    pub warnings: Vec<String>,
 }
 
 /// Compiled `state` block.
@@ -868,6 +874,8 @@ pub struct Route {
     pub index: usize,
     pub host: Option<String>,
     pub path_prefix: String,
+    /// `path_prefix` matches only in its own case (see `routing::prefix_matches`).
+    pub case_sensitive_prefix: bool,
     pub rewrite_prefix: Option<String>,
     pub upstream: Upstream,
     pub resource: String,
@@ -1002,9 +1010,10 @@ impl Config {
                 return Err(ctx("route name is used twice".into()));
             }
             let host = fr.host.as_ref().map(|h| h.to_ascii_lowercase());
-            if !prefixes.insert((host.clone(), fr.path_prefix.clone())) {
+            // Case variants of one prefix would tie: one route per prefix in any case.
+            if !prefixes.insert((host.clone(), fr.path_prefix.to_ascii_lowercase())) {
                 return Err(ctx(format!(
-                    "path_prefix {:?} is already claimed by another route on the same host",
+                    "path_prefix {:?} is already claimed (in some letter case) by another route on the same host",
                     fr.path_prefix
                 )));
             }
@@ -1068,7 +1077,9 @@ impl Config {
             None => None,
         };
 
+        let warnings = crate::routing::case_warnings(&routes);
         Ok(Config {
+            warnings,
             source: name.to_string(),
             listen_address: file.listen.address,
             admin_address: file.admin.address,
@@ -1088,6 +1099,13 @@ impl Config {
             routes,
             metadata_paths,
         })
+    }
+
+    /// Log [`Config::warnings`] (at start and at every reload).
+    pub fn log_warnings(&self) {
+        for w in &self.warnings {
+            tracing::warn!(warning = %w, "configuration warning");
+        }
     }
 
     /// Issuers named by at least one route that accepts OAuth.
@@ -1164,6 +1182,9 @@ impl Config {
                 k.file.display(),
                 k.header
             ));
+        }
+        for w in &self.warnings {
+            s.push_str(&format!("  warning: {w}\n"));
         }
         s.push_str(&format!("  routes ({}):\n", self.routes.len()));
         for r in &self.routes {
@@ -1567,6 +1588,11 @@ fn compile_route(index: usize, fr: FileRoute, cx: RouteContext<'_>) -> Result<Ro
                 "host {h:?} must be a bare host name (no scheme or port)"
             ));
         }
+        if h.ends_with('.') {
+            return Err(format!(
+                "host {h:?} must not end with '.' (requests for {h:?} match it without the dot)"
+            ));
+        }
     }
     let upstream = Upstream::parse(&fr.upstream)?;
 
@@ -1779,6 +1805,7 @@ fn compile_route(index: usize, fr: FileRoute, cx: RouteContext<'_>) -> Result<Ro
         index,
         host: fr.host.map(|h| h.to_ascii_lowercase()),
         path_prefix: fr.path_prefix,
+        case_sensitive_prefix: fr.case_sensitive_prefix,
         rewrite_prefix: fr.rewrite_prefix,
         upstream,
         resource,

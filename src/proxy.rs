@@ -178,6 +178,7 @@ impl Gateway {
             &snapshot.config.dpop,
             &route,
             req,
+            &path,
             &principal,
             presented,
             now,

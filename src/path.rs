@@ -399,5 +399,8 @@ mod tests {
         assert_eq!(rewrite("/github", "/github", "/"), "/");
         assert_eq!(rewrite("/github/mcp", "/github", "/v1"), "/v1/mcp");
         assert_eq!(rewrite("/x", "/", "/v1"), "/v1/x");
+        // A case variant matched by a case-insensitive prefix has the prefix's length.
+        assert_eq!(rewrite("/GitHub/MCP", "/github", "/"), "/MCP");
+        assert_eq!(rewrite("/GITHUB", "/github", "/v1"), "/v1");
     }
 }

@@ -538,8 +538,6 @@ pub struct Config {
     pub routes: Vec<Arc<Route>>,
     /// PRM path (path-inserted well-known URL path) → route index.
     pub metadata_paths: HashMap<(Option<String>, String), usize>,
-    /// Non-fatal findings, printed by `mcpgate check` and logged at every load.
-    pub warnings: Vec<String>,
 }
 
 /// Compiled `state` block.
@@ -1077,9 +1075,7 @@ impl Config {
             None => None,
         };
 
-        let warnings = crate::routing::case_warnings(&routes);
         Ok(Config {
-            warnings,
             source: name.to_string(),
             listen_address: file.listen.address,
             admin_address: file.admin.address,
@@ -1099,13 +1095,6 @@ impl Config {
             routes,
             metadata_paths,
         })
-    }
-
-    /// Log [`Config::warnings`] (at start and at every reload).
-    pub fn log_warnings(&self) {
-        for w in &self.warnings {
-            tracing::warn!(warning = %w, "configuration warning");
-        }
     }
 
     /// Issuers named by at least one route that accepts OAuth.
@@ -1182,9 +1171,6 @@ impl Config {
                 k.file.display(),
                 k.header
             ));
-        }
-        for w in &self.warnings {
-            s.push_str(&format!("  warning: {w}\n"));
         }
         s.push_str(&format!("  routes ({}):\n", self.routes.len()));
         for r in &self.routes {

@@ -123,7 +123,7 @@ pub fn build_server(
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    config.log_warnings();
+    routing::log_warnings(&config);
     let state = Arc::new(GatewayState::new(config)?);
     metrics::config_state(true);
     drain_on_sigterm(&state, grace);

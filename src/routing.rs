@@ -239,6 +239,13 @@ pub fn prefix_matches(route: &Route, path: &str) -> bool {
     }
 }
 
+/// Log [`case_warnings`] (at start and at every reload).
+pub fn log_warnings(config: &Config) {
+    for w in case_warnings(&config.routes) {
+        tracing::warn!(warning = %w, "configuration warning");
+    }
+}
+
 /// `mcpgate check` warnings: a `case_sensitive_prefix` route that requires credentials,
 /// some letter-case variant of whose prefix reaches another route (host-less or on the
 /// same host) that does not protect at least as much. Such a variant is forwarded under
@@ -549,7 +556,7 @@ mod tests {
             )
         };
         let c = Config::from_yaml("t", &yaml("")).unwrap();
-        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!(case_warnings(&c.routes).is_empty());
         assert_eq!(
             route_name(classify(&c, &req("GET", "/ADMIN", Some("h")))),
             "admin"
@@ -563,21 +570,21 @@ mod tests {
             route_name(classify(&c, &req("GET", "/admin/x", Some("h")))),
             "admin"
         );
-        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
-        assert!(c.warnings[0].contains("\"admin\" has case_sensitive_prefix"));
-        assert!(c.warnings[0].contains("route \"open\" (/), which has auth: none"));
-        assert!(c.summary().contains("warning: route \"admin\""));
+        let w = case_warnings(&c.routes);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("\"admin\" has case_sensitive_prefix"));
+        assert!(w[0].contains("route \"open\" (/), which has auth: none"));
 
         // A prefix without letters has no case variants.
         let digits = yaml(", case_sensitive_prefix: true").replace("/admin,", "/42,");
-        assert!(Config::from_yaml("t", &digits).unwrap().warnings.is_empty());
+        assert!(case_warnings(&Config::from_yaml("t", &digits).unwrap().routes).is_empty());
         // Under a route that protects as much, no warning.
         let same =
             yaml(", case_sensitive_prefix: true").replace("auth: none", "scopes: [admin, more]");
-        assert!(Config::from_yaml("t", &same).unwrap().warnings.is_empty());
+        assert!(case_warnings(&Config::from_yaml("t", &same).unwrap().routes).is_empty());
         // Under one that needs fewer scopes, a warning.
         let fewer = yaml(", case_sensitive_prefix: true").replace("auth: none", "scopes: [x]");
-        let w = Config::from_yaml("t", &fewer).unwrap().warnings;
+        let w = case_warnings(&Config::from_yaml("t", &fewer).unwrap().routes);
         assert!(w[0].contains("does not require scope admin"), "{w:?}");
     }
 

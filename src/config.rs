@@ -437,6 +437,10 @@ pub struct FileIdentityHeaders {
 pub struct FileRoute {
     pub name: String,
     pub path_prefix: String,
+    /// Match `path_prefix` case-sensitively (for upstreams that are); default: ASCII
+    /// case-insensitively.
+    #[serde(default)]
+    pub case_sensitive_prefix: bool,
     pub host: Option<String>,
     pub upstream: String,
     pub rewrite_prefix: Option<String>,
@@ -868,6 +872,8 @@ pub struct Route {
     pub index: usize,
     pub host: Option<String>,
     pub path_prefix: String,
+    /// `path_prefix` matches only in its own case (see `routing::prefix_matches`).
+    pub case_sensitive_prefix: bool,
     pub rewrite_prefix: Option<String>,
     pub upstream: Upstream,
     pub resource: String,
@@ -1002,9 +1008,10 @@ impl Config {
                 return Err(ctx("route name is used twice".into()));
             }
             let host = fr.host.as_ref().map(|h| h.to_ascii_lowercase());
-            if !prefixes.insert((host.clone(), fr.path_prefix.clone())) {
+            // Case variants of one prefix would tie: one route per prefix in any case.
+            if !prefixes.insert((host.clone(), fr.path_prefix.to_ascii_lowercase())) {
                 return Err(ctx(format!(
-                    "path_prefix {:?} is already claimed by another route on the same host",
+                    "path_prefix {:?} is already claimed (in some letter case) by another route on the same host",
                     fr.path_prefix
                 )));
             }
@@ -1567,6 +1574,11 @@ fn compile_route(index: usize, fr: FileRoute, cx: RouteContext<'_>) -> Result<Ro
                 "host {h:?} must be a bare host name (no scheme or port)"
             ));
         }
+        if h.ends_with('.') {
+            return Err(format!(
+                "host {h:?} must not end with '.' (requests for {h:?} match it without the dot)"
+            ));
+        }
     }
     let upstream = Upstream::parse(&fr.upstream)?;
 
@@ -1782,6 +1794,7 @@ fn compile_route(index: usize, fr: FileRoute, cx: RouteContext<'_>) -> Result<Ro
         index,
         host: fr.host.map(|h| h.to_ascii_lowercase()),
         path_prefix: fr.path_prefix,
+        case_sensitive_prefix: fr.case_sensitive_prefix,
         rewrite_prefix: fr.rewrite_prefix,
         upstream,
         resource,

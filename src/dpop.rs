@@ -74,15 +74,63 @@ pub fn thumbprint(jwk: &serde_json::Value) -> Option<String> {
     Some(URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes())))
 }
 
-/// Normalize an HTTP URI for `htu` comparison (RFC 9449 §4.3 step 9, RFC 3986 §6.2.2-3):
-/// scheme and host lower-cased, default port removed. A query or fragment is kept, so a
-/// proof whose `htu` carries one never matches.
+/// Normalize an HTTP URI for `htu` comparison (RFC 9449 §4.3 step 9, RFC 3986 §6.2.2-3)
+/// into `scheme://host:port/path`: scheme and host lower-cased, the default port made
+/// explicit, and the path normalized by [`crate::path::normalize`], the request path's
+/// own normalizer (`/%6Dcp` is `/mcp`). Nothing else is interpreted: the host is kept as
+/// written (no trailing-dot stripping, no IPv4 forms such as `0x7f.0.0.1`), and anything
+/// but `scheme://host[:port][/path]` in visible ASCII is `None` (white space, userinfo, a
+/// query or fragment, a port with a leading zero), so it never matches.
 pub fn normalize_htu(s: &str) -> Option<String> {
-    let u = url::Url::parse(s).ok()?;
-    if u.scheme() != "https" && u.scheme() != "http" {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic()) || s.contains(['?', '#']) {
         return None;
     }
-    Some(u.as_str().to_string())
+    let (scheme, rest) = s.split_once("://")?;
+    let (scheme, default_port) = if scheme.eq_ignore_ascii_case("https") {
+        ("https", 443)
+    } else if scheme.eq_ignore_ascii_case("http") {
+        ("http", 80)
+    } else {
+        return None;
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    let (host, port) = match authority.rfind(':') {
+        // A bracketed IPv6 literal's colons are not a port separator.
+        Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
+        _ => (authority, None),
+    };
+    let host_ok = if let Some(literal) = host.strip_prefix('[') {
+        literal.strip_suffix(']').is_some_and(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        })
+    } else {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    };
+    if !host_ok {
+        return None;
+    }
+    let port: u16 = match port {
+        None => default_port,
+        Some(p)
+            if !p.is_empty() && !p.starts_with('0') && p.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            p.parse().ok()?
+        }
+        Some(_) => return None,
+    };
+    let path = crate::path::normalize(path).ok()?;
+    Some(format!(
+        "{scheme}://{}:{port}{path}",
+        host.to_ascii_lowercase()
+    ))
 }
 
 #[derive(Deserialize)]
@@ -256,11 +304,13 @@ pub struct Checked {
 /// Judge how a verified token was presented on `route` (RFC 9449 §7): a bound token only
 /// with the DPoP scheme and a valid proof by its key, the DPoP scheme only where the
 /// route allows it, and only bound tokens where the route requires DPoP. Returns the
-/// checked proof when there was one; the caller then runs [`check_replay`].
+/// checked proof when there was one; the caller then runs [`check_replay`]. `path` is the
+/// request's normalized path (from routing).
 pub fn authorize(
     settings: &DpopSettings,
     route: &Route,
     req: &pingora_http::RequestHeader,
+    path: &str,
     principal: &Principal,
     presented: Presented<'_>,
     now: i64,
@@ -300,9 +350,9 @@ pub fn authorize(
             "the request has more than one DPoP proof",
         ));
     }
-    // htu from the configured public origin and the path as the client sent it; never
-    // from Host or X-Forwarded-*.
-    let htu = normalize_htu(&format!("{}{}", route.public_origin, req.uri.path()))
+    // htu from the configured public origin and the request's normalized path (the one
+    // that was routed and authorized); never from Host or X-Forwarded-*.
+    let htu = normalize_htu(&format!("{}{}", route.public_origin, path))
         .ok_or(Refusal::BadRequest("the request URI cannot be normalized"))?;
     let want = Expect {
         method: req.method.as_str(),
@@ -640,12 +690,94 @@ mod tests {
     }
 
     #[test]
+    fn htu_is_compared_after_the_requests_normalization_only() {
+        let want = normalize_htu("https://mcp.example.com/mcp").unwrap();
+        assert_eq!(want, "https://mcp.example.com:443/mcp");
+        let same = [
+            "https://mcp.example.com/mcp",
+            "HTTPS://MCP.EXAMPLE.COM/mcp",
+            "https://mcp.example.com:443/mcp",
+            "https://mcp.example.com/%6Dcp",
+            "https://mcp.example.com/%6dc%70",
+        ];
+        for h in same {
+            assert_eq!(normalize_htu(h).as_deref(), Some(want.as_str()), "{h}");
+        }
+        let other = [
+            "https://mcp.example.com./mcp",
+            " https://mcp.example.com/mcp",
+            "https://mcp.example.com/mcp ",
+            "https://mcp.example.com/mcp\t",
+            "https:// mcp.example.com/mcp",
+            "https://user@mcp.example.com/mcp",
+            "https://user:pw@mcp.example.com/mcp",
+            "https://mcp.example.com/mcp#f",
+            "https://mcp.example.com/mcp#",
+            "https://mcp.example.com/mcp?",
+            "https://mcp.example.com/mcp?x=1",
+            "https://mcp.example.com:0443/mcp",
+            "https://mcp.example.com:/mcp",
+            "https://mcp.example.com:8443/mcp",
+            "https://mcp.example.com:65536/mcp",
+            "http://mcp.example.com/mcp",
+            "https://mcp.example.com/MCP",
+            "https://mcp.example.com/mcp/",
+            "https://mcp.example.com/x/../mcp",
+            "https://mcp.example.com/mcp/.",
+            "https://mcp.example.com//mcp",
+            "https://mcp.example.com/mcp.",
+            "https://mcp.example.com/mcp%2f",
+            "https://mcp%2eexample.com/mcp",
+            "https:/mcp.example.com/mcp",
+            "https:mcp.example.com/mcp",
+            "wss://mcp.example.com/mcp",
+            "//mcp.example.com/mcp",
+            "https://mcp.example.com\\@evil.example/mcp",
+            "https://evil.example#@mcp.example.com/mcp",
+            "https://mcp.example.com.evil.example/mcp",
+            "https://xn--mcp-example.com/mcp",
+            "",
+        ];
+        for h in other {
+            assert_ne!(normalize_htu(h).as_deref(), Some(want.as_str()), "{h:?}");
+        }
+
+        let want = normalize_htu("http://127.0.0.1:8080/mcp").unwrap();
+        for h in [
+            "http://127.0.0.1.:8080/mcp",
+            "http://0x7f.0.0.1:8080/mcp",
+            "http://0x7f000001:8080/mcp",
+            "http://2130706433:8080/mcp",
+            "http://127.1:8080/mcp",
+            "http://0177.0.0.1:8080/mcp",
+            "http://127.000.000.001:8080/mcp",
+            "http://[::ffff:127.0.0.1]:8080/mcp",
+            "http://localhost:8080/mcp",
+            "http://127.0.0.1:8080 /mcp",
+        ] {
+            assert_ne!(normalize_htu(h).as_deref(), Some(want.as_str()), "{h}");
+        }
+        let v6 = normalize_htu("http://[::1]:8080/mcp").unwrap();
+        assert_eq!(v6, "http://[::1]:8080/mcp");
+        assert_eq!(
+            normalize_htu("http://[::1]:8080/%6dcp").as_deref(),
+            Some(v6.as_str())
+        );
+        assert_ne!(
+            normalize_htu("http://[0:0::1]:8080/mcp").as_deref(),
+            Some(v6.as_str())
+        );
+        assert_eq!(normalize_htu("http://[::1/mcp"), None);
+    }
+
+    #[test]
     fn refuses_bad_proofs() {
         let htu = "https://mcp.example.com/mcp";
         let base = json!({"jti":"j1","htm":"POST","htu":htu,"iat":1000,"ath":ath("tok")});
+        let canonical = normalize_htu(htu).unwrap();
         let want = Expect {
             method: "POST",
-            htu,
+            htu: &canonical,
             access_token: "tok",
             algs: &Algorithm::ALL,
             now: 1000,
@@ -714,7 +846,7 @@ mod tests {
             json!({"jti":"j1","htm":"GET","htu":"https://h/x","iat":1_000_000,"ath":ath("t")});
         let want = Expect {
             method: "GET",
-            htu: "https://h/x",
+            htu: "https://h:443/x",
             access_token: "t",
             algs: &Algorithm::ALL,
             now: 1_000_000,

@@ -1,6 +1,6 @@
 //! mcpgate: an OAuth 2.1 resource-server gateway for MCP servers, on pingora.
 //!
-//! A request flows one way: listener → [`routing`] (host, path, metadata) →
+//! A request flows one way: listener → [`routing`] (host, path, metadata) → [`cors`] →
 //! [`credentials`] → [`auth`] (token) → [`policy`] → [`identity`] headers → upstream.
 //! Every refusal leaves through [`error::Refusal`]. Side work (JWKS refresh in
 //! [`jwks`], config reload in [`reload`]) runs in the background; the request path reads
@@ -14,6 +14,7 @@ pub mod apikeys;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod credentials;
 pub mod dev;
 pub mod dpop;
@@ -124,6 +125,7 @@ pub fn build_server(
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    routing::log_warnings(&config);
     let state = Arc::new(GatewayState::new(config)?);
     metrics::config_state(true);
     drain_on_sigterm(&state, grace);

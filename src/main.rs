@@ -117,6 +117,9 @@ fn main() -> ExitCode {
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 print!("{}", c.summary());
+                for w in mcpgate::routing::case_warnings(&c.routes) {
+                    println!("  warning: {w}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

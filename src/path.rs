@@ -5,6 +5,15 @@
 //! for one route reach another (SPEC-CHECKLIST §7.4). So every path is decoded once into
 //! segments, refused when it holds anything an upstream could interpret differently, and
 //! re-encoded in one canonical form that is used both for route matching and upstream.
+//!
+//! Route prefixes match ASCII-case-insensitively by default ([`has_prefix_ignore_ascii_case`]),
+//! so the spellings that other servers may also treat as the same path are refused here
+//! rather than routed elsewhere: a segment ending in `.` or beginning or ending in white
+//! space (Windows and some frameworks trim them), and any non-ASCII character that a case
+//! mapping or compatibility normalization (NFKC) turns into ASCII (`ſ` → `S`, `K` (Kelvin) →
+//! `k`, fullwidth `ａ` → `a`, `ﬁ` → `fi`), or that is white space or a control character.
+//! After this, every server that compares paths case-insensitively, by ASCII or by Unicode
+//! rules, agrees with the gateway on which prefix a path is under.
 
 use std::fmt::Write;
 
@@ -22,6 +31,9 @@ pub enum PathError {
     DotSegment,
     EmptySegment,
     NotUtf8,
+    TrailingDot,
+    EdgeWhitespace,
+    FoldsToAscii,
 }
 
 impl PathError {
@@ -38,6 +50,13 @@ impl PathError {
             PathError::DotSegment => "request path contains a '.' or '..' segment",
             PathError::EmptySegment => "request path contains an empty segment ('//')",
             PathError::NotUtf8 => "request path does not decode to valid UTF-8",
+            PathError::TrailingDot => "request path contains a segment ending in '.'",
+            PathError::EdgeWhitespace => {
+                "request path contains a segment beginning or ending in white space"
+            }
+            PathError::FoldsToAscii => {
+                "request path contains a non-ASCII character that can be read as ASCII or as white space"
+            }
         }
     }
 }
@@ -130,9 +149,10 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
         if decoded == b"." || decoded == b".." {
             return Err(PathError::DotSegment);
         }
-        if std::str::from_utf8(&decoded).is_err() {
+        let Ok(text) = std::str::from_utf8(&decoded) else {
             return Err(PathError::NotUtf8);
-        }
+        };
+        check_segment(text)?;
         out.push('/');
         for &d in &decoded {
             if keep_literal(d) {
@@ -145,14 +165,50 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     Ok(out)
 }
 
-/// True when `bytes` has only literal characters, no empty or dot segments.
+/// A decoded segment that other servers could read as another one: ending in `.`
+/// (`/admin.` is `/admin` to Windows and IIS), beginning or ending in white space
+/// (trimmed by some frameworks), or holding a non-ASCII character that a case mapping or
+/// NFKC turns into ASCII, or that is white space or a control character.
+fn check_segment(seg: &str) -> Result<(), PathError> {
+    if seg.ends_with('.') {
+        return Err(PathError::TrailingDot);
+    }
+    let edge_space = |c: Option<char>| c.is_some_and(char::is_whitespace);
+    if edge_space(seg.chars().next()) || edge_space(seg.chars().next_back()) {
+        return Err(PathError::EdgeWhitespace);
+    }
+    if seg.is_ascii() {
+        return Ok(());
+    }
+    let nfkc = icu_normalizer::ComposingNormalizerBorrowed::new_nfkc();
+    let reads_as_ascii = |s: &str| nfkc.normalize(s).bytes().any(|b| b.is_ascii());
+    for c in seg.chars().filter(|c| !c.is_ascii()) {
+        if c.is_whitespace() || c.is_control() {
+            return Err(PathError::FoldsToAscii);
+        }
+        let mut buf = [0u8; 4];
+        let alone: &str = c.encode_utf8(&mut buf);
+        let lower: String = c.to_lowercase().collect();
+        let upper: String = c.to_uppercase().collect();
+        if [alone, lower.as_str(), upper.as_str()]
+            .into_iter()
+            .any(reads_as_ascii)
+        {
+            return Err(PathError::FoldsToAscii);
+        }
+    }
+    Ok(())
+}
+
+/// True when `bytes` has only literal characters, no empty or dot segments and no
+/// segment ending in `.`.
 fn is_canonical(bytes: &[u8]) -> bool {
     let mut seg_start = 1;
     for i in 1..=bytes.len() {
         let end = i == bytes.len();
         if end || bytes[i] == b'/' {
             let seg = &bytes[seg_start..i];
-            if (seg.is_empty() && !end) || seg == b"." || seg == b".." {
+            if (seg.is_empty() && !end) || seg.last() == Some(&b'.') {
                 return false;
             }
             seg_start = i + 1;
@@ -171,6 +227,20 @@ pub fn has_prefix(path: &str, prefix: &str) -> bool {
     match path.strip_prefix(prefix) {
         Some(rest) => rest.is_empty() || rest.starts_with('/'),
         None => false,
+    }
+}
+
+/// [`has_prefix`] with ASCII letters compared case-insensitively (`/ADMIN/x` is under
+/// `/admin`). Both are normalized, so they are ASCII: the match has `prefix`'s length.
+pub fn has_prefix_ignore_ascii_case(path: &str, prefix: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.as_bytes().get(..prefix.len()) {
+        Some(head) if head.eq_ignore_ascii_case(prefix.as_bytes()) => {
+            matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
+        }
+        _ => false,
     }
 }
 
@@ -240,6 +310,82 @@ mod tests {
     }
 
     #[test]
+    fn refuses_segments_other_servers_trim() {
+        use PathError::*;
+        let cases = [
+            ("/admin.", TrailingDot),
+            ("/admin%2e", TrailingDot),
+            ("/admin%2E", TrailingDot),
+            ("/admin./x", TrailingDot),
+            ("/x/admin..", TrailingDot),
+            ("/mcp/...", TrailingDot),
+            ("/admin%20", EdgeWhitespace),
+            ("/%20admin", EdgeWhitespace),
+            ("/admin%20/x", EdgeWhitespace),
+            ("/admin%20.", TrailingDot),
+            ("/admin.%20", EdgeWhitespace),
+            ("/admin%09", ControlCharacter),
+            ("/admin%0b", ControlCharacter),
+            ("/admin%0c", ControlCharacter),
+            ("/admin%a0", NotUtf8),
+            ("/admin%C2%A0", EdgeWhitespace),
+            ("/%E3%80%80admin", EdgeWhitespace),
+        ];
+        for (p, e) in cases {
+            assert_eq!(normalize(p), Err(e), "{p}");
+        }
+        // Dots and spaces inside a segment, or a leading dot, are data.
+        for p in ["/.well-known/x", "/a.b", "/a%20b", "/v1.2/x", "/a/"] {
+            assert!(normalize(p).is_ok(), "{p}");
+        }
+    }
+
+    #[test]
+    fn refuses_non_ascii_that_reads_as_ascii() {
+        let cases = [
+            "/%C5%BFcript",     // ſ (long s): upper-cases to S
+            "/adm%C4%B1n",      // ı (dotless i): upper-cases to I
+            "/%C4%B0dmin",      // İ: lower-cases to i + combining dot
+            "/%E2%84%AAey",     // K (Kelvin sign): lower-cases to k, NFKC K
+            "/%EF%BD%81dmin",   // fullwidth a: NFKC a
+            "/%EF%BC%A1DMIN",   // fullwidth A
+            "/%EF%AC%81le",     // ﬁ ligature: NFKC fi
+            "/stra%C3%9Fe",     // ß: upper-cases to SS
+            "/admin%E2%80%A4",  // one dot leader: NFKC .
+            "/admin%EF%BC%8Fx", // fullwidth solidus: NFKC /
+            "/ad%C2%A0min",     // no-break space: NFKC space
+            "/ad%E3%80%80min",  // ideographic space
+            "/a%E2%80%A8b",     // line separator (white space)
+            "/a%C2%85b",        // NEL (C1 control)
+            "/%E2%85%AB",       // roman numeral twelve: NFKC XII
+        ];
+        for p in cases {
+            assert_eq!(normalize(p), Err(PathError::FoldsToAscii), "{p}");
+        }
+        // Non-ASCII letters that stay non-ASCII are data.
+        for p in [
+            "/caf%C3%A9",
+            "/%E6%97%A5%E6%9C%AC",
+            "/%D0%BC%D1%86%D0%BF",
+            "/%C3%85",
+        ] {
+            assert!(normalize(p).is_ok(), "{p}");
+        }
+    }
+
+    #[test]
+    fn prefix_matching_ignores_ascii_case() {
+        assert!(has_prefix_ignore_ascii_case("/ADMIN", "/admin"));
+        assert!(has_prefix_ignore_ascii_case("/Admin/x", "/admin"));
+        assert!(has_prefix_ignore_ascii_case("/aDmIn/", "/admin"));
+        assert!(!has_prefix_ignore_ascii_case("/ADMINX", "/admin"));
+        assert!(!has_prefix_ignore_ascii_case("/ADM", "/admin"));
+        assert!(has_prefix_ignore_ascii_case("/x", "/"));
+        assert!(has_prefix_ignore_ascii_case("/CAF%C3%A9", "/caf%C3%A9"));
+        assert!(!has_prefix("/ADMIN", "/admin"));
+    }
+
+    #[test]
     fn prefix_matching_is_segment_aware() {
         assert!(has_prefix("/mcp", "/mcp"));
         assert!(has_prefix("/mcp/x", "/mcp"));
@@ -253,5 +399,8 @@ mod tests {
         assert_eq!(rewrite("/github", "/github", "/"), "/");
         assert_eq!(rewrite("/github/mcp", "/github", "/v1"), "/v1/mcp");
         assert_eq!(rewrite("/x", "/", "/v1"), "/v1/x");
+        // A case variant matched by a case-insensitive prefix has the prefix's length.
+        assert_eq!(rewrite("/GitHub/MCP", "/github", "/"), "/MCP");
+        assert_eq!(rewrite("/GITHUB", "/github", "/v1"), "/v1");
     }
 }

@@ -22,7 +22,7 @@ use crate::config::{AuthMode, Config, Route};
 use crate::error::{response_header, Refusal};
 use crate::routing::{self, Target};
 use crate::state::{InFlight, Snapshot};
-use crate::{dpop, identity, mcp, metrics, policy, sessions, shape, Gateway};
+use crate::{cors, dpop, identity, mcp, metrics, policy, sessions, shape, Gateway};
 
 /// Per-request state, carried across phases.
 #[derive(Default)]
@@ -48,6 +48,8 @@ pub struct Ctx {
     /// The revocation list generation the principal was last checked against (a stream
     /// re-checks when it changes).
     revocation_gen: u64,
+    /// The allowed `Origin` of a browser's request, echoed on every response of the route.
+    cors_origin: Option<http::HeaderValue>,
     /// The body was read (and any `100 Continue` answered) before forwarding.
     body_inspected: bool,
     /// The MCP method and name of an inspected request, for the audit line.
@@ -88,6 +90,9 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut Ctx,
     ) -> std::result::Result<Decision, (Refusal, Option<Arc<Route>>)> {
+        // A CORS preflight never has a body; an OPTIONS with one is not answered as one.
+        let body_empty = session.req_header().method != http::Method::OPTIONS
+            || session.as_mut().is_body_empty();
         let req = session.req_header();
         let target = routing::classify(&snapshot.config, req).map_err(|r| {
             // Malformed credentials outrank a missing route (SPEC-CHECKLIST §7.12).
@@ -110,21 +115,28 @@ impl Gateway {
             }
             Target::Route { route, path } => (route, path),
         };
-        if let Some(origin) = req.headers.get(http::header::ORIGIN) {
-            let allowed = origin.to_str().is_ok_and(|o| {
-                route
-                    .allowed_origins
-                    .iter()
-                    .any(|a| a.eq_ignore_ascii_case(o))
-            });
-            if !allowed {
-                return Err((Refusal::OriginDenied, Some(route)));
-            }
+        let cors = match cors::check(
+            &route.allowed_origins,
+            &req.method,
+            &req.headers,
+            body_empty,
+        ) {
+            Ok(c) => c,
+            Err(r) => return Err((r, Some(route))),
+        };
+        ctx.cors_origin = cors.origin().cloned();
+        if let cors::Cors::Preflight(origin) = &cors {
+            let key = route
+                .api_key_header
+                .as_ref()
+                .filter(|_| route.auth.accepts_api_key());
+            let (h, b) = cors::preflight_response(origin, key);
+            return Ok(Decision::Respond(Box::new(h), b, true));
         }
         let principal = if route.auth == AuthMode::None {
             None
         } else {
-            Some(self.authenticate(snapshot, &route, session, ctx).await?)
+            Some(self.authenticate(snapshot, &route, &path, session, ctx).await?)
         };
         let refuse = |r: Refusal| (r, Some(route.clone()));
         let req = session.req_header();
@@ -186,6 +198,7 @@ impl Gateway {
         &self,
         snapshot: &Snapshot,
         route: &Arc<Route>,
+        path: &str,
         session: &mut Session,
         ctx: &mut Ctx,
     ) -> std::result::Result<Arc<Principal>, (Refusal, Option<Arc<Route>>)> {
@@ -227,6 +240,7 @@ impl Gateway {
             &snapshot.config.dpop,
             route,
             req,
+            path,
             &principal,
             presented,
             now,
@@ -371,7 +385,10 @@ impl ProxyHttp for Gateway {
                     Some(r) => r.metrics.deny(reason, seconds),
                     None => metrics::UNROUTED.deny(reason, seconds),
                 }
-                let (h, b) = refusal.render(route.as_deref(), ctx.dpop_used);
+                let (mut h, b) = refusal.render(route.as_deref(), ctx.dpop_used);
+                if route.is_some() {
+                    cors::decorate(&mut h, ctx.cors_origin.as_ref());
+                }
                 ctx.audited = route.is_some();
                 ctx.refused = Some(refusal.description());
                 ctx.route = route;
@@ -466,6 +483,9 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if ctx.route.is_some() {
+            cors::decorate(resp, ctx.cors_origin.as_ref());
+        }
         if let Some(route) = ctx.route.as_ref().filter(|_| ctx.refused.is_none()) {
             if let Some(sid) = resp
                 .headers

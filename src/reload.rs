@@ -167,6 +167,7 @@ pub fn reload(path: &Path, state: &GatewayState) -> Option<Vec<PathBuf>> {
         Ok(config) => {
             let files = inputs(path, &config);
             let routes = config.routes.len();
+            crate::routing::log_warnings(&config);
             for note in state.apply(config) {
                 tracing::warn!("{note}");
             }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use http::Method;
 use pingora_http::RequestHeader;
 
-use crate::config::{Config, Route};
+use crate::config::{AuthMode, Config, DpopMode, Route};
 use crate::error::Refusal;
 use crate::metadata;
 use crate::path;
@@ -26,29 +26,75 @@ pub enum Target {
     Route { route: Arc<Route>, path: String },
 }
 
-/// The host a request is for, lower-cased, without port.
-fn host_of(authority: &str) -> String {
-    let a = authority.trim();
-    let host = if let Some(rest) = a.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else {
-        a.rsplit_once(':').map_or(a, |(h, _)| h)
-    };
-    host.to_ascii_lowercase()
+/// An authority (`Host`, `:authority`, or that of an absolute-form target) reduced to
+/// what routing compares: the host lower-cased, without port and without the one
+/// trailing dot of an absolute domain name (`mcp.example.com.` is `mcp.example.com`),
+/// and the port as written. Anything but `host[:port]` with a plain host name, an IPv4
+/// address or a bracketed IPv6 literal is refused: userinfo, percent-encoding, spaces,
+/// empty labels, an empty or non-numeric port.
+#[derive(Debug, PartialEq, Eq)]
+struct Authority {
+    host: String,
+    port: Option<u16>,
 }
 
-fn request_host(req: &RequestHeader) -> Result<Option<String>, Refusal> {
+fn parse_authority(a: &str) -> Result<Authority, Refusal> {
+    const BAD: Refusal = Refusal::BadRequest("the request's host is not host[:port]");
+    let (host, port) = if let Some(rest) = a.strip_prefix('[') {
+        let (literal, after) = rest.split_once(']').ok_or(BAD)?;
+        if literal.is_empty()
+            || !literal
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return Err(BAD);
+        }
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or(BAD)?),
+        };
+        (format!("[{}]", literal.to_ascii_lowercase()), port)
+    } else {
+        let (host, port) = match a.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (a, None),
+        };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !host.split('.').all(label_ok) {
+            return Err(BAD);
+        }
+        (host.to_ascii_lowercase(), port)
+    };
+    let port = match port {
+        None => None,
+        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(p.parse::<u16>().map_err(|_| BAD)?)
+        }
+        Some(_) => return Err(BAD),
+    };
+    Ok(Authority { host, port })
+}
+
+/// The host a request is for (see [`Authority`]). Every request must name one: HTTP/1.x
+/// in exactly one `Host` header (RFC 9112 §3.2, also with an absolute-form target, whose
+/// authority must then be the same), HTTP/2 in `:authority` or `Host`.
+fn request_host(req: &RequestHeader) -> Result<String, Refusal> {
     let mut hosts = req.headers.get_all(http::header::HOST).iter();
     let host_header = hosts.next();
     if hosts.next().is_some() {
         return Err(Refusal::BadRequest("more than one Host header"));
     }
     let host_header = match host_header {
-        Some(h) => Some(
-            h.to_str()
-                .map_err(|_| Refusal::BadRequest("Host header is not ASCII"))?
-                .to_string(),
-        ),
+        Some(h) => {
+            Some(parse_authority(h.to_str().map_err(|_| {
+                Refusal::BadRequest("Host header is not ASCII")
+            })?)?)
+        }
         None => None,
     };
     // The authority from an h2 :authority or an absolute-form request target.
@@ -68,16 +114,21 @@ fn request_host(req: &RequestHeader) -> Result<Option<String>, Refusal> {
     } else {
         None
     };
+    let target_authority = target_authority
+        .as_deref()
+        .map(parse_authority)
+        .transpose()?;
+    let h2 = req.version == http::Version::HTTP_2;
     match (target_authority, host_header) {
-        (Some(t), Some(h)) if !t.eq_ignore_ascii_case(&h) => Err(Refusal::BadRequest(
+        (Some(t), Some(h)) if t != h => Err(Refusal::BadRequest(
             "request target authority and Host header differ",
         )),
-        (Some(t), _) => Ok(Some(host_of(&t))),
-        (None, Some(h)) => Ok(Some(host_of(&h))),
-        (None, None) if req.version == http::Version::HTTP_11 => Err(Refusal::BadRequest(
-            "HTTP/1.1 request without a Host header",
+        (_, Some(h)) => Ok(h.host),
+        (Some(t), None) if h2 => Ok(t.host),
+        (Some(_), None) => Err(Refusal::BadRequest(
+            "an absolute-form request target needs a Host header too",
         )),
-        (None, None) => Ok(None),
+        (None, None) => Err(Refusal::BadRequest("the request has no Host header")),
     }
 }
 
@@ -152,12 +203,8 @@ pub fn classify(config: &Config, req: &RequestHeader) -> Result<Target, Refusal>
 
     let mut best: Option<&Arc<Route>> = None;
     for r in &config.routes {
-        let host_ok = match (&r.host, &host) {
-            (None, _) => true,
-            (Some(rh), Some(h)) => rh == h,
-            (Some(_), None) => false,
-        };
-        if !host_ok || !path::has_prefix(&normalized, &r.path_prefix) {
+        let host_ok = r.host.as_ref().is_none_or(|rh| *rh == host);
+        if !host_ok || !prefix_matches(r, &normalized) {
             continue;
         }
         let better = match best {
@@ -182,14 +229,119 @@ pub fn classify(config: &Config, req: &RequestHeader) -> Result<Target, Refusal>
     }
 }
 
-fn lookup_metadata(config: &Config, host: &Option<String>, path: &str) -> Option<usize> {
-    if let Some(h) = host {
-        if let Some(&i) = config
-            .metadata_paths
-            .get(&(Some(h.clone()), path.to_string()))
-        {
-            return Some(i);
+/// Whether `path` (normalized) is under the route's prefix: ASCII-case-insensitively
+/// unless the route says `case_sensitive_prefix`.
+pub fn prefix_matches(route: &Route, path: &str) -> bool {
+    if route.case_sensitive_prefix {
+        path::has_prefix(path, &route.path_prefix)
+    } else {
+        path::has_prefix_ignore_ascii_case(path, &route.path_prefix)
+    }
+}
+
+/// Log [`case_warnings`] (at start and at every reload).
+pub fn log_warnings(config: &Config) {
+    for w in case_warnings(&config.routes) {
+        tracing::warn!(warning = %w, "configuration warning");
+    }
+}
+
+/// `mcpgate check` warnings: a `case_sensitive_prefix` route that requires credentials,
+/// some letter-case variant of whose prefix reaches another route (host-less or on the
+/// same host) that does not protect at least as much. Such a variant is forwarded under
+/// the other route's rules, which is safe only if the upstream really is case-sensitive.
+pub fn case_warnings(routes: &[Arc<Route>]) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in routes
+        .iter()
+        .filter(|b| b.case_sensitive_prefix && b.auth != AuthMode::None)
+    {
+        for a in routes {
+            let same_host = a.host.is_none() || b.host.is_none() || a.host == b.host;
+            if Arc::ptr_eq(a, b)
+                || !same_host
+                || !path::has_prefix_ignore_ascii_case(&b.path_prefix, &a.path_prefix)
+                || !case_variant_reaches(a, &b.path_prefix)
+            {
+                continue;
+            }
+            if let Some(why) = less_protected(a, b) {
+                out.push(format!(
+                    "route {:?} has case_sensitive_prefix, so other letter cases of {} go to route {:?} ({}), which {why}",
+                    b.name, b.path_prefix, a.name, a.path_prefix
+                ));
+            }
         }
+    }
+    out
+}
+
+/// Whether some spelling of `prefix` differing only in letter case matches route `a`.
+fn case_variant_reaches(a: &Route, prefix: &str) -> bool {
+    // Letters outside `%XX` escapes (whose hex case is normalized away).
+    let letters = |s: &str| {
+        let b = s.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' {
+                i += 3;
+                continue;
+            }
+            if b[i].is_ascii_alphabetic() {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    };
+    if a.path_prefix == "/" {
+        return letters(prefix);
+    }
+    let (head, tail) = prefix.split_at(a.path_prefix.len().min(prefix.len()));
+    letters(tail)
+        || if a.case_sensitive_prefix {
+            head != a.path_prefix
+        } else {
+            letters(head)
+        }
+}
+
+/// Why route `a` protects less than route `b`, if it does.
+fn less_protected(a: &Route, b: &Route) -> Option<String> {
+    let mode = |m: AuthMode| match m {
+        AuthMode::Oauth => "oauth",
+        AuthMode::None => "none",
+        AuthMode::ApiKey => "api_key",
+        AuthMode::Both => "both",
+    };
+    if a.auth != b.auth {
+        return Some(format!("has auth: {}", mode(a.auth)));
+    }
+    if let Some(s) = b
+        .scopes
+        .iter()
+        .find(|s| !a.scopes.iter().any(|t| t.name == s.name))
+    {
+        return Some(format!("does not require scope {}", s.name));
+    }
+    if a.issuers.iter().any(|i| !b.issuers.contains(i)) {
+        return Some("accepts tokens from issuers the other does not".into());
+    }
+    if b.mcp.inspects() && !a.mcp.inspects() {
+        return Some("has no MCP tool policy".into());
+    }
+    if b.dpop == DpopMode::Required && a.dpop != DpopMode::Required {
+        return Some("does not require DPoP".into());
+    }
+    None
+}
+
+fn lookup_metadata(config: &Config, host: &str, path: &str) -> Option<usize> {
+    if let Some(&i) = config
+        .metadata_paths
+        .get(&(Some(host.to_string()), path.to_string()))
+    {
+        return Some(i);
     }
     config
         .metadata_paths
@@ -246,10 +398,30 @@ mod tests {
             route_name(classify(&c, &req("GET", "/nope", Some("h")))),
             "err:404"
         );
+        // Prefixes match in any letter case by default.
         assert_eq!(
             route_name(classify(&c, &req("GET", "/ADMIN/mcp", Some("h")))),
-            "err:404"
+            "am"
         );
+        assert_eq!(
+            route_name(classify(&c, &req("GET", "/Admin/MCP/x", Some("h")))),
+            "am"
+        );
+        assert_eq!(
+            route_name(classify(&c, &req("GET", "/ADM%49N/mcp", Some("h")))),
+            "am"
+        );
+        for p in [
+            "/admin./mcp",
+            "/admin%2e/mcp",
+            "/admin%20/mcp",
+            "/admin/mcp.",
+        ] {
+            assert_eq!(
+                route_name(classify(&c, &req("GET", p, Some("h")))),
+                "err:400"
+            );
+        }
         assert_eq!(
             route_name(classify(&c, &req("GET", "/%61dmin/mcp", Some("h")))),
             "am"
@@ -308,5 +480,121 @@ mod tests {
         let mut r = req("GET", "/mcp", Some("h"));
         r.insert_header("upgrade", "websocket").unwrap();
         assert_eq!(route_name(classify(&c, &r)), "err:400");
+        // No Host: refused, also with an absolute-form target and on HTTP/1.0.
+        let r = req("GET", "http://other.example/mcp", None);
+        assert_eq!(route_name(classify(&c, &r)), "err:400");
+        let mut r = req("GET", "/mcp", None);
+        r.set_version(http::Version::HTTP_10);
+        assert_eq!(route_name(classify(&c, &r)), "err:400");
+        // With Host, an absolute-form target must name the same authority.
+        let r = req("GET", "http://other.example/mcp", Some("OTHER.example."));
+        assert_eq!(route_name(classify(&c, &r)), "v");
+        let r = req(
+            "GET",
+            "http://other.example:8080/mcp",
+            Some("other.example"),
+        );
+        assert_eq!(route_name(classify(&c, &r)), "err:400");
+        let r = req(
+            "GET",
+            "http://user@other.example/mcp",
+            Some("other.example"),
+        );
+        assert_eq!(route_name(classify(&c, &r)), "err:400");
+    }
+
+    #[test]
+    fn hosts_match_without_case_or_the_trailing_dot() {
+        let c = config();
+        for h in [
+            "other.example",
+            "OTHER.EXAMPLE",
+            "other.example.",
+            "Other.Example.:443",
+            "other.example:8443",
+        ] {
+            assert_eq!(
+                route_name(classify(&c, &req("GET", "/mcp", Some(h)))),
+                "v",
+                "{h}"
+            );
+        }
+        for h in [
+            "other.example..",
+            ".other.example",
+            "other..example",
+            "",
+            " ",
+            "other.example:",
+            "other.example:x",
+            "other.example:99999",
+            "other.example:443:443",
+            "user@other.example",
+            "other%2eexample",
+            "other.example/x",
+            "other.example\\x",
+            "[::1",
+            "[::1]x",
+            "[zz]",
+        ] {
+            assert_eq!(
+                route_name(classify(&c, &req("GET", "/mcp", Some(h)))),
+                "err:400",
+                "{h:?}"
+            );
+        }
+        for (h, want) in [("[::1]:8080", "[::1]"), ("127.0.0.1:80", "127.0.0.1")] {
+            assert_eq!(parse_authority(h).map(|a| a.host), Ok(want.to_string()));
+        }
+    }
+
+    #[test]
+    fn case_sensitive_prefix_and_its_warning() {
+        let yaml = |admin_extra: &str| {
+            format!(
+                "listen: {{address: '127.0.0.1:1', public_url: 'https://mcp.example.com'}}\nadmin: {{address: '127.0.0.1:2'}}\nissuers: [{{name: a, issuer: 'https://as'}}]\nroutes:\n- {{name: open, path_prefix: /, upstream: 'http://127.0.0.1:3', auth: none}}\n- {{name: admin, path_prefix: /admin, upstream: 'http://127.0.0.1:3', scopes: [admin]{admin_extra}}}\n"
+            )
+        };
+        let c = Config::from_yaml("t", &yaml("")).unwrap();
+        assert!(case_warnings(&c.routes).is_empty());
+        assert_eq!(
+            route_name(classify(&c, &req("GET", "/ADMIN", Some("h")))),
+            "admin"
+        );
+        let c = Config::from_yaml("t", &yaml(", case_sensitive_prefix: true")).unwrap();
+        assert_eq!(
+            route_name(classify(&c, &req("GET", "/ADMIN", Some("h")))),
+            "open"
+        );
+        assert_eq!(
+            route_name(classify(&c, &req("GET", "/admin/x", Some("h")))),
+            "admin"
+        );
+        let w = case_warnings(&c.routes);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("\"admin\" has case_sensitive_prefix"));
+        assert!(w[0].contains("route \"open\" (/), which has auth: none"));
+
+        // A prefix without letters has no case variants.
+        let digits = yaml(", case_sensitive_prefix: true").replace("/admin,", "/42,");
+        assert!(case_warnings(&Config::from_yaml("t", &digits).unwrap().routes).is_empty());
+        // Under a route that protects as much, no warning.
+        let same =
+            yaml(", case_sensitive_prefix: true").replace("auth: none", "scopes: [admin, more]");
+        assert!(case_warnings(&Config::from_yaml("t", &same).unwrap().routes).is_empty());
+        // Under one that needs fewer scopes, a warning.
+        let fewer = yaml(", case_sensitive_prefix: true").replace("auth: none", "scopes: [x]");
+        let w = case_warnings(&Config::from_yaml("t", &fewer).unwrap().routes);
+        assert!(w[0].contains("does not require scope admin"), "{w:?}");
+    }
+
+    #[test]
+    fn prefixes_differing_in_case_are_one_prefix() {
+        let yaml = "listen: {address: '127.0.0.1:1', public_url: 'https://mcp.example.com'}\nadmin: {address: '127.0.0.1:2'}\nissuers: [{name: a, issuer: 'https://as'}]\nroutes:\n- {name: a, path_prefix: /admin, upstream: 'http://127.0.0.1:3'}\n- {name: b, path_prefix: /Admin, upstream: 'http://127.0.0.1:3', case_sensitive_prefix: true, auth: none}\n";
+        let e = Config::from_yaml("t", yaml).unwrap_err();
+        assert!(e.reason.contains("already claimed"), "{e}");
+        let yaml = "listen: {address: '127.0.0.1:1', public_url: 'https://mcp.example.com'}\nadmin: {address: '127.0.0.1:2'}\nissuers: [{name: a, issuer: 'https://as'}]\nroutes:\n- {name: a, path_prefix: /mcp, host: 'mcp.example.com.', upstream: 'http://127.0.0.1:3'}\n";
+        let e = Config::from_yaml("t", yaml).unwrap_err();
+        assert!(e.reason.contains("must not end with '.'"), "{e}");
     }
 }

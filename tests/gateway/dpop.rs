@@ -50,7 +50,7 @@ routes:
 
 const HTU: &str = "https://mcp.example.com/mcp";
 
-fn p_key() -> &'static EcdsaKeyPair {
+pub(crate) fn p_key() -> &'static EcdsaKeyPair {
     &keys().evil
 }
 
@@ -68,7 +68,7 @@ fn public_jwk(kp: &EcdsaKeyPair) -> Value {
 }
 
 /// RFC 7638 thumbprint of a P-256 JWK, computed here independently of the gateway.
-fn jkt(kp: &EcdsaKeyPair) -> String {
+pub(crate) fn jkt(kp: &EcdsaKeyPair) -> String {
     let jwk = public_jwk(kp);
     let canonical = format!(
         r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
@@ -83,7 +83,7 @@ fn ath(token: &str) -> String {
 }
 
 /// A DPoP proof builder; defaults are a valid proof by `P` for POST `HTU`.
-struct Proof {
+pub(crate) struct Proof {
     header: Value,
     claims: Value,
     key: &'static EcdsaKeyPair,
@@ -95,7 +95,7 @@ impl Proof {
         Proof::for_htu(token, "POST", HTU)
     }
 
-    fn for_htu(token: &str, htm: &str, htu: &str) -> Proof {
+    pub(crate) fn for_htu(token: &str, htm: &str, htu: &str) -> Proof {
         Proof {
             header: json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": public_jwk(p_key())}),
             claims: json!({"jti": random_hex(12), "htm": htm, "htu": htu, "iat": now(), "ath": ath(token)}),
@@ -134,7 +134,7 @@ impl Proof {
         self
     }
 
-    fn build(&self) -> String {
+    pub(crate) fn build(&self) -> String {
         let input = format!(
             "{}.{}",
             b64u(&serde_json::to_vec(&self.header).unwrap()),
@@ -156,11 +156,11 @@ impl Proof {
 }
 
 /// A token bound to `P`.
-fn bound_token(env: &Env) -> String {
+pub(crate) fn bound_token(env: &Env) -> String {
     env.tok().c("cnf", json!({"jkt": jkt(p_key())})).build()
 }
 
-fn dpop_req(target: &str, token: &str, proof: Option<&str>) -> Req {
+pub(crate) fn dpop_req(target: &str, token: &str, proof: Option<&str>) -> Req {
     let r = Req::post(target)
         .h("authorization", &format!("DPoP {token}"))
         .h("content-type", "application/json")
@@ -229,7 +229,7 @@ fn split_challenges(v: &str) -> Vec<String> {
     out
 }
 
-async fn refused(env: &Env, req: Req, error: &str, what: &str) {
+pub(crate) async fn refused(env: &Env, req: Req, error: &str, what: &str) {
     let before = env.up.count();
     let r = env.send(req).await;
     assert_eq!(r.status, 401, "{what}: {r}");

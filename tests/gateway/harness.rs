@@ -200,7 +200,7 @@ impl Reply {
     }
 }
 
-type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
+pub type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
 
 /// A running mock server; stops accepting when dropped.
 pub struct Server {
@@ -215,7 +215,8 @@ impl Drop for Server {
 }
 
 impl Server {
-    fn start(listener: StdListener, handler: Handler) -> Server {
+    /// Serves `handler` on `listener` from the background runtime until dropped.
+    pub fn start(listener: StdListener, handler: Handler) -> Server {
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
         let task = bg().spawn(async move {

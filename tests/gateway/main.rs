@@ -22,6 +22,7 @@ mod mcp;
 mod ops;
 mod paths;
 mod prm;
+mod routing_exact;
 mod scaleout;
 mod support;
 mod upstream;

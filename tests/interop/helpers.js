@@ -19,6 +19,8 @@ import { z } from 'zod';
 export const CLIENT_ID = 'interop-client';
 export const CLIENT_SECRET = 'interop-secret-0123456789';
 export const ROUTE_SCOPE = 'mcp:tools';
+/** Granted with JWTs too, for the routing test's `/admin` route. */
+export const ADMIN_SCOPE = 'admin';
 /** The gateway's own client at the AS: it may only introspect (RFC 7662). */
 export const GATEWAY_CLIENT_ID = 'mcpgate-gateway';
 export const GATEWAY_CLIENT_SECRET = 'gateway-secret-0123456789';
@@ -87,7 +89,7 @@ export async function startAuthServer() {
       token_endpoint_auth_method: 'client_secret_basic',
       id_token_signed_response_alg: 'ES256',
     }],
-    scopes: ['openid', 'offline_access', ROUTE_SCOPE, 'other:scope'],
+    scopes: ['openid', 'offline_access', ROUTE_SCOPE, 'other:scope', ADMIN_SCOPE],
     jwks: { keys: [signingKey] },
     cookies: { keys: [randomUUID()] },
     features: {
@@ -116,7 +118,7 @@ export async function startAuthServer() {
             return { scope: `${ROUTE_SCOPE} other:scope`, audience: resource, accessTokenFormat: 'opaque', accessTokenTTL: 300 };
           }
           return {
-            scope: `${ROUTE_SCOPE} other:scope`,
+            scope: `${ROUTE_SCOPE} other:scope ${ADMIN_SCOPE}`,
             audience: resource,
             accessTokenFormat: 'jwt',
             accessTokenTTL: 300,
@@ -382,28 +384,8 @@ function tcpOpen(port) {
  * issuer sets `require_aud: false`. Two more routes lead to the same upstream /mcp:
  * DPOP_PATH (`dpop: required`) and DPOP_NONCE_PATH (`dpop: required`, `dpop_nonce: true`).
  */
-export async function startGateway({ bin, issuer, upstream }) {
-  const [port, adminPort] = [await freePort(), await freePort()];
-  const publicUrl = `http://${LOOPBACK}:${port}`;
-  const dir = mkdtempSync(join(tmpdir(), 'mcpgate-interop-'));
-  const configPath = join(dir, 'mcpgate.yaml');
-  // No jwks_uri: the gateway must discover it from the issuer's metadata.
-  writeFileSync(configPath, `listen:
-  address: ${LOOPBACK}:${port}
-  public_url: ${publicUrl}
-  threads: 1
-admin:
-  address: ${LOOPBACK}:${adminPort}
-issuers:
-  - name: oidc
-    issuer: ${issuer}
-    algorithms: [ES256]
-    introspection:
-      client_id: ${GATEWAY_CLIENT_ID}
-      client_secret: ${GATEWAY_CLIENT_SECRET}
-      cache_max_seconds: ${INTROSPECTION_CACHE_SECONDS}
-      require_aud: false
-routes:
+export function startGateway({ bin, issuer, upstream }) {
+  return runGateway({ bin, issuer, routes: `
   - name: mcp
     path_prefix: /mcp
     upstream: ${upstream}
@@ -424,7 +406,35 @@ routes:
     scopes: [${ROUTE_SCOPE}]
     dpop: required
     dpop_nonce: true
-`);
+` });
+}
+
+/**
+ * The mcpgate binary with a temp config whose `routes:` list is `routes` (YAML text, its items
+ * indented by two spaces), and the `oidc` issuer of `startGateway`. Waits for /healthz.
+ */
+export async function runGateway({ bin, issuer, routes }) {
+  const [port, adminPort] = [await freePort(), await freePort()];
+  const publicUrl = `http://${LOOPBACK}:${port}`;
+  const dir = mkdtempSync(join(tmpdir(), 'mcpgate-interop-'));
+  const configPath = join(dir, 'mcpgate.yaml');
+  // No jwks_uri: the gateway must discover it from the issuer's metadata.
+  writeFileSync(configPath, `listen:
+  address: ${LOOPBACK}:${port}
+  public_url: ${publicUrl}
+  threads: 1
+admin:
+  address: ${LOOPBACK}:${adminPort}
+issuers:
+  - name: oidc
+    issuer: ${issuer}
+    algorithms: [ES256]
+    introspection:
+      client_id: ${GATEWAY_CLIENT_ID}
+      client_secret: ${GATEWAY_CLIENT_SECRET}
+      cache_max_seconds: ${INTROSPECTION_CACHE_SECONDS}
+      require_aud: false
+routes:${routes}`);
 
   const child = spawn(bin, ['run', '--config', configPath], {
     stdio: ['ignore', 'pipe', 'pipe'],

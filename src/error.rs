@@ -64,6 +64,20 @@ pub enum Refusal {
     /// Shared state (Redis) cannot answer and the feature fails closed: 503 with
     /// Retry-After.
     StateUnavailable(&'static str),
+    /// The request was let through but no answer came from the upstream: 502, 504 or 500
+    /// (pingora's own error pages never reach clients).
+    Gateway(GatewayFailure),
+}
+
+/// Why a forwarded request got no upstream answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayFailure {
+    /// Refused, reset or closed by the upstream, or an answer that is not HTTP: 502.
+    BadGateway,
+    /// The upstream did not connect or answer in time: 504.
+    Timeout,
+    /// The gateway failed itself: 500.
+    Internal,
 }
 
 /// A response header for `status` (pingora's builder is fallible only for invalid codes).
@@ -92,6 +106,9 @@ impl Refusal {
             Refusal::OriginDenied | Refusal::ScopeFor(_) | Refusal::PolicyDenied => 403,
             Refusal::Mcp(_) => 400,
             Refusal::UnknownSession => 404,
+            Refusal::Gateway(GatewayFailure::BadGateway) => 502,
+            Refusal::Gateway(GatewayFailure::Timeout) => 504,
+            Refusal::Gateway(GatewayFailure::Internal) => 500,
         }
     }
 
@@ -119,6 +136,9 @@ impl Refusal {
             Refusal::UnknownSession => "not_found",
             Refusal::DpopProof(_) => "invalid_dpop_proof",
             Refusal::DpopNonce(_) => "use_dpop_nonce",
+            Refusal::Gateway(GatewayFailure::BadGateway) => "bad_gateway",
+            Refusal::Gateway(GatewayFailure::Timeout) => "gateway_timeout",
+            Refusal::Gateway(GatewayFailure::Internal) => "internal_error",
         }
     }
 
@@ -148,11 +168,18 @@ impl Refusal {
             Refusal::ScopeFor(_) => "the access token lacks a scope this operation requires",
             Refusal::PolicyDenied => "the gateway policy does not allow this operation",
             Refusal::UnknownSession => "unknown session",
+            Refusal::Gateway(GatewayFailure::BadGateway) => {
+                "the upstream could not be reached or sent no valid answer"
+            }
+            Refusal::Gateway(GatewayFailure::Timeout) => "the upstream did not answer in time",
+            Refusal::Gateway(GatewayFailure::Internal) => {
+                "the gateway could not complete the request"
+            }
         }
     }
 
     /// Every value `reason()` can take.
-    pub const REASONS: [&'static str; 22] = [
+    pub const REASONS: [&'static str; 25] = [
         "bad_path",
         "bad_request",
         "no_route",
@@ -175,6 +202,9 @@ impl Refusal {
         "use_dpop_nonce",
         "token_revoked",
         "state_unavailable",
+        "upstream_error",
+        "upstream_timeout",
+        "internal_error",
     ];
 
     /// A bounded label for metrics and logs.
@@ -202,6 +232,9 @@ impl Refusal {
             Refusal::DpopNonce(_) => "use_dpop_nonce",
             Refusal::Revoked => "token_revoked",
             Refusal::StateUnavailable(_) => "state_unavailable",
+            Refusal::Gateway(GatewayFailure::BadGateway) => "upstream_error",
+            Refusal::Gateway(GatewayFailure::Timeout) => "upstream_timeout",
+            Refusal::Gateway(GatewayFailure::Internal) => "internal_error",
         }
     }
 

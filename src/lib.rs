@@ -30,6 +30,7 @@ pub mod path;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
+pub mod respond;
 pub mod revocation;
 pub mod routing;
 pub mod sessions;

@@ -315,20 +315,10 @@ fn preflight_response() -> (ResponseHeader, Bytes) {
     (h, Bytes::new())
 }
 
-async fn respond(session: &mut Session, header: Box<ResponseHeader>, body: Bytes, keepalive: bool) {
-    if keepalive {
-        if session
-            .write_response_header(header, body.is_empty())
-            .await
-            .is_ok()
-            && !body.is_empty()
-        {
-            let _ = session.write_response_body(Some(body), true).await;
-        }
-    } else {
-        // A refusal closes the connection: any unread request body is never parsed.
-        let _ = session.as_mut().write_error_response(*header, body).await;
-    }
+/// Every answer the gateway writes itself goes through `respond::answer`, which also
+/// disposes of the unread request body (the connection's reuse follows from it).
+async fn respond(session: &mut Session, header: Box<ResponseHeader>, body: Bytes, _keep: bool) {
+    crate::respond::answer(session.as_mut(), *header, body).await;
 }
 
 #[async_trait]
@@ -379,6 +369,36 @@ impl ProxyHttp for Gateway {
                 respond(session, Box::new(h), b, false).await;
                 Ok(true)
             }
+        }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        // HTTP/1.1 requests pipelined behind this one are answered in order.
+        session.as_mut().set_pipelining_enabled(true);
+        Ok(())
+    }
+
+    /// Requests that got no upstream answer are answered with the gateway's own JSON
+    /// (`respond::for_failure`), never with pingora's page.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &pingora_core::Error,
+        ctx: &mut Ctx,
+    ) -> pingora_proxy::FailToProxy {
+        let Some(refusal) = crate::respond::for_failure(e) else {
+            return pingora_proxy::FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        let (h, b) = refusal.render(ctx.route.as_deref(), ctx.dpop_used);
+        // The upstream exchange broke off: never reuse this connection.
+        session.as_mut().set_keepalive(None);
+        crate::respond::answer(session.as_mut(), h, b).await;
+        pingora_proxy::FailToProxy {
+            error_code: refusal.status(),
+            can_reuse_downstream: false,
         }
     }
 

@@ -124,6 +124,12 @@ impl Gateway {
             if routing::body_too_large(&snapshot.config, req) {
                 return Err((Refusal::BodyTooLarge, Some(route)));
             }
+            if h2_body_to_check(session) {
+                read_mcp_body(session)
+                    .await
+                    .map_err(|r| (r, Some(route.clone())))?;
+                ctx.body_inspected = true;
+            }
             return Ok(Decision::Forward {
                 route,
                 path,
@@ -236,12 +242,32 @@ impl Gateway {
         if routing::body_too_large(&snapshot.config, session.req_header()) {
             return Err(refuse(Refusal::BodyTooLarge));
         }
+        if !ctx.body_inspected && h2_body_to_check(session) {
+            read_mcp_body(session).await.map_err(refuse)?;
+            ctx.body_inspected = true;
+        }
         Ok(Decision::Forward {
             route,
             path,
             principal: Some(principal),
         })
     }
+}
+
+/// HTTP/2 checks DATA against a declared `content-length` only as they arrive, after the
+/// head has gone upstream. A declared body small enough to hold (pingora's 64 KiB replay
+/// buffer) is read before connecting, so one that disagrees is refused with nothing sent
+/// (issue 21). Larger declared bodies stream (see the README's security section).
+fn h2_body_to_check(session: &mut Session) -> bool {
+    let s = session.as_mut();
+    s.is_http2()
+        && !s.is_body_done()
+        && s.req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| n <= MCP_BODY_LIMIT)
 }
 
 /// Read a whole request body for inspection, within [`MCP_BODY_LIMIT`], keeping it in
@@ -375,6 +401,7 @@ impl ProxyHttp for Gateway {
     async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
         // HTTP/1.1 requests pipelined behind this one are answered in order.
         session.as_mut().set_pipelining_enabled(true);
+        crate::connections::request_started(session.as_ref());
         Ok(())
     }
 
@@ -594,6 +621,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&pingora_core::Error>, ctx: &mut Ctx) {
+        crate::connections::request_done(session.as_ref());
         let Some(route) = ctx.route.as_ref() else {
             return;
         };

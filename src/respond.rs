@@ -140,6 +140,37 @@ async fn drain(session: &mut ServerSession) -> bool {
         .unwrap_or(false)
 }
 
+/// A complete HTTP/1.1 answer (closing the connection) that replaces a page pingora wrote
+/// itself for `status` before any request reached the gateway: a head that does not parse
+/// (400) or a `CONNECT` (405).
+pub fn own_page(status: u16) -> Vec<u8> {
+    let (code, description) = match status {
+        405 => ("method_not_allowed", "this method is not supported"),
+        431 => ("invalid_request", "request headers are too large"),
+        400..=499 => ("invalid_request", "malformed HTTP request"),
+        _ => (
+            "internal_error",
+            "the gateway could not complete the request",
+        ),
+    };
+    let body = serde_json::json!({"error": code, "error_description": description}).to_string();
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         cache-control: no-store\r\nconnection: close\r\n",
+        body.len()
+    );
+    if status == 405 {
+        out.push_str("allow: GET, POST, DELETE, OPTIONS, HEAD\r\n");
+    }
+    out.push_str("\r\n");
+    out.push_str(&body);
+    out.into_bytes()
+}
+
 /// The refusal that answers a request pingora could not complete (`fail_to_proxy`), or
 /// `None` when the client is gone and nothing can be written.
 pub fn for_failure(e: &Error) -> Option<Refusal> {

@@ -913,6 +913,17 @@ async fn raw_h2(
     fields: &[(&str, &str)],
     data: Option<&[u8]>,
 ) -> RawEnd {
+    raw_h2_gated(addr, ca, fields, data, async {}).await
+}
+
+/// [`raw_h2`] that sends the DATA only once `gate` is done.
+async fn raw_h2_gated(
+    addr: SocketAddr,
+    ca: &str,
+    fields: &[(&str, &str)],
+    data: Option<&[u8]>,
+    gate: impl std::future::Future<Output = ()>,
+) -> RawEnd {
     use rustls_pki_types::pem::PemObject as _;
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
@@ -933,10 +944,11 @@ async fn raw_h2(
     out.extend(h2_frame(0x4, 0, 0, &[]));
     let flags = 0x4 | if data.is_none() { 0x1 } else { 0 };
     out.extend(h2_frame(0x1, flags, 1, &hpack(fields)));
-    if let Some(d) = data {
-        out.extend(h2_frame(0x0, 0x1, 1, d));
-    }
     tls.write_all(&out).await.unwrap();
+    gate.await;
+    if let Some(d) = data {
+        tls.write_all(&h2_frame(0x0, 0x1, 1, d)).await.unwrap();
+    }
     let mut buf = Vec::new();
     let mut tmp = [0u8; 16384];
     let mut answer: Option<(u8, Vec<u8>)> = None;
@@ -999,7 +1011,32 @@ async fn raw_h2(
 #[tokio::test]
 async fn item9_h2_malformed_requests_refused_before_upstream() {
     let pki = Pki::new();
-    let (env, _dir) = tls_env(&pki, TLS_STANDARD).await;
+    // An upstream that counts every byte it receives, complete request or not.
+    let raw = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let raw_port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let counter = raw.clone();
+    let _raw_up = bg().spawn(async move {
+        let l = tokio::net::TcpListener::from_std(listener).unwrap();
+        while let Ok((mut s, _)) = l.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    counter.fetch_add(n, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let t = TLS_STANDARD.to_string()
+        + &format!(
+            "  - name: raw\n    path_prefix: /raw\n    upstream: http://127.0.0.1:{raw_port}\n    auth: none\n"
+        );
+    let (env, _dir) = tls_env(&pki, &t).await;
     let (addr, ca) = (env.gw.addr(), pki.ca_pem.clone());
     let base = |method: &'static str, path: &'static str| {
         vec![
@@ -1050,19 +1087,36 @@ async fn item9_h2_malformed_requests_refused_before_upstream() {
     let r = raw_h2(addr, &ca, &base("GET", "open/x"), None).await;
     assert_eq!(r, RawEnd::Reset(1), ":path without slash");
     // Issue 21 item 7: DATA that overrun or fall short of content-length, on an auth: none
-    // route whose bodies otherwise stream: reset, and not even the head is forwarded.
-    let post = |cl: &'static str| with(base("POST", "/open/x"), &[("content-length", cl)]);
-    assert_eq!(
-        raw_h2(addr, &ca, &post("5"), Some(b"0123456789")).await,
-        RawEnd::Reset(1)
-    );
-    assert_eq!(
-        raw_h2(addr, &ca, &post("20"), Some(b"0123456789")).await,
-        RawEnd::Reset(1)
-    );
+    // route whose bodies otherwise stream: reset, and not even the head is forwarded. The
+    // DATA go out once the upstream has seen bytes or 1 s has passed, so that a gateway
+    // that forwards the head first is caught doing it.
+    let post = |cl: &'static str| with(base("POST", "/raw/x"), &[("content-length", cl)]);
+    for (cl, what) in [("5", "overrun"), ("20", "short")] {
+        let seen = raw.clone();
+        let gate = async move {
+            let start = Instant::now();
+            while seen.load(Ordering::SeqCst) == 0 && start.elapsed() < Duration::from_secs(1) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let r = raw_h2_gated(addr, &ca, &post(cl), Some(b"0123456789"), gate).await;
+        assert_eq!(r, RawEnd::Reset(1), "{what}");
+        assert_eq!(
+            raw.load(Ordering::SeqCst),
+            0,
+            "{what}: bytes reached the upstream"
+        );
+    }
     env.assert_nothing_forwarded();
     // The same request with an honest length is forwarded intact.
-    match raw_h2(addr, &ca, &post("10"), Some(b"0123456789")).await {
+    match raw_h2(
+        addr,
+        &ca,
+        &with(base("POST", "/open/x"), &[("content-length", "10")]),
+        Some(b"0123456789"),
+    )
+    .await
+    {
         RawEnd::Answer(0x88, _) => {}
         other => panic!("honest POST: {other:?}"),
     }

@@ -544,7 +544,7 @@ pub struct Config {
     /// Request bodies larger than this get 413.
     pub max_body_bytes: u64,
     /// Connection caps and deadlines of the public listener.
-    pub connections: crate::connections::Limits,
+    pub connections: crate::connection_limits::Limits,
     /// After SIGTERM, how long in-flight requests and streams may take to finish.
     pub shutdown_grace_seconds: u64,
     pub issuers: Vec<Arc<IssuerConfig>>,
@@ -977,7 +977,7 @@ impl Config {
         if file.limits.max_header_bytes < 1024 {
             return Err(err("limits.max_header_bytes must be at least 1024".into()));
         }
-        let connections = crate::connections::Limits::compile(
+        let connections = crate::connection_limits::Limits::compile(
             file.limits.request_head_timeout_seconds,
             file.limits.idle_timeout_seconds,
             file.limits.max_connections_per_address,

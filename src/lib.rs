@@ -14,6 +14,7 @@ pub mod apikeys;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod connection_limits;
 pub mod connections;
 pub mod credentials;
 pub mod dev;

@@ -10,7 +10,8 @@
 //! its body unread is reset (RST_STREAM), and clients still sending their body at that
 //! moment may report the reset instead of the answer (curl 7.88: "Stream error in the
 //! HTTP/2 framing layer"). On HTTP/1.1, closing a socket with unread bytes makes the kernel
-//! send a TCP RST that can destroy the answer in flight. So after the answer, the rest of the
+//! send a TCP RST that can destroy the answer in flight. So the answer goes out at once
+//! (a client learns of its 401 without uploading its body first), then the rest of the
 //! body is read and discarded, within [`DRAIN_LIMIT`] bytes and [`DRAIN_TIME`]: the stream
 //! then ends cleanly on both sides, and an HTTP/1.1 connection stays usable for the next
 //! (pipelined) request. A body that does not fit the bounds ends the stream (RST_STREAM
@@ -63,11 +64,11 @@ pub fn disposal(body_done: bool, expects_continue: bool, declared: Option<&[u8]>
     }
 }
 
-/// Write `header` and `body` as the whole answer to the request, and dispose of what is
-/// left of the request body (see the module docs). HTTP/1.1 reads the body first, so that
-/// the connection stays usable for the next (pipelined) request; HTTP/2 answers first (the
-/// stream is independent) and reads after. A body that cannot be consumed closes an
-/// HTTP/1.1 connection (`Connection: close`) or ends the HTTP/2 stream after the answer.
+/// Write `header` and `body` as the whole answer to the request, then dispose of what is
+/// left of the request body (see the module docs): read within the bounds, the stream ends
+/// cleanly (HTTP/2) or the connection stays usable for the next, possibly pipelined,
+/// request (HTTP/1.1); otherwise the HTTP/2 stream is reset after the answer and the
+/// HTTP/1.1 connection closed (`Connection: close` when known before the answer).
 pub async fn answer(session: &mut ServerSession, mut header: ResponseHeader, body: Bytes) {
     if let Some(written) = session.response_written() {
         if !written.status.is_informational() {
@@ -89,18 +90,17 @@ pub async fn answer(session: &mut ServerSession, mut header: ResponseHeader, bod
         .headers
         .get(http::header::CONTENT_LENGTH)
         .map(|v| v.as_bytes().to_vec());
-    let mut plan = disposal(done, expects_continue, declared.as_deref());
-    let h2 = session.is_http2();
-    if plan == Disposal::Drain && !h2 {
-        plan = if drain(session).await {
-            Disposal::Done
-        } else {
-            Disposal::Abandon
-        };
-    }
-    if plan == Disposal::Abandon {
-        // The connection cannot be reused: say so before it closes.
-        session.set_keepalive(None);
+    let plan = disposal(done, expects_continue, declared.as_deref());
+    match plan {
+        Disposal::Abandon => session.set_keepalive(None),
+        // pingora closes an HTTP/1.1 connection answered before its body was read; this one
+        // reads it afterwards, and decides then.
+        Disposal::Drain => {
+            if let ServerSession::H1(s) = session {
+                s.set_close_on_response_before_downstream_finish(false);
+            }
+        }
+        Disposal::Done => {}
     }
     header.remove_header(&http::header::SERVER);
     let ok = session
@@ -112,9 +112,8 @@ pub async fn answer(session: &mut ServerSession, mut header: ResponseHeader, bod
         session.set_keepalive(None);
         return;
     }
-    if plan == Disposal::Drain {
-        // HTTP/2: both ends of the stream close cleanly once the body has arrived.
-        let _ = drain(session).await;
+    if plan == Disposal::Drain && !drain(session).await {
+        session.set_keepalive(None);
     }
 }
 

@@ -1137,10 +1137,15 @@ listen:
   max_header_bytes: 4096
 admin:
   address: 127.0.0.1:{ADMIN}
+  token_file: {TOKFILE}
 issuers:
   - name: as
     issuer: {IDP}
     jwks_uri: {JWKS}
+    introspection:
+      endpoint: http://127.0.0.1:{DOWN}/introspect
+      client_id: gateway
+      client_secret: secret
 routes:
   - name: mcp
     path_prefix: /mcp
@@ -1162,11 +1167,33 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_is_gateway_json_over_both_protocols() {
     let pki = Pki::new();
-    let t = POLICY.replace("{DOWN}", &closed_port().to_string());
+    let admin_dir = tempfile::tempdir().unwrap();
+    let admin_token = "admin-token-0123456789abcdef";
+    std::fs::write(admin_dir.path().join("admin-token"), admin_token).unwrap();
+    let t = POLICY
+        .replace("{DOWN}", &closed_port().to_string())
+        .replace(
+            "{TOKFILE}",
+            &admin_dir.path().join("admin-token").display().to_string(),
+        );
     let (env, _dir) = tls_env(&pki, &t).await;
+    // Revoke every token of subject bob.
+    let r = send_to(
+        env.gw.admin_addr(),
+        &Req::new("POST", "/revocations")
+            .host("localhost")
+            .bearer(admin_token)
+            .h("content-type", "application/json")
+            .body(br#"{"subject": "bob"}"#.to_vec()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 201, "{r}");
+    let bob = env.tok().c("sub", serde_json::json!("bob")).build();
     let (addr, ca) = (env.gw.addr(), pki.ca_pem.clone());
     let good = env.tok().build();
     let bare = env.tok().scope("other").build();
+    let wrong_aud = Tok::new(&env.idp.issuer(), "https://other.example.com/mcp").build();
     let call = |name: &str| {
         format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{name}"}}}}"#)
             .into_bytes()
@@ -1199,7 +1226,7 @@ async fn every_refusal_is_gateway_json_over_both_protocols() {
             "bad token",
             "POST",
             "/mcp",
-            vec![bearer("abc.def.ghi")],
+            vec![bearer(&wrong_aud)],
             Some(BODY.to_vec()),
             401,
         ),
@@ -1279,6 +1306,22 @@ async fn every_refusal_is_gateway_json_over_both_protocols() {
             431,
         ),
         ("upstream down", "GET", "/down/x", vec![], None, 502),
+        (
+            "introspection unavailable",
+            "POST",
+            "/mcp",
+            vec![bearer("opaque-token-0123456789")],
+            Some(BODY.to_vec()),
+            503,
+        ),
+        (
+            "revoked",
+            "POST",
+            "/mcp",
+            vec![bearer(&bob)],
+            Some(BODY.to_vec()),
+            401,
+        ),
     ];
     let mut failures = Vec::new();
     for (what, method, path, headers, body, status) in cases {

@@ -96,8 +96,8 @@ impl Table {
             }
             *n += 1;
         }
-        let open = self.total.fetch_add(1, Ordering::Relaxed) + 1;
-        metrics::connections_open(open);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        metrics::connections_open(1);
         Ok(Slot {
             table: self.clone(),
             address,
@@ -124,8 +124,8 @@ impl Drop for Slot {
                 }
             }
         }
-        let open = self.table.total.fetch_sub(1, Ordering::Relaxed) - 1;
-        metrics::connections_open(open);
+        self.table.total.fetch_sub(1, Ordering::Relaxed);
+        metrics::connections_open(-1);
     }
 }
 

@@ -559,9 +559,10 @@ pub fn register_connection_metrics() {
     }
 }
 
-pub fn connections_open(n: usize) {
+/// One more (`+1`) or one fewer (`-1`) open client connection.
+pub fn connections_open(delta: i64) {
     if let Some(g) = &*CONNECTIONS_OPEN {
-        g.with_label_values(&[] as &[&str]).set(n as i64);
+        g.with_label_values(&[] as &[&str]).add(delta);
     }
 }
 

@@ -1177,7 +1177,13 @@ async fn every_refusal_is_gateway_json_over_both_protocols() {
             &admin_dir.path().join("admin-token").display().to_string(),
         );
     let (env, _dir) = tls_env(&pki, &t).await;
-    // Revoke every token of subject bob.
+    // Revoke every token of subject bob issued until now (bob's is from 10 s ago: a token
+    // minted in the same second as the revocation may count as issued after it).
+    let bob = env
+        .tok()
+        .c("sub", serde_json::json!("bob"))
+        .c("iat", serde_json::json!(now() - 10))
+        .build();
     let r = send_to(
         env.gw.admin_addr(),
         &Req::new("POST", "/revocations")
@@ -1189,7 +1195,7 @@ async fn every_refusal_is_gateway_json_over_both_protocols() {
     .await
     .unwrap();
     assert_eq!(r.status, 201, "{r}");
-    let bob = env.tok().c("sub", serde_json::json!("bob")).build();
+
     let (addr, ca) = (env.gw.addr(), pki.ca_pem.clone());
     let good = env.tok().build();
     let bare = env.tok().scope("other").build();

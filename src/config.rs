@@ -283,6 +283,15 @@ pub struct FileLimits {
     pub max_header_bytes: usize,
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
+    #[serde(default = "default_request_head_timeout")]
+    pub request_head_timeout_seconds: u64,
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_seconds: u64,
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// Default: half the open-file limit (`connections::default_max_total`).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
 }
 
 impl Default for FileLimits {
@@ -290,6 +299,10 @@ impl Default for FileLimits {
         FileLimits {
             max_header_bytes: default_max_header_bytes(),
             max_body_bytes: default_max_body_bytes(),
+            request_head_timeout_seconds: default_request_head_timeout(),
+            idle_timeout_seconds: default_idle_timeout(),
+            max_connections_per_address: default_max_connections_per_address(),
+            max_connections: None,
         }
     }
 }
@@ -299,6 +312,15 @@ fn default_max_header_bytes() -> usize {
 }
 fn default_max_body_bytes() -> u64 {
     10 * 1024 * 1024
+}
+fn default_request_head_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    60
+}
+fn default_max_connections_per_address() -> usize {
+    256
 }
 
 #[derive(Debug, Deserialize)]
@@ -525,6 +547,8 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// Request bodies larger than this get 413.
     pub max_body_bytes: u64,
+    /// Connection caps and deadlines of the public listener.
+    pub connections: crate::connection_limits::Limits,
     /// After SIGTERM, how long in-flight requests and streams may take to finish.
     pub shutdown_grace_seconds: u64,
     pub issuers: Vec<Arc<IssuerConfig>>,
@@ -959,6 +983,13 @@ impl Config {
         if file.limits.max_header_bytes < 1024 {
             return Err(err("limits.max_header_bytes must be at least 1024".into()));
         }
+        let connections = crate::connection_limits::Limits::compile(
+            file.limits.request_head_timeout_seconds,
+            file.limits.idle_timeout_seconds,
+            file.limits.max_connections_per_address,
+            file.limits.max_connections,
+        )
+        .map_err(err)?;
         if file.shutdown.grace_seconds > 3600 {
             return Err(err("shutdown.grace_seconds must be at most 3600".into()));
         }
@@ -1089,6 +1120,7 @@ impl Config {
             admin_token,
             max_header_bytes: file.limits.max_header_bytes,
             max_body_bytes: file.limits.max_body_bytes,
+            connections,
             shutdown_grace_seconds: file.shutdown.grace_seconds,
             issuers,
             api_keys,

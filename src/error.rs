@@ -67,6 +67,20 @@ pub enum Refusal {
     /// A method the MCP transport does not use, on a route with an MCP policy: 405 with
     /// `Allow` ([`crate::shape::ALLOW`]).
     MethodNotAllowed,
+    /// The request was let through but no answer came from the upstream: 502, 504 or 500
+    /// (pingora's own error pages never reach clients).
+    Gateway(GatewayFailure),
+}
+
+/// Why a forwarded request got no upstream answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayFailure {
+    /// Refused, reset or closed by the upstream, or an answer that is not HTTP: 502.
+    BadGateway,
+    /// The upstream did not connect or answer in time: 504.
+    Timeout,
+    /// The gateway failed itself: 500.
+    Internal,
 }
 
 /// A response header for `status` (pingora's builder is fallible only for invalid codes).
@@ -96,6 +110,9 @@ impl Refusal {
             Refusal::Mcp(_) => 400,
             Refusal::UnknownSession => 404,
             Refusal::MethodNotAllowed => 405,
+            Refusal::Gateway(GatewayFailure::BadGateway) => 502,
+            Refusal::Gateway(GatewayFailure::Timeout) => 504,
+            Refusal::Gateway(GatewayFailure::Internal) => 500,
         }
     }
 
@@ -124,6 +141,9 @@ impl Refusal {
             Refusal::DpopProof(_) => "invalid_dpop_proof",
             Refusal::DpopNonce(_) => "use_dpop_nonce",
             Refusal::MethodNotAllowed => "method_not_allowed",
+            Refusal::Gateway(GatewayFailure::BadGateway) => "bad_gateway",
+            Refusal::Gateway(GatewayFailure::Timeout) => "gateway_timeout",
+            Refusal::Gateway(GatewayFailure::Internal) => "internal_error",
         }
     }
 
@@ -156,11 +176,18 @@ impl Refusal {
             Refusal::MethodNotAllowed => {
                 "this method is not allowed on an MCP route (GET, POST, DELETE, OPTIONS are)"
             }
+            Refusal::Gateway(GatewayFailure::BadGateway) => {
+                "the upstream could not be reached or sent no valid answer"
+            }
+            Refusal::Gateway(GatewayFailure::Timeout) => "the upstream did not answer in time",
+            Refusal::Gateway(GatewayFailure::Internal) => {
+                "the gateway could not complete the request"
+            }
         }
     }
 
     /// Every value `reason()` can take.
-    pub const REASONS: [&'static str; 23] = [
+    pub const REASONS: [&'static str; 26] = [
         "bad_path",
         "bad_request",
         "no_route",
@@ -184,6 +211,9 @@ impl Refusal {
         "token_revoked",
         "state_unavailable",
         "method_not_allowed",
+        "upstream_error",
+        "upstream_timeout",
+        "internal_error",
     ];
 
     /// A bounded label for metrics and logs.
@@ -212,6 +242,9 @@ impl Refusal {
             Refusal::Revoked => "token_revoked",
             Refusal::StateUnavailable(_) => "state_unavailable",
             Refusal::MethodNotAllowed => "method_not_allowed",
+            Refusal::Gateway(GatewayFailure::BadGateway) => "upstream_error",
+            Refusal::Gateway(GatewayFailure::Timeout) => "upstream_timeout",
+            Refusal::Gateway(GatewayFailure::Internal) => "internal_error",
         }
     }
 

@@ -14,6 +14,8 @@ pub mod apikeys;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod connection_limits;
+pub mod connections;
 pub mod cors;
 pub mod credentials;
 pub mod dev;
@@ -32,6 +34,7 @@ pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod resource_uri;
+pub mod respond;
 pub mod revocation;
 pub mod routing;
 pub mod sessions;
@@ -115,6 +118,7 @@ pub fn build_server(
     let admin_addr = config.admin_address.clone();
     let tls = config.tls.is_some();
     let grace = config.shutdown_grace_seconds;
+    let config_idle = config.connections.idle_timeout;
     let conf = ServerConf {
         threads: config.threads,
         // pingora sleeps the whole grace period after SIGTERM; `drain_on_sigterm`
@@ -136,11 +140,20 @@ pub fn build_server(
     let gateway = Gateway {
         state: state.clone(),
     };
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "mcpgate proxy",
-    );
+    let mut http = pingora_proxy::http_proxy(&server.configuration, gateway);
+    // HTTP/2 connections without an open stream close after the idle timeout (HTTP/1.1
+    // idle and head deadlines are `connections::Watched`'s).
+    let mut options = pingora_core::apps::HttpServerOptions::default();
+    options.h2_idle_timeout = Some(config_idle);
+    http.server_options = Some(options);
+    metrics::register_connection_metrics();
+    let limits_state = state.clone();
+    let guard = connections::Guard {
+        inner: Arc::new(http),
+        table: Arc::default(),
+        limits: Box::new(move || limits_state.snapshot.load().config.connections.clone()),
+    };
+    let mut proxy = Service::new("mcpgate proxy".to_string(), guard);
     if tls {
         let mut settings =
             TlsSettings::intermediate("", "").map_err(|e| format!("TLS settings: {e}"))?;

@@ -512,3 +512,68 @@ pub fn stream_closed_revoked(route: &str) {
         c.with_label_values(&[route]).inc();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Connections of the public listener (caps and deadlines, `connections.rs`).
+// ---------------------------------------------------------------------------------------------
+
+static CONNECTIONS_OPEN: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
+    gauge(
+        &METRICS.registry,
+        "mcpgate_connections_open",
+        "Client connections open on the public listener.",
+        &[],
+    )
+});
+
+static CONNECTIONS_REFUSED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        &METRICS.registry,
+        "mcpgate_connections_refused_total",
+        "Client connections closed at once because a cap was reached (reason: per_address, total).",
+        &["reason"],
+    )
+});
+
+static CONNECTION_TIMEOUTS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        &METRICS.registry,
+        "mcpgate_connection_timeouts_total",
+        "Client connections closed by a deadline (kind: request_head, idle).",
+        &["kind"],
+    )
+});
+
+/// Register the connection metrics so that they are exposed (at zero) from the start.
+pub fn register_connection_metrics() {
+    connections_open(0);
+    if let Some(c) = &*CONNECTIONS_REFUSED {
+        for r in ["per_address", "total"] {
+            c.with_label_values(&[r]);
+        }
+    }
+    if let Some(c) = &*CONNECTION_TIMEOUTS {
+        for k in ["request_head", "idle"] {
+            c.with_label_values(&[k]);
+        }
+    }
+}
+
+/// One more (`+1`) or one fewer (`-1`) open client connection.
+pub fn connections_open(delta: i64) {
+    if let Some(g) = &*CONNECTIONS_OPEN {
+        g.with_label_values(&[] as &[&str]).add(delta);
+    }
+}
+
+pub fn connection_refused(reason: &str) {
+    if let Some(c) = &*CONNECTIONS_REFUSED {
+        c.with_label_values(&[reason]).inc();
+    }
+}
+
+pub fn connection_timeout(kind: &str) {
+    if let Some(c) = &*CONNECTION_TIMEOUTS {
+        c.with_label_values(&[kind]).inc();
+    }
+}

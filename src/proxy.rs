@@ -185,6 +185,10 @@ impl Gateway {
         if routing::body_too_large(&snapshot.config, session.req_header()) {
             return Err(refuse(Refusal::BodyTooLarge));
         }
+        if !ctx.body_inspected && h2_body_to_check(session) {
+            read_mcp_body(session).await.map_err(refuse)?;
+            ctx.body_inspected = true;
+        }
         Ok(Decision::Forward {
             route,
             path,
@@ -255,6 +259,22 @@ impl Gateway {
         }
         Ok(principal)
     }
+}
+
+/// HTTP/2 checks DATA against a declared `content-length` only as they arrive, after the
+/// head has gone upstream. A declared body small enough to hold (pingora's 64 KiB replay
+/// buffer) is read before connecting, so one that disagrees is refused with nothing sent
+/// (issue 21). Larger declared bodies stream (see the README's security section).
+fn h2_body_to_check(session: &mut Session) -> bool {
+    let s = session.as_mut();
+    s.is_http2()
+        && !s.is_body_done()
+        && s.req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| n <= MCP_BODY_LIMIT)
 }
 
 /// Read a whole request body for inspection, within [`MCP_BODY_LIMIT`], keeping it in
@@ -328,20 +348,10 @@ fn preflight_response() -> (ResponseHeader, Bytes) {
     (h, Bytes::new())
 }
 
-async fn respond(session: &mut Session, header: Box<ResponseHeader>, body: Bytes, keepalive: bool) {
-    if keepalive {
-        if session
-            .write_response_header(header, body.is_empty())
-            .await
-            .is_ok()
-            && !body.is_empty()
-        {
-            let _ = session.write_response_body(Some(body), true).await;
-        }
-    } else {
-        // A refusal closes the connection: any unread request body is never parsed.
-        let _ = session.as_mut().write_error_response(*header, body).await;
-    }
+/// Every answer the gateway writes itself goes through `respond::answer`, which also
+/// disposes of the unread request body (the connection's reuse follows from it).
+async fn respond(session: &mut Session, header: Box<ResponseHeader>, body: Bytes, _keep: bool) {
+    crate::respond::answer(session.as_mut(), *header, body).await;
 }
 
 #[async_trait]
@@ -395,6 +405,40 @@ impl ProxyHttp for Gateway {
                 respond(session, Box::new(h), b, false).await;
                 Ok(true)
             }
+        }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        // HTTP/1.1 requests pipelined behind this one are answered in order.
+        session.as_mut().set_pipelining_enabled(true);
+        crate::connections::request_started(session.as_ref());
+        Ok(())
+    }
+
+    /// Requests that got no upstream answer are answered with the gateway's own JSON
+    /// (`respond::for_failure`), never with pingora's page.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &pingora_core::Error,
+        ctx: &mut Ctx,
+    ) -> pingora_proxy::FailToProxy {
+        let Some(refusal) = crate::respond::for_failure(e) else {
+            return pingora_proxy::FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        let (mut h, b) = refusal.render(ctx.route.as_deref(), ctx.dpop_used);
+        if ctx.route.is_some() {
+            cors::decorate(&mut h, ctx.cors_origin.as_ref());
+        }
+        // The upstream exchange broke off: never reuse this connection.
+        session.as_mut().set_keepalive(None);
+        crate::respond::answer(session.as_mut(), h, b).await;
+        pingora_proxy::FailToProxy {
+            error_code: refusal.status(),
+            can_reuse_downstream: false,
         }
     }
 
@@ -594,6 +638,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&pingora_core::Error>, ctx: &mut Ctx) {
+        crate::connections::request_done(session.as_ref());
         let Some(route) = ctx.route.as_ref() else {
             return;
         };

@@ -147,6 +147,13 @@ impl GatewayState {
         if old.config.token_cache_entries != config.token_cache_entries {
             notes.push("token_cache.max_entries changed: takes effect on restart".to_string());
         }
+        if old.config.connections.idle_timeout != config.connections.idle_timeout {
+            notes.push(
+                "limits.idle_timeout_seconds changed: applies to HTTP/1.1 connections accepted \
+                 from now on, to HTTP/2 on restart"
+                    .to_string(),
+            );
+        }
         if old.config.state != config.state {
             notes.push(
                 "state (Redis settings, fail policies) changed: takes effect on restart"

@@ -12,6 +12,7 @@
 mod apikeys;
 mod challenges;
 mod cli;
+mod connections;
 mod dpop;
 mod failclosed_request;
 mod harness;

@@ -821,8 +821,14 @@ pub struct PublicUrl {
     pub authority: String,
 }
 
+/// Identifies one issuer entry with every setting that shapes its verdicts.
+pub type Fingerprint = [u8; 16];
+
 #[derive(Debug)]
 pub struct IssuerConfig {
+    /// This entry's name and settings, hashed (see [`IssuerConfig::verdict_fingerprint`]):
+    /// the key of its verdicts in the token cache.
+    pub fingerprint: Fingerprint,
     pub name: Arc<str>,
     pub issuer: Arc<str>,
     pub jwks_uri: Option<String>,
@@ -836,6 +842,24 @@ pub struct IssuerConfig {
 }
 
 impl IssuerConfig {
+    /// SHA-256 (first 16 bytes) of every field of the entry but the fingerprint itself,
+    /// the introspection secret included: a verdict cached under it was made by this
+    /// entry with exactly these settings. Built from the `Debug` form of the whole
+    /// struct, so a field added later is covered without being listed here.
+    fn verdict_fingerprint(&self) -> Fingerprint {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(format!("{self:?}").as_bytes());
+        if let Some(i) = &self.introspection {
+            h.update([0u8]);
+            h.update(i.client_secret.expose().as_bytes());
+        }
+        let d = h.finalize();
+        let mut f = [0u8; 16];
+        f.copy_from_slice(&d[..16]);
+        f
+    }
+
     /// Whether this issuer's JWTs are verified locally (so its key set is fetched).
     pub fn uses_jwks(&self) -> bool {
         self.token_format == TokenFormat::Jwt
@@ -1388,7 +1412,8 @@ fn compile_issuer(fi: FileIssuer) -> Result<IssuerConfig, String> {
             "token_format: opaque needs an introspection block".into()
         ));
     }
-    Ok(IssuerConfig {
+    let mut ic = IssuerConfig {
+        fingerprint: [0; 16],
         name: Arc::from(fi.name.as_str()),
         issuer: Arc::from(fi.issuer),
         jwks_uri: fi.jwks_uri,
@@ -1399,7 +1424,9 @@ fn compile_issuer(fi: FileIssuer) -> Result<IssuerConfig, String> {
         max_stale: Duration::from_secs(fi.jwks_max_stale_seconds),
         token_format: fi.token_format,
         introspection,
-    })
+    };
+    ic.fingerprint = ic.verdict_fingerprint();
+    Ok(ic)
 }
 
 /// For each scope, the set of scopes that imply it (itself and all ancestors).

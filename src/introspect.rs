@@ -461,6 +461,7 @@ struct Answer {
     scope: Option<Value>,
     sub: Option<Value>,
     client_id: Option<Value>,
+    azp: Option<Value>,
     token_type: Option<Value>,
     token_use: Option<Value>,
     cnf: Option<Value>,
@@ -601,6 +602,9 @@ fn judge(
     }
     let subject = opt_str(&a.sub, "the token sub is malformed")?;
     let client_id = opt_str(&a.client_id, "the token client_id is malformed")?;
+    let azp = opt_str(&a.azp, "the token azp is malformed")?;
+    let client_id = client_id.or(azp);
+    let azp = azp.filter(|a| Some(*a) != client_id);
     let jti = opt_str(&a.jti, "the token jti is malformed")?;
     let iat = opt_time(&a.iat, "the token iat is not a valid NumericDate")?;
     Ok(Principal {
@@ -618,6 +622,7 @@ fn judge(
         cnf_jkt,
         jti: jti.map(Box::from),
         iat,
+        azp: azp.map(Arc::from),
     })
 }
 

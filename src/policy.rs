@@ -104,6 +104,7 @@ mod tests {
             cnf_jkt: None,
             jti: None,
             iat: None,
+            azp: None,
         }
     }
 

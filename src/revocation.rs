@@ -137,6 +137,13 @@ impl RevocationSet {
     }
 
     /// Why `p` is revoked at `now`, if it is.
+    ///
+    /// By subject or client, a token is revoked when it was issued (`iat`) at or before
+    /// the revocation *plus the issuer's clock skew*: the gateway accepts an `iat` up to
+    /// that skew ahead of its clock, so an AS whose clock runs ahead could otherwise
+    /// issue tokens, before the revocation, that look issued after it. The consequence:
+    /// new tokens of a revoked subject or client work once `skew` seconds have passed.
+    /// The client is the token's `client_id` or its `azp` (either matches).
     pub fn check(&self, p: &Principal, now: i64) -> Option<Kind> {
         if self.entries.is_empty() || p.method == AuthMethod::ApiKey {
             return None;
@@ -148,13 +155,16 @@ impl RevocationSet {
             marks.iter().any(|m| {
                 m.expires > now
                     && m.issuer.as_deref().is_none_or(|i| i == &*p.iss)
-                    && (kind == Kind::Jti || p.iat.is_none_or(|iat| iat <= m.at))
+                    && (kind == Kind::Jti
+                        || p.iat
+                            .is_none_or(|iat| iat <= m.at.saturating_add(p.skew.max(0))))
             })
         };
         [
             (Kind::Jti, p.jti.as_deref()),
             (Kind::Subject, p.subject.as_deref()),
             (Kind::ClientId, p.client_id.as_deref()),
+            (Kind::ClientId, p.azp.as_deref()),
         ]
         .into_iter()
         .find(|&(k, v)| hit(k, v))
@@ -758,6 +768,7 @@ mod tests {
             cnf_jkt: None,
             jti: jti.map(Box::from),
             iat,
+            azp: None,
         }
     }
 
@@ -815,6 +826,45 @@ mod tests {
         let mut key = principal(None, "alice", "x", None);
         key.method = AuthMethod::ApiKey;
         assert_eq!(set.check(&key, NOW), None, "API keys are not revoked here");
+    }
+
+    #[test]
+    fn by_subject_and_client_cover_the_future_skew_and_azp() {
+        let set = RevocationSet::build(
+            vec![
+                rev(Kind::Subject, "alice", None, NOW, NOW + 600),
+                rev(Kind::ClientId, "app", None, NOW, NOW + 600),
+            ],
+            NOW,
+        );
+        let mut ahead = principal(None, "alice", "x", Some(NOW + 30));
+        ahead.skew = 60;
+        assert_eq!(
+            set.check(&ahead, NOW),
+            Some(Kind::Subject),
+            "issued up to the skew after the revocation"
+        );
+        ahead.iat = Some(NOW + 60);
+        assert_eq!(set.check(&ahead, NOW), Some(Kind::Subject), "the edge");
+        ahead.iat = Some(NOW + 61);
+        assert_eq!(
+            set.check(&ahead, NOW + 61),
+            None,
+            "past the skew: new token"
+        );
+        let mut no_skew = principal(None, "alice", "x", Some(NOW + 1));
+        no_skew.skew = 0;
+        assert_eq!(set.check(&no_skew, NOW + 1), None);
+
+        let mut by_azp = principal(None, "bob", "other-client", Some(NOW - 1));
+        by_azp.azp = Some(Arc::from("app"));
+        assert_eq!(
+            set.check(&by_azp, NOW),
+            Some(Kind::ClientId),
+            "azp is the client"
+        );
+        by_azp.azp = Some(Arc::from("not-app"));
+        assert_eq!(set.check(&by_azp, NOW), None);
     }
 
     #[test]

@@ -25,3 +25,4 @@ mod scaleout;
 mod support;
 mod upstream;
 mod upstream_tls;
+mod verdicts;

@@ -92,6 +92,21 @@ impl Admin {
                 "revocations are disabled: set admin.token_file",
             );
         };
+        let mut authorization = session
+            .req_header()
+            .headers
+            .get_all(http::header::AUTHORIZATION)
+            .iter();
+        if authorization.next().is_some() && authorization.next().is_some() {
+            // Which one would an intermediary have checked? Neither is judged.
+            let peer = session.client_addr().map(|a| a.to_string());
+            tracing::warn!(target: "mcpgate::audit", peer, "admin request refused: Authorization appears more than once");
+            return error(
+                400,
+                "invalid_request",
+                "the Authorization header appears more than once",
+            );
+        }
         if !bearer(session).is_some_and(|t| admin_token.matches(t)) {
             let peer = session.client_addr().map(|a| a.to_string());
             tracing::warn!(target: "mcpgate::audit", peer, "admin request refused: missing or wrong admin token");

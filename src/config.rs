@@ -375,6 +375,32 @@ pub struct FileIntrospection {
     pub timeout_ms: u64,
     #[serde(default = "default_true")]
     pub require_aud: bool,
+    /// Introspection calls per second this issuer may receive from one replica (a token
+    /// bucket refilled at this rate); past it, uncached tokens get 503.
+    #[serde(default = "default_introspection_rate")]
+    pub max_calls_per_second: u32,
+    /// Calls allowed at once above the rate (the bucket's size).
+    #[serde(default = "default_introspection_burst")]
+    pub burst: u32,
+    /// Consecutive failed calls (timeout, transport error, 5xx, not RFC 7662) that stop
+    /// calls to the AS for `breaker_open_ms`.
+    #[serde(default = "default_introspection_breaker_failures")]
+    pub breaker_failures: u32,
+    #[serde(default = "default_introspection_breaker_open")]
+    pub breaker_open_ms: u64,
+}
+
+fn default_introspection_rate() -> u32 {
+    50
+}
+fn default_introspection_burst() -> u32 {
+    100
+}
+fn default_introspection_breaker_failures() -> u32 {
+    5
+}
+fn default_introspection_breaker_open() -> u64 {
+    2000
 }
 
 fn default_introspection_cache() -> u64 {

@@ -101,7 +101,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &registry,
             "mcpgate_introspection_requests_total",
             "RFC 7662 introspection calls by issuer and result \
-             (active, inactive, timeout, unauthorized, error).",
+             (active, inactive, timeout, unauthorized, error; rate_limited and circuit_open: \
+             not made).",
             &["issuer", "result"],
         ),
         introspection_seconds: HistogramVec::new(
@@ -226,6 +227,14 @@ pub fn introspection_call(issuer: &str, result: &str, seconds: f64) {
     }
     if let Some(h) = &METRICS.introspection_seconds {
         h.with_label_values(&[issuer]).observe(seconds);
+    }
+}
+
+/// An introspection call not made (`rate_limited`, `circuit_open`): counted with the
+/// calls, without a duration.
+pub fn introspection_refused(issuer: &str, result: &str) {
+    if let Some(c) = &METRICS.introspections {
+        c.with_label_values(&[issuer, result]).inc();
     }
 }
 

@@ -7,7 +7,7 @@
 //! asserts the status, the JSON body and that nothing reached the upstream (or the
 //! introspection endpoint, where that is the point).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -586,4 +586,339 @@ async fn i21_3_revocation_by_client_matches_azp() {
     let r = revoke(&env, &json!({"client_id": "web"})).await;
     assert_eq!(r.status, 201, "{r}");
     assert_revoked(&env, &other, "client_id names the revoked client").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 13 item 10: the introspection budget and breaker, the admin listener's
+// Authorization, admin-supplied values in the log
+// ---------------------------------------------------------------------------------------------
+
+/// The introspection fixture of `introspection.rs` with a small budget or breaker.
+async fn budget_env(mock: &MockAs, intro: &str) -> Env {
+    crate::introspection::opaque_env(mock, intro).await
+}
+
+fn assert_503_budget(r: &Resp, what: &str) {
+    assert_eq!(r.status, 503, "{what}: {r}");
+    assert!(
+        r.header("retry-after").is_some(),
+        "{what}: Retry-After: {r}"
+    );
+    assert_eq!(r.json()["error"], "temporarily_unavailable", "{what}: {r}");
+}
+
+/// A flood of 300 random opaque tokens (30 at a time) makes at most the budget of calls
+/// to the AS (`burst` + `max_calls_per_second` × the flood's duration); the rest get 503 +
+/// `Retry-After`, counted as `rate_limited`; nothing reaches the upstream. A token the AS
+/// vouched for before the flood keeps working from the cache, and once the budget has
+/// refilled a new token is introspected again.
+#[tokio::test]
+async fn i13_10_an_opaque_token_flood_makes_at_most_the_budget_of_calls() {
+    let mock = MockAs::start();
+    let env = budget_env(
+        &mock,
+        "      max_calls_per_second: 10\n      burst: 20\n      breaker_failures: 100",
+    )
+    .await;
+    let known = opaque();
+    mock.active(&known, good(json!({})));
+    env.assert_accepted(&known, "before the flood").await;
+    assert_eq!(mock.calls(), 1);
+    let forwarded = env.up.count();
+
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let batch: Vec<_> = (0..30)
+            .map(|_| {
+                let addr = env.gw.addr();
+                tokio::spawn(async move {
+                    send_to(addr, &Req::post("/mcp").bearer(&opaque()))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for h in batch {
+            statuses.push(h.await.unwrap());
+        }
+    }
+    let took = started.elapsed().as_secs_f64();
+    let calls = mock.calls() - 1;
+    let allowed = 20.0 + 10.0 * took.ceil();
+    eprintln!(
+        "flood: {} requests in {took:.2} s, {calls} introspection calls",
+        statuses.len()
+    );
+    assert!(
+        calls as f64 <= allowed,
+        "{calls} calls for a budget of {allowed} in {took:.2} s"
+    );
+    assert!(calls >= 20, "the burst was usable: {calls} calls");
+    let mut limited = 0;
+    for r in &statuses {
+        match r.status {
+            401 => assert_eq!(r.json()["error"], "invalid_token", "{r}"),
+            503 => {
+                assert_503_budget(r, "flood");
+                assert!(
+                    r.json()["error_description"]
+                        .as_str()
+                        .unwrap()
+                        .contains("budget"),
+                    "{r}"
+                );
+                limited += 1;
+            }
+            _ => panic!("unexpected answer in the flood: {r}"),
+        }
+    }
+    assert_eq!(
+        limited + calls,
+        300,
+        "every token was either asked or refused"
+    );
+    assert_eq!(
+        env.up.count(),
+        forwarded,
+        "a flood token reached the upstream"
+    );
+    let rate_limited = metric(
+        &env,
+        "mcpgate_introspection_requests_total",
+        &[("issuer", "opaque"), ("result", "rate_limited")],
+    )
+    .await;
+    assert_eq!(rate_limited as usize, limited);
+    // The cached token does not need the budget.
+    env.assert_accepted(&known, "during the spent budget").await;
+    // The budget refills: a new token is asked again (bounded wait).
+    let fresh = opaque();
+    mock.active(&fresh, good(json!({})));
+    within(Duration::from_secs(5), || async {
+        post(&env, "/mcp", &fresh).await.status == 200
+    })
+    .await
+    .expect("the budget did not refill");
+}
+
+/// An AS that keeps failing is not asked again for `breaker_open_ms` after
+/// `breaker_failures` failures in a row (503 at once, counted as `circuit_open`); one probe
+/// after that period closes the breaker when the AS answers again.
+#[tokio::test]
+async fn i13_10_a_failing_as_opens_the_introspection_breaker() {
+    use crate::introspection::Answer;
+    let mock = MockAs::start();
+    let env = budget_env(
+        &mock,
+        "      breaker_failures: 3\n      breaker_open_ms: 1000",
+    )
+    .await;
+    let failing = || {
+        let t = opaque();
+        mock.answer(
+            &t,
+            Answer::Raw(500, "application/json", r#"{"error":"server_error"}"#),
+        );
+        t
+    };
+    for i in 0..3 {
+        let r = post(&env, "/mcp", &failing()).await;
+        assert_503_budget(&r, &format!("failure {i}"));
+    }
+    assert_eq!(mock.calls(), 3);
+    let opened = Instant::now();
+    for i in 0..5 {
+        let r = post(&env, "/mcp", &failing()).await;
+        assert_503_budget(&r, &format!("open {i}"));
+        assert!(
+            r.json()["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("keeps failing"),
+            "{r}"
+        );
+    }
+    assert!(
+        opened.elapsed() < Duration::from_millis(900),
+        "the test was too slow to see the breaker open"
+    );
+    assert_eq!(
+        mock.calls(),
+        3,
+        "the AS was asked while the breaker was open"
+    );
+    env.assert_nothing_forwarded();
+    let open = metric(
+        &env,
+        "mcpgate_introspection_requests_total",
+        &[("issuer", "opaque"), ("result", "circuit_open")],
+    )
+    .await;
+    assert_eq!(open, 5.0);
+    assert!(
+        env.gw.logs().contains("circuit breaker open"),
+        "{}",
+        env.gw.logs()
+    );
+    // The AS is back: after the open period, one probe closes the breaker.
+    let good_token = opaque();
+    mock.active(&good_token, good(json!({})));
+    within(Duration::from_secs(5), || async {
+        post(&env, "/mcp", &good_token).await.status == 200
+    })
+    .await
+    .expect("the breaker did not close");
+    assert!(
+        opened.elapsed() >= Duration::from_millis(1000),
+        "closed before its open period"
+    );
+    assert_eq!(mock.calls(), 4, "one probe");
+}
+
+/// Two `Authorization` headers on the admin listener are 400 whatever their order, case
+/// and values; nothing is recorded.
+#[tokio::test]
+async fn i13_10_admin_listener_refuses_two_authorization_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = admin_env(&dir).await;
+    let body = serde_json::to_vec(&json!({"subject": "victim"})).unwrap();
+    let good = format!("Bearer {ADMIN_TOKEN}");
+    for (a, b) in [
+        (good.as_str(), "Bearer wrong-wrong-wrong-wrong"),
+        ("Bearer wrong-wrong-wrong-wrong", good.as_str()),
+        (good.as_str(), good.as_str()),
+        (good.as_str(), ""),
+    ] {
+        for (n1, n2) in [
+            ("Authorization", "Authorization"),
+            ("authorization", "AUTHORIZATION"),
+        ] {
+            for method in ["POST", "GET"] {
+                let mut req = Req::new(method, "/revocations")
+                    .host("localhost")
+                    .h(n1, a)
+                    .h(n2, b);
+                if method == "POST" {
+                    req = req.h("Content-Type", "application/json").body(body.clone());
+                }
+                let r = send_to(env.gw.admin_addr(), &req).await.unwrap();
+                assert_eq!(r.status, 400, "{method} {n1}: {a:?} + {n2}: {b:?}: {r}");
+                let v = r.json();
+                assert_eq!(v["error"], "invalid_request", "{r}");
+                assert_eq!(
+                    v["error_description"],
+                    "the Authorization header appears more than once"
+                );
+            }
+        }
+    }
+    let list = send_to(
+        env.gw.admin_addr(),
+        &Req::get("/revocations")
+            .host("localhost")
+            .bearer(ADMIN_TOKEN),
+    )
+    .await
+    .unwrap();
+    assert_eq!(list.status, 200, "{list}");
+    assert_eq!(
+        list.json()["revocations"],
+        json!([]),
+        "a refused request recorded something"
+    );
+}
+
+/// Revocations whose `subject`, `client_id`, `jti`, `issuer` and `reason` hold newlines,
+/// carriage returns and ESC/BEL/C1 sequences are logged escaped in both log formats: no
+/// line is forged, no control character reaches the log. A token of that subject is
+/// refused, and its audit line is escaped too.
+#[tokio::test]
+async fn i13_10_admin_supplied_values_cannot_forge_log_lines() {
+    use crate::support::{Layout, Proc};
+    let forged = "\n2026-01-01T00:00:00.000000Z ERROR mcpgate: FORGED\x1b[31m\r\x07\u{9b}2J";
+    for format in ["pretty", "json"] {
+        let idp = MockIdp::start();
+        let up = Upstream::start();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("admin-token");
+        std::fs::write(&file, ADMIN_TOKEN).unwrap();
+        let template = WITH_ADMIN
+            .replace("{TOKEN_FILE}", &file.display().to_string())
+            .replace("{IDP}", &idp.issuer())
+            .replace("{JWKS}", &idp.jwks_uri())
+            .replace("{UP}", &up.url());
+        let gw = Proc::start(Layout::Plain, &["--log-format", format], &[], |p, a| {
+            crate::support::ports(&template, p, a)
+        })
+        .await;
+        let subject = format!("mallory{forged}");
+        for field in ["subject", "client_id", "jti"] {
+            let body = json!({field: format!("{field}{forged}"), "issuer": format!("iss{forged}"), "reason": format!("why{forged}")});
+            let body = if field == "subject" {
+                json!({"subject": subject, "reason": format!("why{forged}")})
+            } else {
+                body
+            };
+            let req = Req::new("POST", "/revocations")
+                .host("localhost")
+                .bearer(ADMIN_TOKEN)
+                .h("Content-Type", "application/json")
+                .body(serde_json::to_vec(&body).unwrap());
+            let r = send_to(gw.admin_addr(), &req).await.unwrap();
+            assert_eq!(r.status, 201, "{format} {field}: {r}");
+        }
+        let t = Tok::new(&idp.issuer(), R)
+            .c("sub", json!(subject))
+            .c("iat", json!(now() - 5))
+            .build();
+        crate::support::remember(&t);
+        let r = send_to(gw.addr(), &Req::post("/mcp").bearer(&t))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 401, "{r}");
+        assert_eq!(up.count(), 0);
+        let logs = within_logs(&gw, "revocation recorded", 3).await;
+        for line in logs.lines() {
+            assert!(
+                !line.contains("FORGED")
+                    || line.contains("revocation")
+                    || line.contains("mcpgate::audit"),
+                "{format}: a forged line: {line:?}"
+            );
+            assert!(
+                !line.starts_with("2026-01-01"),
+                "{format}: a forged line: {line:?}"
+            );
+            if format == "json" {
+                serde_json::from_str::<Value>(line)
+                    .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line:?}"));
+            }
+        }
+        assert!(
+            !logs.chars().any(|c| c.is_control() && c != '\n'),
+            "{format}: a control character reached the log"
+        );
+        assert!(
+            logs.contains("FORGED"),
+            "{format}: the values were not logged at all"
+        );
+        assert!(
+            logs.contains("token_revoked") || logs.contains("revoked"),
+            "{logs}"
+        );
+    }
+}
+
+/// The gateway's log once it holds `n` lines containing `needle` (bounded wait).
+async fn within_logs(gw: &crate::support::Proc, needle: &str, n: usize) -> String {
+    let mut logs = String::new();
+    let found = within(Duration::from_secs(5), || {
+        logs = gw.logs();
+        let ok = logs.matches(needle).count() >= n;
+        async move { ok }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("{n} × {needle:?} not logged:\n{logs}"));
+    logs
 }

@@ -213,6 +213,14 @@ impl ServeHttp for Admin {
                         "text/plain",
                         b"not ready: Redis cannot answer (state.redis.readyz)\n".to_vec(),
                     )
+                } else if self.state.revocations_unready() {
+                    text(
+                        503,
+                        "text/plain",
+                        b"not ready: the revocation list in Redis diverges from this replica's \
+                          copy and is not reconciled yet (state.redis.readyz)\n"
+                            .to_vec(),
+                    )
                 } else {
                     text(200, "text/plain", b"ready\n".to_vec())
                 }

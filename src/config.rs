@@ -113,9 +113,13 @@ pub struct FileRedis {
     /// How long an open breaker fails calls at once before letting one probe through.
     #[serde(default = "default_breaker_open_ms")]
     pub breaker_open_ms: u64,
-    /// `/readyz` answers 503 while Redis is unreachable.
+    /// `/readyz` answers 503 while Redis is unreachable, or while this replica's
+    /// revocation list diverges from Redis's and cannot be reconciled.
     #[serde(default)]
     pub readyz: bool,
+    /// A secret (at least 32 bytes) every replica shares: revocation entries and the
+    /// list's head (epoch, version, digest) are authenticated with HMAC-SHA256 under it.
+    pub hmac_key_file: Option<PathBuf>,
 }
 
 fn default_key_prefix() -> String {
@@ -590,6 +594,9 @@ pub struct RedisSettings {
     pub breaker_failures: u32,
     pub breaker_open: Duration,
     pub readyz: bool,
+    pub hmac_key_file: Option<PathBuf>,
+    /// The key read from `hmac_key_file` when the config was compiled (never printed).
+    pub hmac_key: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RedisSettings {
@@ -727,6 +734,23 @@ fn compile_state(config_file: &str, f: FileState) -> Result<StateSettings, Strin
                     Some(pem)
                 }
             };
+            let hmac_key_file = r.hmac_key_file.map(|p| relative_to(config_file, p));
+            let hmac_key = match &hmac_key_file {
+                None => None,
+                Some(p) => {
+                    let raw = std::fs::read(p)
+                        .map_err(|e| format!("state.redis.hmac_key_file {}: {e}", p.display()))?;
+                    let key = crate::apikeys::strip_one_newline(&raw);
+                    if key.len() < 32 {
+                        return Err(format!(
+                            "state.redis.hmac_key_file {}: the key must be at least 32 bytes \
+                             (e.g. `openssl rand -base64 48`)",
+                            p.display()
+                        ));
+                    }
+                    Some(key.to_vec())
+                }
+            };
             Some(RedisSettings {
                 url: r.url,
                 redacted,
@@ -738,6 +762,8 @@ fn compile_state(config_file: &str, f: FileState) -> Result<StateSettings, Strin
                 breaker_failures: r.breaker_failures,
                 breaker_open: Duration::from_millis(r.breaker_open_ms),
                 readyz: r.readyz,
+                hmac_key_file,
+                hmac_key,
             })
         }
     };
@@ -1192,13 +1218,18 @@ impl Config {
         }
         if let Some(r) = &self.state.redis {
             s.push_str(&format!(
-                "  state: redis {} prefix {:?} timeout {} ms; dpop replay fail {}, revocations fail {}{}\n",
+                "  state: redis {} prefix {:?} timeout {} ms; dpop replay fail {}, revocations fail {}{}{}\n",
                 r.redacted,
                 r.key_prefix,
                 r.timeout.as_millis(),
                 self.state.dpop_replay_fail.as_str(),
                 self.state.revocations_fail.as_str(),
-                if r.readyz { "; in /readyz" } else { "" }
+                if r.readyz { "; in /readyz" } else { "" },
+                if r.hmac_key.is_some() {
+                    "; revocations authenticated (HMAC)"
+                } else {
+                    ""
+                }
             ));
         }
         if let Some(t) = &self.admin_token {
@@ -2012,6 +2043,42 @@ routes:
             let e = Config::from_yaml("t.yaml", &text).unwrap_err();
             assert!(e.reason.contains(why), "{state}: {}", e.reason);
         }
+    }
+
+    #[test]
+    fn redis_hmac_key_file_is_read_checked_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("revocations.key");
+        let text = format!(
+            "{BASE}state:\n  redis: {{url: 'redis://r', hmac_key_file: {}}}\n",
+            f.display()
+        );
+        let e = Config::from_yaml("t.yaml", &text).unwrap_err();
+        assert!(e.reason.contains("hmac_key_file"), "{}", e.reason);
+        std::fs::write(&f, "too-short-key\n").unwrap();
+        let e = Config::from_yaml("t.yaml", &text).unwrap_err();
+        assert!(e.reason.contains("at least 32 bytes"), "{}", e.reason);
+        let key = "k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y";
+        std::fs::write(&f, format!("{key}\n")).unwrap();
+        let c = Config::from_yaml("t.yaml", &text).unwrap();
+        let r = c.state.redis.as_ref().unwrap();
+        assert_eq!(
+            r.hmac_key.as_deref(),
+            Some(key.as_bytes()),
+            "one newline stripped"
+        );
+        assert!(!format!("{c:?}").contains(key));
+        assert!(!c.summary().contains(key));
+        assert!(c.summary().contains("authenticated (HMAC)"));
+        // Relative to the config file.
+        let rel = Config::from_yaml(
+            &dir.path().join("mcpgate.yaml").display().to_string(),
+            &format!(
+                "{BASE}state:\n  redis: {{url: 'redis://r', hmac_key_file: revocations.key}}\n"
+            ),
+        )
+        .unwrap();
+        assert!(rel.state.redis.unwrap().hmac_key.is_some());
     }
 
     #[test]

@@ -170,6 +170,16 @@ impl GatewayState {
         }
     }
 
+    /// Why `/readyz` should fail because of the revocation list: configured with
+    /// `state.redis.readyz: true` and Redis's list diverges from this replica's copy
+    /// without having been reconciled yet.
+    pub fn revocations_unready(&self) -> bool {
+        match &self.store {
+            Some(s) => s.settings.readyz && self.revocations.diverged(),
+            None => false,
+        }
+    }
+
     /// Names of issuers used by a route that have no usable keys.
     pub fn unready_issuers(&self) -> Vec<String> {
         let snap = self.snapshot.load();

@@ -309,7 +309,12 @@ impl Authenticator {
                 }
             }
         };
-        let iss = iss.ok_or(Refusal::InvalidToken("token has no iss claim"))?;
+        let Some(iss) = iss else {
+            return Err(Refusal::InvalidToken(match &parsed {
+                Err(e) => e.0,
+                Ok(_) => "token has no iss claim",
+            }));
+        };
         let mut first_error: Option<Refusal> = None;
         let mut unavailable: Option<Refusal> = None;
         let mut judged = false;

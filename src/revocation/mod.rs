@@ -237,6 +237,9 @@ pub enum AddError {
 /// this often, so an entry altered in place without a message is seen within a minute.
 const FULL_LOAD_EVERY_MS: i64 = 60_000;
 
+/// Seconds before its expiry from which a revocation missing in Redis is not a divergence.
+const EXPIRY_GRACE: i64 = 30;
+
 /// Compare-and-set attempts of one `POST /revocations` before it gives up (503).
 const WRITE_ATTEMPTS: usize = 4;
 
@@ -502,7 +505,9 @@ impl Revocations {
                 )
             });
         }
-        let d = shared::judge(loaded, &st.confirmed, &self.local(now))?;
+        // An entry about to expire may already have been cleaned up by a replica whose
+        // clock runs a little ahead: not a divergence.
+        let d = shared::judge(loaded, &st.confirmed, &self.local(now + EXPIRY_GRACE))?;
         if !sh.diverged.swap(true, Ordering::AcqRel) {
             metrics::revocations_divergence(d.as_str());
             metrics::revocations_diverged(true);

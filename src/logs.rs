@@ -7,6 +7,11 @@
 //! (stderr cannot keep up), the logging thread writes it out itself. [`flush`] empties the
 //! buffer before the process exits on its own.
 //!
+//! No line carries a control character but its final newline ([`escape_line`], applied to
+//! every formatted event whatever its fields): a value from a client or the admin API
+//! cannot forge a line or drive a terminal. The pretty format has no colours for that
+//! reason.
+//!
 //! pingora logs whole request headers (`Authorization`, the query) at trace level, so its
 //! targets never log above debug, whatever `RUST_LOG` asks for; at the default `info` its
 //! debug records are not even built.

@@ -92,6 +92,21 @@ impl Admin {
                 "revocations are disabled: set admin.token_file",
             );
         };
+        let mut authorization = session
+            .req_header()
+            .headers
+            .get_all(http::header::AUTHORIZATION)
+            .iter();
+        if authorization.next().is_some() && authorization.next().is_some() {
+            // Which one would an intermediary have checked? Neither is judged.
+            let peer = session.client_addr().map(|a| a.to_string());
+            tracing::warn!(target: "mcpgate::audit", peer, "admin request refused: Authorization appears more than once");
+            return error(
+                400,
+                "invalid_request",
+                "the Authorization header appears more than once",
+            );
+        }
         if !bearer(session).is_some_and(|t| admin_token.matches(t)) {
             let peer = session.client_addr().map(|a| a.to_string());
             tracing::warn!(target: "mcpgate::audit", peer, "admin request refused: missing or wrong admin token");
@@ -197,6 +212,14 @@ impl ServeHttp for Admin {
                         503,
                         "text/plain",
                         b"not ready: Redis cannot answer (state.redis.readyz)\n".to_vec(),
+                    )
+                } else if self.state.revocations_unready() {
+                    text(
+                        503,
+                        "text/plain",
+                        b"not ready: the revocation list in Redis diverges from this replica's \
+                          copy and is not reconciled yet (state.redis.readyz)\n"
+                            .to_vec(),
                     )
                 } else {
                     text(200, "text/plain", b"ready\n".to_vec())

@@ -191,6 +191,7 @@ impl KeyStore {
                 cnf_jkt: None,
                 jti: None,
                 iat: None,
+                azp: None,
             };
             entries.push(Entry {
                 digest,

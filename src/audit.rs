@@ -131,28 +131,44 @@ impl<'o> Line<'o> {
 }
 
 /// `s` as a JSON string (also how the pretty format quotes values: a value can never
-/// break the line or fake another field).
+/// break the line, fake another field or drive a terminal). C0 and C1 controls, DEL and
+/// the Unicode line separators are escaped (`\u009b`, `\u2028`).
 fn json_string(out: &mut String, s: &str) {
     out.push('"');
     let mut clean = 0;
-    // Every byte that needs escaping is ASCII, so slicing at it keeps UTF-8 intact.
-    for (i, &b) in s.as_bytes().iter().enumerate() {
-        let esc = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f | 0x7f => "",
-            _ => continue,
+    let bytes = s.as_bytes();
+    // Every character that needs escaping starts at an ASCII byte, 0xC2 (C1: U+0080 to
+    // U+009F) or 0xE2 (U+2028, U+2029), so slicing at it keeps UTF-8 intact.
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let (esc, len): (&str, usize) = match b {
+            b'"' => ("\\\"", 1),
+            b'\\' => ("\\\\", 1),
+            b'\n' => ("\\n", 1),
+            b'\r' => ("\\r", 1),
+            b'\t' => ("\\t", 1),
+            0..=0x1f | 0x7f => ("", 1),
+            0xc2 if bytes.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)) => ("", 2),
+            0xe2 if bytes.get(i + 1) == Some(&0x80)
+                && bytes.get(i + 2).is_some_and(|n| *n == 0xa8 || *n == 0xa9) =>
+            {
+                ("", 3)
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.push_str(&s[clean..i]);
         if esc.is_empty() {
-            let _ = write!(out, "\\u{b:04x}");
+            let c = s[i..i + len].chars().next().map_or(0, |c| c as u32);
+            let _ = write!(out, "\\u{c:04x}");
         } else {
             out.push_str(esc);
         }
-        clean = i + 1;
+        i += len;
+        clean = i;
     }
     out.push_str(&s[clean..]);
     out.push('"');
@@ -230,7 +246,7 @@ mod tests {
             status: 200,
             auth_method: Some("jwt"),
             issuer: Some("as"),
-            subject: Some("al\"ice\n\u{1}x"),
+            subject: Some("al\"ice\n\u{1}x\u{9b}\u{2028}é"),
             client_id: None,
             token: Some("0123456789ab"),
             dpop_jkt: None,
@@ -276,7 +292,7 @@ mod tests {
         assert_eq!(v["level"], "INFO");
         assert_eq!(v["target"], "mcpgate::audit");
         let f = &v["fields"];
-        assert_eq!(f["subject"], "al\"ice\n\u{1}x");
+        assert_eq!(f["subject"], "al\"ice\n\u{1}x\u{9b}\u{2028}é");
         assert_eq!(f["status"], 200);
         assert_eq!(f["decision_us"], 17);
         assert_eq!(f["mcp_name"], "ré");
@@ -292,7 +308,7 @@ mod tests {
             s,
             "1970-01-01T00:00:00.000000Z  INFO mcpgate::audit: route=\"mcp\" method=\"POST\" \
              path=\"/mcp\" decision=\"allow\" reason=\"ok\" status=200 auth_method=\"jwt\" \
-             issuer=\"as\" subject=\"al\\\"ice\\n\\u0001x\" token=\"0123456789ab\" \
+             issuer=\"as\" subject=\"al\\\"ice\\n\\u0001x\\u009b\\u2028é\" token=\"0123456789ab\" \
              mcp_method=\"tools/call\" mcp_name=\"ré\" decision_us=17\n"
         );
     }

@@ -2,14 +2,18 @@
 //!
 //! The token step of the request flow. [`Authenticator::authenticate_request`] takes
 //! the credentials the route accepts (a Bearer token, or a legacy API key checked in
-//! `apikeys`). A token is looked up by SHA-256 in a bounded cache whose entries are
-//! never used past `exp`; on a miss it forks on its shape: a token that is not a JWT, or
-//! one whose issuer sets `token_format: opaque`, is introspected (`introspect`, with its
-//! own cache); a JWT is parsed once, matched to one of the route's issuers by `iss`,
-//! verified against that issuer's current keys (with one single-flight refetch for an
-//! unknown `kid`), and its issuer-level claims checked (`exp`, `nbf`, `iat`, `typ`,
-//! required claims). Every path yields the same [`Principal`]. Route-level checks
-//! (audience, scopes) are in `policy` and run on every request, cached or not.
+//! `apikeys`). A token is judged only by the issuer entries the route accepts. It is
+//! looked up in a bounded cache keyed by its SHA-256 *and* the fingerprint of the entry
+//! that verified it (every setting that shaped the verdict), whose entries are never
+//! used past `exp`; on a miss it forks on its shape: a token that is not a JWT goes to
+//! the route's introspecting entry (`introspect`, with its own cache per entry); a JWT
+//! is parsed once and judged by each of the route's entries whose `issuer` is its
+//! `iss`, in route order, until one accepts it: introspected when that entry sets
+//! `token_format: opaque`, else verified against that entry's current keys (with one
+//! single-flight refetch for an unknown `kid`) and its entry-level claims checked
+//! (`exp`, `nbf`, `iat`, `typ`, required claims). Every path yields the same
+//! [`Principal`]. Route-level checks (audience, scopes) are in `policy` and run on
+//! every request, cached or not.
 
 use std::collections::HashSet;
 use std::hash::Hash;
@@ -17,10 +21,10 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{canonical_audience, Route, TokenFormat};
+use crate::config::{canonical_audience, Fingerprint, IssuerConfig, Route, TokenFormat};
 use crate::credentials::{self, Credentials};
 use crate::error::Refusal;
-use crate::jwks::{now_unix, KeysUnavailable};
+use crate::jwks::{now_unix, IssuerKeys, KeysUnavailable};
 use crate::jwt::{self, KeyMiss, TokenError};
 use crate::metrics;
 use crate::state::Snapshot;
@@ -90,8 +94,12 @@ pub struct Principal {
     /// The token's `jti`, for revocation by token id.
     pub jti: Option<Box<str>>,
     /// The token's `iat`: revocations by subject or client refuse tokens issued at or
-    /// before the revocation (a token without `iat` counts as issued before).
+    /// before the revocation, plus the issuer's skew (a token without `iat` counts as
+    /// issued before).
     pub iat: Option<i64>,
+    /// The JWT's `azp` where it differs from `client_id` (a revocation by client matches
+    /// either).
+    pub azp: Option<Arc<str>>,
 }
 
 impl Principal {
@@ -151,8 +159,13 @@ where
 /// inline, where moka allocates seven blocks per entry (≈ 600 bytes with its frequency
 /// sketch and timer wheel), and this cache holds up to `token_cache.max_entries` of them.
 /// It has no TTL: a hit past `exp` (+ skew) is removed and judged again, which refuses it.
+///
+/// An entry is keyed by the token's hash and the fingerprint of the issuer entry that
+/// verified it (`IssuerConfig::fingerprint`: its name and every setting that shaped the
+/// verdict). A route finds only verdicts of the entries it accepts, as they are
+/// configured now: a reload that changes an entry's settings makes its verdicts misses.
 pub struct Authenticator {
-    cache: quick_cache::sync::Cache<TokenHash, Arc<Principal>>,
+    cache: quick_cache::sync::Cache<(TokenHash, Fingerprint), Arc<Principal>>,
     interner: Mutex<Interner>,
 }
 
@@ -165,16 +178,12 @@ impl Authenticator {
         }
     }
 
-    /// Forget every verified token (after a reload changed an issuer's keys).
-    pub fn clear(&self) {
-        self.cache.clear();
-    }
-
-    /// A cached principal for `hash` that has not expired.
-    fn cached(&self, hash: &TokenHash) -> Option<Arc<Principal>> {
-        let p = self.cache.get(hash)?;
-        if now_unix() > p.exp + p.skew {
-            self.cache.remove(hash);
+    /// The principal issuer entry `ic` verified `hash` into, unless it has expired.
+    fn cached(&self, hash: &TokenHash, ic: &IssuerConfig, now: i64) -> Option<Arc<Principal>> {
+        let key = (*hash, ic.fingerprint);
+        let p = self.cache.get(&key)?;
+        if now > p.exp + ic.clock_skew as i64 {
+            self.cache.remove(&key);
             return None;
         }
         Some(p)
@@ -236,6 +245,13 @@ impl Authenticator {
     }
 
     /// Validate a bearer token for `route` (issuer-level checks only; see `policy`).
+    ///
+    /// A token is judged only by the issuer entries the route accepts. A cached verdict
+    /// counts only for the entry that made it and only while that entry's settings are
+    /// unchanged (the cache key holds the entry's fingerprint). On a miss, a JWT is
+    /// judged by each of the route's entries whose `issuer` is its `iss`, in the route's
+    /// order, until one accepts it (several entries may share an `issuer`: a staging and
+    /// a production key set, or one AS once with JWKS and once with introspection).
     pub async fn authenticate(
         &self,
         snapshot: &Snapshot,
@@ -244,58 +260,116 @@ impl Authenticator {
         hash: &TokenHash,
     ) -> Result<Arc<Principal>, Refusal> {
         let config = &snapshot.config;
-        if let Some(p) = self.cached(hash) {
-            metrics::token_cache(true);
-            if !route
-                .issuers
-                .iter()
-                .any(|&i| *config.issuers[i].issuer == *p.iss)
-            {
-                return Err(Refusal::InvalidToken(
-                    "token issuer is not accepted on this route",
-                ));
+        let now = now_unix();
+        for &i in &route.issuers {
+            let ic = &config.issuers[i];
+            if !ic.uses_jwks() {
+                continue;
             }
-            check_times(p.exp, p.nbf, None, p.skew, now_unix())
-                .map_err(|e| Refusal::InvalidToken(e.0))?;
-            return Ok(p);
+            if let Some(p) = self.cached(hash, ic, now) {
+                metrics::token_cache(true);
+                // Times are judged with the entry's current skew (the fingerprint makes it
+                // the one the token was verified with).
+                if check_times(p.exp, p.nbf, p.iat, ic.clock_skew as i64, now).is_ok() {
+                    return Ok(p);
+                }
+            }
         }
-        if let Some(i) = introspecting_issuer(snapshot, route, token) {
-            return match snapshot.introspectors.get(i).and_then(Option::as_ref) {
-                Some(introspector) => introspector.authenticate(token, hash).await,
-                None => Err(Refusal::IntrospectionUnavailable(
-                    "the issuer's introspection client is not available",
-                )),
+        let parsed = jwt::parse(token);
+        let shape_iss: Option<String>;
+        let iss = match &parsed {
+            Ok(p) => p.claims.iss.as_deref(),
+            Err(e) => {
+                // Not a JWT we can read: the route's introspecting entry judges it (an
+                // opaque token names no issuer; the config allows one such entry per
+                // route), or, when it is JWT-shaped, an opaque-format entry named by its
+                // unverified `iss`.
+                if !route
+                    .issuers
+                    .iter()
+                    .any(|&i| config.issuers[i].introspection.is_some())
+                {
+                    return Err(Refusal::InvalidToken(e.0));
+                }
+                match jwt::shape(token) {
+                    jwt::Shape::Opaque => {
+                        let Some(&i) = route
+                            .issuers
+                            .iter()
+                            .find(|&&i| config.issuers[i].introspection.is_some())
+                        else {
+                            return Err(Refusal::InvalidToken(e.0));
+                        };
+                        return introspect(snapshot, i, token, hash).await;
+                    }
+                    jwt::Shape::Jwt { iss } => {
+                        shape_iss = iss;
+                        shape_iss.as_deref()
+                    }
+                }
+            }
+        };
+        let Some(iss) = iss else {
+            return Err(Refusal::InvalidToken(match &parsed {
+                Err(e) => e.0,
+                Ok(_) => "token has no iss claim",
+            }));
+        };
+        let mut first_error: Option<Refusal> = None;
+        let mut unavailable: Option<Refusal> = None;
+        let mut judged = false;
+        for &i in &route.issuers {
+            let ic = &config.issuers[i];
+            if *ic.issuer != *iss {
+                continue;
+            }
+            judged = true;
+            let verdict = match (&parsed, ic.token_format) {
+                (_, TokenFormat::Opaque) => introspect(snapshot, i, token, hash).await,
+                (Ok(parsed), TokenFormat::Jwt) => {
+                    metrics::token_cache(false);
+                    match self.verify(ic, &snapshot.keys[i], parsed, now).await {
+                        Ok(p) => {
+                            let p = Arc::new(p);
+                            self.cache.insert((*hash, ic.fingerprint), p.clone());
+                            Ok(p)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                (Err(e), TokenFormat::Jwt) => Err(Refusal::InvalidToken(e.0)),
             };
+            match verdict {
+                Ok(p) => return Ok(p),
+                Err(e @ (Refusal::Unavailable(_) | Refusal::IntrospectionUnavailable(_))) => {
+                    unavailable.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        metrics::token_cache(false);
-        let p = self.verify(snapshot, route, token).await?;
-        let p = Arc::new(p);
-        self.cache.insert(*hash, p.clone());
-        Ok(p)
+        if !judged {
+            return Err(Refusal::InvalidToken(
+                "token issuer is not accepted on this route",
+            ));
+        }
+        // An entry that could not judge the token (keys or AS unavailable) may have
+        // accepted it: the client is told to retry rather than that the token is bad.
+        Err(unavailable
+            .or(first_error)
+            .unwrap_or(Refusal::InvalidToken("token is not valid")))
     }
 
+    /// Verify a parsed JWT with one issuer entry's settings and keys.
     async fn verify(
         &self,
-        snapshot: &Snapshot,
-        route: &Route,
-        token: &str,
+        issuer: &IssuerConfig,
+        keys: &Arc<IssuerKeys>,
+        parsed: &jwt::Parsed<'_>,
+        now: i64,
     ) -> Result<Principal, Refusal> {
-        let config = &snapshot.config;
         let invalid = |e: TokenError| Refusal::InvalidToken(e.0);
-        let parsed = jwt::parse(token).map_err(invalid)?;
-        let iss = parsed
-            .claims
-            .iss
-            .as_deref()
-            .ok_or(Refusal::InvalidToken("token has no iss claim"))?;
-        let (issuer, keys) = route
-            .issuers
-            .iter()
-            .map(|&i| (&config.issuers[i], &snapshot.keys[i]))
-            .find(|(ic, _)| *ic.issuer == *iss)
-            .ok_or(Refusal::InvalidToken(
-                "token issuer is not accepted on this route",
-            ))?;
         if !issuer.algorithms.contains(&parsed.alg) {
             return Err(Refusal::InvalidToken(
                 "token alg is not allowed for this issuer",
@@ -317,7 +391,7 @@ impl Authenticator {
                     "the issuer's signing keys are unavailable",
                 ));
             };
-            match jwt::verify_signature(&parsed, &snap.keys) {
+            match jwt::verify_signature(parsed, &snap.keys) {
                 Ok(()) => break,
                 Err(KeyMiss::BadSignature) => {
                     return Err(Refusal::InvalidToken("token signature is invalid"))
@@ -340,7 +414,7 @@ impl Authenticator {
             }
         }
 
-        let c = parsed.claims;
+        let c = &parsed.claims;
         let skew = issuer.clock_skew as i64;
         let exp = match &c.exp {
             Some(n) => {
@@ -360,15 +434,18 @@ impl Authenticator {
             .map(|n| jwt::numeric_date(n, "token iat is not a valid NumericDate"))
             .transpose()
             .map_err(invalid)?;
-        check_times(exp, nbf, iat, skew, now_unix()).map_err(invalid)?;
-        let Some(aud) = c.aud else {
+        check_times(exp, nbf, iat, skew, now).map_err(invalid)?;
+        let Some(aud) = &c.aud else {
             return Err(Refusal::InvalidToken("token has no aud claim"));
         };
         let audiences: Vec<Box<str>> = aud
             .iter()
             .map(|a| canonical_audience(a).into_boxed_str())
             .collect();
-        let client_id = c.client_id.or(c.azp);
+        let client_id = c.client_id.as_deref().or(c.azp.as_deref());
+        // `azp` is the client too where `client_id` is absent or names another (a
+        // revocation by client matches either).
+        let azp = c.azp.as_deref().filter(|a| Some(*a) != client_id);
         if issuer.require_at_jwt
             && (c.sub.is_none() || client_id.is_none() || iat.is_none() || c.jti.is_none())
         {
@@ -402,20 +479,21 @@ impl Authenticator {
             let mut interner = self.interner.lock().unwrap_or_else(|e| e.into_inner());
             (
                 intern(&mut interner.strs, &*scopes),
-                client_id.map(|c| intern(&mut interner.strs, &*c)),
+                client_id.map(|c| intern(&mut interner.strs, c)),
                 intern(&mut interner.audiences, &*audiences),
             )
         };
         Ok(Principal {
             cnf_jkt,
-            jti: c.jti.map(String::into_boxed_str),
+            jti: c.jti.as_deref().map(Box::from),
             iat,
             method: AuthMethod::Jwt,
             any_audience: false,
             iss: issuer.issuer.clone(),
             issuer_name: issuer.name.clone(),
-            subject: c.sub.map(String::into_boxed_str),
+            subject: c.sub.as_deref().map(Box::from),
             client_id,
+            azp: azp.map(Arc::from),
             scopes,
             audiences,
             exp,
@@ -429,37 +507,18 @@ impl Authenticator {
     }
 }
 
-/// The issuer (index into `config.issuers`) that must introspect `token` on `route`,
-/// if any: for a JWT, the route issuer named by its (unverified) `iss` when that issuer
-/// sets `token_format: opaque`; for anything else, the route's issuer with an
-/// `introspection` block (the config allows at most one per route). `None`: verify it
-/// as a JWT (which refuses a token that is not one).
-fn introspecting_issuer(snapshot: &Snapshot, route: &Route, token: &str) -> Option<usize> {
-    let config = &snapshot.config;
-    // Most routes have no introspecting issuer: then a token is a JWT or nothing, and we
-    // skip the shape probe (it decodes the token, which `jwt::parse` does again).
-    if !route
-        .issuers
-        .iter()
-        .any(|&i| config.issuers[i].introspection.is_some())
-    {
-        return None;
-    }
-    match jwt::shape(token) {
-        jwt::Shape::Jwt { iss } => {
-            let iss = iss?;
-            route.issuers.iter().copied().find(|&i| {
-                let ic = &config.issuers[i];
-                ic.token_format == TokenFormat::Opaque
-                    && ic.introspection.is_some()
-                    && *ic.issuer == *iss
-            })
-        }
-        jwt::Shape::Opaque => route
-            .issuers
-            .iter()
-            .copied()
-            .find(|&i| config.issuers[i].introspection.is_some()),
+/// Ask issuer entry `i`'s introspection client about `token`.
+async fn introspect(
+    snapshot: &Snapshot,
+    i: usize,
+    token: &str,
+    hash: &TokenHash,
+) -> Result<Arc<Principal>, Refusal> {
+    match snapshot.introspectors.get(i).and_then(Option::as_ref) {
+        Some(introspector) => introspector.authenticate(token, hash).await,
+        None => Err(Refusal::IntrospectionUnavailable(
+            "the issuer's introspection client is not available",
+        )),
     }
 }
 

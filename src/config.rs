@@ -113,9 +113,13 @@ pub struct FileRedis {
     /// How long an open breaker fails calls at once before letting one probe through.
     #[serde(default = "default_breaker_open_ms")]
     pub breaker_open_ms: u64,
-    /// `/readyz` answers 503 while Redis is unreachable.
+    /// `/readyz` answers 503 while Redis is unreachable, or while this replica's
+    /// revocation list diverges from Redis's and cannot be reconciled.
     #[serde(default)]
     pub readyz: bool,
+    /// A secret (at least 32 bytes) every replica shares: revocation entries and the
+    /// list's head (epoch, version, digest) are authenticated with HMAC-SHA256 under it.
+    pub hmac_key_file: Option<PathBuf>,
 }
 
 fn default_key_prefix() -> String {
@@ -397,6 +401,32 @@ pub struct FileIntrospection {
     pub timeout_ms: u64,
     #[serde(default = "default_true")]
     pub require_aud: bool,
+    /// Introspection calls per second this issuer may receive from one replica (a token
+    /// bucket refilled at this rate); past it, uncached tokens get 503.
+    #[serde(default = "default_introspection_rate")]
+    pub max_calls_per_second: u32,
+    /// Calls allowed at once above the rate (the bucket's size).
+    #[serde(default = "default_introspection_burst")]
+    pub burst: u32,
+    /// Consecutive failed calls (timeout, transport error, 5xx, not RFC 7662) that stop
+    /// calls to the AS for `breaker_open_ms`.
+    #[serde(default = "default_introspection_breaker_failures")]
+    pub breaker_failures: u32,
+    #[serde(default = "default_introspection_breaker_open")]
+    pub breaker_open_ms: u64,
+}
+
+fn default_introspection_rate() -> u32 {
+    50
+}
+fn default_introspection_burst() -> u32 {
+    100
+}
+fn default_introspection_breaker_failures() -> u32 {
+    5
+}
+fn default_introspection_breaker_open() -> u64 {
+    2000
 }
 
 fn default_introspection_cache() -> u64 {
@@ -592,6 +622,9 @@ pub struct RedisSettings {
     pub breaker_failures: u32,
     pub breaker_open: Duration,
     pub readyz: bool,
+    pub hmac_key_file: Option<PathBuf>,
+    /// The key read from `hmac_key_file` when the config was compiled (never printed).
+    pub hmac_key: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RedisSettings {
@@ -729,6 +762,23 @@ fn compile_state(config_file: &str, f: FileState) -> Result<StateSettings, Strin
                     Some(pem)
                 }
             };
+            let hmac_key_file = r.hmac_key_file.map(|p| relative_to(config_file, p));
+            let hmac_key = match &hmac_key_file {
+                None => None,
+                Some(p) => {
+                    let raw = std::fs::read(p)
+                        .map_err(|e| format!("state.redis.hmac_key_file {}: {e}", p.display()))?;
+                    let key = crate::apikeys::strip_one_newline(&raw);
+                    if key.len() < 32 {
+                        return Err(format!(
+                            "state.redis.hmac_key_file {}: the key must be at least 32 bytes \
+                             (e.g. `openssl rand -base64 48`)",
+                            p.display()
+                        ));
+                    }
+                    Some(key.to_vec())
+                }
+            };
             Some(RedisSettings {
                 url: r.url,
                 redacted,
@@ -740,6 +790,8 @@ fn compile_state(config_file: &str, f: FileState) -> Result<StateSettings, Strin
                 breaker_failures: r.breaker_failures,
                 breaker_open: Duration::from_millis(r.breaker_open_ms),
                 readyz: r.readyz,
+                hmac_key_file,
+                hmac_key,
             })
         }
     };
@@ -849,8 +901,14 @@ pub struct PublicUrl {
     pub authority: String,
 }
 
+/// Identifies one issuer entry with every setting that shapes its verdicts.
+pub type Fingerprint = [u8; 16];
+
 #[derive(Debug)]
 pub struct IssuerConfig {
+    /// This entry's name and settings, hashed (see [`IssuerConfig::verdict_fingerprint`]):
+    /// the key of its verdicts in the token cache.
+    pub fingerprint: Fingerprint,
     pub name: Arc<str>,
     pub issuer: Arc<str>,
     pub jwks_uri: Option<String>,
@@ -864,6 +922,24 @@ pub struct IssuerConfig {
 }
 
 impl IssuerConfig {
+    /// SHA-256 (first 16 bytes) of every field of the entry but the fingerprint itself,
+    /// the introspection secret included: a verdict cached under it was made by this
+    /// entry with exactly these settings. Built from the `Debug` form of the whole
+    /// struct, so a field added later is covered without being listed here.
+    fn verdict_fingerprint(&self) -> Fingerprint {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(format!("{self:?}").as_bytes());
+        if let Some(i) = &self.introspection {
+            h.update([0u8]);
+            h.update(i.client_secret.expose().as_bytes());
+        }
+        let d = h.finalize();
+        let mut f = [0u8; 16];
+        f.copy_from_slice(&d[..16]);
+        f
+    }
+
     /// Whether this issuer's JWTs are verified locally (so its key set is fetched).
     pub fn uses_jwks(&self) -> bool {
         self.token_format == TokenFormat::Jwt
@@ -1181,13 +1257,18 @@ impl Config {
         }
         if let Some(r) = &self.state.redis {
             s.push_str(&format!(
-                "  state: redis {} prefix {:?} timeout {} ms; dpop replay fail {}, revocations fail {}{}\n",
+                "  state: redis {} prefix {:?} timeout {} ms; dpop replay fail {}, revocations fail {}{}{}\n",
                 r.redacted,
                 r.key_prefix,
                 r.timeout.as_millis(),
                 self.state.dpop_replay_fail.as_str(),
                 self.state.revocations_fail.as_str(),
-                if r.readyz { "; in /readyz" } else { "" }
+                if r.readyz { "; in /readyz" } else { "" },
+                if r.hmac_key.is_some() {
+                    "; revocations authenticated (HMAC)"
+                } else {
+                    ""
+                }
             ));
         }
         if let Some(t) = &self.admin_token {
@@ -1427,7 +1508,8 @@ fn compile_issuer(fi: FileIssuer) -> Result<IssuerConfig, String> {
             "token_format: opaque needs an introspection block".into()
         ));
     }
-    Ok(IssuerConfig {
+    let mut ic = IssuerConfig {
+        fingerprint: [0; 16],
         name: Arc::from(fi.name.as_str()),
         issuer: Arc::from(fi.issuer),
         jwks_uri: fi.jwks_uri,
@@ -1438,7 +1520,9 @@ fn compile_issuer(fi: FileIssuer) -> Result<IssuerConfig, String> {
         max_stale: Duration::from_secs(fi.jwks_max_stale_seconds),
         token_format: fi.token_format,
         introspection,
-    })
+    };
+    ic.fingerprint = ic.verdict_fingerprint();
+    Ok(ic)
 }
 
 /// For each scope, the set of scopes that imply it (itself and all ancestors).
@@ -2007,6 +2091,42 @@ routes:
             let e = Config::from_yaml("t.yaml", &text).unwrap_err();
             assert!(e.reason.contains(why), "{state}: {}", e.reason);
         }
+    }
+
+    #[test]
+    fn redis_hmac_key_file_is_read_checked_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("revocations.key");
+        let text = format!(
+            "{BASE}state:\n  redis: {{url: 'redis://r', hmac_key_file: {}}}\n",
+            f.display()
+        );
+        let e = Config::from_yaml("t.yaml", &text).unwrap_err();
+        assert!(e.reason.contains("hmac_key_file"), "{}", e.reason);
+        std::fs::write(&f, "too-short-key\n").unwrap();
+        let e = Config::from_yaml("t.yaml", &text).unwrap_err();
+        assert!(e.reason.contains("at least 32 bytes"), "{}", e.reason);
+        let key = "k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y";
+        std::fs::write(&f, format!("{key}\n")).unwrap();
+        let c = Config::from_yaml("t.yaml", &text).unwrap();
+        let r = c.state.redis.as_ref().unwrap();
+        assert_eq!(
+            r.hmac_key.as_deref(),
+            Some(key.as_bytes()),
+            "one newline stripped"
+        );
+        assert!(!format!("{c:?}").contains(key));
+        assert!(!c.summary().contains(key));
+        assert!(c.summary().contains("authenticated (HMAC)"));
+        // Relative to the config file.
+        let rel = Config::from_yaml(
+            &dir.path().join("mcpgate.yaml").display().to_string(),
+            &format!(
+                "{BASE}state:\n  redis: {{url: 'redis://r', hmac_key_file: revocations.key}}\n"
+            ),
+        )
+        .unwrap();
+        assert!(rel.state.redis.unwrap().hmac_key.is_some());
     }
 
     #[test]

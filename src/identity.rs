@@ -312,6 +312,7 @@ mod tests {
             cnf_jkt: None,
             jti: None,
             iat: None,
+            azp: None,
         };
         prepare_upstream(
             &mut req,

@@ -77,6 +77,11 @@ pub struct IntrospectionConfig {
     pub negative_cache: Duration,
     pub timeout: Duration,
     pub require_aud: bool,
+    /// The call budget: a token bucket of `burst` calls refilled at this rate.
+    pub max_calls_per_second: u32,
+    pub burst: u32,
+    pub breaker_failures: u32,
+    pub breaker_open: Duration,
 }
 
 /// Validate the `introspection` block of an issuer.
@@ -103,6 +108,20 @@ pub fn compile(f: FileIntrospection) -> Result<IntrospectionConfig, String> {
     if !(100..=30_000).contains(&f.timeout_ms) {
         return Err(ctx("timeout_ms must be between 100 and 30000".into()));
     }
+    if !(1..=10_000).contains(&f.max_calls_per_second) {
+        return Err(ctx(
+            "max_calls_per_second must be between 1 and 10000".into()
+        ));
+    }
+    if !(1..=100_000).contains(&f.burst) {
+        return Err(ctx("burst must be between 1 and 100000".into()));
+    }
+    if !(1..=100).contains(&f.breaker_failures) {
+        return Err(ctx("breaker_failures must be between 1 and 100".into()));
+    }
+    if !(100..=60_000).contains(&f.breaker_open_ms) {
+        return Err(ctx("breaker_open_ms must be between 100 and 60000".into()));
+    }
     Ok(IntrospectionConfig {
         endpoint: f.endpoint,
         client_id: f.client_id,
@@ -112,6 +131,10 @@ pub fn compile(f: FileIntrospection) -> Result<IntrospectionConfig, String> {
         negative_cache: Duration::from_secs(f.negative_cache_seconds),
         timeout: Duration::from_millis(f.timeout_ms),
         require_aud: f.require_aud,
+        max_calls_per_second: f.max_calls_per_second,
+        burst: f.burst,
+        breaker_failures: f.breaker_failures,
+        breaker_open: Duration::from_millis(f.breaker_open_ms),
     })
 }
 
@@ -161,6 +184,10 @@ pub enum Failure {
     /// 200, but not a JSON object (an HTML error page, a proxy's login form...).
     NotJson,
     TooLarge,
+    /// Not asked: the issuer's call budget is spent (`max_calls_per_second`, `burst`).
+    RateLimited,
+    /// Not asked: the AS failed `breaker_failures` times in a row; the breaker is open.
+    CircuitOpen,
 }
 
 impl Failure {
@@ -168,6 +195,8 @@ impl Failure {
         match self {
             Failure::Timeout => "timeout",
             Failure::Unauthorized(_) => "unauthorized",
+            Failure::RateLimited => "rate_limited",
+            Failure::CircuitOpen => "circuit_open",
             _ => "error",
         }
     }
@@ -185,6 +214,10 @@ impl std::fmt::Display for Failure {
             Failure::TooLarge => {
                 write!(f, "introspection response is larger than {MAX_BODY} bytes")
             }
+            Failure::RateLimited => f.write_str("the issuer's introspection budget is spent"),
+            Failure::CircuitOpen => {
+                f.write_str("the introspection endpoint keeps failing (circuit breaker open)")
+            }
         }
     }
 }
@@ -199,6 +232,38 @@ impl moka::Expiry<TokenHash, Outcome> for OutcomeExpiry {
     }
 }
 
+/// A token bucket: `burst` calls at once, refilled at `rate` per second.
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    /// Tokens left, and when they were counted.
+    state: std::sync::Mutex<(f64, Instant)>,
+}
+
+impl Bucket {
+    fn new(rate: u32, burst: u32, now: Instant) -> Bucket {
+        Bucket {
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            state: std::sync::Mutex::new((f64::from(burst), now)),
+        }
+    }
+
+    /// Take one call from the budget at `now`; false when it is spent.
+    fn take(&self, now: Instant) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let elapsed = now.saturating_duration_since(s.1).as_secs_f64();
+        s.0 = (s.0 + elapsed * self.rate).min(self.burst);
+        s.1 = now.max(s.1);
+        if s.0 >= 1.0 {
+            s.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// The introspection client and answer cache of one issuer.
 pub struct Introspector {
     pub issuer: Arc<IssuerConfig>,
@@ -210,6 +275,11 @@ pub struct Introspector {
     discovery_failed_ms: AtomicU64,
     epoch: Instant,
     cache: moka::future::Cache<TokenHash, Outcome>,
+    /// Calls to the AS: at most the budget, and none while the AS keeps failing.
+    budget: Bucket,
+    breaker: crate::store::Breaker,
+    /// Bounded logging of calls refused by the budget or the breaker.
+    loud: crate::store::LoudLog,
 }
 
 impl Introspector {
@@ -226,13 +296,16 @@ impl Introspector {
             .build();
         Some(Arc::new(Introspector {
             issuer,
-            config,
             capacity,
             fetcher,
             endpoint: tokio::sync::OnceCell::new(),
             discovery_failed_ms: AtomicU64::new(u64::MAX),
             epoch: Instant::now(),
             cache,
+            budget: Bucket::new(config.max_calls_per_second, config.burst, Instant::now()),
+            breaker: crate::store::Breaker::new(config.breaker_failures, config.breaker_open),
+            loud: crate::store::LoudLog::default(),
+            config,
         }))
     }
 
@@ -272,11 +345,18 @@ impl Introspector {
                         metrics::introspection_cache(!e.is_fresh());
                         e.into_value()
                     }
-                    Err(_) => {
+                    Err(e) => {
                         metrics::introspection_cache(false);
-                        return Err(Refusal::IntrospectionUnavailable(
-                            "the authorization server could not be asked about the token",
-                        ));
+                        return Err(Refusal::IntrospectionUnavailable(match *e {
+                            Failure::RateLimited => {
+                                "too many unknown tokens: the issuer's introspection budget is \
+                                 spent, retry later"
+                            }
+                            Failure::CircuitOpen => {
+                                "the authorization server keeps failing and is not asked for now"
+                            }
+                            _ => "the authorization server could not be asked about the token",
+                        }));
                     }
                 }
             }
@@ -291,8 +371,29 @@ impl Introspector {
         }
     }
 
+    /// Whether a call may go to the AS now: the breaker is closed (or lets this one probe
+    /// through) and the budget has a call left. Counted and logged (bounded) when not.
+    fn may_call(&self, hash: &TokenHash) -> Result<(), Failure> {
+        let refused = if !self.breaker.allow() {
+            Failure::CircuitOpen
+        } else if !self.budget.take(Instant::now()) {
+            Failure::RateLimited
+        } else {
+            return Ok(());
+        };
+        let name = &self.issuer.name;
+        metrics::introspection_refused(name, refused.label());
+        let token = hash_prefix(hash);
+        self.loud.error(|n| {
+            tracing::warn!(issuer = %name, token, refused_since_last_line = n, reason = %refused,
+                "introspection call not made; answering 503")
+        });
+        Err(refused)
+    }
+
     /// One introspection call (the cache makes it single-flight per token).
     async fn introspect(&self, token: String, hash: TokenHash) -> Result<Outcome, Failure> {
+        self.may_call(&hash)?;
         let name = &self.issuer.name;
         let started = Instant::now();
         let result = match self.endpoint().await {
@@ -309,6 +410,22 @@ impl Introspector {
         let seconds = started.elapsed().as_secs_f64();
         let outcome =
             result.and_then(|(status, body)| evaluate(status, &body, &self.issuer, now_unix()));
+        match &outcome {
+            Ok(_) => {
+                if self.breaker.success() {
+                    tracing::warn!(issuer = %name, "the introspection endpoint answers again: circuit breaker closed");
+                }
+            }
+            Err(e) => {
+                if self.breaker.failure() {
+                    tracing::error!(issuer = %name, error = %e,
+                        failures = self.config.breaker_failures,
+                        open_ms = self.config.breaker_open.as_millis() as u64,
+                        "the introspection endpoint keeps failing: circuit breaker open, \
+                         uncached opaque tokens get 503 without a call");
+                }
+            }
+        }
         let token = hash_prefix(&hash);
         match &outcome {
             Ok(Outcome::Active(p, ttl)) => {
@@ -461,6 +578,7 @@ struct Answer {
     scope: Option<Value>,
     sub: Option<Value>,
     client_id: Option<Value>,
+    azp: Option<Value>,
     token_type: Option<Value>,
     token_use: Option<Value>,
     cnf: Option<Value>,
@@ -601,6 +719,9 @@ fn judge(
     }
     let subject = opt_str(&a.sub, "the token sub is malformed")?;
     let client_id = opt_str(&a.client_id, "the token client_id is malformed")?;
+    let azp = opt_str(&a.azp, "the token azp is malformed")?;
+    let client_id = client_id.or(azp);
+    let azp = azp.filter(|a| Some(*a) != client_id);
     let jti = opt_str(&a.jti, "the token jti is malformed")?;
     let iat = opt_time(&a.iat, "the token iat is not a valid NumericDate")?;
     Ok(Principal {
@@ -618,6 +739,7 @@ fn judge(
         cnf_jkt,
         jti: jti.map(Box::from),
         iat,
+        azp: azp.map(Arc::from),
     })
 }
 
@@ -781,6 +903,54 @@ mod tests {
         assert_eq!(i.timeout, Duration::from_millis(2000));
         assert!(i.require_aud);
         assert_eq!(i.auth_method, ClientAuth::ClientSecretBasic);
+    }
+
+    #[test]
+    fn bucket_allows_the_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let b = Bucket::new(10, 3, t0);
+        assert!(b.take(t0) && b.take(t0) && b.take(t0), "the burst");
+        assert!(!b.take(t0), "spent");
+        assert!(
+            !b.take(t0 + Duration::from_millis(50)),
+            "half a call refilled"
+        );
+        assert!(
+            b.take(t0 + Duration::from_millis(100)),
+            "one call per 100 ms"
+        );
+        assert!(!b.take(t0 + Duration::from_millis(100)));
+        // Never more than the burst, however long it was idle.
+        let later = t0 + Duration::from_secs(3600);
+        assert!((0..3).all(|_| b.take(later)));
+        assert!(!b.take(later));
+        // A clock read out of order does not mint calls.
+        assert!(!b.take(t0));
+    }
+
+    #[test]
+    fn budget_settings_are_checked() {
+        let c = |extra: &str| {
+            Config::from_yaml(
+                "t",
+                &format!(
+                    "listen: {{address: '127.0.0.1:1', public_url: 'https://mcp.example.com'}}\nadmin: {{address: '127.0.0.1:2'}}\nissuers:\n- name: a\n  issuer: 'https://as.example.com'\n  introspection: {{client_id: gw, client_secret: s{extra}}}\nroutes: [{{name: m, path_prefix: /mcp, upstream: 'http://127.0.0.1:3'}}]\n"
+                ),
+            )
+        };
+        let d = c("").unwrap();
+        let i = d.issuers[0].introspection.as_ref().unwrap();
+        assert_eq!((i.max_calls_per_second, i.burst), (50, 100));
+        assert_eq!(i.breaker_failures, 5);
+        assert_eq!(i.breaker_open, Duration::from_secs(2));
+        for bad in [
+            ", max_calls_per_second: 0",
+            ", burst: 0",
+            ", breaker_failures: 0",
+            ", breaker_open_ms: 10",
+        ] {
+            assert!(c(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -101,7 +101,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &registry,
             "mcpgate_introspection_requests_total",
             "RFC 7662 introspection calls by issuer and result \
-             (active, inactive, timeout, unauthorized, error).",
+             (active, inactive, timeout, unauthorized, error; rate_limited and circuit_open: \
+             not made).",
             &["issuer", "result"],
         ),
         introspection_seconds: HistogramVec::new(
@@ -226,6 +227,14 @@ pub fn introspection_call(issuer: &str, result: &str, seconds: f64) {
     }
     if let Some(h) = &METRICS.introspection_seconds {
         h.with_label_values(&[issuer]).observe(seconds);
+    }
+}
+
+/// An introspection call not made (`rate_limited`, `circuit_open`): counted with the
+/// calls, without a duration.
+pub fn introspection_refused(issuer: &str, result: &str) {
+    if let Some(c) = &METRICS.introspections {
+        c.with_label_values(&[issuer, result]).inc();
     }
 }
 
@@ -411,6 +420,39 @@ static STREAMS_REVOKED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
     )
 });
 
+static REVOCATIONS_DIVERGENCE: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        &METRICS.registry,
+        "mcpgate_revocations_divergence_total",
+        "Times this replica found Redis's revocation list diverging from its own copy, by \
+         reason (epoch: Redis lost or replaced the list; version: it went back; digest: \
+         entries deleted, altered or added without a head; unauthenticated: the head does not \
+         authenticate; missing: a revocation this replica holds is absent). Each is reconciled \
+         by writing back the union.",
+        &["reason"],
+    )
+});
+
+static REVOCATIONS_DIVERGED: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
+    gauge(
+        &METRICS.registry,
+        "mcpgate_revocations_diverged",
+        "1 while Redis's revocation list diverges from this replica's and is not reconciled yet.",
+        &[],
+    )
+});
+
+static REVOCATIONS_INTEGRITY: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        &METRICS.registry,
+        "mcpgate_revocations_integrity_failures_total",
+        "Revocation entries (what=entry) and list heads (what=head) in Redis that are not \
+         mcpgate's or do not authenticate under state.redis.hmac_key_file; ignored. Counted \
+         at each load that sees them.",
+        &["what"],
+    )
+});
+
 /// Register the shared-state metrics so that they are exposed (at zero) from the start.
 pub fn register_state_metrics(redis: bool) {
     LazyLock::force(&REVOCATIONS_APPLIED);
@@ -421,7 +463,10 @@ pub fn register_state_metrics(redis: bool) {
         LazyLock::force(&REDIS_CALLS);
         LazyLock::force(&REDIS_SECONDS);
         LazyLock::force(&FAIL_OPEN);
+        LazyLock::force(&REVOCATIONS_DIVERGENCE);
+        LazyLock::force(&REVOCATIONS_INTEGRITY);
         redis_circuit(false);
+        revocations_diverged(false);
     }
 }
 
@@ -575,5 +620,25 @@ pub fn connection_refused(reason: &str) {
 pub fn connection_timeout(kind: &str) {
     if let Some(c) = &*CONNECTION_TIMEOUTS {
         c.with_label_values(&[kind]).inc();
+    }
+}
+
+/// A divergence between Redis's revocation list and this replica's was found.
+pub fn revocations_divergence(reason: &str) {
+    if let Some(c) = &*REVOCATIONS_DIVERGENCE {
+        c.with_label_values(&[reason]).inc();
+    }
+}
+
+pub fn revocations_diverged(diverged: bool) {
+    if let Some(g) = &*REVOCATIONS_DIVERGED {
+        g.with_label_values(&[] as &[&str]).set(diverged as i64);
+    }
+}
+
+/// `n` entries or heads in Redis failed authentication (`what`: entry, head).
+pub fn revocations_integrity_failures(what: &str, n: usize) {
+    if let Some(c) = &*REVOCATIONS_INTEGRITY {
+        c.with_label_values(&[what]).inc_by(n as u64);
     }
 }

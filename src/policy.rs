@@ -106,6 +106,7 @@ mod tests {
             cnf_jkt: None,
             jti: None,
             iat: None,
+            azp: None,
         }
     }
 

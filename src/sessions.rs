@@ -157,6 +157,7 @@ mod tests {
             nbf: None,
             skew: 0,
             cnf_jkt: None,
+            azp: None,
             jti: None,
             iat: None,
         }

@@ -304,6 +304,7 @@ routes:
             nbf: None,
             skew: 0,
             cnf_jkt: None,
+            azp: None,
             jti: None,
             iat: None,
         }

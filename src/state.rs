@@ -160,12 +160,10 @@ impl GatewayState {
                     .to_string(),
             );
         }
+        // Cached verdicts need no clearing: each is keyed by the fingerprint of the issuer
+        // entry that made it, so an entry whose settings changed (or that is gone) finds
+        // none of its old verdicts, on the next request.
         let next = build_snapshot(Arc::new(config), Some(&old), &self.fetcher);
-        // Tokens verified with keys of an issuer that is gone or changed are forgotten.
-        let kept = |k: &Arc<IssuerKeys>| next.keys.iter().any(|n| Arc::ptr_eq(n, k));
-        if !old.keys.iter().all(kept) {
-            self.auth.clear();
-        }
         self.snapshot.store(Arc::new(next));
         notes
     }
@@ -175,6 +173,16 @@ impl GatewayState {
     pub fn redis_unready(&self) -> bool {
         match &self.store {
             Some(s) => s.settings.readyz && !s.breaker.healthy(),
+            None => false,
+        }
+    }
+
+    /// Why `/readyz` should fail because of the revocation list: configured with
+    /// `state.redis.readyz: true` and Redis's list diverges from this replica's copy
+    /// without having been reconciled yet.
+    pub fn revocations_unready(&self) -> bool {
+        match &self.store {
+            Some(s) => s.settings.readyz && self.revocations.diverged(),
             None => false,
         }
     }

@@ -1172,6 +1172,10 @@ impl Gateway {
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+    /// The process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

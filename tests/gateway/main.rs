@@ -28,3 +28,4 @@ mod scaleout;
 mod support;
 mod upstream;
 mod upstream_tls;
+mod verdicts;

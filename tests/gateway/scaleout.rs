@@ -135,6 +135,50 @@ impl Redis {
         self.signal("CONT");
     }
 
+    /// Commands sent together on one connection (a `MULTI` ... `EXEC` block, say); the
+    /// whole answer once it holds at least `lines` lines.
+    async fn pipeline(&self, cmds: &[&[&str]], lines: usize) -> Result<String, String> {
+        let mut req = String::new();
+        for args in cmds {
+            req.push_str(&format!("*{}\r\n", args.len()));
+            for a in *args {
+                req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
+        }
+        tokio::time::timeout(Duration::from_secs(2), async {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .map_err(|e| e.to_string())?;
+            s.write_all(req.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            while got.windows(2).filter(|w| w == b"\r\n").count() < lines {
+                let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            Ok(String::from_utf8_lossy(&got).to_string())
+        })
+        .await
+        .map_err(|_| "timeout".to_string())?
+    }
+
+    /// A bulk-string answer (`GET`, `HGET`; the value holds no CRLF): `None` for nil.
+    async fn get(&self, args: &[&str]) -> Option<String> {
+        let text = self.pipeline(&[args], 1).await.unwrap();
+        if text.starts_with("$-1") {
+            return None;
+        }
+        let text = self.pipeline(&[args], 2).await.unwrap();
+        let (first, rest) = text.split_once("\r\n").unwrap();
+        let len: usize = first.trim_start_matches('$').parse().unwrap();
+        Some(rest[..len].to_string())
+    }
+
     /// One command over RESP; the first line of the answer.
     async fn cmd(&self, args: &[&str]) -> Result<String, String> {
         let mut req = format!("*{}\r\n", args.len());
@@ -202,6 +246,8 @@ struct Opts {
     state: &'static str,
     /// Lines under `state.redis:`.
     redis: &'static str,
+    /// Give every replica the same `state.redis.hmac_key_file`.
+    hmac: bool,
 }
 
 struct Cluster {
@@ -211,6 +257,8 @@ struct Cluster {
     up: Up,
     redis: Redis,
     _dir: tempfile::TempDir,
+    /// The replicas' config, to start another one.
+    render: std::sync::Arc<dyn Fn(u16, u16) -> String + Send + Sync>,
 }
 
 fn upstream() -> Up {
@@ -236,6 +284,14 @@ impl Cluster {
         let token_file = dir.path().join("admin-token");
         std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
         let prefix = format!("t{}:", random_hex(4));
+        let hmac_line = if opts.hmac {
+            let key = dir.path().join("revocations.key");
+            std::fs::write(&key, format!("{}\n", random_hex(24))).unwrap();
+            format!("    hmac_key_file: {}\n", key.display())
+        } else {
+            String::new()
+        };
+        let redis_extra = format!("{}{hmac_line}", opts.redis);
         let render = {
             let (issuer, jwks, upurl) = (idp.issuer(), idp.jwks_uri(), up.url());
             let token_file = token_file.display().to_string();
@@ -248,7 +304,7 @@ impl Cluster {
                     .replace("{REDIS}", &port)
                     .replace("{PREFIX}", &prefix)
                     .replace("{TIMEOUT}", &TIMEOUT_MS.to_string())
-                    .replace("{REDIS_EXTRA}", opts.redis)
+                    .replace("{REDIS_EXTRA}", &redis_extra)
                     .replace("{STATE}", opts.state)
                     .replace("{IDP}", &issuer)
                     .replace("{JWKS}", &jwks)
@@ -256,7 +312,7 @@ impl Cluster {
             }
         };
         let a = Gateway::start(render.clone()).await;
-        let b = Gateway::start(render).await;
+        let b = Gateway::start(render.clone()).await;
         for gw in [&a, &b] {
             gw.wait_ready(Duration::from_secs(10)).await.unwrap();
         }
@@ -267,7 +323,16 @@ impl Cluster {
             up,
             redis,
             _dir: dir,
+            render: std::sync::Arc::new(render),
         }
+    }
+
+    /// Another replica with the same config.
+    async fn replica(&self) -> Gateway {
+        let render = self.render.clone();
+        let gw = Gateway::start(move |p, a| render(p, a)).await;
+        gw.wait_ready(Duration::from_secs(10)).await.unwrap();
+        gw
     }
 
     fn tok(&self) -> Tok {
@@ -471,8 +536,12 @@ async fn revocation_at_a_refuses_the_token_at_b_within_one_second() {
         eprintln!("{kind}: revoked at B {took:?} after the POST to A");
 
         if kind != "jti" {
-            // Issued after the revocation: fine again.
-            tokio::time::sleep(Duration::from_millis(1100)).await;
+            // Issued after the revocation plus the issuer's skew (60 s; the gateway
+            // accepts an iat up to that far ahead): fine again.
+            let revoked_at = v["revocation"]["revoked_at"].as_i64().unwrap();
+            within(Duration::from_secs(3), || async { now() > revoked_at })
+                .await
+                .unwrap();
             let claim = if kind == "subject" {
                 "sub"
             } else {
@@ -481,7 +550,7 @@ async fn revocation_at_a_refuses_the_token_at_b_within_one_second() {
             let fresh = c
                 .tok()
                 .c(claim, json!(value))
-                .c("iat", json!(now()))
+                .c("iat", json!(revoked_at + 61))
                 .build();
             assert_eq!(
                 c.bearer(&c.b, &fresh).await.status,
@@ -1083,6 +1152,7 @@ async fn rediss_with_password_and_private_ca() {
         up,
         redis,
         _dir: tempfile::tempdir().unwrap(),
+        render: std::sync::Arc::new(|_, _| String::new()),
     };
     let token = bound_token(&c);
     let p = proof(&token);
@@ -1112,4 +1182,410 @@ async fn rediss_with_password_and_private_ca() {
             "the Redis password was logged"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 21 items 4 and 5: a replica notices when Redis's list is not the one it confirmed,
+// and (with state.redis.hmac_key_file) what it loads is authenticated
+// ---------------------------------------------------------------------------------------------
+
+/// The head of the list in Redis, parsed.
+async fn head(c: &Cluster) -> Option<Value> {
+    let key = format!("{}revocations:head", prefix_of(c));
+    c.redis
+        .get(&["GET", &key])
+        .await
+        .map(|s| serde_json::from_str(&s).unwrap())
+}
+
+async fn hlen(c: &Cluster) -> String {
+    let key = format!("{}revocations", prefix_of(c));
+    c.redis.cmd(&["HLEN", &key]).await.unwrap()
+}
+
+/// Sends `kill -s <sig>` to a replica.
+fn signal(gw: &Gateway, sig: &str) {
+    let st = Command::new("kill")
+        .args(["-s", sig, &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -s {sig}");
+}
+
+/// Asserts `token` is refused as revoked at `gw` and that the upstream got nothing. (These
+/// helpers box their futures: the long tests below would overflow the test thread's
+/// stack in a debug build otherwise.)
+async fn assert_revoked_at(c: &Cluster, gw: &Gateway, token: &str, what: &str) {
+    Box::pin(async {
+        let before = c.up.count();
+        let r = c.bearer(gw, token).await;
+        assert!(is_revoked(&r), "{what}: {r}");
+        assert_eq!(
+            c.up.count(),
+            before,
+            "{what}: the refusal reached the upstream"
+        );
+    })
+    .await
+}
+
+/// The sum of a metric over both replicas.
+async fn both(c: &Cluster, name: &str, labels: &[(&str, &str)]) -> f64 {
+    Box::pin(async {
+        metrics(&c.a).await.value(name, labels) + metrics(&c.b).await.value(name, labels)
+    })
+    .await
+}
+
+/// Polls (bounded) until a replica refuses `token` as revoked.
+async fn until_revoked(c: &Cluster, gw: &Gateway, token: &str, limit: Duration) -> bool {
+    Box::pin(within(limit, || async {
+        is_revoked(&c.bearer(gw, token).await)
+    }))
+    .await
+    .is_ok()
+}
+
+/// Polls (bounded) until `HGET hash field` is `want`.
+async fn until_field(c: &Cluster, hash: &str, field: &str, want: Option<&str>) -> bool {
+    Box::pin(within(Duration::from_secs(3), || async {
+        c.redis.get(&["HGET", hash, field]).await.as_deref() == want
+    }))
+    .await
+    .is_ok()
+}
+
+/// Redis restarts empty and another (fresh) replica writes it back up to the very version
+/// replica B had confirmed, without B's revocation and with one B never saw. B, stopped
+/// meanwhile (SIGSTOP), notices when it runs again, although the version is the same: the
+/// epoch differs. It counts the divergence and writes back the union, so both
+/// revocations are enforced everywhere and are in Redis again.
+#[tokio::test]
+async fn i21_4_a_replica_notices_redis_lost_its_data_at_the_same_version() {
+    let mut c = Cluster::start(Opts::default()).await;
+    let t1 = c.tok().c("sub", json!("first")).build();
+    let t2 = c.tok().c("sub", json!("second")).build();
+    assert_eq!(c.bearer(&c.b, &t2).await.status, 200);
+    let r = admin_post(&c.a, &json!({"subject": "first"}), Some(ADMIN_TOKEN)).await;
+    assert_eq!(r.status, 201, "{r}");
+    within(Duration::from_secs(1), || async {
+        is_revoked(&c.bearer(&c.b, &t1).await)
+    })
+    .await
+    .expect("B did not apply the revocation");
+    let confirmed = head(&c).await.expect("no head in Redis");
+    assert_eq!(confirmed["version"], 1, "{confirmed}");
+
+    // B stops looking; A goes away; Redis loses everything.
+    signal(&c.b, "STOP");
+    signal(&c.a, "KILL");
+    c.redis.restart().await;
+    assert_eq!(hlen(&c).await, ":0");
+    // A fresh replica writes the list back up to B's version, without B's revocation.
+    let fresh = c.replica().await;
+    let r = admin_post(&fresh, &json!({"subject": "second"}), Some(ADMIN_TOKEN)).await;
+    assert_eq!(r.status, 201, "{r}");
+    let now_head = head(&c).await.unwrap();
+    assert_eq!(
+        now_head["version"], confirmed["version"],
+        "the same version: {now_head}"
+    );
+    assert_ne!(now_head["epoch"], confirmed["epoch"], "{now_head}");
+    assert_eq!(
+        c.bearer(&fresh, &t1).await.status,
+        200,
+        "the lost revocation"
+    );
+
+    signal(&c.b, "CONT");
+    // B enforces the revocation it never saw...
+    within(Duration::from_secs(5), || async {
+        is_revoked(&c.bearer(&c.b, &t2).await)
+    })
+    .await
+    .expect("B kept confirming its stale copy");
+    assert_revoked_at(&c, &c.b, &t1, "B keeps its own").await;
+    // ... and put its own back, so the fresh replica enforces it too.
+    within(Duration::from_secs(5), || async { hlen(&c).await == ":2" })
+        .await
+        .expect("B's revocation was not written back to Redis");
+    within(Duration::from_secs(2), || async {
+        is_revoked(&c.bearer(&fresh, &t1).await)
+    })
+    .await
+    .expect("the fresh replica did not get B's revocation");
+    let m = metrics(&c.b).await;
+    assert_eq!(
+        m.value(
+            "mcpgate_revocations_divergence_total",
+            &[("reason", "epoch")]
+        ),
+        1.0
+    );
+    assert_eq!(m.get("mcpgate_revocations_diverged", &[]), Some(0.0));
+    assert!(c.b.logs().contains("diverges from this replica's copy"));
+    let healed = head(&c).await.unwrap();
+    assert_eq!(
+        healed["epoch"], now_head["epoch"],
+        "B joined the new epoch: {healed}"
+    );
+    assert!(healed["version"].as_u64().unwrap() > 1, "{healed}");
+}
+
+/// With `readyz: true`, a divergence that cannot be reconciled (Redis refuses writes:
+/// `min-replicas-to-write`) makes `/readyz` answer 503 and `mcpgate_revocations_diverged`
+/// 1, while the replicas keep enforcing their copy; once Redis takes writes again, the
+/// list is written back and both are ready.
+#[tokio::test]
+async fn i21_4_an_unreconciled_divergence_is_reported_in_readyz() {
+    let c = Cluster::start(Opts {
+        redis: "    readyz: true\n",
+        ..Opts::default()
+    })
+    .await;
+    let t = c.tok().c("sub", json!("gone")).build();
+    let r = admin_post(&c.a, &json!({"subject": "gone"}), Some(ADMIN_TOKEN)).await;
+    assert_eq!(r.status, 201, "{r}");
+    within(Duration::from_secs(1), || async {
+        is_revoked(&c.bearer(&c.b, &t).await)
+    })
+    .await
+    .unwrap();
+    let key = format!("{}revocations", prefix_of(&c));
+    let head_key = format!("{key}:head");
+    // The list is lost, and Redis refuses writes from then on, in one transaction.
+    let reply = c
+        .redis
+        .pipeline(
+            &[
+                &["MULTI"],
+                &["DEL", &key, &head_key],
+                &["CONFIG", "SET", "min-replicas-to-write", "1"],
+                &["EXEC"],
+            ],
+            6,
+        )
+        .await
+        .unwrap();
+    assert!(reply.contains("*2"), "{reply}");
+    for gw in [&c.a, &c.b] {
+        within(Duration::from_secs(4), || async {
+            let r = admin_get(gw, "/readyz", None).await;
+            r.status == 503 && r.text().contains("revocation list")
+        })
+        .await
+        .unwrap_or_else(|_| panic!("/readyz did not report the divergence"));
+        assert_eq!(
+            metrics(gw).await.get("mcpgate_revocations_diverged", &[]),
+            Some(1.0)
+        );
+        assert_revoked_at(&c, gw, &t, "the copy is still enforced").await;
+    }
+    assert_eq!(hlen(&c).await, ":0");
+    assert_eq!(
+        c.redis
+            .cmd(&["CONFIG", "SET", "min-replicas-to-write", "0"])
+            .await
+            .unwrap(),
+        "+OK"
+    );
+    for gw in [&c.a, &c.b] {
+        within(Duration::from_secs(10), || async {
+            admin_get(gw, "/readyz", None).await.status == 200
+        })
+        .await
+        .expect("/readyz did not recover");
+        assert_eq!(
+            metrics(gw).await.get("mcpgate_revocations_diverged", &[]),
+            Some(0.0)
+        );
+    }
+    assert_eq!(hlen(&c).await, ":1", "the revocation was written back");
+    assert!(head(&c).await.is_some());
+    assert!(
+        both(
+            &c,
+            "mcpgate_revocations_divergence_total",
+            &[("reason", "epoch")]
+        )
+        .await
+            >= 2.0,
+        "each replica counted it"
+    );
+}
+
+/// With `state.redis.hmac_key_file`, whoever can write to Redis can no longer cancel or
+/// forge revocations: a deleted entry (HDEL), an altered one (its expiry moved to the
+/// past), a forged head and a rollback to an older authentic state are each detected and
+/// repaired by the replicas, which kept enforcing the revocation; a forged entry is
+/// ignored and counted. Every value in Redis carries a MAC.
+#[tokio::test]
+async fn i21_5_hmac_authenticated_revocations_resist_redis_writers() {
+    let c = Cluster::start(Opts {
+        hmac: true,
+        ..Opts::default()
+    })
+    .await;
+    let hash = format!("{}revocations", prefix_of(&c));
+    let eve = c.tok().c("sub", json!("eve")).build();
+    let r = admin_post(&c.a, &json!({"subject": "eve"}), Some(ADMIN_TOKEN)).await;
+    assert_eq!(r.status, 201, "{r}");
+    let rev = r.json()["revocation"].clone();
+    assert!(until_revoked(&c, &c.b, &eve, Duration::from_secs(1)).await);
+    let id = rev["id"].as_str().unwrap().to_string();
+    let stored = c.redis.get(&["HGET", &hash, &id]).await.unwrap();
+    assert!(stored.contains("\"mac\""), "{stored}");
+    assert!(head(&c).await.unwrap()["mac"].is_string());
+
+    Box::pin(hmac_deleted_and_altered_entries(
+        &c, &eve, &id, &stored, &rev,
+    ))
+    .await;
+    Box::pin(hmac_forged_entry(&c)).await;
+    Box::pin(hmac_forged_head(&c, &eve)).await;
+    Box::pin(hmac_rollback(&c)).await;
+    for gw in [&c.a, &c.b] {
+        assert_revoked_at(&c, gw, &eve, "at the end").await;
+    }
+    assert_eq!(both(&c, "mcpgate_revocations_diverged", &[]).await, 0.0);
+}
+
+async fn hmac_deleted_and_altered_entries(
+    c: &Cluster,
+    eve: &str,
+    id: &str,
+    stored: &str,
+    rev: &Value,
+) {
+    let hash = format!("{}revocations", prefix_of(c));
+    // Cancel by deleting the entry (and announcing a change).
+    c.redis.cmd(&["HDEL", &hash, id]).await.unwrap();
+    c.redis.cmd(&["PUBLISH", &hash, "99"]).await.unwrap();
+    for gw in [&c.a, &c.b] {
+        assert_revoked_at(c, gw, eve, "after HDEL").await;
+    }
+    assert!(
+        until_field(c, &hash, id, Some(stored)).await,
+        "the deleted entry was not written back"
+    );
+    let digest = [("reason", "digest")];
+    assert!(both(c, "mcpgate_revocations_divergence_total", &digest).await >= 1.0);
+
+    // Cancel by moving its expiry to the past (the MAC no longer matches).
+    let expires = rev["expires_at"].as_i64().unwrap();
+    let altered = stored.replace(
+        &format!("\"expires_at\":{expires}"),
+        &format!("\"expires_at\":{}", now() - 1),
+    );
+    assert_ne!(altered, stored);
+    c.redis.cmd(&["HSET", &hash, id, &altered]).await.unwrap();
+    c.redis.cmd(&["PUBLISH", &hash, "100"]).await.unwrap();
+    for gw in [&c.a, &c.b] {
+        assert_revoked_at(c, gw, eve, "after altering the expiry").await;
+    }
+    assert!(
+        until_field(c, &hash, id, Some(stored)).await,
+        "the altered entry was not written back"
+    );
+    let failures = [("what", "entry")];
+    assert!(both(c, "mcpgate_revocations_integrity_failures_total", &failures).await >= 1.0);
+}
+
+async fn hmac_forged_entry(c: &Cluster) {
+    let hash = format!("{}revocations", prefix_of(c));
+    let victim = c.tok().c("sub", json!("victim")).build();
+    assert_eq!(c.bearer(&c.b, &victim).await.status, 200);
+    let failures = [("what", "entry")];
+    let before = both(c, "mcpgate_revocations_integrity_failures_total", &failures).await;
+    let forged = json!({"id": "forged1", "kind": "subject", "value": "victim",
+        "revoked_at": now(), "expires_at": now() + 600, "mac": "AAAA"});
+    c.redis
+        .cmd(&["HSET", &hash, "forged1", &forged.to_string()])
+        .await
+        .unwrap();
+    c.redis.cmd(&["PUBLISH", &hash, "101"]).await.unwrap();
+    let noticed = Box::pin(within(Duration::from_secs(3), || async {
+        both(c, "mcpgate_revocations_integrity_failures_total", &failures).await > before
+    }))
+    .await;
+    assert!(noticed.is_ok(), "the forged entry was not noticed");
+    for gw in [&c.a, &c.b] {
+        let r = c.bearer(gw, &victim).await;
+        assert_eq!(r.status, 200, "a forged revocation applied: {r}");
+    }
+}
+
+async fn hmac_forged_head(c: &Cluster, eve: &str) {
+    let hash = format!("{}revocations", prefix_of(c));
+    let head_key = format!("{hash}:head");
+    let forged_head = r#"{"epoch":"x","version":99,"digest":"y","mac":"z"}"#;
+    c.redis.cmd(&["SET", &head_key, forged_head]).await.unwrap();
+    c.redis.cmd(&["PUBLISH", &hash, "102"]).await.unwrap();
+    for gw in [&c.a, &c.b] {
+        assert_revoked_at(c, gw, eve, "after forging the head").await;
+    }
+    let replaced = Box::pin(within(Duration::from_secs(3), || async {
+        c.redis.get(&["GET", &head_key]).await.as_deref() != Some(forged_head)
+    }))
+    .await;
+    assert!(replaced.is_ok(), "the forged head was not replaced");
+    let unauthenticated = [("reason", "unauthenticated")];
+    assert!(both(c, "mcpgate_revocations_divergence_total", &unauthenticated).await >= 1.0);
+    let head_failures = [("what", "head")];
+    assert!(
+        both(
+            c,
+            "mcpgate_revocations_integrity_failures_total",
+            &head_failures
+        )
+        .await
+            >= 1.0
+    );
+    // The compare-and-set lets one replica replace it; the other then takes that head.
+    let settled = Box::pin(within(Duration::from_secs(3), || async {
+        both(c, "mcpgate_revocations_diverged", &[]).await == 0.0
+    }))
+    .await;
+    assert!(settled.is_ok(), "the replicas did not settle");
+}
+
+/// Roll back to an older authentic state: the head before a second revocation, and the
+/// list without it.
+async fn hmac_rollback(c: &Cluster) {
+    let hash = format!("{}revocations", prefix_of(c));
+    let head_key = format!("{hash}:head");
+    let old_head = c.redis.get(&["GET", &head_key]).await.unwrap();
+    let frank = c.tok().c("sub", json!("frank")).build();
+    let r = admin_post(&c.a, &json!({"subject": "frank"}), Some(ADMIN_TOKEN)).await;
+    assert_eq!(r.status, 201, "{r}");
+    let frank_id = r.json()["revocation"]["id"].as_str().unwrap().to_string();
+    assert!(until_revoked(c, &c.b, &frank, Duration::from_secs(1)).await);
+    let reply = c
+        .redis
+        .pipeline(
+            &[
+                &["MULTI"],
+                &["SET", &head_key, &old_head],
+                &["HDEL", &hash, &frank_id],
+                &["EXEC"],
+            ],
+            6,
+        )
+        .await
+        .unwrap();
+    assert!(reply.contains("*2"), "{reply}");
+    c.redis.cmd(&["PUBLISH", &hash, "103"]).await.unwrap();
+    for gw in [&c.a, &c.b] {
+        assert_revoked_at(c, gw, &frank, "after the rollback").await;
+    }
+    let restored = Box::pin(within(Duration::from_secs(3), || async {
+        c.redis.get(&["HGET", &hash, &frank_id]).await.is_some()
+    }))
+    .await;
+    assert!(
+        restored.is_ok(),
+        "the rolled-back revocation was not written back"
+    );
+    let version = [("reason", "version")];
+    assert!(both(c, "mcpgate_revocations_divergence_total", &version).await >= 1.0);
 }

@@ -4,27 +4,31 @@
 //! Runs in the token step, right after authentication: [`Revocations::check`] is a plain
 //! function over the [`Principal`] and the local [`RevocationSet`], read through one
 //! lock-free `ArcSwap` load: no Redis round trip on the request path. A revocation names
-//! a token `jti`, a subject (`sub`) or a client (`client_id`/`azp`), optionally with the
-//! issuer it applies to, and expires (`expires_at`). By `jti` it refuses that token; by
-//! subject or client it refuses every token issued (`iat`) at or before the revocation,
-//! so new tokens work again at once. API keys are not subject to revocations.
+//! a token `jti`, a subject (`sub`) or a client (`client_id` or `azp`), optionally with
+//! the issuer it applies to, and expires (`expires_at`). By `jti` it refuses that token;
+//! by subject or client it refuses every token issued (`iat`) at or before the
+//! revocation plus the issuer's clock skew, so new tokens work again once that skew has
+//! passed. API keys are not subject to revocations.
 //!
-//! With `state.redis`, revocations live in a Redis hash (`<prefix>revocations`, one
-//! field per revocation, a JSON object) with a version counter
-//! (`<prefix>revocations:version`) incremented by every write in the same transaction,
-//! and announced on the pub/sub channel `<prefix>revocations`. Each replica reloads the
-//! whole hash when the version changes: at once on a pub/sub message, and otherwise
-//! within [`POLL`] (a `GET` of the version, which also confirms the local copy is
-//! current: `mcpgate_revocations_cache_age_seconds`). Without Redis the list is local to
-//! the process. Writes come from the admin listener (`POST /revocations`, see `admin`)
-//! and `mcpgate revoke` (a client of that endpoint, [`run_cli`]).
+//! With `state.redis`, the list lives in Redis beside a *head* (epoch, version, digest,
+//! optionally authenticated with HMAC-SHA256): see [`shared`] for the layout, the
+//! compare-and-set writes and how a replica judges what it loads. Each replica polls the
+//! head and the hash length every [`POLL`] (which also confirms its copy:
+//! `mcpgate_revocations_cache_age_seconds`) and reloads the whole list when either
+//! changed, at once on a pub/sub message. When Redis's list diverges from the replica's
+//! (lost, rolled back, entries deleted or forged), the replica writes back the union of
+//! both, counts it (`mcpgate_revocations_divergence_total`) and, until that succeeds,
+//! reports it (`mcpgate_revocations_diverged`, `/readyz` with `state.redis.readyz`).
+//! Without Redis the list is local to the process. Writes come from the admin listener
+//! (`POST /revocations`, see `admin`) and `mcpgate revoke` (a client of that endpoint,
+//! [`run_cli`]).
 //!
 //! A response stream whose token gets revoked is closed at its next event: the proxy's
 //! `response_body_filter` re-checks its principal whenever [`Revocations::generation`]
 //! changed.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +40,8 @@ use crate::config::{Config, FailMode, StateSettings};
 use crate::error::Refusal;
 use crate::metrics;
 use crate::store::{LoudLog, Store, StoreError};
+
+pub mod shared;
 
 /// How often each replica confirms its copy against Redis when no message arrives.
 pub const POLL: Duration = Duration::from_millis(500);
@@ -137,6 +143,13 @@ impl RevocationSet {
     }
 
     /// Why `p` is revoked at `now`, if it is.
+    ///
+    /// By subject or client, a token is revoked when it was issued (`iat`) at or before
+    /// the revocation *plus the issuer's clock skew*: the gateway accepts an `iat` up to
+    /// that skew ahead of its clock, so an AS whose clock runs ahead could otherwise
+    /// issue tokens, before the revocation, that look issued after it. The consequence:
+    /// new tokens of a revoked subject or client work once `skew` seconds have passed.
+    /// The client is the token's `client_id` or its `azp` (either matches).
     pub fn check(&self, p: &Principal, now: i64) -> Option<Kind> {
         if self.entries.is_empty() || p.method == AuthMethod::ApiKey {
             return None;
@@ -148,13 +161,16 @@ impl RevocationSet {
             marks.iter().any(|m| {
                 m.expires > now
                     && m.issuer.as_deref().is_none_or(|i| i == &*p.iss)
-                    && (kind == Kind::Jti || p.iat.is_none_or(|iat| iat <= m.at))
+                    && (kind == Kind::Jti
+                        || p.iat
+                            .is_none_or(|iat| iat <= m.at.saturating_add(p.skew.max(0))))
             })
         };
         [
             (Kind::Jti, p.jti.as_deref()),
             (Kind::Subject, p.subject.as_deref()),
             (Kind::ClientId, p.client_id.as_deref()),
+            (Kind::ClientId, p.azp.as_deref()),
         ]
         .into_iter()
         .find(|&(k, v)| hit(k, v))
@@ -172,14 +188,30 @@ fn now_ms() -> i64 {
 
 struct Shared {
     store: Arc<Store>,
-    hash: String,
-    version_key: String,
-    channel: String,
-    /// The version of the loaded copy (-1: never loaded).
-    version: AtomicI64,
+    keys: shared::Keys,
+    integrity: shared::Integrity,
+    /// What this replica confirmed, held across the Redis calls of one sync or write so
+    /// that they never interleave within the replica.
+    state: tokio::sync::Mutex<SyncState>,
     /// Unix ms when the copy was last confirmed current (0: never).
     confirmed_ms: AtomicI64,
+    /// Redis's list diverges from this replica's and is not reconciled yet.
+    diverged: AtomicBool,
+    /// The next sync loads the whole list (a pub/sub message arrived).
+    full_load: AtomicBool,
+    /// Unix ms of the last whole load.
+    loaded_ms: AtomicI64,
     wake: tokio::sync::Notify,
+    /// Bounded logging of entries and heads that fail authentication.
+    loud: LoudLog,
+}
+
+#[derive(Default)]
+struct SyncState {
+    confirmed: shared::Confirmed,
+    /// No reconciling write before this instant (see [`shared::next_backoff`]).
+    next_rewrite: Option<std::time::Instant>,
+    backoff: Duration,
 }
 
 /// The revocation list of this replica.
@@ -201,18 +233,38 @@ pub enum AddError {
     Unavailable(String),
 }
 
+/// Between polls (head and hash length), the whole list is loaded and judged at least
+/// this often, so an entry altered in place without a message is seen within a minute.
+const FULL_LOAD_EVERY_MS: i64 = 60_000;
+
+/// Seconds before its expiry from which a revocation missing in Redis is not a divergence.
+const EXPIRY_GRACE: i64 = 30;
+
+/// Compare-and-set attempts of one `POST /revocations` before it gives up (503).
+const WRITE_ATTEMPTS: usize = 4;
+
 impl Revocations {
     /// A list for these settings; `store` when Redis is configured.
     pub fn new(settings: &StateSettings, store: Option<Arc<Store>>) -> Revocations {
         metrics::register_state_metrics(store.is_some());
-        let shared = store.map(|store| Shared {
-            hash: store.key("revocations"),
-            version_key: store.key("revocations:version"),
-            channel: store.key("revocations"),
-            store,
-            version: AtomicI64::new(-1),
-            confirmed_ms: AtomicI64::new(0),
-            wake: tokio::sync::Notify::new(),
+        let shared = store.map(|store| {
+            let key = settings.redis.as_ref().and_then(|r| r.hmac_key.as_deref());
+            Shared {
+                keys: shared::Keys {
+                    hash: store.key("revocations"),
+                    head: store.key("revocations:head"),
+                    channel: store.key("revocations"),
+                },
+                integrity: shared::Integrity::new(key, &store.settings.key_prefix),
+                store,
+                state: tokio::sync::Mutex::new(SyncState::default()),
+                confirmed_ms: AtomicI64::new(0),
+                diverged: AtomicBool::new(false),
+                full_load: AtomicBool::new(false),
+                loaded_ms: AtomicI64::new(0),
+                wake: tokio::sync::Notify::new(),
+                loud: LoudLog::default(),
+            }
         });
         Revocations {
             current: ArcSwap::from_pointee(RevocationSet::default()),
@@ -228,6 +280,14 @@ impl Revocations {
     /// Whether revocations are shared through Redis.
     pub fn is_shared(&self) -> bool {
         self.shared.is_some()
+    }
+
+    /// Whether Redis's list diverges from this replica's and could not be reconciled yet
+    /// (for `/readyz` with `state.redis.readyz`).
+    pub fn diverged(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|sh| sh.diverged.load(Ordering::Acquire))
     }
 
     pub fn generation(&self) -> u64 {
@@ -326,6 +386,17 @@ impl Revocations {
         }
     }
 
+    /// This replica's revocations that have not expired at `now`.
+    fn local(&self, now: i64) -> Vec<Revocation> {
+        self.current
+            .load()
+            .entries
+            .iter()
+            .filter(|r| r.expires_at > now)
+            .cloned()
+            .collect()
+    }
+
     /// Record a revocation: in Redis (and then in the local copy) when shared, else in
     /// the local copy only.
     pub async fn add(&self, r: Revocation) -> Result<(), AddError> {
@@ -339,163 +410,218 @@ impl Revocations {
             self.swap(RevocationSet::build(entries, now));
             return Ok(());
         };
-        let json = serde_json::to_string(&r).map_err(|e| AddError::Unavailable(e.to_string()))?;
-        let (hash, version_key, channel) =
-            (sh.hash.clone(), sh.version_key.clone(), sh.channel.clone());
-        let id = r.id.clone();
-        sh.store
-            .call(
-                &sh.store.ops.revocations_write,
-                sh.store.settings.background_timeout(),
-                move |mut c| async move {
-                    let (version,): (i64,) = redis::pipe()
-                        .atomic()
-                        .hset(&hash, &id, &json)
-                        .ignore()
-                        .incr(&version_key, 1)
-                        .query_async(&mut c)
-                        .await?;
-                    let _: i64 = redis::cmd("PUBLISH")
-                        .arg(&channel)
-                        .arg(version)
-                        .query_async(&mut c)
-                        .await?;
-                    Ok(())
-                },
-            )
-            .await
-            .map_err(|e| AddError::Unavailable(e.to_string()))?;
-        // Apply here before answering; the other replicas get the message.
-        if let Err(e) = self.sync(true).await {
-            tracing::warn!(error = %e, "revocation stored in Redis but not reloaded yet");
+        let unavailable = |e: StoreError| AddError::Unavailable(e.to_string());
+        let mut st = sh.state.lock().await;
+        for _ in 0..WRITE_ATTEMPTS {
+            // The write is based on what Redis holds now, judged like any load; the
+            // union with this replica's copy and the new entry is written back.
+            let loaded = shared::load(&sh.store, &sh.keys, &sh.integrity)
+                .await
+                .map_err(unavailable)?;
+            self.judge(sh, &st, &loaded, now);
+            if self
+                .rewrite(sh, &mut st, &loaded, Some(&r), now)
+                .await
+                .map_err(unavailable)?
+            {
+                return Ok(());
+            }
         }
-        Ok(())
+        Err(AddError::Unavailable(
+            "the revocation list kept changing under this write".into(),
+        ))
     }
 
-    /// Confirm the local copy against Redis, reloading it when the version changed (or
-    /// always with `force`).
+    /// Confirm the local copy against Redis: a cheap poll of the head and the hash
+    /// length, and a full load when either changed (or with `force`).
     async fn sync(&self, force: bool) -> Result<(), StoreError> {
         let Some(sh) = &self.shared else {
             return Ok(());
         };
-        let store = &sh.store;
-        let timeout = store.settings.background_timeout();
-        if !force {
-            let key = sh.version_key.clone();
-            let v: Option<i64> =
-                store
-                    .call(
-                        &store.ops.revocations_sync,
-                        timeout,
-                        move |mut c| async move {
-                            redis::cmd("GET").arg(&key).query_async(&mut c).await
-                        },
-                    )
-                    .await?;
-            if v.unwrap_or(0) == sh.version.load(Ordering::Acquire) {
+        let mut st = sh.state.lock().await;
+        let force = force
+            || sh.full_load.swap(false, Ordering::AcqRel)
+            || now_ms() - sh.loaded_ms.load(Ordering::Acquire) > FULL_LOAD_EVERY_MS;
+        if !force && st.confirmed.loaded && !sh.diverged.load(Ordering::Acquire) {
+            let (raw, fields) = shared::poll(&sh.store, &sh.keys).await?;
+            if raw == st.confirmed.raw && fields == st.confirmed.fields {
                 sh.confirmed_ms.store(now_ms(), Ordering::Release);
                 return Ok(());
             }
         }
-        let (key, hash) = (sh.version_key.clone(), sh.hash.clone());
-        let (version, all): (Option<i64>, HashMap<String, String>) = store
-            .call(
-                &store.ops.revocations_sync,
-                timeout,
-                move |mut c| async move {
-                    redis::pipe()
-                        .atomic()
-                        .get(&key)
-                        .hgetall(&hash)
-                        .query_async(&mut c)
-                        .await
-                },
-            )
-            .await?;
+        let loaded = shared::load(&sh.store, &sh.keys, &sh.integrity).await?;
+        sh.loaded_ms.store(now_ms(), Ordering::Release);
         let now = crate::jwks::now_unix();
-        let version = version.unwrap_or(0);
-        let known = sh.version.load(Ordering::Acquire);
-        if version < known {
-            // Versions only grow: Redis lost its data (a restart without persistence).
-            // Put back what this replica knows instead of forgetting revocations.
-            return self.reseed(sh, known, version).await;
-        }
-        let mut entries = Vec::with_capacity(all.len());
-        let mut expired = Vec::new();
-        for (field, json) in all {
-            match serde_json::from_str::<Revocation>(&json) {
-                Ok(r) if r.expires_at <= now => expired.push(field),
-                Ok(r) => entries.push(r),
-                Err(e) => {
-                    tracing::warn!(field = %field, error = %e, "ignoring a malformed revocation in Redis")
+        match self.judge(sh, &st, &loaded, now) {
+            None => {
+                self.adopt(sh, &mut st, &loaded, now);
+                if loaded.entries.values().any(|r| r.expires_at <= now) {
+                    // Expired entries leave Redis through a write like any other change.
+                    let _ = self.rewrite(sh, &mut st, &loaded, None, now).await;
                 }
+                Ok(())
+            }
+            Some(_) => {
+                let now_i = std::time::Instant::now();
+                if st.next_rewrite.is_some_and(|t| now_i < t) {
+                    return Ok(());
+                }
+                st.backoff = shared::next_backoff(st.backoff);
+                st.next_rewrite = Some(now_i + st.backoff);
+                if !self.rewrite(sh, &mut st, &loaded, None, now).await? {
+                    // Another writer came first: judge its list at once.
+                    sh.wake.notify_one();
+                }
+                Ok(())
             }
         }
-        entries.sort_by(|a, b| (a.revoked_at, &a.id).cmp(&(b.revoked_at, &b.id)));
-        self.swap(RevocationSet::build(entries, now));
-        sh.version.store(version, Ordering::Release);
-        sh.confirmed_ms.store(now_ms(), Ordering::Release);
-        if !expired.is_empty() {
-            // Ids are unique, so deleting an expired one never removes a newer entry.
-            let hash = sh.hash.clone();
-            let _ = store
-                .call(
-                    &store.ops.revocations_write,
-                    timeout,
-                    move |mut c| async move {
-                        redis::cmd("HDEL")
-                            .arg(&hash)
-                            .arg(&expired)
-                            .query_async::<i64>(&mut c)
-                            .await
-                    },
-                )
-                .await;
-        }
-        Ok(())
     }
 
-    /// Write this replica's unexpired revocations back into a Redis that lost them, bump
-    /// the version and announce it; every replica then reloads the merged list. Fields
-    /// are revocation ids, so replicas re-seeding at once write the same data.
-    async fn reseed(&self, sh: &Shared, known: i64, found: i64) -> Result<(), StoreError> {
-        let set = self.current.load_full();
-        tracing::warn!(
-            known_version = known,
-            redis_version = found,
-            revocations = set.len(),
-            "the revocation list in Redis went back (Redis restarted without its data?): \
-             writing this replica's revocations back"
-        );
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for r in set.entries() {
-            if let Ok(json) = serde_json::to_string(r) {
-                pipe.hset(&sh.hash, &r.id, json).ignore();
+    /// Judge a load; count, log and flag a divergence (once per episode) and entries or
+    /// heads that fail authentication.
+    fn judge(
+        &self,
+        sh: &Shared,
+        st: &SyncState,
+        loaded: &shared::Loaded,
+        now: i64,
+    ) -> Option<shared::Divergence> {
+        let head_invalid = loaded.head == shared::HeadState::Invalid;
+        if loaded.rejected > 0 || head_invalid {
+            if loaded.rejected > 0 {
+                metrics::revocations_integrity_failures("entry", loaded.rejected);
             }
+            if head_invalid {
+                metrics::revocations_integrity_failures("head", 1);
+            }
+            sh.loud.error(|n| {
+                tracing::warn!(
+                    rejected_entries = loaded.rejected,
+                    head_invalid,
+                    authenticated = sh.integrity.authenticated(),
+                    loads_since_last_line = n,
+                    "revocation data in Redis that is not mcpgate's (or not under this \
+                     replica's state.redis.hmac_key_file) is ignored"
+                )
+            });
         }
-        // Past every version a replica may hold, so that none takes this for a reset.
-        pipe.cmd("SET").arg(&sh.version_key).arg(known + 1).ignore();
-        let channel = sh.channel.clone();
-        sh.store
-            .call(
-                &sh.store.ops.revocations_write,
-                sh.store.settings.background_timeout(),
-                move |mut c| async move {
-                    pipe.query_async::<()>(&mut c).await?;
-                    redis::cmd("PUBLISH")
-                        .arg(&channel)
-                        .arg(known + 1)
-                        .query_async::<i64>(&mut c)
-                        .await?;
-                    Ok(())
-                },
-            )
-            .await?;
-        // Reload on the next round (forced: the version may equal ours by now).
-        sh.version.store(-1, Ordering::Release);
-        sh.wake.notify_one();
-        Ok(())
+        // An entry about to expire may already have been cleaned up by a replica whose
+        // clock runs a little ahead: not a divergence.
+        let d = shared::judge(loaded, &st.confirmed, &self.local(now + EXPIRY_GRACE))?;
+        if !sh.diverged.swap(true, Ordering::AcqRel) {
+            metrics::revocations_divergence(d.as_str());
+            metrics::revocations_diverged(true);
+            tracing::warn!(
+                reason = d.as_str(),
+                confirmed_epoch = st.confirmed.epoch.as_deref(),
+                confirmed_version = st.confirmed.version,
+                local = self.current.load().len(),
+                in_redis = loaded.entries.len(),
+                "the revocation list in Redis diverges from this replica's copy: writing \
+                 back the union of both"
+            );
+        }
+        Some(d)
+    }
+
+    /// Take a consistent load as the list.
+    fn adopt(&self, sh: &Shared, st: &mut SyncState, loaded: &shared::Loaded, now: i64) {
+        let mut entries: Vec<Revocation> = loaded.entries.values().cloned().collect();
+        entries.sort_by(|a, b| (a.revoked_at, &a.id).cmp(&(b.revoked_at, &b.id)));
+        self.swap(RevocationSet::build(entries, now));
+        let (epoch, version) = match &loaded.head {
+            shared::HeadState::Valid(h) => (Some(h.epoch.clone()), h.version),
+            _ => (None, 0),
+        };
+        st.confirmed = shared::Confirmed {
+            loaded: true,
+            raw: loaded.raw.clone(),
+            epoch,
+            version,
+            fields: loaded.fields.len() as u64,
+        };
+        st.backoff = Duration::ZERO;
+        st.next_rewrite = None;
+        self.resolved(sh);
+    }
+
+    fn resolved(&self, sh: &Shared) {
+        sh.confirmed_ms.store(now_ms(), Ordering::Release);
+        if sh.diverged.swap(false, Ordering::AcqRel) {
+            metrics::revocations_diverged(false);
+            tracing::info!("the revocation list in Redis and this replica's copy agree again");
+        }
+    }
+
+    /// Write back the union of Redis's authentic entries, this replica's and `extra`,
+    /// without the expired ones, under a new head (compare-and-set against the head
+    /// `loaded` read). `Ok(false)`: another write came first.
+    async fn rewrite(
+        &self,
+        sh: &Shared,
+        st: &mut SyncState,
+        loaded: &shared::Loaded,
+        extra: Option<&Revocation>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let local = self.local(now);
+        let mut merged: HashMap<&str, &Revocation> = loaded
+            .entries
+            .values()
+            .filter(|r| r.expires_at > now)
+            .map(|r| (r.id.as_str(), r))
+            .collect();
+        for r in local.iter().chain(extra) {
+            merged.entry(r.id.as_str()).or_insert(r);
+        }
+        let put: Vec<&Revocation> = merged
+            .values()
+            .filter(|r| !loaded.entries.contains_key(&r.id))
+            .copied()
+            .collect();
+        let delete: Vec<String> = loaded
+            .entries
+            .values()
+            .filter(|r| r.expires_at <= now)
+            .map(|r| r.id.clone())
+            .collect();
+        let (epoch, version) = match &loaded.head {
+            shared::HeadState::Valid(h) => (h.epoch.clone(), h.version.max(st.confirmed.version)),
+            // A new list (or one re-created after Redis lost it): a new epoch.
+            _ => (random_id(), st.confirmed.version),
+        };
+        let list: Vec<&Revocation> = merged.values().copied().collect();
+        let head = sh.integrity.head(epoch, version + 1, &list);
+        let Some(raw) = shared::write(
+            &sh.store,
+            &sh.keys,
+            &sh.integrity,
+            loaded.raw.as_deref(),
+            &head,
+            &put,
+            &delete,
+        )
+        .await?
+        else {
+            return Ok(false);
+        };
+        let mut fields = loaded.fields.clone();
+        fields.extend(put.iter().map(|r| r.id.clone()));
+        for d in &delete {
+            fields.remove(d);
+        }
+        let mut entries: Vec<Revocation> = list.into_iter().cloned().collect();
+        entries.sort_by(|a, b| (a.revoked_at, &a.id).cmp(&(b.revoked_at, &b.id)));
+        st.confirmed = shared::Confirmed {
+            loaded: true,
+            raw: Some(raw),
+            epoch: Some(head.epoch),
+            version: head.version,
+            fields: fields.len() as u64,
+        };
+        self.swap(RevocationSet::build(entries, now));
+        self.resolved(sh);
+        Ok(true)
     }
 
     /// Start the background sync (poll and pub/sub) on the store's runtime.
@@ -539,7 +665,7 @@ impl Revocations {
         loop {
             let connect = async {
                 let mut ps = sh.store.client().get_async_pubsub().await?;
-                ps.subscribe(&sh.channel).await?;
+                ps.subscribe(&sh.keys.channel).await?;
                 Ok::<_, redis::RedisError>(ps)
             };
             match tokio::time::timeout(sh.store.settings.connect_timeout, connect).await {
@@ -549,6 +675,9 @@ impl Revocations {
                     sh.wake.notify_one();
                     let mut messages = ps.into_on_message();
                     while messages.next().await.is_some() {
+                        // A message announces a write: load the whole list (a write that
+                        // keeps the head and the hash length is seen there too).
+                        sh.full_load.store(true, Ordering::Release);
                         sh.wake.notify_one();
                     }
                     tracing::debug!("revocation channel closed; resubscribing");
@@ -758,6 +887,7 @@ mod tests {
             cnf_jkt: None,
             jti: jti.map(Box::from),
             iat,
+            azp: None,
         }
     }
 
@@ -815,6 +945,45 @@ mod tests {
         let mut key = principal(None, "alice", "x", None);
         key.method = AuthMethod::ApiKey;
         assert_eq!(set.check(&key, NOW), None, "API keys are not revoked here");
+    }
+
+    #[test]
+    fn by_subject_and_client_cover_the_future_skew_and_azp() {
+        let set = RevocationSet::build(
+            vec![
+                rev(Kind::Subject, "alice", None, NOW, NOW + 600),
+                rev(Kind::ClientId, "app", None, NOW, NOW + 600),
+            ],
+            NOW,
+        );
+        let mut ahead = principal(None, "alice", "x", Some(NOW + 30));
+        ahead.skew = 60;
+        assert_eq!(
+            set.check(&ahead, NOW),
+            Some(Kind::Subject),
+            "issued up to the skew after the revocation"
+        );
+        ahead.iat = Some(NOW + 60);
+        assert_eq!(set.check(&ahead, NOW), Some(Kind::Subject), "the edge");
+        ahead.iat = Some(NOW + 61);
+        assert_eq!(
+            set.check(&ahead, NOW + 61),
+            None,
+            "past the skew: new token"
+        );
+        let mut no_skew = principal(None, "alice", "x", Some(NOW + 1));
+        no_skew.skew = 0;
+        assert_eq!(set.check(&no_skew, NOW + 1), None);
+
+        let mut by_azp = principal(None, "bob", "other-client", Some(NOW - 1));
+        by_azp.azp = Some(Arc::from("app"));
+        assert_eq!(
+            set.check(&by_azp, NOW),
+            Some(Kind::ClientId),
+            "azp is the client"
+        );
+        by_azp.azp = Some(Arc::from("not-app"));
+        assert_eq!(set.check(&by_azp, NOW), None);
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod identity;
 pub mod introspect;
 pub mod jwks;
 pub mod jwt;
+pub mod lists;
 pub mod logs;
 pub mod mcp;
 pub mod metadata;
@@ -35,6 +36,7 @@ pub mod routing;
 pub mod sessions;
 pub mod state;
 pub mod store;
+pub mod streams;
 pub mod tls;
 pub mod upstream;
 

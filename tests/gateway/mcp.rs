@@ -1286,9 +1286,9 @@ async fn stream_is_closed_when_its_token_expires() {
 }
 
 /// The issue: "A long-lived SSE / streamable HTTP response is closed by the gateway when the
-/// token that opened it expires". An upstream that goes quiet keeps the stream open past exp.
+/// token that opened it expires". An upstream that goes quiet must not keep it open past exp
+/// (issue 13: the stream's watchdog closes it).
 #[tokio::test]
-#[ignore = "gateway limitation (README: closed 'at its next event'): the expiry check runs only in response_body_filter, so a stream whose upstream sends nothing stays open after exp until the upstream writes again (here ~5 s past exp); no timer closes it at exp"]
 async fn idle_stream_is_closed_when_its_token_expires() {
     let env = McpEnv::start_skew(0).await;
     let exp = now() + 3;

@@ -60,8 +60,6 @@ pub struct Ctx {
     watchdog: Option<streams::Watchdog>,
     /// The judgment of the answer on a `filter_tools_list` route.
     judge: Option<lists::Judge>,
-    /// A stream refused mid-way without a watchdog: end it at its next piece.
-    end_stream: bool,
     _in_flight: Option<InFlight>,
 }
 
@@ -533,11 +531,15 @@ impl ProxyHttp for Gateway {
     ) -> Result<Option<Duration>> {
         // A stream may not outlive its token (plus the route's grace), nor its revocation. The
         // watchdog ends an idle one; this check catches the first piece after the deadline.
-        if let Some(why) = ctx.watchdog.as_ref().and_then(|w| w.closed()) {
+        // (A stream ended for a refused answer is not failed here: the pieces queued with its
+        // error event must still go out; the judge drops what follows.)
+        if let Some(why) = ctx
+            .watchdog
+            .as_ref()
+            .and_then(|w| w.closed())
+            .filter(|w| *w != streams::Closed::Refused)
+        {
             return Err(closing(why));
-        }
-        if ctx.end_stream {
-            return Err(closing(streams::Closed::Refused));
         }
         if let (Some(p), Some(route)) = (ctx.principal.as_ref(), ctx.route.as_ref()) {
             let now = crate::jwks::now_unix();
@@ -567,12 +569,10 @@ impl ProxyHttp for Gateway {
                 metrics::answer_refused(&route.name, why.reason());
             }
             if flow == lists::Flow::End {
-                // The error event goes out with this piece; then the stream ends.
-                match ctx.watchdog.as_ref() {
-                    Some(w) => {
-                        w.close(streams::Closed::Refused);
-                    }
-                    None => ctx.end_stream = true,
+                // The error event goes out with this piece; then the stream ends (without a
+                // watchdog, it only falls silent: the judge drops everything after).
+                if let Some(w) = ctx.watchdog.as_ref() {
+                    w.close(streams::Closed::Refused);
                 }
             }
         }

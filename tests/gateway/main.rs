@@ -13,6 +13,7 @@ mod apikeys;
 mod challenges;
 mod cli;
 mod dpop;
+mod failclosed_response;
 mod harness;
 mod introspection;
 mod jwks;

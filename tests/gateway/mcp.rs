@@ -299,7 +299,7 @@ fn assert_jsonrpc_error(r: &Resp, code: i64, id: Value) {
 }
 
 /// CRC-32 (IEEE), bitwise.
-fn crc32(data: &[u8]) -> u32 {
+pub(crate) fn crc32(data: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &b in data {
         crc ^= u32::from(b);
@@ -316,7 +316,7 @@ fn crc32(data: &[u8]) -> u32 {
 
 /// A gzip member holding `data` in one stored (uncompressed) deflate block, so the test can
 /// read it back without a decompressor: the payload sits verbatim at offset 15.
-fn gzip_stored(data: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip_stored(data: &[u8]) -> Vec<u8> {
     let len = u16::try_from(data.len()).unwrap();
     let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff, 0x01];
     out.extend_from_slice(&len.to_le_bytes());

@@ -427,13 +427,13 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A throw-away CA made with openssl, and server certificates it signs.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
-    ca_pem: String,
+    pub(crate) ca_pem: String,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
         openssl(
             dir.path(),
@@ -464,7 +464,7 @@ impl Pki {
     }
 
     /// A certificate for mcp.example.com: (chain PEM, key PEM, leaf DER).
-    fn leaf(&self, name: &str) -> (String, String, Vec<u8>) {
+    pub(crate) fn leaf(&self, name: &str) -> (String, String, Vec<u8>) {
         let d = self.dir.path();
         std::fs::write(
             d.join(format!("{name}.ext")),
@@ -547,7 +547,7 @@ fn write_atomically(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn https_client(pki: &Pki, addr: std::net::SocketAddr, h1: bool) -> reqwest::Client {
+pub(crate) fn https_client(pki: &Pki, addr: std::net::SocketAddr, h1: bool) -> reqwest::Client {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut b = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap()])

@@ -555,6 +555,30 @@ async fn encoded_answer_is_refused_with_502() {
     assert_eq!(after, before + 1.0);
 }
 
+/// The same refusals over HTTP/2 and HTTP/1.1 on TLS: the gateway's own 502 JSON-RPC error.
+#[tokio::test]
+async fn encoded_and_oversized_answers_are_refused_over_http1_and_http2() {
+    let env = Env::start(true).await;
+    for h1 in [true, false] {
+        for reply in ["gzip", "huge"] {
+            let r = env
+                .client(h1)
+                .post(env.url("/mcp"))
+                .bearer_auth(env.reader())
+                .header("content-type", "application/json")
+                .header("x-reply", reply)
+                .body(TOOLS_LIST)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 502, "{reply} h1={h1}");
+            assert!(r.headers().get("content-encoding").is_none());
+            let body = r.bytes().await.unwrap();
+            assert_unreadable(&body, json!(1));
+        }
+    }
+}
+
 /// Over 8 MiB: the client gets the JSON-RPC error, not an empty 200 nor a truncated list. With a
 /// Content-Length the head is still the gateway's to choose (502); a chunked answer shows its size
 /// only after the head went out (its status stays, the body is the whole error).

@@ -1227,7 +1227,7 @@ async fn stream_is_closed_when_its_token_expires() {
         .h("Content-Type", "application/json")
         .h("Accept", "text/event-stream")
         .h("X-Test-Reply", "ticks:20")
-        // Not tools/list: that answer is buffered whole for filtering on this route.
+        // Any answer: on this route it is filtered event by event, and still streams.
         .body(call("search"));
     let mut s = Stream::open(env.gw.addr(), &req).await.unwrap();
     assert_eq!(s.status, 200);

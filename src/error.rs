@@ -353,6 +353,56 @@ impl Refusal {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Upstream answers the gateway must judge but cannot read (issue 13)
+// ---------------------------------------------------------------------------------------------
+
+/// An upstream answer on a `filter_tools_list` route that the gateway cannot read (encoded,
+/// starting with a byte order mark, not JSON, larger than the buffer, an SSE event larger than
+/// its bound): the client gets this JSON-RPC error instead, never the answer unfiltered and
+/// never a truncated one. Built by `lists`, which decides when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableAnswer {
+    /// The request id, as raw JSON, when the request was a single message with one.
+    pub id: Option<Box<str>>,
+    pub message: &'static str,
+}
+
+impl UnreadableAnswer {
+    /// JSON-RPC "Internal error": the server side (the gateway in front of the server) failed.
+    pub const CODE: i64 = -32603;
+    /// Status when the head can still be chosen: the upstream sent what the gateway cannot use.
+    pub const STATUS: u16 = 502;
+
+    /// `{"jsonrpc":"2.0","id":…,"error":{"code":-32603,"message":…}}`.
+    pub fn body(&self) -> Bytes {
+        let id = self.id.as_deref().unwrap_or("null");
+        Bytes::from(format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{},"message":{}}}}}"#,
+            Self::CODE,
+            serde_json::Value::from(self.message)
+        ))
+    }
+
+    /// The whole response, while the head is still unsent: 502 and the JSON-RPC error.
+    pub fn render(&self) -> (ResponseHeader, Bytes) {
+        let body = self.body();
+        let mut resp = response_header(Self::STATUS);
+        let _ = resp.insert_header("content-type", "application/json");
+        let _ = resp.insert_header("content-length", body.len().to_string());
+        let _ = resp.insert_header("cache-control", "no-store");
+        (resp, body)
+    }
+
+    /// The same error as one SSE `message` event, to end a stream whose head was sent.
+    pub fn sse_event(&self) -> Bytes {
+        let mut out = b"event: message\ndata: ".to_vec();
+        out.extend_from_slice(&self.body());
+        out.extend_from_slice(b"\n\n");
+        Bytes::from(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -436,5 +486,40 @@ mod tests {
                 || (0x23..=0x5b).contains(&b)
                 || (0x5d..=0x7e).contains(&b)));
         }
+    }
+
+    #[test]
+    fn unreadable_answer_is_a_jsonrpc_error() {
+        let e = UnreadableAnswer {
+            id: Some("7".into()),
+            message: "the upstream answer is \"odd\"",
+        };
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["jsonrpc"], "2.0");
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["error"]["code"], -32603);
+        assert_eq!(v["error"]["message"], "the upstream answer is \"odd\"");
+        let (h, b) = UnreadableAnswer {
+            id: None,
+            message: "x",
+        }
+        .render();
+        assert_eq!(h.status, 502);
+        assert_eq!(
+            h.headers.get("content-length").unwrap().to_str().unwrap(),
+            b.len().to_string()
+        );
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert!(v["id"].is_null());
+        let ev = UnreadableAnswer {
+            id: None,
+            message: "x",
+        }
+        .sse_event();
+        let ev = std::str::from_utf8(&ev).unwrap();
+        assert!(
+            ev.starts_with("event: message\ndata: {") && ev.ends_with("}\n\n"),
+            "{ev}"
+        );
     }
 }

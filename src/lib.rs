@@ -25,6 +25,7 @@ pub mod identity;
 pub mod introspect;
 pub mod jwks;
 pub mod jwt;
+pub mod lists;
 pub mod logs;
 pub mod mcp;
 pub mod metadata;
@@ -41,6 +42,7 @@ pub mod sessions;
 pub mod shape;
 pub mod state;
 pub mod store;
+pub mod streams;
 pub mod tls;
 pub mod upstream;
 

@@ -259,6 +259,7 @@ impl RouteMetrics {
     pub fn new(route: &str) -> RouteMetrics {
         let m = &*METRICS;
         LazyLock::force(&STREAMS_EXPIRED);
+        LazyLock::force(&ANSWERS_REFUSED);
         let counter = |decision: &str, reason: &str| {
             m.requests
                 .as_ref()
@@ -317,6 +318,23 @@ static STREAMS_EXPIRED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
         &["route"],
     )
 });
+
+static ANSWERS_REFUSED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        &METRICS.registry,
+        "mcpgate_upstream_answers_refused_total",
+        "Upstream answers on filter_tools_list routes replaced by a JSON-RPC error because the \
+         gateway could not read them, by route and reason.",
+        &["route", "reason"],
+    )
+});
+
+/// An upstream answer the gateway could not read and replaced (`lists`).
+pub fn answer_refused(route: &str, reason: &str) {
+    if let Some(c) = &*ANSWERS_REFUSED {
+        c.with_label_values(&[route, reason]).inc();
+    }
+}
 
 pub fn stream_closed_expired(route: &str) {
     if let Some(c) = &*STREAMS_EXPIRED {

@@ -76,6 +76,18 @@ pub fn tool_allowed(route: &Route, p: &Principal, name: &str) -> bool {
     }
 }
 
+/// Whether a caller may see a tool in a list: [`tool_allowed`] for a principal; without one
+/// (an `auth: none` route), only a tool that needs no scope at all.
+pub fn tool_visible(route: &Route, p: Option<&Principal>, name: &str) -> bool {
+    match p {
+        Some(p) => tool_allowed(route, p, name),
+        None => match route.mcp.tool(name) {
+            Need::Denied => false,
+            Need::Scopes(s) => route.scopes.is_empty() && s.is_empty(),
+        },
+    }
+}
+
 /// Both route checks, audience first (a token for another resource is invalid here,
 /// whatever its scopes).
 pub fn authorize(route: &Route, p: &Principal) -> Result<(), Refusal> {

@@ -22,7 +22,7 @@ use crate::config::{AuthMode, Config, Route};
 use crate::error::{response_header, Refusal};
 use crate::routing::{self, Target};
 use crate::state::{InFlight, Snapshot};
-use crate::{cors, dpop, identity, mcp, metrics, policy, sessions, shape, Gateway};
+use crate::{cors, dpop, identity, lists, mcp, metrics, policy, sessions, shape, streams, Gateway};
 
 /// Per-request state, carried across phases.
 #[derive(Default)]
@@ -54,23 +54,21 @@ pub struct Ctx {
     body_inspected: bool,
     /// The MCP method and name of an inspected request, for the audit line.
     mcp_op: Option<mcp::Op>,
-    /// Filter this response's `tools/list` result (JSON or SSE), buffered here.
-    tools_filter: Option<ToolsFilter>,
+    /// The JSON-RPC id of a single-message request, for an error written in its answer's place.
+    request_id: Option<Box<str>>,
+    /// The upstream connection (HTTP/1.x), for the watchdog of a response stream.
+    upstream_fd: Option<std::os::fd::RawFd>,
+    /// Ends this response stream at its token's expiry or revocation, or when `judge` refuses
+    /// it mid-way.
+    watchdog: Option<streams::Watchdog>,
+    /// The judgment of the answer on a `filter_tools_list` route.
+    judge: Option<lists::Judge>,
     _in_flight: Option<InFlight>,
-}
-
-/// A `tools/list` response being buffered for filtering.
-struct ToolsFilter {
-    sse: bool,
-    active: bool,
-    buf: Vec<u8>,
 }
 
 /// Largest body we inspect: what pingora can replay upstream after we read it
 /// (its retry buffer, 64 KiB). Larger bodies on inspected routes get 413.
 pub const MCP_BODY_LIMIT: usize = 64 * 1024;
-/// Largest `tools/list` response we buffer to filter.
-const TOOLS_LIST_LIMIT: usize = 8 * 1024 * 1024;
 
 /// What `request_filter` decided.
 enum Decision {
@@ -136,7 +134,10 @@ impl Gateway {
         let principal = if route.auth == AuthMode::None {
             None
         } else {
-            Some(self.authenticate(snapshot, &route, &path, session, ctx).await?)
+            Some(
+                self.authenticate(snapshot, &route, &path, session, ctx)
+                    .await?,
+            )
         };
         let refuse = |r: Refusal| (r, Some(route.clone()));
         let req = session.req_header();
@@ -171,15 +172,9 @@ impl Gateway {
         };
         shape::authorize(&route, principal.as_deref(), calls.as_ref()).map_err(refuse)?;
         if let Some(calls) = calls {
+            ctx.request_id = calls.id.clone();
             if !calls.batch {
                 ctx.mcp_op = calls.ops.into_iter().next();
-            }
-            if route.mcp.filter_tools_list && ctx.mcp_op == Some(mcp::Op::ToolsList) {
-                ctx.tools_filter = Some(ToolsFilter {
-                    sse: false,
-                    active: false,
-                    buf: Vec::new(),
-                });
             }
         }
         if routing::body_too_large(&snapshot.config, session.req_header()) {
@@ -348,6 +343,11 @@ fn preflight_response() -> (ResponseHeader, Bytes) {
     (h, Bytes::new())
 }
 
+/// The error that makes pingora end a response stream without its clean end.
+fn closing(why: streams::Closed) -> Box<pingora_core::Error> {
+    pingora_core::Error::explain(pingora_core::ErrorType::InternalError, why.describe())
+}
+
 /// Every answer the gateway writes itself goes through `respond::answer`, which also
 /// disposes of the unread request body (the connection's reuse follows from it).
 async fn respond(session: &mut Session, header: Box<ResponseHeader>, body: Bytes, _keep: bool) {
@@ -514,16 +514,30 @@ impl ProxyHttp for Gateway {
             // We already answered 100 Continue and hold the whole body.
             upstream_request.remove_header(&http::header::EXPECT);
         }
-        if ctx.tools_filter.is_some() {
-            // We must read the tools/list answer to filter it: ask for it unencoded.
+        if route.mcp.filter_tools_list {
+            // Every answer on the route is read to be filtered: ask for it unencoded.
             upstream_request.remove_header(&http::header::ACCEPT_ENCODING);
         }
         Ok(())
     }
 
-    async fn response_filter(
+    async fn connected_to_upstream(
         &self,
         _session: &mut Session,
+        _reused: bool,
+        peer: &HttpPeer,
+        fd: std::os::fd::RawFd,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // An HTTP/1.x connection carries this response alone until it ends.
+        ctx.upstream_fd = (peer.options.alpn == pingora_core::protocols::ALPN::H1).then_some(fd);
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -540,31 +554,29 @@ impl ProxyHttp for Gateway {
                 self.state.sessions.bind(&route.upstream, sid, p);
             }
         }
-        if let Some(f) = ctx.tools_filter.as_mut() {
-            let ct = resp
-                .headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_ascii_lowercase();
-            let encoded = resp
-                .headers
-                .get(http::header::CONTENT_ENCODING)
-                .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-            if resp.status == 200
-                && (ct.starts_with("application/json") || ct.starts_with("text/event-stream"))
-            {
-                if encoded {
-                    // We cannot read it, so we cannot filter it: fail closed.
-                    return Err(pingora_core::Error::explain(
-                        pingora_core::ErrorType::HTTPStatus(502),
-                        "the upstream encoded a tools/list answer the gateway must filter",
-                    ));
+        let head_request = session.req_header().method == http::Method::HEAD;
+        if let (Some(route), Some(fd)) = (ctx.route.as_ref(), ctx.upstream_fd) {
+            // A stream may not outlive its token, even idle; a filtered one may be ended early.
+            let filtered = route.mcp.filter_tools_list;
+            if (ctx.principal.is_some() || filtered) && streams::is_open_ended(resp, head_request) {
+                ctx.watchdog = streams::Watchdog::new(fd);
+                if let (Some(w), Some(p)) = (ctx.watchdog.as_mut(), ctx.principal.as_ref()) {
+                    w.watch(
+                        p.exp + p.skew + route.stream_expiry_grace,
+                        p.clone(),
+                        self.state.revocations.clone(),
+                        route.name.clone(),
+                    );
                 }
-                f.active = true;
-                f.sse = ct.starts_with("text/event-stream");
-                resp.remove_header(&http::header::CONTENT_LENGTH);
             }
+        }
+        if let Some(route) = ctx.route.as_ref().filter(|r| r.mcp.filter_tools_list) {
+            // Every answer on a filter route is judged, whatever the request was.
+            let (judge, refused) = lists::Judge::start(resp, head_request, ctx.request_id.clone());
+            if let Some(why) = refused {
+                metrics::answer_refused(&route.name, why.reason());
+            }
+            ctx.judge = Some(judge);
         }
         // Callers still on API keys learn that they are deprecated, and where OAuth is.
         if let (Some(route), Some(p)) = (ctx.route.as_ref(), ctx.principal.as_ref()) {
@@ -584,55 +596,56 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
-        // A stream may not outlive its token (plus the route's grace), nor its revocation.
+        // A stream may not outlive its token (plus the route's grace), nor its revocation. The
+        // watchdog ends an idle one; this check catches the first piece after the deadline.
+        // (A stream ended for a refused answer is not failed here: the pieces queued with its
+        // error event must still go out; the judge drops what follows.)
+        if let Some(why) = ctx
+            .watchdog
+            .as_ref()
+            .and_then(|w| w.closed())
+            .filter(|w| *w != streams::Closed::Refused)
+        {
+            return Err(closing(why));
+        }
         if let (Some(p), Some(route)) = (ctx.principal.as_ref(), ctx.route.as_ref()) {
             let now = crate::jwks::now_unix();
+            let first = |why| ctx.watchdog.as_ref().is_none_or(|w| w.close(why));
             if now > p.exp + p.skew + route.stream_expiry_grace {
-                metrics::stream_closed_expired(&route.name);
-                return Err(pingora_core::Error::explain(
-                    pingora_core::ErrorType::InternalError,
-                    "token expired: closing the response stream",
-                ));
+                if first(streams::Closed::Expired) {
+                    metrics::stream_closed_expired(&route.name);
+                }
+                return Err(closing(streams::Closed::Expired));
             }
             let generation = self.state.revocations.generation();
             if generation != ctx.revocation_gen {
                 ctx.revocation_gen = generation;
                 if self.state.revocations.revoked(p, now).is_some() {
-                    metrics::stream_closed_revoked(&route.name);
-                    return Err(pingora_core::Error::explain(
-                        pingora_core::ErrorType::InternalError,
-                        "token revoked: closing the response stream",
-                    ));
+                    if first(streams::Closed::Revoked) {
+                        metrics::stream_closed_revoked(&route.name);
+                    }
+                    return Err(closing(streams::Closed::Revoked));
                 }
             }
         }
-        let (Some(f), Some(route), Some(p)) = (
-            ctx.tools_filter.as_mut(),
-            ctx.route.as_ref(),
-            ctx.principal.as_ref(),
-        ) else {
-            return Ok(None);
-        };
-        if !f.active {
-            return Ok(None);
-        }
-        if let Some(chunk) = body.take() {
-            if f.buf.len() + chunk.len() > TOOLS_LIST_LIMIT {
-                return Err(pingora_core::Error::explain(
-                    pingora_core::ErrorType::InternalError,
-                    "tools/list response too large to filter",
-                ));
+        if let (Some(judge), Some(route)) = (ctx.judge.as_mut(), ctx.route.as_ref()) {
+            let p = ctx.principal.as_deref();
+            let keep = |name: &str| policy::tool_visible(route, p, name);
+            let (flow, refused) = judge.body(body, end_of_stream, &keep);
+            if let Some(why) = refused {
+                metrics::answer_refused(&route.name, why.reason());
             }
-            f.buf.extend_from_slice(&chunk);
+            if flow == lists::Flow::End {
+                // The error event goes out with this piece; then the stream ends (without a
+                // watchdog, it only falls silent: the judge drops everything after).
+                if let Some(w) = ctx.watchdog.as_ref() {
+                    w.close(streams::Closed::Refused);
+                }
+            }
         }
         if end_of_stream {
-            let keep = |name: &str| policy::tool_allowed(route, p, name);
-            let out = if f.sse {
-                mcp::filter_tools_sse(&f.buf, &keep)
-            } else {
-                mcp::filter_tools_json(&f.buf, &keep).unwrap_or_else(|| std::mem::take(&mut f.buf))
-            };
-            *body = Some(Bytes::from(out));
+            // Disarm before pingora may pool the upstream connection.
+            ctx.watchdog = None;
         }
         Ok(None)
     }

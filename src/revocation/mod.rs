@@ -219,6 +219,8 @@ pub struct Revocations {
     current: ArcSwap<RevocationSet>,
     /// Bumped whenever `current` changes content.
     generation: AtomicU64,
+    /// Carries `generation` to the watchdogs of open streams (see `streams`).
+    changed: tokio::sync::watch::Sender<u64>,
     shared: Option<Shared>,
     fail: FailMode,
     max_stale_ms: i64,
@@ -269,6 +271,7 @@ impl Revocations {
         Revocations {
             current: ArcSwap::from_pointee(RevocationSet::default()),
             generation: AtomicU64::new(0),
+            changed: tokio::sync::watch::Sender::new(0),
             shared,
             fail: settings.revocations_fail,
             max_stale_ms: settings.revocations_max_stale.as_millis() as i64,
@@ -292,6 +295,11 @@ impl Revocations {
 
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// Wakes whenever the list changes content (the value is the new generation).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     pub fn snapshot(&self) -> Arc<RevocationSet> {
@@ -382,7 +390,8 @@ impl Revocations {
         drop(known);
         if changed {
             self.current.store(Arc::new(set));
-            self.generation.fetch_add(1, Ordering::AcqRel);
+            let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            self.changed.send_replace(generation);
         }
     }
 
@@ -1063,10 +1072,14 @@ mod tests {
         let p = principal(Some("t1"), "alice", "app", Some(now - 5));
         assert!(r.check(&p, now).is_ok());
         let g = r.generation();
+        let mut changed = r.changes();
         r.add(rev(Kind::Subject, "alice", None, now, now + 60))
             .await
             .unwrap();
         assert!(r.generation() > g);
+        // open streams' watchdogs are woken with the new generation
+        assert!(changed.has_changed().unwrap());
+        assert_eq!(*changed.borrow_and_update(), r.generation());
         assert_eq!(r.check(&p, now), Err(Refusal::Revoked));
         assert_eq!(r.age_seconds(), 0.0);
     }

@@ -15,6 +15,7 @@ mod cli;
 mod connections;
 mod dpop;
 mod failclosed_request;
+mod failclosed_response;
 mod harness;
 mod introspection;
 mod jwks;

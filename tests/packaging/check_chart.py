@@ -8,7 +8,11 @@ No helm binary and no Docker engine are needed:
   * the gateway configuration rendered into the ConfigMap is given to `mcpgate check`,
     with the environment the container would have,
   * the Dockerfile is parsed and checked statically against Cargo.toml and
-    config/example.yaml.
+    config/example.yaml,
+  * the monitoring kit (helm/mcpgate/files: Grafana dashboard, Prometheus rules) is checked
+    with promtool (`check rules`, `test rules` with prometheus-rules.test.yaml) and every
+    metric it reads against a live scrape of the gateway (check_monitoring.py),
+  * NOTES.txt's metadata URL and token test are tried against the running binary.
 
 Each check prints PASS/FAIL; the last line is "N passed, M failed" and the exit status is
 non-zero when anything failed. Self-tests feed deliberately broken inputs (mutated
@@ -39,6 +43,8 @@ import helm_python as helm
 import kubernetes_validate
 import yaml
 
+import check_monitoring as mon
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = ROOT / "tests" / "packaging"
 CHART = ROOT / "helm" / "mcpgate"
@@ -46,9 +52,17 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 CARGO_TOML = ROOT / "Cargo.toml"
 EXAMPLE_CONFIG = ROOT / "config" / "example.yaml"
+README = ROOT / "README.md"
+DASHBOARD_FILE = CHART / "files" / "grafana-dashboard.json"
+RULES_FILE = CHART / "files" / "prometheus-rules.yaml"
+RULES_TESTS = HERE / "prometheus-rules.test.yaml"
 MCPGATE_BIN = Path(os.environ.get("MCPGATE_BIN") or ROOT / "target" / "debug" / "mcpgate")
 KUBE_VERSION = os.environ.get("KUBE_VERSION", "1.29")
 NAMESPACE = "mcp"
+
+# What the README's install commands add with --set: the chart has no default image.
+IMAGE_REPOSITORY = "registry.example.com/platform/mcpgate"
+MCP_SERVER_IMAGE = "registry.example.com/files-mcp:1.4.2"
 
 # What the image runs by default, and where the chart mounts the config. They must agree.
 EXPECTED_CONFIG_PATH = "/etc/mcpgate/config.yaml"
@@ -149,6 +163,23 @@ def labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Helm's coalescing: maps merge key by key, anything else (lists included) is replaced."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def installable(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` plus what the README's install commands set on the command line."""
+    out = copy.deepcopy(values)
+    out.setdefault("image", {}).setdefault("repository", IMAGE_REPOSITORY)
+    if out.get("mode") == "sidecar" and not out.get("sidecar", {}).get("mcpServer", {}).get("image"):
+        out.setdefault("sidecar", {}).setdefault("mcpServer", {})["image"] = MCP_SERVER_IMAGE
+    return out
+
+
 def walk_strings(value: Any) -> Iterable[str]:
     if isinstance(value, str):
         yield value
@@ -231,6 +262,56 @@ SERVICE_MONITOR_SCHEMA = {
 }
 
 
+# PrometheusRule is a CRD too (Prometheus Operator v1): its spec is a Prometheus rule file.
+PROMETHEUS_RULE_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                            "rules": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["expr"],
+                                    "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
+                                    "properties": {
+                                        "alert": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                                        "record": {"type": "string", "pattern": "^[A-Za-z_:][A-Za-z0-9_:]*$"},
+                                        "expr": {"type": "string", "minLength": 1},
+                                        "for": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h|d)$"},
+                                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                                        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+CRD_SCHEMAS = {"ServiceMonitor": SERVICE_MONITOR_SCHEMA, "PrometheusRule": PROMETHEUS_RULE_SCHEMA}
+
+
 def schema_findings(docs: list[dict[str, Any]]) -> list[Finding]:
     import jsonschema
 
@@ -239,8 +320,8 @@ def schema_findings(docs: list[dict[str, Any]]) -> list[Finding]:
         body = strip_source(doc)
         what = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
         name = f"schema-valid (Kubernetes {KUBE_VERSION}, strict) {what}"
-        if doc.get("kind") == "ServiceMonitor":
-            errs = sorted(jsonschema.Draft202012Validator(SERVICE_MONITOR_SCHEMA).iter_errors(body), key=str)
+        if doc.get("kind") in CRD_SCHEMAS:
+            errs = sorted(jsonschema.Draft202012Validator(CRD_SCHEMAS[doc["kind"]]).iter_errors(body), key=str)
             out.append((name, not errs, "; ".join(e.message for e in errs[:3])))
             continue
         try:
@@ -420,7 +501,13 @@ def workload_findings(docs: list[dict[str, Any]], values: dict[str, Any], config
 
     for doc in docs:
         ns = doc["metadata"].get("namespace")
-        want = values["metrics"]["serviceMonitor"]["namespace"] or NAMESPACE if doc["kind"] == "ServiceMonitor" else NAMESPACE
+        want = NAMESPACE
+        if doc["kind"] == "ServiceMonitor":
+            want = values["metrics"]["serviceMonitor"]["namespace"] or NAMESPACE
+        elif doc["kind"] == "PrometheusRule":
+            want = values["metrics"]["prometheusRule"]["namespace"] or NAMESPACE
+        elif is_dashboard(doc):
+            want = values["metrics"]["dashboard"]["namespace"] or NAMESPACE
         if ns != want:
             out.append((f"{doc['kind']}/{doc['metadata']['name']} namespace", False, f"{ns!r} != {want!r}"))
 
@@ -464,6 +551,8 @@ def workload_findings(docs: list[dict[str, Any]], values: dict[str, Any], config
                   and annotations.get("prometheus.io/path") == "/metrics")
             out.append(("prometheus.io annotations point at the admin port /metrics", ok, f"{annotations!r}"))
 
+    out.extend(monitoring_kit_findings(docs, values))
+
     # PDB
     pdbs = find(docs, "PodDisruptionBudget")
     if values["podDisruptionBudget"]["enabled"]:
@@ -494,6 +583,39 @@ def workload_findings(docs: list[dict[str, Any]], values: dict[str, Any], config
         if nps:
             allowed = {resolve_port(c, p["port"]) for rule in nps[0]["spec"]["ingress"] for p in rule.get("ports", [])}
             out.append(("NetworkPolicy admits only the gateway ports", allowed == {resolve_port(c, "mcpgate-http"), admin_port}, f"{allowed}"))
+    return out
+
+
+def is_dashboard(doc: dict[str, Any]) -> bool:
+    return doc.get("kind") == "ConfigMap" and any(k.endswith(".json") for k in (doc.get("data") or {}))
+
+
+def monitoring_kit_findings(docs: list[dict[str, Any]], values: dict[str, Any]) -> list[Finding]:
+    """The dashboard ConfigMap and the PrometheusRule: rendered exactly when enabled, labelled
+    as configured, and carrying the canonical files unchanged."""
+    out: list[Finding] = []
+    dash_values = values["metrics"]["dashboard"]
+    dashboards = [d for d in docs if is_dashboard(d)]
+    if dash_values["enabled"]:
+        out.append(("dashboard ConfigMap rendered", len(dashboards) == 1, f"{len(dashboards)}"))
+        for d in dashboards:
+            labels = d["metadata"].get("labels") or {}
+            out.append(("dashboard ConfigMap carries the sidecar's label(s)", all(labels.get(k) == v for k, v in dash_values["labels"].items()) and bool(dash_values["labels"]), f"{labels}"))
+            data = d.get("data") or {}
+            out.append(("dashboard ConfigMap holds files/grafana-dashboard.json unchanged",
+                        list(data.values()) == [DASHBOARD_FILE.read_text().rstrip("\n")], f"keys {sorted(data)}"))
+    else:
+        out.append(("no dashboard ConfigMap when disabled", not dashboards, ""))
+    rules = find(docs, "PrometheusRule")
+    rule_values = values["metrics"]["prometheusRule"]
+    if rule_values["enabled"]:
+        out.append(("PrometheusRule rendered", len(rules) == 1, f"{len(rules)}"))
+        for r in rules:
+            labels = r["metadata"].get("labels") or {}
+            out.append(("PrometheusRule carries metrics.prometheusRule.labels", all(labels.get(k) == v for k, v in rule_values["labels"].items()), f"{labels}"))
+            out.append(("PrometheusRule spec = files/prometheus-rules.yaml", r.get("spec") == load_yaml(RULES_FILE), ""))
+    else:
+        out.append(("no PrometheusRule when disabled", not rules, ""))
     return out
 
 
@@ -828,8 +950,9 @@ def deploy_doc() -> tuple[str, str] | None:
     return ("tests/packaging/DEPLOY.md", draft.read_text()) if draft.exists() else None
 
 
-def doc_findings(name: str, text: str) -> list[tuple[str, bool, str, str | None]]:
-    """(check, ok, detail, config text to give to mcpgate check or None)."""
+def doc_findings(name: str, text: str, base: dict[str, Any]) -> list[tuple[str, bool, str, str | None]]:
+    """(check, ok, detail, config text to give to mcpgate check or None). A values snippet is
+    validated as what it is, a part of the user's values: on top of `base`."""
     out: list[tuple[str, bool, str, str | None]] = []
     for m in re.finditer(r"<<'EOF'\n(.*?)\nEOF\n", text, re.S):
         out.append((f"{name}: example config (heredoc) is accepted by mcpgate check", True, "", m.group(1)))
@@ -842,7 +965,7 @@ def doc_findings(name: str, text: str) -> list[tuple[str, bool, str, str | None]
                 continue  # template snippets
             if isinstance(block, dict) and block and set(block) <= schema_keys:
                 try:
-                    chart.validate_schema(block)
+                    chart.validate_schema(deep_merge(base, block))
                     out.append((f"{name}: values snippet {sorted(block)} is valid chart values", True, "", None))
                 except helm.HelmError as e:
                     out.append((f"{name}: values snippet {sorted(block)} is valid chart values", False, str(e)[:300], None))
@@ -934,6 +1057,8 @@ def all_extra(docs: list[dict[str, Any]], values: dict[str, Any]) -> list[Findin
     annotations = find(docs, "Deployment")[0]["spec"]["template"]["metadata"].get("annotations", {})
     out.append(("config checksum annotation (rollOnConfigChange)", re.fullmatch(r"[0-9a-f]{64}", annotations.get("checksum/config", "")) is not None, f"{annotations}"))
     out.append(("image pinned by digest", "@sha256:" in c.get("image", ""), c.get("image", "")))
+    svc = [x for x in find(docs, "Service") if "admin" not in x["metadata"]["name"]]
+    out.append(("public Service sessionAffinity ClientIP", [x["spec"].get("sessionAffinity") for x in svc] == ["ClientIP"], ""))
     out.append(("imagePullSecrets rendered", pod.get("imagePullSecrets") == values["imagePullSecrets"], ""))
     hpa = find(docs, "HorizontalPodAutoscaler")
     metrics = {m["resource"]["name"] for m in hpa[0]["spec"]["metrics"]} if hpa else set()
@@ -941,10 +1066,12 @@ def all_extra(docs: list[dict[str, Any]], values: dict[str, Any]) -> list[Findin
     return out
 
 
-def variants() -> None:
-    """Smaller value sets for options that exclude each other."""
+def variants(base: dict[str, Any]) -> None:
+    """Smaller value sets (on top of the installable edge example) for options that exclude
+    each other."""
     label = "variant existingConfigMap"
-    docs = render(CHART, {"existingConfigMap": "team-mcpgate", "existingConfigMapKey": "gateway.yaml"})
+    without_config = {k: v for k, v in base.items() if k != "config"}
+    docs = render(CHART, deep_merge(without_config, {"existingConfigMap": "team-mcpgate", "existingConfigMapKey": "gateway.yaml"}))
     R.all(label, schema_findings(docs))
     pod = pod_of(find(docs, "Deployment")[0])
     c = gateway_container(pod) or {}
@@ -955,26 +1082,40 @@ def variants() -> None:
     R.all(label, gateway_findings(pod, None, EXPECTED_CONFIG_PATH))
 
     label = "variant redis.url"
-    docs = render(CHART, {"redis": {"url": "redis://redis.mcp.svc:6379/0"}})
+    docs = render(CHART, deep_merge(base, {"redis": {"url": "redis://redis.mcp.svc:6379/0"}}))
     c = gateway_container(pod_of(find(docs, "Deployment")[0])) or {}
     R.record(f"{label}: MCPGATE_REDIS_URL from redis.url",
              [e for e in c["env"] if e["name"] == "MCPGATE_REDIS_URL"] == [{"name": "MCPGATE_REDIS_URL", "value": "redis://redis.mcp.svc:6379/0"}], f"{c.get('env')}")
-    docs = render(CHART, None)
+    docs = render(CHART, base)
     c = gateway_container(pod_of(find(docs, "Deployment")[0])) or {}
     R.record("defaults: no MCPGATE_REDIS_URL without redis settings", all(e["name"] != "MCPGATE_REDIS_URL" for e in c["env"]), "")
+    R.record("defaults: no Service sessionAffinity", all("sessionAffinity" not in x["spec"] for x in find(docs, "Service")), "")
     R.record("defaults: no secret env or files without secrets settings",
              [e["name"] for e in c["env"]] == ["RUST_LOG"], f"{[e['name'] for e in c['env']]}")
 
     label = "variant NodePort + minAvailable + metrics off"
     vals = {"service": {"type": "NodePort", "nodePort": 30080}, "podDisruptionBudget": {"minAvailable": 1},
             "metrics": {"podAnnotations": False}}
-    docs = render(CHART, vals)
+    docs = render(CHART, deep_merge(base, vals))
     R.all(label, schema_findings(docs))
     svc = find(docs, "Service")[0]
     R.record(f"{label}: nodePort rendered", svc["spec"]["ports"][0].get("nodePort") == 30080, "")
     R.record(f"{label}: PDB uses minAvailable", find(docs, "PodDisruptionBudget")[0]["spec"] == {"minAvailable": 1, "selector": find(docs, "PodDisruptionBudget")[0]["spec"]["selector"]}, "")
     ann = find(docs, "Deployment")[0]["spec"]["template"]["metadata"].get("annotations") or {}
     R.record(f"{label}: no prometheus.io annotations when metrics.podAnnotations is false", "prometheus.io/scrape" not in ann, f"{ann}")
+
+    label = "variant api_keys only (no issuers)"
+    vals = without(base, "config", "issuers")
+    vals["config"]["api_keys"] = {"file": "api-keys.yaml"}
+    vals["config"]["routes"] = [dict(r, auth="api_key") for r in vals["config"]["routes"]]
+    vals["secrets"] = {"apiKeys": {"existingSecret": "mcpgate-api-keys"}}
+    try:
+        docs = render(CHART, vals)
+        R.record(f"{label}: renders", True)
+        notes = render_notes(vals)
+        R.record(f"{label}: NOTES shows the API key test, no metadata", "ApiKey header=" in notes and "metadata:" not in notes, notes[-400:])
+    except helm.HelmError as e:
+        R.record(f"{label}: renders", False, str(e)[:300])
 
 
 def parent_chart_test(sidecar_values: dict[str, Any]) -> None:
@@ -1124,13 +1265,16 @@ def runtime_smoke(sidecar_values: dict[str, Any]) -> None:
                                     stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             def get(path: str, port: int) -> tuple[int, str]:
+                return get_h(path, port)[:2]  # type: ignore[return-value]
+
+            def get_h(path: str, port: int) -> tuple[int, str, Any]:
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as r:
-                        return r.status, r.read().decode(errors="replace")
+                        return r.status, r.read().decode(errors="replace"), r.headers
                 except urllib.error.HTTPError as e:
-                    return e.code, e.read().decode(errors="replace")
+                    return e.code, e.read().decode(errors="replace"), e.headers
                 except OSError as e:
-                    return 0, str(e)
+                    return 0, str(e), {}
 
             probes = {p: (c[p]["httpGet"]["path"], resolve_port(c, c[p]["httpGet"]["port"])) for p in ("startupProbe", "livenessProbe", "readinessProbe")}
             deadline = time.monotonic() + 15
@@ -1156,6 +1300,24 @@ def runtime_smoke(sidecar_values: dict[str, Any]) -> None:
             except OSError as e:
                 ok, why = False, str(e)
             R.record(f"{label}: public port accepts connections", ok, why)
+            # What NOTES.txt tells the user to try: the token test and the metadata URL.
+            from urllib.parse import urlsplit
+
+            notes = render_notes(vals)
+            route = vals["config"]["routes"][0]
+            meta = metadata_url(vals["config"]["listen"]["public_url"], route)
+            R.record(f"{label}: NOTES.txt shows route {route['name']}'s metadata URL", f"metadata:   {meta}" in notes, "")
+            st, body, headers = get_h(route["path_prefix"], pub)
+            challenge = headers.get("WWW-Authenticate", "") if headers else ""
+            R.record(f"{label}: NOTES' token test: 401 whose challenge names the metadata URL NOTES shows",
+                     st == 401 and f'resource_metadata="{meta}"' in challenge, f"{st} {challenge!r}")
+            st, body, _ = get_h(urlsplit(meta).path, pub)
+            try:
+                doc = json.loads(body) if st == 200 else {}
+            except json.JSONDecodeError:
+                doc = {}
+            R.record(f"{label}: NOTES' metadata URL serves the route's metadata",
+                     doc.get("resource") == vals["config"]["listen"]["public_url"].rstrip("/") + route["path_prefix"], f"{st} {body[:200]}")
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
             try:
@@ -1180,25 +1342,61 @@ def helm_app_version() -> str:
     return str(load_yaml(CHART / "Chart.yaml")["appVersion"])
 
 
-def negative_values() -> None:
-    """Values that must be refused, by values.schema.json or by the templates' guards."""
+def without(values: dict[str, Any], *path: str) -> dict[str, Any]:
+    """`values` with the key at `path` removed."""
+    out = copy.deepcopy(values)
+    node = out
+    for k in path[:-1]:
+        node = node[k]
+    node.pop(path[-1], None)
+    return out
+
+
+def negative_values(base: dict[str, Any]) -> None:
+    """Values that must be refused, by values.schema.json or by the templates' guards. Each
+    case changes one thing in `base` (the installable edge example), which renders."""
     print("--- values that must be refused")
-    cases: list[tuple[str, dict[str, Any], str]] = [
-        ("unknown mode", {"mode": "gateway"}, "mode"),
-        ("unknown top-level key", {"replicas": 3}, "replicas"),
-        ("writable root filesystem", {"securityContext": {"readOnlyRootFilesystem": False}}, "readOnlyRootFilesystem"),
-        ("running as root allowed", {"securityContext": {"runAsNonRoot": False}}, "runAsNonRoot"),
-        ("privilege escalation", {"securityContext": {"allowPrivilegeEscalation": True}}, "allowPrivilegeEscalation"),
-        ("port as a string", {"containerPorts": {"public": "http"}}, "public"),
-        ("listen port differs from containerPorts.public", {"containerPorts": {"public": 8081}}, "containerPorts.public"),
-        ("admin port differs from containerPorts.admin", {"config": {"admin": {"address": "0.0.0.0:9191"}}}, "containerPorts.admin"),
-        ("admin listener on loopback", {"config": {"admin": {"address": "127.0.0.1:9090"}}}, "loopback"),
-        ("public listener on loopback", {"config": {"listen": {"address": "127.0.0.1:8080"}}}, "loopback"),
-        ("sidecar without MCP server image", {"mode": "sidecar"}, "sidecar.mcpServer.image"),
-        ("sidecar MCP server on a gateway port", {"mode": "sidecar", "sidecar": {"mcpServer": {"name": "s", "image": "x:1", "ports": [{"containerPort": 8080}]}}}, "collides"),
-        ("HPA without a target", {"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": None}}, "autoscaling"),
-        ("extra file with both sources", {"extraConfigFiles": [{"secretName": "a", "configMapName": "b", "key": "k", "path": "p"}]}, "extraConfigFiles"),
-        ("redis URL with another scheme", {"redis": {"url": "http://redis:6379"}}, "redis"),
+    try:
+        render(CHART, base)
+        R.record("control: the base of the refusal cases renders", True)
+    except helm.HelmError as e:
+        R.record("control: the base of the refusal cases renders", False, str(e)[:300])
+    m = lambda over: deep_merge(base, over)  # noqa: E731
+    sidecar = load_yaml(CHART / "examples" / "sidecar.yaml")
+    cases: list[tuple[str, dict[str, Any] | None, str]] = [
+        ("the chart's default values (no config, no image)", None, "config"),
+        ("no config", without(base, "config"), "config"),
+        ("empty config", dict(base, config={}), "listen"),
+        ("no image.repository", without(base, "image"), "image.repository"),
+        ("examples/sidecar.yaml without the --set images", dict(sidecar, image={"repository": IMAGE_REPOSITORY}), "sidecar.mcpServer.image"),
+        ("config without listen", without(base, "config", "listen"), "listen"),
+        ("config without listen.public_url", without(base, "config", "listen", "public_url"), "public_url"),
+        ("config without admin", without(base, "config", "admin"), "admin"),
+        ("config without issuers (and no api_keys)", without(base, "config", "issuers"), "issuers"),
+        ("config with empty issuers (and no api_keys)", m({"config": {"issuers": []}}), "issuers"),
+        ("config without routes", without(base, "config", "routes"), "routes"),
+        ("config with no routes", m({"config": {"routes": []}}), "routes"),
+        ("config with an unknown top-level key", m({"config": {"listn": {"address": "0.0.0.0:8080"}}}), "listn"),
+        ("route without upstream", m({"config": {"routes": [{"name": "a", "path_prefix": "/a"}]}}), "upstream"),
+        ("public_url without a scheme", m({"config": {"listen": {"public_url": "mcp.example.com"}}}), "public_url"),
+        ("config and existingConfigMap together", m({"existingConfigMap": "team-mcpgate"}), "exclude each other"),
+        ("unknown mode", m({"mode": "gateway"}), "mode"),
+        ("unknown top-level key", m({"replicas": 3}), "replicas"),
+        ("writable root filesystem", m({"securityContext": {"readOnlyRootFilesystem": False}}), "readOnlyRootFilesystem"),
+        ("running as root allowed", m({"securityContext": {"runAsNonRoot": False}}), "runAsNonRoot"),
+        ("privilege escalation", m({"securityContext": {"allowPrivilegeEscalation": True}}), "allowPrivilegeEscalation"),
+        ("port as a string", m({"containerPorts": {"public": "http"}}), "public"),
+        ("listen port differs from containerPorts.public", m({"containerPorts": {"public": 8081}}), "containerPorts.public"),
+        ("admin port differs from containerPorts.admin", m({"config": {"admin": {"address": "0.0.0.0:9191"}}}), "containerPorts.admin"),
+        ("admin listener on loopback", m({"config": {"admin": {"address": "127.0.0.1:9090"}}}), "loopback"),
+        ("public listener on loopback", m({"config": {"listen": {"address": "127.0.0.1:8080"}}}), "loopback"),
+        ("sidecar without MCP server image", m({"mode": "sidecar"}), "sidecar.mcpServer.image"),
+        ("sidecar MCP server on a gateway port", m({"mode": "sidecar", "sidecar": {"mcpServer": {"name": "s", "image": "x:1", "ports": [{"containerPort": 8080}]}}}), "collides"),
+        ("HPA without a target", m({"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": None}}), "autoscaling"),
+        ("extra file with both sources", m({"extraConfigFiles": [{"secretName": "a", "configMapName": "b", "key": "k", "path": "p"}]}), "extraConfigFiles"),
+        ("redis URL with another scheme", m({"redis": {"url": "http://redis:6379"}}), "redis"),
+        ("dashboard label value not a string", m({"metrics": {"dashboard": {"enabled": True, "labels": {"grafana_dashboard": 1}}}}), "grafana_dashboard"),
+        ("unknown prometheusRule key", m({"metrics": {"prometheusRule": {"enabled": True, "selector": {}}}}), "selector"),
     ]
     for name, vals, needle in cases:
         try:
@@ -1206,6 +1404,29 @@ def negative_values() -> None:
             R.record(f"refused: {name}", False, "rendered without error")
         except helm.HelmError as e:
             R.record(f"refused: {name}", needle in str(e), f"error does not mention {needle!r}: {str(e)[:300]}")
+
+    # The templates' own guards, for renderings the schema does not see (--skip-schema-validation,
+    # the sidecar helpers called with a hand-made scope): the same values, chart without schema.
+    guards: list[tuple[str, dict[str, Any] | None, str]] = [
+        ("no config", dict(base, config={}), "config is required"),
+        ("no image.repository", without(base, "image"), "image.repository is required"),
+        ("config without listen.address", without(base, "config", "listen", "address"), "config.listen.address is required"),
+        ("config without listen.public_url", without(base, "config", "listen", "public_url"), "config.listen.public_url is required"),
+        ("config without admin.address", without(base, "config", "admin"), "config.admin.address is required"),
+        ("config without issuers or api_keys", without(base, "config", "issuers"), "config.issuers is required"),
+        ("config without routes", without(base, "config", "routes"), "config.routes is required"),
+        ("config and existingConfigMap together", m({"existingConfigMap": "team-mcpgate"}), "exclude each other"),
+    ]
+    with tempfile.TemporaryDirectory(prefix="mcpgate-noschema-") as tmp:
+        bare = Path(tmp) / "mcpgate"
+        shutil.copytree(CHART, bare)
+        (bare / "values.schema.json").unlink()
+        for name, vals, needle in guards:
+            try:
+                render(bare, vals)
+                R.record(f"refused by the template (no schema): {name}", False, "rendered without error")
+            except helm.HelmError as e:
+                R.record(f"refused by the template (no schema): {name}", needle in str(e), f"error does not mention {needle!r}: {str(e)[:300]}")
 
 
 def self_tests(edge_docs: list[dict[str, Any]], edge_values: dict[str, Any]) -> None:
@@ -1286,6 +1507,171 @@ def self_tests(edge_docs: list[dict[str, Any]], edge_values: dict[str, Any]) -> 
 
 
 # --------------------------------------------------------------------------------------
+# config: in values.schema.json, NOTES.txt
+# --------------------------------------------------------------------------------------
+
+
+def config_keys_findings(unknown_key_error: str, schema: dict[str, Any]) -> list[Finding]:
+    """values.schema.json's $defs/config accepts exactly the top-level keys the gateway does
+    (the gateway lists them when it refuses an unknown one)."""
+    m = re.search(r"expected one of (.*)", unknown_key_error)
+    gateway = set(re.findall(r"`([a-z_]+)`", m.group(1))) if m else set()
+    chart = set(schema.get("$defs", {}).get("config", {}).get("properties", {}))
+    return [("values.schema.json $defs/config has exactly the gateway's top-level config keys",
+             bool(gateway) and chart == gateway, f"gateway-only {sorted(gateway - chart)}, schema-only {sorted(chart - gateway)}"
+             if gateway else f"no key list in: {unknown_key_error[-200:]}")]
+
+
+def render_notes(values: dict[str, Any] | None) -> str:
+    with helm.Chart.load(str(CHART)) as chart:
+        rendered = chart.render(values, name="gw", namespace=NAMESPACE, is_install=True)
+    return next((t for p, t in rendered.items() if p.endswith("NOTES.txt")), "")
+
+
+def metadata_url(public_url: str, route: dict[str, Any]) -> str:
+    from urllib.parse import urlsplit
+
+    if route.get("resource"):
+        u = urlsplit(route["resource"])
+        return f"{u.scheme}://{u.netloc}/.well-known/oauth-protected-resource{u.path.rstrip('/')}"
+    return f"{public_url.rstrip('/')}/.well-known/oauth-protected-resource{route['path_prefix'].rstrip('/')}"
+
+
+def notes_findings(notes: str, values: dict[str, Any]) -> list[Finding]:
+    """NOTES.txt shows, for each OAuth route, its metadata URL and a token test, and warns
+    about session bindings when there are several replicas."""
+    out: list[Finding] = []
+    cfg = values["config"]
+    pub = cfg["listen"]["public_url"].rstrip("/")
+    for r in cfg["routes"]:
+        if r.get("auth", "oauth") in ("oauth", "both"):
+            meta = metadata_url(pub, r)
+            out.append((f"NOTES: route {r['name']} metadata URL {meta}", f"metadata:   {meta}\n" in notes, ""))
+            out.append((f"NOTES: route {r['name']} token test", f"curl -i {pub}{r['path_prefix']}    # expect 401, WWW-Authenticate: Bearer resource_metadata=\"{meta}\"" in notes, ""))
+    several = values["autoscaling"]["enabled"] or values["replicaCount"] > 1
+    out.append(("NOTES: says where Mcp-Session-Id bindings live" + ("" if several else " (only with several replicas)"),
+                ("Mcp-Session-Id bindings live in each replica's memory" in notes) == several, ""))
+    return out
+
+
+def notes_extra(docs: list[dict[str, Any]], values: dict[str, Any]) -> list[Finding]:
+    return notes_findings(render_notes(values), values)
+
+
+# --------------------------------------------------------------------------------------
+# Monitoring kit: dashboard and rules
+# --------------------------------------------------------------------------------------
+
+
+def monitoring(kit_docs: list[dict[str, Any]] | None) -> None:
+    """The rules (promtool check and unit tests, as rendered into the PrometheusRule) and the
+    dashboard (shape, queries parsed by promtool), and every metric they read against a live
+    scrape of the gateway."""
+    print("--- monitoring kit (Grafana dashboard, Prometheus rules)")
+    R.record("promtool is available (PATH or tests/packaging/.tools)", mon.promtool() is not None, "run tests/packaging/promtool.sh")
+    canonical = load_yaml(RULES_FILE)
+    R.record(*mon.promtool_check_rules(canonical, "helm/mcpgate/files/prometheus-rules.yaml"))
+    rendered = None
+    if kit_docs is not None:
+        prs = find(kit_docs, "PrometheusRule")
+        rendered = prs[0]["spec"] if len(prs) == 1 else None
+    R.record("the rendered PrometheusRule's spec is available", rendered is not None, "")
+    tests = load_yaml(RULES_TESTS)
+    if rendered is not None:
+        R.record(*mon.promtool_check_rules(rendered, "the rendered PrometheusRule's spec"))
+        R.record(*mon.promtool_test_rules(rendered, RULES_TESTS, "tests/packaging/prometheus-rules.test.yaml on the rendered rules"))
+    try:
+        dash = json.loads(DASHBOARD_FILE.read_text())
+        R.record("dashboard: files/grafana-dashboard.json is JSON", True)
+    except json.JSONDecodeError as e:
+        R.record("dashboard: files/grafana-dashboard.json is JSON", False, str(e))
+        dash = None
+    if dash is not None:
+        R.record(*mon.dashboard_parse_findings(dash))
+    if not MCPGATE_BIN.exists():
+        R.record("metrics scraped from the gateway", False, f"{MCPGATE_BIN} does not exist (cargo build first)")
+        return
+    text, why = mon.scrape_gateway(MCPGATE_BIN)
+    R.record("metrics scraped from the gateway (live, after keys and a reload)", text is not None, why)
+    if text is None:
+        return
+    samples, families = mon.parse_exposition(text)
+    names = mon.known_names(samples, families)
+    findings, notes = mon.after_events_findings(samples, families, README.read_text())
+    R.all("metrics", findings)
+    for n in notes:
+        R.note(n)
+    R.all("monitoring", mon.rules_findings(canonical, tests, names))
+    if dash is not None:
+        R.all("monitoring", mon.dashboard_findings(dash, names))
+    monitoring_self_tests(canonical, tests, dash, names)
+
+
+def monitoring_self_tests(rules: dict[str, Any], tests: dict[str, Any], dash: dict[str, Any] | None, names: set[str]) -> None:
+    """Break the kit in specific ways; the checks must notice."""
+    print("--- self-tests of the monitoring checks")
+
+    def rules_mut(fn: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        r = copy.deepcopy(rules)
+        fn(r)
+        return r
+
+    alerts = [x for x in mon.rule_entries(rules) if "alert" in x]
+    first = alerts[0]["alert"] if alerts else ""
+    expect_fail("self-test rules (an unknown metric)",
+                mon.rules_findings(rules_mut(lambda r: r["groups"][-1]["rules"].append({"alert": "X", "expr": "mcpgate_no_such_metric_total > 0", "labels": {"severity": "warning"}, "annotations": {"summary": "s", "description": "d"}})), tests, names),
+                "rules: X reads only metrics")
+    expect_fail("self-test rules (an alert without tests)",
+                mon.rules_findings(rules_mut(lambda r: r["groups"][-1]["rules"].append({"alert": "Untested", "expr": "mcpgate_connections_open > 1e9", "labels": {"severity": "warning"}, "annotations": {"summary": "s", "description": "d"}})), tests, names),
+                "rules: alert Untested is unit-tested firing")
+    expect_fail("self-test rules (a required alert removed)",
+                mon.rules_findings(rules_mut(lambda r: [g["rules"].__setitem__(slice(None), [x for x in g["rules"] if x.get("alert") != "McpgateRedisCircuitOpen"]) for g in r["groups"]]), tests, names),
+                "rules: alert McpgateRedisCircuitOpen exists")
+    expect_fail("self-test rules (no severity)",
+                mon.rules_findings(rules_mut(lambda r: [x.get("labels", {}).pop("severity", None) for g in r["groups"] for x in g["rules"] if x.get("alert") == first]), tests, names),
+                f"rules: alert {first} has a severity")
+    quiet_only = copy.deepcopy(tests)
+    for t in quiet_only.get("tests", []):
+        t["alert_rule_test"] = [a for a in t.get("alert_rule_test") or [] if not (a["alertname"] == first and a.get("exp_alerts"))]
+    expect_fail("self-test rules (the firing case of an alert removed)", mon.rules_findings(rules, quiet_only, names), f"rules: alert {first} is unit-tested firing")
+    broken = rules_mut(lambda r: [x.update(expr=x["expr"].replace("> 64800", "> 99999999")) for g in r["groups"] for x in g["rules"] if x.get("alert") == "McpgateJwksKeysStale"])
+    expect_fail("self-test rules (a threshold changed)", [mon.promtool_test_rules(broken, RULES_TESTS, "mutated")], "promtool test rules")
+    expect_fail("self-test rules (an expression that does not parse)",
+                [mon.promtool_check_rules(rules_mut(lambda r: r["groups"][0]["rules"][0].update(expr="sum by (route (x)")), "mutated")], "promtool check rules")
+    if dash is None:
+        return
+
+    def dash_mut(fn: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        d = copy.deepcopy(dash)
+        fn(d)
+        return d
+
+    data = [p for p in mon.dashboard_panels(dash) if p.get("type") != "row"]
+    title = str(data[0].get("title"))
+    expect_fail("self-test dashboard (an unknown metric)",
+                mon.dashboard_findings(dash_mut(lambda d: [p["targets"].append({"refId": "Z", "expr": "rate(mcpgate_no_such_total[5m])", "datasource": p["datasource"]}) for p in mon.dashboard_panels(d) if p.get("title") == title]), names),
+                f"dashboard: {title}: reads only metrics")
+    expect_fail("self-test dashboard (a fixed data source uid)",
+                mon.dashboard_findings(dash_mut(lambda d: [p.update(datasource={"type": "prometheus", "uid": "P1809F7CD0C75ACF3"}) for p in mon.dashboard_panels(d) if p.get("title") == title]), names),
+                "dashboard: every panel, query and variable uses ${datasource}")
+    expect_fail("self-test dashboard (no datasource variable)",
+                mon.dashboard_findings(dash_mut(lambda d: d["templating"].update(list=[v for v in d["templating"]["list"] if v.get("type") != "datasource"])), names),
+                "dashboard: a `datasource` variable")
+    expect_fail("self-test dashboard (overlapping panels)",
+                mon.dashboard_findings(dash_mut(lambda d: [p["gridPos"].update(x=0, y=1) for p in mon.dashboard_panels(d)[1:3]]), names),
+                "dashboard: panels inside the grid")
+    expect_fail("self-test dashboard (a required metric no longer shown)",
+                mon.dashboard_findings(dash_mut(lambda d: d.update(panels=[p for p in d["panels"] if "mcpgate_jwks_age_seconds" not in json.dumps(p)])), names),
+                "dashboard: shows mcpgate_jwks_age_seconds")
+    expect_fail("self-test dashboard (an expression that does not parse)",
+                [mon.dashboard_parse_findings(dash_mut(lambda d: [p["targets"][0].update(expr="sum(rate(mcpgate_requests_total[$__rate_interval])") for p in mon.dashboard_panels(d) if p.get("title") == title]))],
+                "dashboard: every expression parses")
+    expect_fail("self-test config keys (a key the gateway does not know)",
+                config_keys_findings("unknown field `x`, expected one of `listen`, `admin`", {"$defs": {"config": {"properties": {"listen": {}, "admin": {}, "extra": {}}}}}),
+                "values.schema.json $defs/config")
+
+
+# --------------------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------------------
 
@@ -1320,6 +1706,7 @@ def main() -> int:
     ports = example_ports()
     R.record("config/example.yaml exists", ports is not None, f"{EXAMPLE_CONFIG} missing")
     defaults = merged_values(None)
+    edge_values = installable(load_yaml(CHART / "examples" / "edge.yaml"))
     if ports is not None:
         R.record("chart default containerPorts = listen/admin ports of config/example.yaml",
                  {defaults["containerPorts"]["public"], defaults["containerPorts"]["admin"]} == ports,
@@ -1336,10 +1723,11 @@ def main() -> int:
     # The `mcpgate check` step itself must be able to fail.
     print("--- mcpgate check control")
     if MCPGATE_BIN.exists():
-        good = yaml.safe_dump(defaults["config"])
-        bad_key = dict(defaults["config"], unknown_key=1)
+        good = yaml.safe_dump(edge_values["config"])
+        bad_key = dict(edge_values["config"], unknown_key=1)
         rc, out = run_mcpgate_check(yaml.safe_dump(bad_key), {})
         R.record("control: mcpgate check refuses a config with an unknown key", rc != 0, f"exit {rc}: {out[-200:]}")
+        R.all("chart", config_keys_findings(out, schema))
         rc, out = run_mcpgate_check(good.replace("https://mcp.example.com", "${MCPGATE_UNSET_FOR_TEST}"), {})
         R.record("control: mcpgate check refuses a config naming an unset ${VAR}", rc != 0, f"exit {rc}: {out[-200:]}")
     else:
@@ -1363,7 +1751,7 @@ def main() -> int:
     doc = deploy_doc()
     R.record("Deploy documentation exists (README.md ## Deploy or tests/packaging/DEPLOY.md)", doc is not None, "")
     if doc is not None:
-        found = doc_findings(*doc)
+        found = doc_findings(*doc, edge_values)
         R.record(f"{doc[0]}: has an example config and values snippets", any(c for *_, c in found) and any(c is None for *_, c in found), "")
         for name, ok, detail, config in found:
             if config is None:
@@ -1372,21 +1760,23 @@ def main() -> int:
                 rc, outp = run_mcpgate_check(config, {})
                 R.record(name, rc == 0, f"exit {rc}: {outp[-300:]}")
 
-    # Chart scenarios
-    edge_docs = check_scenario("edge (default values)", None)
-    check_scenario("edge (examples/edge.yaml)", load_yaml(CHART / "examples" / "edge.yaml"))
-    sidecar_values = load_yaml(CHART / "examples" / "sidecar.yaml")
+    # Chart scenarios (with the values the README's install commands add with --set)
+    edge_docs = check_scenario("edge (examples/edge.yaml)", edge_values, notes_extra)
+    sidecar_values = installable(load_yaml(CHART / "examples" / "sidecar.yaml"))
     check_scenario("sidecar (examples/sidecar.yaml)", sidecar_values, sidecar_extra)
     check_scenario("all options (tests/packaging/ci-values-all.yaml)", load_yaml(HERE / "ci-values-all.yaml"), all_extra)
+    kit = deep_merge(edge_values, {"metrics": {"dashboard": {"enabled": True}, "prometheusRule": {"enabled": True}}})
+    kit_docs = check_scenario("edge with the monitoring kit (dashboard, PrometheusRule)", kit)
     print("--- variants")
-    variants()
+    variants(edge_values)
     parent_chart_test(sidecar_values)
     runtime_smoke(sidecar_values)
-    negative_values()
+    negative_values(edge_values)
+    monitoring(kit_docs)
     if edge_docs is not None:
-        self_tests(edge_docs, merged_values(None))
+        self_tests(edge_docs, merged_values(edge_values))
     else:
-        R.record("self-tests ran", False, "default values did not render")
+        R.record("self-tests ran", False, "examples/edge.yaml did not render")
 
     print()
     for n in R.notes:

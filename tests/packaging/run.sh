@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Packaging checks: Helm chart (lint, render, Kubernetes schema validation, `mcpgate check` of
-# the rendered config) and static Dockerfile checks. No helm binary, no Docker engine.
+# the rendered config), the monitoring kit (Grafana dashboard and Prometheus rules: promtool,
+# metric names against a live scrape of the gateway) and static Dockerfile checks. No helm
+# binary, no Docker engine.
 #
 #   tests/packaging/run.sh            # uses target/debug/mcpgate (run `cargo build` first)
 #   MCPGATE_BIN=/path/to/mcpgate tests/packaging/run.sh
@@ -29,6 +31,10 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
   echo "$want" > "$stamp"
 fi
+
+# promtool unit-tests the Prometheus rules: from PATH, else from tests/packaging/.tools (taken
+# out of Debian's prometheus package when missing; the rule checks fail without it).
+"$here/promtool.sh" || true
 
 export MCPGATE_BIN="${MCPGATE_BIN:-$repo/target/debug/mcpgate}"
 cd "$repo"

@@ -49,6 +49,7 @@ app.kubernetes.io/part-of: mcpgate
 
 {{/* Image reference; the tag defaults to the chart's appVersion. */}}
 {{- define "mcpgate.image" -}}
+{{- $_ := required "image.repository is required: build the image from the Dockerfile, push it to a registry your cluster pulls from, and set image.repository (e.g. --set image.repository=registry.example.com/platform/mcpgate)" .Values.image.repository -}}
 {{- $chart := .Chart | default dict -}}
 {{- $tag := .Values.image.tag | default $chart.AppVersion | toString -}}
 {{- if .Values.image.digest -}}
@@ -87,15 +88,31 @@ app.kubernetes.io/part-of: mcpgate
 {{- if not (has .Values.mode (list "edge" "sidecar")) -}}
 {{- fail (printf "mode must be edge or sidecar, not %q" (toString .Values.mode)) -}}
 {{- end -}}
-{{- if not .Values.existingConfigMap -}}
+{{- if .Values.existingConfigMap -}}
+{{- if .Values.config -}}
+{{- fail "config and existingConfigMap exclude each other: the gateway reads the ConfigMap existingConfigMap names, so remove config (or existingConfigMap)" -}}
+{{- end -}}
+{{- else -}}
 {{- $cfg := .Values.config | default dict -}}
+{{- if not $cfg -}}
+{{- fail "config is required: the chart has no default gateway configuration. Give at least config.listen.address, config.listen.public_url, config.admin.address, config.issuers (or config.api_keys) and config.routes (see helm/mcpgate/examples/edge.yaml), or set existingConfigMap" -}}
+{{- end -}}
 {{- $listen := get $cfg "listen" | default dict -}}
 {{- $admin := get $cfg "admin" | default dict -}}
 {{- if not (get $listen "address") -}}
-{{- fail "config.listen.address is required" -}}
+{{- fail "config.listen.address is required (e.g. 0.0.0.0:8080, the port of containerPorts.public)" -}}
+{{- end -}}
+{{- if not (get $listen "public_url") -}}
+{{- fail "config.listen.public_url is required: the external URL clients reach the gateway at (e.g. https://mcp.example.com); resource identifiers and metadata URLs are built from it" -}}
 {{- end -}}
 {{- if not (get $admin "address") -}}
-{{- fail "config.admin.address is required (the probes and metrics use the admin listener)" -}}
+{{- fail "config.admin.address is required (e.g. 0.0.0.0:9090; the probes and metrics use the admin listener)" -}}
+{{- end -}}
+{{- if not (or (get $cfg "issuers") (get $cfg "api_keys")) -}}
+{{- fail "config.issuers is required (the authorization servers whose tokens are accepted), or config.api_keys for API-key-only routes" -}}
+{{- end -}}
+{{- if not (get $cfg "routes") -}}
+{{- fail "config.routes is required: at least one route (name, path_prefix, upstream)" -}}
 {{- end -}}
 {{- $lport := include "mcpgate.addressPort" (get $listen "address") -}}
 {{- $aport := include "mcpgate.addressPort" (get $admin "address") -}}

@@ -8,12 +8,14 @@ under its key, with sidecar.workload.enabled: false so that it renders only its 
   # Chart.yaml of the parent chart
   dependencies:
     - name: mcpgate
-      version: 0.1.0
+      version: 0.2.0
       repository: file://../mcpgate        # or wherever the chart is published
 
   # values.yaml of the parent chart
   mcpgate:
     mode: sidecar
+    image:
+      repository: <your registry>/mcpgate   # required: the image built from the Dockerfile
     sidecar:
       workload:
         enabled: false
@@ -37,7 +39,7 @@ under its key, with sidecar.workload.enabled: false so that it renders only its 
 Point the parent's Service at the container port named "mcpgate-http" (the gateway's public
 port), never at the MCP server's port. The helpers only need `.Values` and `.Release` of the
 mcpgate scope, so `(dict "Values" .Values.mcpgate "Release" .Release)` also works (then
-set mcpgate.image.tag, since there is no chart appVersion to default to).
+set mcpgate.image.tag too, since there is no chart appVersion to default to).
 */}}
 
 {{/* mcpgate.sidecarContainer: a one-element YAML list holding the mcpgate container

@@ -241,8 +241,7 @@ async fn c7_5_unauthenticated_prefix_escape_never_reaches_upstream() {
 
 #[tokio::test]
 async fn routing_matches_whole_segments_and_longest_prefix() {
-    let tpl = STANDARD.to_string()
-        + "  - name: special\n    path_prefix: /mcp/special\n    upstream: {UP}\n    scopes: [special]\n";
+    let tpl = STANDARD.to_string() + &route("special", "/mcp/special", &["scopes: [special]"]);
     let env = Env::start(&tpl).await;
     let t = env.tok().build();
     // /mcp/special/x belongs to the longer prefix (needs `special`).
@@ -268,8 +267,7 @@ async fn routing_matches_whole_segments_and_longest_prefix() {
 
 #[tokio::test]
 async fn routing_virtual_host_is_case_insensitive_and_ignores_port() {
-    let tpl = STANDARD.to_string()
-        + "  - name: vh\n    path_prefix: /vh\n    host: vh.example.com\n    upstream: {UP}\n    auth: none\n";
+    let tpl = STANDARD.to_string() + &route("vh", "/vh", &["host: vh.example.com", "auth: none"]);
     let env = Env::start(&tpl).await;
     for host in [
         "vh.example.com",
@@ -296,8 +294,8 @@ async fn routing_virtual_host_is_case_insensitive_and_ignores_port() {
 #[tokio::test]
 async fn routing_rewrite_prefix() {
     let tpl = STANDARD.to_string()
-        + "  - name: rw\n    path_prefix: /rw\n    upstream: {UP}\n    rewrite_prefix: /v1\n    auth: none\n"
-        + "  - name: rwroot\n    path_prefix: /rr\n    upstream: {UP}\n    rewrite_prefix: /\n    auth: none\n";
+        + &route("rw", "/rw", &["rewrite_prefix: /v1", "auth: none"])
+        + &route("rwroot", "/rr", &["rewrite_prefix: /", "auth: none"]);
     let env = Env::start(&tpl).await;
     for (target, want) in [
         ("/rw/tools?a=1", "/v1/tools?a=1"),

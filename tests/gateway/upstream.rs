@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::harness::*;
@@ -178,7 +178,15 @@ async fn c7_1_identity_spoofing_on_auth_none_route() {
 #[tokio::test]
 async fn c7_1_identity_spoofing_with_renamed_headers() {
     let tpl = STANDARD.to_string()
-        + "  - name: renamed\n    path_prefix: /renamed\n    upstream: {UP}\n    scopes: [mcp:read]\n    audience_aliases: [\"https://mcp.example.com/mcp\"]\n    identity_headers:\n      subject: X-MCP-Sub\n      client_id: X-MCP-Client\n      scopes: X-MCP-Scopes\n      issuer: X-MCP-Iss\n";
+        + &route(
+            "renamed",
+            "/renamed",
+            &[
+                "scopes: [mcp:read]",
+                "audience_aliases: [\"https://mcp.example.com/mcp\"]",
+                "identity_headers:\n  subject: X-MCP-Sub\n  client_id: X-MCP-Client\n  scopes: X-MCP-Scopes\n  issuer: X-MCP-Iss",
+            ],
+        );
     let env = Env::start(&tpl).await;
     let t = env.tok().build();
     let r = env
@@ -537,27 +545,6 @@ async fn c7_12_error_precedence() {
     assert_eq!(r.status, 200, "{r}");
 }
 
-/// Reads from `s` into `buf` until `needle` appears, for at most 5 s.
-async fn read_until(
-    s: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    needle: &[u8],
-) -> Result<(), tokio::time::error::Elapsed> {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        let mut tmp = [0u8; 4096];
-        while !buf.windows(needle.len()).any(|w| w == needle) {
-            let n = s.read(&mut tmp).await.unwrap();
-            assert!(
-                n > 0,
-                "stream closed early: {:?}",
-                String::from_utf8_lossy(buf)
-            );
-            buf.extend_from_slice(&tmp[..n]);
-        }
-    })
-    .await
-}
-
 #[tokio::test]
 async fn streaming_response_passes_through_unbuffered() {
     let env = Env::standard().await;
@@ -663,8 +650,8 @@ async fn identity_subjects_differing_by_whitespace_stay_distinct() {
 
 #[tokio::test]
 async fn host_header_handling() {
-    let tpl = STANDARD.to_string()
-        + "  - name: keep\n    path_prefix: /keep\n    upstream: {UP}\n    preserve_host: true\n    auth: none\n";
+    let tpl =
+        STANDARD.to_string() + &route("keep", "/keep", &["preserve_host: true", "auth: none"]);
     let env = Env::start(&tpl).await;
     let t = env.tok().build();
     let r = env.post_mcp(&t).await;
@@ -691,7 +678,11 @@ async fn host_header_handling() {
 #[tokio::test]
 async fn forward_token_route_passes_authorization() {
     let tpl = STANDARD.to_string()
-        + "  - name: fwd\n    path_prefix: /fwd\n    upstream: {UP}\n    scopes: [mcp:read]\n    forward_token: true\n";
+        + &route(
+            "fwd",
+            "/fwd",
+            &["scopes: [mcp:read]", "forward_token: true"],
+        );
     let env = Env::start(&tpl).await;
     let t = Tok::new(&env.idp.issuer(), "https://mcp.example.com/fwd").build();
     let r = env.send(Req::post("/fwd").bearer(&t)).await;

@@ -1165,14 +1165,26 @@ async fn sampled_request_shapes_never_forward_a_denied_operation() {
         let a = env
             .send(wire, m, "/mcp", Some(&t), &h, Some(body.as_bytes()))
             .await;
-        assert!(
-            (400..500).contains(&a.status),
-            "{wire:?} {m} {h:?} {body}: {a}"
-        );
-        assert!(
-            !a.body.is_empty() && serde_json::from_slice::<Value>(&a.body).is_ok(),
-            "{a}"
-        );
+        // The README's answer for this shape: the method first, then a body where none may
+        // be, then an encoding or charset the gateway cannot judge, then the operation.
+        let (status, want) = if !["POST", "GET", "DELETE", "OPTIONS"].contains(&m) {
+            (405, Body::OAuth("method_not_allowed"))
+        } else if m != "POST" || ce.is_some() || ct.contains("utf-16") {
+            (400, Body::OAuth("invalid_request"))
+        } else if op.contains("%2e%2e") {
+            (400, Body::JsonRpc(-32602))
+        } else if op.contains(r#""tools/call","params":{"name":"delete_everything"}"#) {
+            (403, Body::OAuth("insufficient_scope"))
+        } else {
+            (403, Body::OAuth("access_denied"))
+        };
+        let what = format!("{wire:?} {m} {h:?} {body}");
+        assert_eq!(a.status, status, "{what}: {a}");
+        match want {
+            Body::OAuth(code) => assert_eq!(a.json()["error"], code, "{what}: {a}"),
+            Body::JsonRpc(code) => assert_eq!(a.json()["error"]["code"], code, "{what}: {a}"),
+            Body::Empty => unreachable!(),
+        }
     }
     assert_eq!(
         (env.up.connections(), env.up.count()),

@@ -443,7 +443,7 @@ async fn malformed_json_gets_400_jsonrpc_error_and_nothing_forwarded() {
     let r = env.refused("/mcp", &t, b"[]", &[], 400).await;
     assert_eq!(r.json()["error"]["code"], -32600, "{r}");
     // Duplicate members: an upstream parser keeping the last `name` would run delete_repo while
-    // the gateway authorized read_file. Must never be forwarded.
+    // the gateway authorized read_file. Must never be forwarded: not a JSON-RPC message.
     let (conns, reqs) = (env.up.connections(), env.up.count());
     let r = env
         .post(
@@ -453,7 +453,8 @@ async fn malformed_json_gets_400_jsonrpc_error_and_nothing_forwarded() {
             &[],
         )
         .await;
-    assert!(matches!(r.status, 400 | 403), "{r}");
+    assert_eq!(r.status, 400, "{r}");
+    assert_jsonrpc_error(&r, -32700, Value::Null);
     env.assert_untouched(conns, reqs);
     let r = env
         .post(
@@ -463,7 +464,8 @@ async fn malformed_json_gets_400_jsonrpc_error_and_nothing_forwarded() {
             &[],
         )
         .await;
-    assert!(matches!(r.status, 400 | 403), "{r}");
+    assert_eq!(r.status, 400, "{r}");
+    assert_jsonrpc_error(&r, -32700, Value::Null);
     env.assert_untouched(conns, reqs);
 }
 

@@ -17,6 +17,7 @@
 //! | [`poll`] | waiting for a condition, bounded (no fixed sleeps) |
 //! | [`ports`] | ports a test can prove are its own |
 //! | [`redis`] | a real `redis-server` for the scale-out tests |
+//! | `selftest` | the harness's own tests: its checks can fail |
 
 #![allow(dead_code)] // helpers are shared by many test modules; not all use every one
 
@@ -30,6 +31,7 @@ mod metrics;
 mod poll;
 mod ports;
 mod redis;
+mod selftest;
 mod server;
 mod tls;
 mod tokens;

@@ -2,7 +2,6 @@
 //! rendered for them ([`Env::builder`]), with the requests and assertions most tests make.
 
 use std::path::Path;
-use std::time::Duration;
 
 use super::assert::{assert_invalid_token, parse_challenge};
 use super::fixtures::{render, STANDARD};
@@ -279,6 +278,3 @@ impl Env {
         &self.pki.as_ref().expect("a TLS env").ca_pem
     }
 }
-
-/// How long a test waits for a gateway's effect that has no event of its own.
-pub const EFFECT_LIMIT: Duration = Duration::from_secs(5);

@@ -1,10 +1,8 @@
 //! Legacy API keys and `auth: both` (issue 3): the hashed key file, `mcpgate hash-key`,
 //! precedence of a Bearer token, identity headers, and the deprecation signals.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::*;
 
@@ -14,26 +12,10 @@ pub const KEY_READONLY: &str = "legacy-no-scope-key-012345678";
 
 /// `mcpgate hash-key` with `key` (plus a newline, as `echo` sends it) on stdin.
 pub fn hash_key(key: &str, args: &[&str]) -> (i32, String, String) {
-    let mut child = Command::new(gateway_bin())
-        .arg("hash-key")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{key}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let all: Vec<&str> = std::iter::once("hash-key")
+        .chain(args.iter().copied())
+        .collect();
+    run_cli(&all, &format!("{key}\n"))
 }
 
 /// A key file made with `mcpgate hash-key`, as an operator would.
@@ -69,45 +51,6 @@ pub fn key_file(dir: &Path) -> PathBuf {
     path
 }
 
-/// `/mcp` accepts OAuth or keys (sunset announced), `/legacy` keys only, `/oauth` OAuth only.
-pub const KEYS: &str = r#"
-listen:
-  address: 127.0.0.1:{PORT}
-  public_url: https://mcp.example.com
-  threads: 1
-admin:
-  address: 127.0.0.1:{ADMIN}
-issuers:
-  - name: as
-    issuer: {IDP}
-    jwks_uri: {JWKS}
-api_keys:
-  file: {KEYS}
-routes:
-  - name: mcp
-    path_prefix: /mcp
-    upstream: {UP}
-    scopes: [mcp:read]
-    auth: both
-    api_key_deprecated_at: 2026-01-01T00:00:00Z
-    api_key_sunset: 2099-12-31
-  - name: legacy
-    path_prefix: /legacy
-    upstream: {UP}
-    scopes: [mcp:read]
-    auth: api_key
-  - name: oauth
-    path_prefix: /oauth
-    upstream: {UP}
-    scopes: [mcp:read]
-  - name: gone
-    path_prefix: /gone
-    upstream: {UP}
-    auth: api_key
-    api_key_deprecated_at: 2020-01-01
-    api_key_sunset: 2021-01-01
-"#;
-
 pub struct KeyEnv {
     pub env: Env,
     pub keys: PathBuf,
@@ -117,7 +60,10 @@ pub struct KeyEnv {
 pub async fn key_env() -> KeyEnv {
     let dir = tempfile::tempdir().unwrap();
     let keys = key_file(dir.path());
-    let env = Env::start(&KEYS.replace("{KEYS}", &keys.display().to_string())).await;
+    let env = Env::builder(API_KEYS)
+        .var("KEYS", keys.display())
+        .start()
+        .await;
     KeyEnv {
         env,
         keys,
@@ -326,14 +272,6 @@ async fn spoofed_identity_headers_are_stripped() {
     );
 }
 
-async fn wait_for(what: &str, mut probe: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !probe().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn key_file_is_reloaded_and_a_bad_one_keeps_the_old_keys() {
     let k = key_env().await;
@@ -343,10 +281,7 @@ async fn key_file_is_reloaded_and_a_bad_one_keeps_the_old_keys() {
 
     // A broken key file is a rejected config: the old keys keep working.
     std::fs::write(&k.keys, good.replace("sha256:", "sha512:")).unwrap();
-    wait_for("the rejected reload", async || {
-        env.gw.logs().contains("configuration rejected")
-    })
-    .await;
+    env.gw.wait_log("configuration rejected", 1).await;
     assert!(env.gw.logs().contains("api-keys.yaml"), "{}", env.gw.logs());
     assert_eq!(env.send(key("/mcp", KEY_CI)).await.status, 200);
 
@@ -359,7 +294,7 @@ async fn key_file_is_reloaded_and_a_bad_one_keeps_the_old_keys() {
     let tmp = k.keys.with_extension("tmp");
     std::fs::write(&tmp, without_ci).unwrap();
     std::fs::rename(&tmp, &k.keys).unwrap();
-    wait_for("the key to be revoked", async || {
+    eventually(Duration::from_secs(10), "the key to be revoked", || async {
         env.send(key("/legacy", KEY_CI)).await.status == 401
     })
     .await;
@@ -396,22 +331,21 @@ fn check_reports_key_file_errors_with_its_location() {
         "keys:\n  - id: a\n    sha256: 00\n    subject: s\n    scopez: []\n",
     )
     .unwrap();
-    let config = KEYS
-        .replace("{PORT}", "18080")
-        .replace("{ADMIN}", "19090")
-        .replace("{IDP}", "http://127.0.0.1:4000")
-        .replace("{JWKS}", "http://127.0.0.1:4000/jwks")
-        .replace("{UP}", "http://127.0.0.1:3001")
-        .replace("{KEYS}", "keys.yaml");
+    let config = render(
+        API_KEYS,
+        &[
+            ("PORT", "18080"),
+            ("ADMIN", "19090"),
+            ("IDP", "http://127.0.0.1:4000"),
+            ("JWKS", "http://127.0.0.1:4000/jwks"),
+            ("UP", "http://127.0.0.1:3001"),
+            ("KEYS", "keys.yaml"),
+        ],
+    );
     let path = dir.path().join("gw.yaml");
     std::fs::write(&path, config).unwrap();
-    let out = Command::new(gateway_bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, _, err) = run_cli(&["check", "--config", path.to_str().unwrap()], "");
+    assert_eq!(code, 1, "{err}");
     let want = format!("{}:5:5: ", dir.path().join("keys.yaml").display());
     assert!(err.starts_with(&want), "{err}");
     assert!(err.contains("unknown field `scopez`"), "{err}");

@@ -1,18 +1,22 @@
 //! `mcpgate check` / `mcpgate run` on good and bad configs, and `${ENV}` expansion.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::*;
 
 /// The standard fixture with fixed placeholder values (nothing needs to listen for `check`).
 fn good_config() -> String {
-    STANDARD
-        .replace("{PORT}", "18080")
-        .replace("{ADMIN}", "19090")
-        .replace("{IDP}", "http://127.0.0.1:4000")
-        .replace("{JWKS}", "http://127.0.0.1:4000/jwks")
-        .replace("{UP}", "http://127.0.0.1:3001")
+    render(
+        STANDARD,
+        &[
+            ("PORT", "18080"),
+            ("ADMIN", "19090"),
+            ("IDP", "http://127.0.0.1:4000"),
+            ("JWKS", "http://127.0.0.1:4000/jwks"),
+            ("UP", "http://127.0.0.1:3001"),
+            ("TLS", ""),
+        ],
+    )
 }
 
 /// Runs `mcpgate check --config <file>`; returns (exit code, stdout+stderr, path).
@@ -20,22 +24,8 @@ fn check(yaml: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gw.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let out = Command::new(gateway_bin())
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        out.status.code().unwrap_or(-1),
-        text,
-        path.display().to_string(),
-    )
+    let (code, out, err) = run_cli(&["check", "--config", path.to_str().unwrap()], "");
+    (code, format!("{out}{err}"), path.display().to_string())
 }
 
 /// 1-based line of the first line containing `needle`.
@@ -137,60 +127,37 @@ fn check_semantic_errors_exit_1() {
 
 #[test]
 fn check_missing_file_fails() {
-    let out = Command::new(gateway_bin())
-        .args(["check", "--config", "/nonexistent/mcpgate.yaml"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    let (code, _, _) = run_cli(&["check", "--config", "/nonexistent/mcpgate.yaml"], "");
+    assert_ne!(code, 0);
 }
 
-#[test]
-fn run_with_bad_config_exits_nonzero() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gw.yaml");
-    std::fs::write(&path, good_config() + "bogus: 1\n").unwrap();
-    let mut child = Command::new(gateway_bin())
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(!status.success());
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`mcpgate run` kept running with an invalid config");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+#[tokio::test]
+async fn run_with_bad_config_exits_nonzero() {
+    let opts = Launch {
+        wait: Wait::Nothing,
+        ..Launch::default()
+    };
+    let mut gw = Gateway::launch(opts, |_, _| good_config() + "bogus: 1\n").await;
+    let status = gw
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("`mcpgate run` kept running with an invalid config");
+    assert!(!status.success());
 }
 
 #[tokio::test]
 async fn config_values_expand_env_vars() {
-    let idp = MockIdp::start();
-    let up = Upstream::start();
-    let (issuer, jwks, upurl) = (idp.issuer(), idp.jwks_uri(), up.url());
     // The upstream URL comes from the environment of the gateway process.
-    let gw = Gateway::start_with_env(
-        move |port, admin| {
-            STANDARD
-                .replace("{PORT}", &port.to_string())
-                .replace("{ADMIN}", &admin.to_string())
-                .replace("{IDP}", &issuer)
-                .replace("{JWKS}", &jwks)
-                .replace("{UP}", "${MCPGATE_TEST_UPSTREAM}")
-        },
-        &[("MCPGATE_TEST_UPSTREAM", upurl.as_str())],
-    )
-    .await;
-    let r = send_to(gw.addr(), &Req::get("/open/x")).await.unwrap();
+    let up = Upstream::start();
+    let url = up.url();
+    let env = Env::builder(STANDARD)
+        .upstream(up)
+        .var("UP", "${MCPGATE_TEST_UPSTREAM}")
+        .env("MCPGATE_TEST_UPSTREAM", &url)
+        .not_ready()
+        .start()
+        .await;
+    let r = env.send(Req::get("/open/x")).await;
     assert_eq!(r.status, 200, "{r}");
-    assert_eq!(up.only().target, "/open/x");
+    assert_eq!(env.up.only().target, "/open/x");
 }

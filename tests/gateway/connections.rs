@@ -2,10 +2,10 @@
 //! issue 21 item 7's HTTP/2 content-length).
 //!
 //! HTTP/2 is spoken with the `h2` crate over rustls (ALPN `h2`) against a gateway that
-//! terminates TLS with a throw-away CA ([`crate::ops::Pki`]), so a test can send what
-//! reqwest would never send: a `:authority` that disagrees with `host`, odd `:path` forms,
-//! DATA frames that overrun their `content-length`. HTTP/1.1 is the raw client of
-//! [`crate::harness`]. Every refusal asserts the status, the gateway's JSON body, no
+//! terminates TLS with a throw-away CA (the harness's TLS clients), and as raw frames, so a
+//! test can send what reqwest would never send: a `:authority` that disagrees with `host`,
+//! odd `:path` forms, DATA frames that overrun their `content-length`. HTTP/1.1 is the raw
+//! client of [`crate::harness`]. Every refusal asserts the status, the gateway's JSON body, no
 //! `Server: Pingora`, and that nothing reached the upstream.
 
 use std::net::SocketAddr;
@@ -20,135 +20,11 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 
 use crate::harness::*;
-use crate::ops::Pki;
 
-// ---------------------------------------------------------------------------------------------
-// HTTP/2 client
-// ---------------------------------------------------------------------------------------------
-
-/// An HTTP/2 answer, or how the stream ended without one.
-#[derive(Debug)]
-pub struct H2Resp {
-    pub status: u16,
-    pub headers: http::HeaderMap,
-    pub body: Vec<u8>,
+/// A gateway terminating TLS with a certificate of a fresh CA, on `template`.
+async fn tls_env(template: &str) -> Env {
+    Env::builder(template).tls().start().await
 }
-
-impl H2Resp {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {} {:?} {:?}",
-                self.status,
-                self.headers,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-}
-
-/// A TLS connection speaking HTTP/2 to the gateway, the connection driven on a task.
-pub async fn h2_connect(addr: SocketAddr, ca_pem: &str) -> h2::client::SendRequest<Bytes> {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    use rustls_pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("mcp.example.com").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let (send, conn) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    send
-}
-
-/// Sends `req` with `body` (none: END_STREAM on the HEADERS) and reads the whole answer.
-pub async fn h2_send(
-    send: &mut h2::client::SendRequest<Bytes>,
-    req: http::Request<()>,
-    body: Option<&[u8]>,
-) -> Result<H2Resp, String> {
-    tokio::time::timeout(IO_TIMEOUT, async {
-        let mut ready = send.clone().ready().await.map_err(|e| e.to_string())?;
-        let (resp, mut stream) = ready
-            .send_request(req, body.is_none())
-            .map_err(|e| format!("send_request: {e}"))?;
-        if let Some(b) = body {
-            // Errors here surface on the response.
-            let _ = stream.send_data(Bytes::copy_from_slice(b), true);
-        }
-        let resp = resp.await.map_err(|e| format!("response: {e:?}"))?;
-        let (parts, mut recv) = resp.into_parts();
-        let mut out = Vec::new();
-        while let Some(chunk) = recv.data().await {
-            let chunk = chunk.map_err(|e| format!("body: {e:?}"))?;
-            let _ = recv.flow_control().release_capacity(chunk.len());
-            out.extend_from_slice(&chunk);
-        }
-        *send = ready;
-        Ok(H2Resp {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body: out,
-        })
-    })
-    .await
-    .map_err(|_| "timeout".to_string())?
-}
-
-fn h2_req(method: &str, path: &str) -> http::request::Builder {
-    http::Request::builder()
-        .method(method)
-        .uri(format!("https://mcp.example.com{path}"))
-}
-
-/// A gateway terminating TLS with a certificate of `pki`, on `template` (the
-/// [`STANDARD`] placeholders, plus `{TLS}` for the `tls:` lines under `listen`).
-async fn tls_env(pki: &Pki, template: &str) -> (Env, tempfile::TempDir) {
-    let (cert, key, _) = pki.leaf("gw");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
-    std::fs::write(dir.path().join("key.pem"), key).unwrap();
-    let tls = format!(
-        "  tls:\n    cert: {}\n    key: {}\n",
-        dir.path().join("cert.pem").display(),
-        dir.path().join("key.pem").display()
-    );
-    let env = Env::start(&template.replace("{TLS}", &tls)).await;
-    (env, dir)
-}
-
-const TLS_STANDARD: &str = r#"
-listen:
-  address: 127.0.0.1:{PORT}
-  public_url: https://mcp.example.com
-  threads: 1
-{TLS}admin:
-  address: 127.0.0.1:{ADMIN}
-issuers:
-  - name: as
-    issuer: {IDP}
-    jwks_uri: {JWKS}
-routes:
-  - name: mcp
-    path_prefix: /mcp
-    upstream: {UP}
-    scopes: [mcp:read]
-  - name: open
-    path_prefix: /open
-    upstream: {UP}
-    auth: none
-"#;
 
 /// Threads that keep every core busy while they live (the races of item 7 show under load).
 struct Burn(Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>);
@@ -267,14 +143,13 @@ fn assert_h2_refusal(r: &H2Resp, status: u16, code: &str) {
 /// "Stream error in the HTTP/2 framing layer" instead of the 401).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn item7_h2_refusal_with_body_under_load() {
-    let pki = Pki::new();
-    let (env, _dir) = tls_env(&pki, TLS_STANDARD).await;
+    let env = tls_env(STANDARD).await;
     let wrong_aud = Tok::new(&env.idp.issuer(), "https://other.example.com/mcp").build();
     let _burn = Burn::start(3);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..8 {
-        let (addr, ca) = (env.gw.addr(), pki.ca_pem.clone());
+        let (addr, ca) = (env.gw.addr(), env.ca().to_string());
         let wrong_aud = wrong_aud.clone();
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
@@ -319,8 +194,8 @@ async fn item7_h2_refusal_with_body_under_load() {
         if String::from_utf8_lossy(&out.stdout).contains("nghttp2") {
             let url = format!("https://mcp.example.com:{}/mcp", env.gw.port);
             let resolve = format!("mcp.example.com:{}:127.0.0.1", env.gw.port);
-            let ca = _dir.path().join("ca.pem");
-            std::fs::write(&ca, &pki.ca_pem).unwrap();
+            let ca = env.files.path().join("ca.pem");
+            std::fs::write(&ca, env.ca()).unwrap();
             for i in 0..20 {
                 let out = tokio::process::Command::new("curl")
                     .args(["-sS", "--http2", "--max-time", "10", "--cacert"])
@@ -359,69 +234,33 @@ async fn item7_h2_refusal_with_body_under_load() {
 // Item 8: idle and slow connections, caps
 // ---------------------------------------------------------------------------------------------
 
-/// `/open` (`auth: none`), `/mcp` (OAuth), short deadlines and small caps.
-const CONN_LIMITS: &str = r#"
-listen:
-  address: 127.0.0.1:{PORT}
-  public_url: https://mcp.example.com
-  threads: 1
-{TLS}limits:
-  request_head_timeout_seconds: 2
-  idle_timeout_seconds: 1
-  max_connections_per_address: {PER}
-  max_connections: {TOTAL}
-admin:
-  address: 127.0.0.1:{ADMIN}
-issuers:
-  - name: as
-    issuer: {IDP}
-    jwks_uri: {JWKS}
-routes:
-  - name: mcp
-    path_prefix: /mcp
-    upstream: {UP}
-    scopes: [mcp:read]
-  - name: open
-    path_prefix: /open
-    upstream: {UP}
-    auth: none
-"#;
-
-/// Reads until the peer closes (`Ok(elapsed)`) or `limit` passes (`Err`).
-async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Result<Duration, String> {
-    let start = Instant::now();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout_at((start + limit).into(), stream.read(&mut buf)).await {
-            Err(_) => return Err(format!("still open after {limit:?}")),
-            Ok(Ok(0)) | Ok(Err(_)) => return Ok(start.elapsed()),
-            Ok(Ok(_)) => {}
-        }
-    }
-}
-
 async fn connect_from(local: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
     let sock = tokio::net::TcpSocket::new_v4()?;
     sock.bind(format!("{local}:0").parse().unwrap())?;
     sock.connect(addr).await
 }
 
-async fn metric_value(env: &Env, series: &str) -> f64 {
-    let text = env.admin("/metrics").await.text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+/// [`CONN_LIMITS`] with these deadlines (seconds) and caps.
+fn limits(tls: bool, head: u32, idle: u32, per: u32, total: u32) -> EnvBuilder {
+    let b = Env::builder(CONN_LIMITS)
+        .var("HEAD_TIMEOUT", head)
+        .var("IDLE_TIMEOUT", idle)
+        .var("PER", per)
+        .var("TOTAL", total);
+    if tls {
+        b.tls()
+    } else {
+        b
+    }
 }
 
 /// Item 8: a keep-alive connection left idle after an answered request is closed after
 /// `limits.idle_timeout_seconds` (HTTP/1.1 and HTTP/2), and counted.
 #[tokio::test]
 async fn item8_idle_keepalive_closed_after_timeout() {
-    let pki = Pki::new();
-    let t = CONN_LIMITS.replace("{PER}", "64").replace("{TOTAL}", "128");
-    let (env, _dir) = tls_env(&pki, &t).await;
+    let env = limits(true, 2, 1, 64, 128).start().await;
     // HTTP/1.1 over TLS (the deadlines apply under the HTTP layer, over TLS too).
-    let tls = tls_h1(env.gw.addr(), &pki.ca_pem).await;
+    let tls = tls_h1(env.gw.addr(), env.ca()).await;
     let (mut r, mut w) = tokio::io::split(tls);
     w.write_all(
         b"GET /.well-known/oauth-protected-resource/mcp HTTP/1.1\r\nHost: mcp.example.com\r\n\r\n",
@@ -449,54 +288,29 @@ async fn item8_idle_keepalive_closed_after_timeout() {
         "closed too early: {closed:?}"
     );
     // HTTP/2: pingora's idle timeout, set from the same setting.
-    let mut send = h2_connect(env.gw.addr(), &pki.ca_pem).await;
+    let mut send = h2_connect(env.gw.addr(), env.ca()).await;
     let r = h2_send(&mut send, h2_req("GET", "/open/x").body(()).unwrap(), None)
         .await
         .unwrap();
     assert_eq!(r.status, 200);
-    let start = Instant::now();
-    let mut closed = false;
-    while start.elapsed() < Duration::from_secs(5) {
-        if send.clone().ready().await.is_err() {
-            closed = true;
-            break;
-        }
-        // Poll (bounded) until the connection is gone; each probe is a cheap readiness check.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(closed, "idle HTTP/2 connection still open after 5 s");
-    assert!(metric_value(&env, "mcpgate_connection_timeouts_total{kind=\"idle\"}").await >= 1.0);
-}
-
-/// An HTTP/1.1 client over TLS (ALPN `http/1.1`).
-async fn tls_h1(addr: SocketAddr, ca_pem: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
-    use rustls_pki_types::pem::PemObject as _;
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("mcp.example.com").unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .unwrap()
+    // Each probe is a cheap readiness check of the connection.
+    within(Duration::from_secs(5), || async {
+        send.clone().ready().await.is_err()
+    })
+    .await
+    .expect("idle HTTP/2 connection still open after 5 s");
+    assert!(
+        env.metric("mcpgate_connection_timeouts_total", &[("kind", "idle")])
+            .await
+            >= 1.0
+    );
 }
 
 /// Item 8: a client that sends one header line every second is cut at the request-head
 /// deadline (2 s here), however long each pause is; nothing is forwarded.
 #[tokio::test]
 async fn item8_slow_loris_cut_at_head_deadline() {
-    let t = CONN_LIMITS
-        .replace("{TLS}", "")
-        .replace("{PER}", "64")
-        .replace("{TOTAL}", "128");
-    let env = Env::start(&t).await;
+    let env = limits(false, 2, 1, 64, 128).start().await;
     // A connection that sends nothing at all is cut at the same deadline.
     let mut silent = TcpStream::connect(env.gw.addr()).await.unwrap();
     let mut s = TcpStream::connect(env.gw.addr()).await.unwrap();
@@ -504,23 +318,24 @@ async fn item8_slow_loris_cut_at_head_deadline() {
     s.write_all(b"GET /open/x HTTP/1.1\r\nHost: mcp.example.com\r\n")
         .await
         .unwrap();
-    let mut cut = None;
-    for i in 0..10 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        if s.write_all(format!("X-Slow-{i}: a\r\n").as_bytes())
-            .await
-            .is_err()
-        {
-            cut = Some(start.elapsed());
-            break;
+    // The slow client: one more header line every second, until the gateway cuts it.
+    let (mut r, mut w) = s.into_split();
+    let dribble = tokio::spawn(async move {
+        for i in 0..10 {
+            pace(Duration::from_secs(1)).await;
+            if w.write_all(format!("X-Slow-{i}: a\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
-        let mut buf = [0u8; 64];
-        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(10), s.read(&mut buf)).await {
-            cut = Some(start.elapsed());
-            break;
-        }
-    }
-    let cut = cut.expect("slow head not cut within 10 s");
+    });
+    closed_within(&mut r, Duration::from_secs(10))
+        .await
+        .expect("slow head not cut within 10 s");
+    let cut = start.elapsed();
+    dribble.abort();
     assert!(
         cut >= Duration::from_millis(1900) && cut < Duration::from_secs(5),
         "cut after {cut:?}"
@@ -531,9 +346,9 @@ async fn item8_slow_loris_cut_at_head_deadline() {
     assert!(idle < Duration::from_secs(4), "{idle:?}");
     env.assert_nothing_forwarded();
     assert!(
-        metric_value(
-            &env,
-            "mcpgate_connection_timeouts_total{kind=\"request_head\"}"
+        env.metric(
+            "mcpgate_connection_timeouts_total",
+            &[("kind", "request_head")]
         )
         .await
             >= 2.0
@@ -548,30 +363,18 @@ async fn item8_slow_loris_cut_at_head_deadline() {
 /// connections holds no more descriptors than the caps.
 #[tokio::test]
 async fn item8_connection_caps_per_address_and_total() {
-    let t = CONN_LIMITS
-        .replace("{TLS}", "")
-        .replace("{PER}", "3")
-        .replace("{TOTAL}", "5")
-        .replace(
-            "request_head_timeout_seconds: 2",
-            "request_head_timeout_seconds: 30",
-        )
-        .replace("idle_timeout_seconds: 1", "idle_timeout_seconds: 30");
-    let env = Env::start(&t).await;
+    let env = limits(false, 30, 30, 3, 5).start().await;
     let addr = env.gw.addr();
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(connect_from("127.0.0.1", addr).await.unwrap());
     }
     // Admitted connections stay open (poll until the gateway counts them).
-    let start = Instant::now();
-    while metric_value(&env, "mcpgate_connections_open").await < 3.0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "3 connections not admitted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let open = || async { env.metric("mcpgate_connections_open", &[]).await };
+    eventually(Duration::from_secs(5), "3 connections admitted", || async {
+        open().await >= 3.0
+    })
+    .await;
     // A flood from the same address: each is closed at once.
     for i in 0..50 {
         let mut extra = connect_from("127.0.0.1", addr).await.unwrap();
@@ -581,14 +384,14 @@ async fn item8_connection_caps_per_address_and_total() {
         assert!(took < Duration::from_secs(3));
     }
     assert!(
-        metric_value(
-            &env,
-            "mcpgate_connections_refused_total{reason=\"per_address\"}"
+        env.metric(
+            "mcpgate_connections_refused_total",
+            &[("reason", "per_address")]
         )
         .await
             >= 50.0
     );
-    assert_eq!(metric_value(&env, "mcpgate_connections_open").await, 3.0);
+    assert_eq!(open().await, 3.0);
     // Another address is served (and its connection counts towards the total).
     let mut other = connect_from("127.0.0.2", addr).await.unwrap();
     other
@@ -601,36 +404,36 @@ async fn item8_connection_caps_per_address_and_total() {
     assert_eq!(r.status, 200, "{r}");
     held.push(connect_from("127.0.0.2", addr).await.unwrap());
     // Five open: the total cap refuses a third address too.
-    let start = Instant::now();
-    while metric_value(&env, "mcpgate_connections_open").await < 5.0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "5 connections not admitted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(5), "5 connections admitted", || async {
+        open().await >= 5.0
+    })
+    .await;
     let mut third = connect_from("127.0.0.3", addr).await.unwrap();
     closed_within(&mut third, Duration::from_secs(3))
         .await
         .unwrap();
-    assert!(metric_value(&env, "mcpgate_connections_refused_total{reason=\"total\"}").await >= 1.0);
+    assert!(
+        env.metric("mcpgate_connections_refused_total", &[("reason", "total")])
+            .await
+            >= 1.0
+    );
     // Closing connections frees their places.
     held.clear();
     drop(other);
-    let start = Instant::now();
-    loop {
-        if let Ok(mut s) = connect_from("127.0.0.1", addr).await {
-            s.write_all(b"GET /open/c HTTP/1.1\r\nHost: mcp.example.com\r\n\r\n")
-                .await
-                .unwrap();
-            if let Ok(r) = read_response(&mut s, &mut Vec::new(), false).await {
-                assert_eq!(r.status, 200, "{r}");
-                break;
-            }
-        }
-        assert!(start.elapsed() < Duration::from_secs(5), "places not freed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let answer = std::cell::RefCell::new(None);
+    eventually(Duration::from_secs(5), "places freed", || async {
+        let Ok(mut s) = connect_from("127.0.0.1", addr).await else {
+            return false;
+        };
+        let bytes = b"GET /open/c HTTP/1.1\r\nHost: mcp.example.com\r\n\r\n";
+        let r = exchange(&mut s, bytes, false).await.ok();
+        let got = r.is_some();
+        *answer.borrow_mut() = r;
+        got
+    })
+    .await;
+    let r = answer.into_inner().unwrap();
+    assert_eq!(r.status, 200, "{r}");
     assert_eq!(env.up.count(), 2);
 }
 
@@ -678,36 +481,6 @@ async fn item10_pipelined_requests_answered_in_order() {
 // Item 9: the gateway's own responses
 // ---------------------------------------------------------------------------------------------
 
-/// `/open`, `/down` (nothing listens), `/hang` (TLS upstream that never answers), and a
-/// small body limit.
-const FAILURES: &str = r#"
-listen:
-  address: 127.0.0.1:{PORT}
-  public_url: https://mcp.example.com
-  threads: 2
-{TLS}limits:
-  max_body_bytes: 4096
-admin:
-  address: 127.0.0.1:{ADMIN}
-issuers:
-  - name: as
-    issuer: {IDP}
-    jwks_uri: {JWKS}
-routes:
-  - name: open
-    path_prefix: /open
-    upstream: {UP}
-    auth: none
-  - name: down
-    path_prefix: /down
-    upstream: http://127.0.0.1:{DOWN}
-    auth: none
-  - name: hang
-    path_prefix: /hang
-    upstream: https://127.0.0.1:{HANG}
-    auth: none
-"#;
-
 fn assert_h1_json(r: &Resp, status: u16, code: &str) {
     assert_eq!(r.status, status, "{r}");
     assert_eq!(r.json()["error"], code, "{r}");
@@ -721,15 +494,16 @@ fn assert_h1_json(r: &Resp, status: u16, code: &str) {
 /// HTTP/1.1 and HTTP/2, never `Server: Pingora`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item9_upstream_failures_and_pingora_pages_are_json() {
-    let pki = Pki::new();
     // Accepts TCP (backlog) and never answers the TLS handshake.
-    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let t = FAILURES
-        .replace("{DOWN}", &closed_port().to_string())
-        .replace("{HANG}", &hang.local_addr().unwrap().port().to_string());
-    let (env, _dir) = tls_env(&pki, &t).await;
+    let (down, hang) = (ClosedPort::new(), SilentPort::new());
+    let env = Env::builder(FAILURES)
+        .tls()
+        .var("DOWN", down.port())
+        .var("HANG", hang.port())
+        .start()
+        .await;
     let addr = env.gw.addr();
-    let ca = pki.ca_pem.clone();
+    let ca = env.ca().to_string();
 
     let ca1 = ca.clone();
     let h1 = move |req: Req| {
@@ -818,56 +592,15 @@ async fn item9_upstream_failures_and_pingora_pages_are_json() {
     assert_h1_json(&s1, 504, "gateway_timeout");
     assert_h2_refusal(&s2.unwrap(), 504, "gateway_timeout");
     env.assert_nothing_forwarded();
-    drop(hang);
 }
 
-/// Writes `bytes` on a TLS HTTP/1.1 connection and reads one answer.
+/// Writes `bytes` on a TLS HTTP/1.1 connection and reads one answer (the 504s take the
+/// upstream connect timeout of 10 s: 20 s here).
 async fn h1_over(mut tls: tokio_rustls::client::TlsStream<TcpStream>, bytes: &[u8]) -> Resp {
-    tokio::time::timeout(Duration::from_secs(20), async {
-        tls.write_all(bytes).await.unwrap();
-        let mut buf = Vec::new();
-        let mut tmp = [0u8; 16384];
-        // Read to the end of the head, then the declared body.
-        loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                let mut lines = head.split("\r\n");
-                let status: u16 = lines.next().unwrap()[9..12].parse().unwrap();
-                let headers: Vec<(String, String)> = lines
-                    .filter_map(|l| l.split_once(':'))
-                    .map(|(n, v)| (n.to_string(), v.trim().to_string()))
-                    .collect();
-                let len: usize = headers
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                    .map(|(_, v)| v.parse().unwrap())
-                    .unwrap_or(0);
-                while buf.len() < end + 4 + len {
-                    let n = tls.read(&mut tmp).await.unwrap();
-                    assert!(
-                        n > 0,
-                        "closed in the body: {:?}",
-                        String::from_utf8_lossy(&buf)
-                    );
-                    buf.extend_from_slice(&tmp[..n]);
-                }
-                return Resp {
-                    status,
-                    headers,
-                    body: buf[end + 4..end + 4 + len].to_vec(),
-                };
-            }
-            let n = tls.read(&mut tmp).await.unwrap_or(0);
-            assert!(
-                n > 0,
-                "closed before an answer: {:?}",
-                String::from_utf8_lossy(&buf)
-            );
-            buf.extend_from_slice(&tmp[..n]);
-        }
-    })
-    .await
-    .expect("no answer within 20 s")
+    tokio::time::timeout(Duration::from_secs(20), exchange(&mut tls, bytes, false))
+        .await
+        .expect("no answer within 20 s")
+        .unwrap_or_else(|e| panic!("no answer: {e}"))
 }
 
 /// How a raw HTTP/2 exchange ended on stream 1.
@@ -924,22 +657,7 @@ async fn raw_h2_gated(
     data: Option<&[u8]>,
     gate: impl std::future::Future<Output = ()>,
 ) -> RawEnd {
-    use rustls_pki_types::pem::PemObject as _;
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("mcp.example.com").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut tls = tls_connect(addr, ca, b"h2").await;
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     out.extend(h2_frame(0x4, 0, 0, &[]));
     let flags = 0x4 | if data.is_none() { 0x1 } else { 0 };
@@ -1010,34 +728,11 @@ async fn raw_h2_gated(
 /// declared `content-length` (read before connecting, so not even the head goes up).
 #[tokio::test]
 async fn item9_h2_malformed_requests_refused_before_upstream() {
-    let pki = Pki::new();
     // An upstream that counts every byte it receives, complete request or not.
-    let raw = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let raw_port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
-    let counter = raw.clone();
-    let _raw_up = bg().spawn(async move {
-        let l = tokio::net::TcpListener::from_std(listener).unwrap();
-        while let Ok((mut s, _)) = l.accept().await {
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    counter.fetch_add(n, Ordering::SeqCst);
-                }
-            });
-        }
-    });
-    let t = TLS_STANDARD.to_string()
-        + &format!(
-            "  - name: raw\n    path_prefix: /raw\n    upstream: http://127.0.0.1:{raw_port}\n    auth: none\n"
-        );
-    let (env, _dir) = tls_env(&pki, &t).await;
-    let (addr, ca) = (env.gw.addr(), pki.ca_pem.clone());
+    let raw = Upstream::start();
+    let t = STANDARD.to_string() + &route_to("raw", "/raw", &raw.url(), &["auth: none"]);
+    let env = tls_env(&t).await;
+    let (addr, ca) = (env.gw.addr(), env.ca().to_string());
     let base = |method: &'static str, path: &'static str| {
         vec![
             (":method", method),
@@ -1092,17 +787,16 @@ async fn item9_h2_malformed_requests_refused_before_upstream() {
     // that forwards the head first is caught doing it.
     let post = |cl: &'static str| with(base("POST", "/raw/x"), &[("content-length", cl)]);
     for (cl, what) in [("5", "overrun"), ("20", "short")] {
-        let seen = raw.clone();
-        let gate = async move {
-            let start = Instant::now();
-            while seen.load(Ordering::SeqCst) == 0 && start.elapsed() < Duration::from_secs(1) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+        let gate = async {
+            let _ = within(Duration::from_secs(1), || async {
+                raw.bytes_received() > 0
+            })
+            .await;
         };
         let r = raw_h2_gated(addr, &ca, &post(cl), Some(b"0123456789"), gate).await;
         assert_eq!(r, RawEnd::Reset(1), "{what}");
         assert_eq!(
-            raw.load(Ordering::SeqCst),
+            raw.bytes_received(),
             0,
             "{what}: bytes reached the upstream"
         );
@@ -1127,56 +821,19 @@ async fn item9_h2_malformed_requests_refused_before_upstream() {
 // Every refusal, both protocols
 // ---------------------------------------------------------------------------------------------
 
-const POLICY: &str = r#"
-listen:
-  address: 127.0.0.1:{PORT}
-  public_url: https://mcp.example.com
-  threads: 2
-{TLS}limits:
-  max_body_bytes: 100000
-  max_header_bytes: 4096
-admin:
-  address: 127.0.0.1:{ADMIN}
-  token_file: {TOKFILE}
-issuers:
-  - name: as
-    issuer: {IDP}
-    jwks_uri: {JWKS}
-    introspection:
-      endpoint: http://127.0.0.1:{DOWN}/introspect
-      client_id: gateway
-      client_secret: secret
-routes:
-  - name: mcp
-    path_prefix: /mcp
-    upstream: {UP}
-    scopes: [mcp:read]
-    tools:
-      "read_*": []
-      "delete_*": [mcp:admin]
-    default_tool_policy: deny
-  - name: down
-    path_prefix: /down
-    upstream: http://127.0.0.1:{DOWN}
-    auth: none
-"#;
-
 /// Every refusal the gateway can be driven to from outside, over HTTP/1.1 and HTTP/2:
 /// the documented status, a JSON body with `error`, `Content-Type: application/json`, no
 /// `Server: Pingora`, and nothing forwarded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_is_gateway_json_over_both_protocols() {
-    let pki = Pki::new();
-    let admin_dir = tempfile::tempdir().unwrap();
     let admin_token = "admin-token-0123456789abcdef";
-    std::fs::write(admin_dir.path().join("admin-token"), admin_token).unwrap();
-    let t = POLICY
-        .replace("{DOWN}", &closed_port().to_string())
-        .replace(
-            "{TOKFILE}",
-            &admin_dir.path().join("admin-token").display().to_string(),
-        );
-    let (env, _dir) = tls_env(&pki, &t).await;
+    let down = ClosedPort::new();
+    let env = Env::builder(REFUSALS)
+        .tls()
+        .admin_token(admin_token)
+        .var("DOWN", down.port())
+        .start()
+        .await;
     // Revoke every token of subject bob issued until now (bob's is from 10 s ago: a token
     // minted in the same second as the revocation may count as issued after it).
     let bob = env
@@ -1196,7 +853,7 @@ async fn every_refusal_is_gateway_json_over_both_protocols() {
     .unwrap();
     assert_eq!(r.status, 201, "{r}");
 
-    let (addr, ca) = (env.gw.addr(), pki.ca_pem.clone());
+    let (addr, ca) = (env.gw.addr(), env.ca().to_string());
     let good = env.tok().build();
     let bare = env.tok().scope("other").build();
     let wrong_aud = Tok::new(&env.idp.issuer(), "https://other.example.com/mcp").build();

@@ -5,6 +5,7 @@
 //! Plus a real framework upstream (Flask, which runs `post` as `POST`) and a black-box sample
 //! of the property test of `src/shape.rs`.
 
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,59 +14,6 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::harness::*;
-use crate::ops::{https_client, Pki};
-use crate::support::*;
-
-/// `/mcp`: `mcp:tools`, tools `read_*` (mcp:read) and `delete_*` (mcp:admin), resources
-/// `file:///public/*`, prompts `safe_*`, default deny. `/allow`: the same upstream, default
-/// allow with `delete_*` needing mcp:admin. `/other`: the same upstream, no policy.
-/// `/keys`: API keys. `/open`: `auth: none`. All routes reach one recording upstream.
-const CONFIG: &str = r#"
-listen:
-  address: 127.0.0.1:{PORT}
-  public_url: https://mcp.example.com
-  threads: 2
-  tls: {cert: "{CERT}", key: "{KEY}"}
-admin:
-  address: 127.0.0.1:{ADMIN}
-api_keys:
-  file: "{KEYS}"
-issuers:
-  - name: as
-    issuer: {IDP}
-    jwks_uri: {JWKS}
-routes:
-  - name: mcp
-    path_prefix: /mcp
-    upstream: {UP}
-    scopes: [mcp:tools]
-    tools:
-      "read_*": [mcp:read]
-      "delete_*": [mcp:admin]
-    resources:
-      "file:///public/*": []
-    prompts:
-      "safe_*": []
-    default_tool_policy: deny
-  - name: allow
-    path_prefix: /allow
-    upstream: {UP}
-    scopes: [mcp:tools]
-    tools:
-      "delete_*": [mcp:admin]
-      "*": []
-  - name: other
-    path_prefix: /other
-    upstream: {UP}
-  - name: keys
-    path_prefix: /keys
-    upstream: {UP}
-    auth: api_key
-  - name: open
-    path_prefix: /open
-    upstream: {UP}
-    auth: none
-"#;
 
 const API_KEY: &str = "k-failclosed-0123456789abcdef";
 
@@ -79,13 +27,13 @@ fn sha256_hex(s: &str) -> String {
 
 /// Answers every request with a small JSON-RPC result; with `X-Test-Session`, issues that
 /// session id (as an MCP server does on `initialize`).
-fn upstream() -> Up {
-    Up::start(|req: &Request| {
+fn upstream() -> Upstream {
+    Upstream::with(|req: &Request| {
         let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
         if let Some(s) = req.header("x-test-session") {
             headers.push(("Mcp-Session-Id".into(), s.to_string()));
         }
-        UpReply::Full {
+        Reply::Full {
             status: 200,
             headers,
             body: br#"{"jsonrpc":"2.0","id":1,"result":{}}"#.to_vec(),
@@ -93,12 +41,14 @@ fn upstream() -> Up {
     })
 }
 
-struct Env {
-    gw: Gateway,
-    idp: MockIdp,
-    up: Up,
-    pki: Pki,
-    _dir: tempfile::TempDir,
+/// The [`FAILCLOSED_REQUEST`] fixture on TLS, with the requests and checks of these tests.
+struct Env(crate::harness::Env);
+
+impl Deref for Env {
+    type Target = crate::harness::Env;
+    fn deref(&self) -> &crate::harness::Env {
+        &self.0
+    }
 }
 
 /// How a test request travels.
@@ -149,49 +99,17 @@ enum Body {
 
 impl Env {
     async fn start() -> Env {
-        let idp = MockIdp::start();
-        let up = upstream();
-        let pki = Pki::new();
-        let (cert, key, _) = pki.leaf("gw");
-        let dir = tempfile::tempdir().unwrap();
-        let (cert_path, key_path, keys_path) = (
-            dir.path().join("cert.pem"),
-            dir.path().join("key.pem"),
-            dir.path().join("keys.yaml"),
+        let keys = format!(
+            "keys:\n  - id: key-alice\n    sha256: {}\n    subject: alice\n    scopes: [mcp:tools]\n",
+            sha256_hex(API_KEY)
         );
-        std::fs::write(&cert_path, cert).unwrap();
-        std::fs::write(&key_path, key).unwrap();
-        std::fs::write(
-            &keys_path,
-            format!(
-                "keys:\n  - id: key-alice\n    sha256: {}\n    subject: alice\n    scopes: [mcp:tools]\n",
-                sha256_hex(API_KEY)
-            ),
-        )
-        .unwrap();
-        let (issuer, jwks, upurl) = (idp.issuer(), idp.jwks_uri(), up.url());
-        let p = |p: &PathBuf| p.display().to_string();
-        let (c, k, ks) = (p(&cert_path), p(&key_path), p(&keys_path));
-        let gw = Gateway::start(move |port, admin| {
-            ports(CONFIG, port, admin)
-                .replace("{IDP}", &issuer)
-                .replace("{JWKS}", &jwks)
-                .replace("{UP}", &upurl)
-                .replace("{CERT}", &c)
-                .replace("{KEY}", &k)
-                .replace("{KEYS}", &ks)
-        })
-        .await;
-        gw.wait_ready(Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|e| panic!("{e}\n{}", gw.logs()));
-        Env {
-            gw,
-            idp,
-            up,
-            pki,
-            _dir: dir,
-        }
+        let env = crate::harness::Env::builder(FAILCLOSED_REQUEST)
+            .tls()
+            .upstream(upstream())
+            .file("KEYS", "keys.yaml", keys)
+            .start()
+            .await;
+        Env(env)
     }
 
     fn tok(&self, sub: Option<&str>, scope: &str) -> String {
@@ -199,10 +117,11 @@ impl Env {
         let t = Tok::new(&self.idp.issuer(), R)
             .c("aud", json!(aud))
             .scope(scope);
-        mint(match sub {
+        match sub {
             Some(s) => t.c("sub", json!(s)),
             None => t.no_c("sub"),
-        })
+        }
+        .build()
     }
 
     async fn send(
@@ -214,7 +133,7 @@ impl Env {
         headers: &[(&str, &[u8])],
         body: Option<&[u8]>,
     ) -> Answer {
-        let client = https_client(&self.pki, self.gw.addr(), wire == Wire::H1);
+        let client = https_client(self.pki.as_ref().unwrap(), self.gw.addr(), wire == Wire::H1);
         let url = format!("https://mcp.example.com:{}{path}", self.gw.addr().port());
         let mut h = HeaderMap::new();
         for (n, v) in headers {
@@ -460,8 +379,8 @@ async fn item1_methods_other_than_post_are_inspected_or_refused() {
 #[tokio::test]
 async fn item1_flask_upstream_never_runs_a_denied_tool_sent_as_lowercase_post() {
     let flask = Flask::start();
-    let env = FlaskEnv::start(&flask).await;
-    let t = env.tok("mcp:tools");
+    let env = flask_env(&flask).await;
+    let t = env.tok().scope("mcp:tools").build();
     // The premise: Flask treats `post` as POST and runs the tool.
     let direct = reqwest::Client::builder()
         .no_proxy()
@@ -616,34 +535,12 @@ impl Drop for Flask {
     }
 }
 
-struct FlaskEnv {
-    gw: Gateway,
-    idp: MockIdp,
-}
-
-impl FlaskEnv {
-    async fn start(flask: &Flask) -> FlaskEnv {
-        let idp = MockIdp::start();
-        let (issuer, jwks, up) = (
-            idp.issuer(),
-            idp.jwks_uri(),
-            format!("http://{}", flask.addr),
-        );
-        let gw = Gateway::start(move |port, admin| {
-            format!(
-                "listen: {{address: '127.0.0.1:{port}', public_url: '{PUBLIC}', threads: 1}}\nadmin: {{address: '127.0.0.1:{admin}'}}\nissuers: [{{name: as, issuer: '{issuer}', jwks_uri: '{jwks}'}}]\nroutes:\n  - name: mcp\n    path_prefix: /mcp\n    upstream: '{up}'\n    scopes: [mcp:tools]\n    tools: {{'delete_*': [mcp:admin], '*': []}}\n"
-            )
-        })
-        .await;
-        gw.wait_ready(Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|e| panic!("{e}\n{}", gw.logs()));
-        FlaskEnv { gw, idp }
-    }
-
-    fn tok(&self, scope: &str) -> String {
-        mint(Tok::new(&self.idp.issuer(), R).scope(scope))
-    }
+/// The [`FLASK`] fixture in front of `flask`.
+async fn flask_env(flask: &Flask) -> crate::harness::Env {
+    crate::harness::Env::builder(FLASK)
+        .var("UP", format!("http://{}", flask.addr))
+        .start()
+        .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1268,14 +1165,26 @@ async fn sampled_request_shapes_never_forward_a_denied_operation() {
         let a = env
             .send(wire, m, "/mcp", Some(&t), &h, Some(body.as_bytes()))
             .await;
-        assert!(
-            (400..500).contains(&a.status),
-            "{wire:?} {m} {h:?} {body}: {a}"
-        );
-        assert!(
-            !a.body.is_empty() && serde_json::from_slice::<Value>(&a.body).is_ok(),
-            "{a}"
-        );
+        // The README's answer for this shape: the method first, then a body where none may
+        // be, then an encoding or charset the gateway cannot judge, then the operation.
+        let (status, want) = if !["POST", "GET", "DELETE", "OPTIONS"].contains(&m) {
+            (405, Body::OAuth("method_not_allowed"))
+        } else if m != "POST" || ce.is_some() || ct.contains("utf-16") {
+            (400, Body::OAuth("invalid_request"))
+        } else if op.contains("%2e%2e") {
+            (400, Body::JsonRpc(-32602))
+        } else if op.contains(r#""tools/call","params":{"name":"delete_everything"}"#) {
+            (403, Body::OAuth("insufficient_scope"))
+        } else {
+            (403, Body::OAuth("access_denied"))
+        };
+        let what = format!("{wire:?} {m} {h:?} {body}");
+        assert_eq!(a.status, status, "{what}: {a}");
+        match want {
+            Body::OAuth(code) => assert_eq!(a.json()["error"], code, "{what}: {a}"),
+            Body::JsonRpc(code) => assert_eq!(a.json()["error"]["code"], code, "{what}: {a}"),
+            Body::Empty => unreachable!(),
+        }
     }
     assert_eq!(
         (env.up.connections(), env.up.count()),

@@ -10,49 +10,16 @@
 //! The upstream here is a small MCP-like server: it answers each JSON-RPC message of the body
 //! (`ping`, `tools/list`, anything else), in the shape the `X-Reply` header asks for.
 
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::harness::*;
 use crate::mcp::gzip_stored;
-use crate::ops::{https_client, Pki};
-use crate::support::*;
 
 const R_PLAIN: &str = "https://mcp.example.com/plain";
 const ADMIN_TOKEN: &str = "failclosed-admin-token-0123456789";
-
-/// `/mcp`: the issue's policy route (`read_*` needs `mcp:read`, `delete_*` needs `mcp:admin`,
-/// anything else denied, lists filtered). `/plain`: no MCP policy (streams still end with their
-/// token). Clock skew 0, so a token's `exp` is the deadline.
-const CONFIG: &str = r#"
-listen:
-  address: 127.0.0.1:{PORT}
-  public_url: https://mcp.example.com
-  threads: 1
-{TLS}admin:
-  address: 127.0.0.1:{ADMIN}
-  token_file: {ADMIN_TOKEN_FILE}
-issuers:
-  - name: as
-    issuer: {IDP}
-    jwks_uri: {JWKS}
-    clock_skew_seconds: 0
-routes:
-  - name: mcp
-    path_prefix: /mcp
-    upstream: {UP}
-    scopes: [mcp:tools]
-    tools:
-      "read_*": [mcp:read]
-      "delete_*": [mcp:admin]
-    default_tool_policy: deny
-    filter_tools_list: true
-  - name: plain
-    path_prefix: /plain
-    upstream: {UP}
-    scopes: [mcp:tools]
-"#;
 
 /// The upstream's whole tool list; a caller with `mcp:tools mcp:read` may see only `read_file`.
 fn all_tools() -> Value {
@@ -96,16 +63,16 @@ fn big_list(size: usize) -> Vec<u8> {
     .unwrap()
 }
 
-fn full(status: u16, ct: &str, body: Vec<u8>) -> UpReply {
-    UpReply::Full {
+fn full(status: u16, ct: &str, body: Vec<u8>) -> Reply {
+    Reply::Full {
         status,
         headers: vec![("Content-Type".into(), ct.into())],
         body,
     }
 }
 
-fn upstream() -> Up {
-    Up::start(|req: &Request| {
+fn upstream() -> Upstream {
+    Upstream::with(|req: &Request| {
         let answer = answer_body(&req.body);
         match req.header("x-reply").unwrap_or("json") {
             "bom" => full(200, "application/json", [b"\xEF\xBB\xBF".as_slice(), &answer].concat()),
@@ -122,7 +89,7 @@ fn upstream() -> Up {
                 .into_bytes(),
             ),
             // Encoded whatever the request allowed (the gateway asks for identity).
-            "gzip" => UpReply::Full {
+            "gzip" => Reply::Full {
                 status: 200,
                 headers: vec![
                     ("Content-Type".into(), "application/json".into()),
@@ -132,12 +99,12 @@ fn upstream() -> Up {
             },
             "huge" => full(200, "application/json", big_list(9 << 20)),
             // The same, chunked: its size shows only once the head was sent.
-            "huge-chunked" => UpReply::Events {
+            "huge-chunked" => Reply::Events {
                 headers: vec![("Content-Type".into(), "application/json".into())],
                 events: big_list(9 << 20).chunks(1 << 20).map(<[u8]>::to_vec).collect(),
                 interval: Duration::from_millis(5),
             },
-            "sse" => UpReply::sse(
+            "sse" => Reply::sse(
                 vec![
                     b": replay\n\n".to_vec(),
                     [b"event: message\nid: 7\ndata: ".as_slice(), &answer, b"\n\n"].concat(),
@@ -154,12 +121,12 @@ fn upstream() -> Up {
                 ]
                 .concat();
                 let late = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"late\"}\n\n";
-                UpReply::sse(vec![first, late.to_vec()], Duration::from_secs(20))
+                Reply::sse(vec![first, late.to_vec()], Duration::from_secs(20))
             }
             // The JSON answer under an event-stream content type.
-            "sse-json" => UpReply::sse(vec![answer], Duration::from_millis(5)),
+            "sse-json" => Reply::sse(vec![answer], Duration::from_millis(5)),
             // One event, then silence for 20 s, then another.
-            "idle" => UpReply::sse(
+            "idle" => Reply::sse(
                 vec![
                     b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"first\"}\n\n".to_vec(),
                     b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"late\"}\n\n".to_vec(),
@@ -171,65 +138,31 @@ fn upstream() -> Up {
     })
 }
 
-struct Env {
-    gw: Gateway,
-    idp: MockIdp,
-    up: Up,
-    pki: Option<Pki>,
-    _dir: tempfile::TempDir,
+/// The [`FAILCLOSED_RESPONSE`] fixture in front of the MCP-like upstream.
+struct Env(crate::harness::Env);
+
+impl Deref for Env {
+    type Target = crate::harness::Env;
+    fn deref(&self) -> &crate::harness::Env {
+        &self.0
+    }
 }
 
 impl Env {
     /// A gateway on plain HTTP/1.1, or (`tls`) on TLS with HTTP/2 and HTTP/1.1.
     async fn start(tls: bool) -> Env {
-        let idp = MockIdp::start();
-        let up = upstream();
-        let dir = tempfile::tempdir().unwrap();
-        let token_file = dir.path().join("admin-token");
-        std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
-        let (pki, tls_lines) = if tls {
-            let pki = Pki::new();
-            let (cert, key, _) = pki.leaf("gateway");
-            let (c, k) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-            std::fs::write(&c, cert).unwrap();
-            std::fs::write(&k, key).unwrap();
-            let lines = format!(
-                "  tls:\n    cert: {}\n    key: {}\n",
-                c.display(),
-                k.display()
-            );
-            (Some(pki), lines)
-        } else {
-            (None, String::new())
-        };
-        let (issuer, jwks, upurl) = (idp.issuer(), idp.jwks_uri(), up.url());
-        let token_file = token_file.display().to_string();
-        let gw = Gateway::start(move |port, admin| {
-            ports(CONFIG, port, admin)
-                .replace("{TLS}", &tls_lines)
-                .replace("{ADMIN_TOKEN_FILE}", &token_file)
-                .replace("{IDP}", &issuer)
-                .replace("{JWKS}", &jwks)
-                .replace("{UP}", &upurl)
-        })
-        .await;
-        gw.wait_ready(Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|e| panic!("{e}\n{}", gw.logs()));
-        Env {
-            gw,
-            idp,
-            up,
-            pki,
-            _dir: dir,
-        }
+        let b = crate::harness::Env::builder(FAILCLOSED_RESPONSE)
+            .upstream(upstream())
+            .admin_token(ADMIN_TOKEN);
+        Env(if tls { b.tls() } else { b }.start().await)
     }
 
     fn tok_with(&self, f: impl FnOnce(Tok) -> Tok) -> String {
-        mint(f(Tok::new(&self.idp.issuer(), R)
+        f(Tok::new(&self.idp.issuer(), R)
             .c("aud", json!([R, R_PLAIN]))
             .c("sub", json!("alice"))
-            .scope("mcp:tools mcp:read")))
+            .scope("mcp:tools mcp:read"))
+        .build()
     }
 
     /// A token that may list `read_*` tools only.
@@ -253,33 +186,12 @@ impl Env {
         https_client(self.pki.as_ref().unwrap(), self.gw.addr(), h1)
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("https://mcp.example.com:{}{path}", self.gw.port)
-    }
-
     async fn admin_revoke(&self, body: Value) -> Resp {
         let req = Req::post("/revocations")
             .host("localhost")
             .bearer(ADMIN_TOKEN)
             .body(serde_json::to_vec(&body).unwrap());
         send(self.gw.admin_addr(), &req).await
-    }
-
-    async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let r = send(
-            self.gw.admin_addr(),
-            &Req::get("/metrics").host("localhost"),
-        )
-        .await;
-        parse_exposition(&r.text()).unwrap().value(name, labels)
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            assert_no_tokens(&self.gw.logs());
-        }
     }
 }
 
@@ -598,20 +510,6 @@ async fn answer_over_the_limit_is_refused_not_an_empty_200() {
 // ---------------------------------------------------------------------------------------------
 // Idle streams end with their token
 // ---------------------------------------------------------------------------------------------
-
-/// The `Instant` at which the wall clock reads `unix` seconds.
-fn instant_of_unix(unix: i64) -> Instant {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    let ahead = unix as f64 - now;
-    if ahead >= 0.0 {
-        Instant::now() + Duration::from_secs_f64(ahead)
-    } else {
-        Instant::now() - Duration::from_secs_f64(-ahead)
-    }
-}
 
 /// Over HTTP/1.1: opens an idle GET stream, returns it after its first event.
 async fn open_idle(env: &Env, path: &str, token: &str) -> Stream {

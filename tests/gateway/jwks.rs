@@ -20,12 +20,12 @@ fn assert_outage(env: &Env, r: &Resp) {
 
 #[tokio::test]
 async fn c4_18_cold_start_unreachable_jwks_gives_503() {
-    let idp = MockIdp::start();
-    let tpl = STANDARD.replace(
-        "{JWKS}",
-        &format!("http://127.0.0.1:{}/jwks", closed_port()),
-    );
-    let env = Env::start_with(&tpl, idp, false).await;
+    let down = ClosedPort::new();
+    let env = Env::builder(STANDARD)
+        .var("JWKS", format!("{}/jwks", down.url()))
+        .not_ready()
+        .start()
+        .await;
     let t = env.tok().build();
     let r = env.post_mcp(&t).await;
     assert_outage(&env, &r);
@@ -64,19 +64,18 @@ async fn c4_18_cold_start_outage_recovers_when_idp_returns() {
     let r = env.post_mcp(&env.tok().build()).await;
     assert_outage(&env, &r);
     env.idp.set_mode(IdpMode::Ok);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = env.post_mcp(&env.tok().build()).await;
-        if r.status == 200 {
-            break;
-        }
-        assert_eq!(r.status, 503, "{r}");
-        assert!(
-            Instant::now() < deadline,
-            "gateway did not recover within 20 s after the IdP came back"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "gateway recovered after the IdP came back",
+        || async {
+            let r = env.post_mcp(&env.tok().build()).await;
+            if r.status != 200 {
+                assert_eq!(r.status, 503, "{r}");
+            }
+            r.status == 200
+        },
+    )
+    .await;
     assert_eq!(env.admin("/readyz").await.status, 200);
 }
 
@@ -91,8 +90,8 @@ async fn c4_18_jwks_redirect_not_followed_off_host() {
     // The canary serves the attacker's key under kid k1.
     let t = env.tok().signer(Signer::Evil).build();
     let r = env.post_mcp(&t).await;
-    assert!(r.status == 503 || r.status == 401, "{r}");
-    env.assert_nothing_forwarded();
+    // Not following the redirect leaves the issuer without keys: the outage answer.
+    assert_outage(&env, &r);
     assert_eq!(
         canary.hits(),
         0,
@@ -116,23 +115,22 @@ async fn c4_18_rotation_unknown_kid_triggers_refetch() {
     ]}));
     // The refetch is rate-limited (the interval is the gateway's choice), so retry for a while;
     // every attempt must be a clean 401 and the IdP must see only a bounded number of fetches.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let started = Instant::now();
-    loop {
+    let took = within(Duration::from_secs(15), || async {
         let t = env.tok().key("ES256", "k3", Signer::K3).build();
         let r = env.post_mcp(&t).await;
-        if r.status == 200 {
-            break;
+        if r.status != 200 {
+            assert_invalid_token(&r, PRM);
         }
-        assert_invalid_token(&r, PRM);
-        assert!(
-            Instant::now() < deadline,
+        r.status == 200
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
             "k3 still refused 15 s after rotation; fetches since: {}",
             env.idp.jwks_fetches() - before
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    eprintln!("rotation honoured after {:?}", started.elapsed());
+        )
+    });
+    eprintln!("rotation honoured after {took:?}");
     let after = env.idp.jwks_fetches();
     assert!(after > before, "no JWKS refetch on unknown kid");
     assert!(
@@ -203,7 +201,8 @@ async fn c4_18_cached_keys_survive_idp_outage() {
     // An unknown kid cannot be resolved: refused, never forwarded.
     let t = env.tok().key("ES256", "k3", Signer::K3).build();
     let r = env.post_mcp(&t).await;
-    assert!(r.status == 401 || r.status == 503, "{r}");
+    // The cached keys are usable, so this is a bad token, not an outage.
+    assert_invalid_token(&r, PRM);
     env.assert_nothing_forwarded();
     env.idp.set_mode(IdpMode::Hangup);
     env.assert_accepted(&env.tok().build(), "IdP hanging up")

@@ -1,8 +1,10 @@
 //! Black-box integration tests for the `mcpgate` binary.
 //!
 //! Each test starts its own gateway process (`mcpgate run` on free loopback ports), mock IdP and
-//! recording upstream through [`harness`], sends real HTTP, and checks the status, the RFC 6750
-//! challenge, the JSON body and what the upstream received. Tests are named after the item of
+//! recording upstream through [`harness`] (one launcher, one upstream, one IdP, one raw
+//! client, configs from `fixtures/`), sends real HTTP, and checks the status, the RFC 6750
+//! challenge, the JSON body and what the upstream received. Every gateway's log is checked
+//! for leaked credentials when the gateway is dropped. Tests are named after the item of
 //! `SPEC-CHECKLIST.md` they cover (`c<section>_<item>_...`).
 //!
 //! Set `MCPGATE_BIN` to test another build, `MCPGATE_TEST_LOG` to change the gateway's `RUST_LOG`.
@@ -26,7 +28,6 @@ mod paths;
 mod prm;
 mod routing_exact;
 mod scaleout;
-mod support;
 mod upstream;
 mod upstream_tls;
 mod verdicts;

@@ -7,63 +7,16 @@
 //! Every refusal is checked to have opened no upstream connection and sent no request
 //! ([`McpEnv::refused`]).
 
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::harness::*;
-use crate::support::*;
 
 const R_STRICT: &str = "https://mcp.example.com/strict";
 const R_PLAIN: &str = "https://mcp.example.com/plain";
-
-/// `/mcp`: route scope `mcp:read`, ordered tool/resource/prompt globs, `tools/list` filtering,
-/// one allowed browser origin. `/strict`: `default_tool_policy: deny` with only `safe_*`.
-/// `/plain`: no MCP policy at all (bodies stream; the mirrored headers still get checked).
-const CONFIG: &str = r#"
-listen:
-  address: 127.0.0.1:{PORT}
-  public_url: https://mcp.example.com
-  threads: 1
-admin:
-  address: 127.0.0.1:{ADMIN}
-issuers:
-  - name: as
-    issuer: {IDP}
-    jwks_uri: {JWKS}
-    clock_skew_seconds: {SKEW}
-routes:
-  - name: mcp
-    path_prefix: /mcp
-    upstream: {UP}
-    scopes: [mcp:read]
-    tools:
-      "read_secret*": [secrets:read]
-      "read_*": [repo:read]
-      "delete_*": [repo:admin, repo:write]
-      "*": []
-    resources:
-      "file:///secrets/*": [secrets:read]
-      "file:///*": []
-    prompts:
-      "*": []
-      "admin_*": [prompts:admin]
-    filter_tools_list: true
-    allowed_origins: ["https://app.example.com"]
-  - name: strict
-    path_prefix: /strict
-    upstream: {UP}
-    scopes: [mcp:read]
-    tools:
-      "safe_*": []
-    default_tool_policy: deny
-    filter_tools_list: true
-  - name: plain
-    path_prefix: /plain
-    upstream: {UP}
-    scopes: [mcp:read]
-"#;
 
 /// The upstream's `tools/list` answer.
 const TOOLS: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"read_file","inputSchema":{"type":"object"}},{"name":"read_secrets"},{"name":"delete_repo"},{"name":"search"},{"name":"safe_echo"}],"nextCursor":"page-2"}}"#;
@@ -73,10 +26,10 @@ const TOOLS: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"read_
 const OTHER: &[u8] = b"{\"jsonrpc\":\"2.0\",  \"id\":7 ,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"caf\\u00e9 \xe2\x9c\x93\"}],\"tools\":[{\"name\":\"delete_repo\"}]}}\n";
 
 /// Answers according to the `X-Test-Reply` header the test sends (the gateway forwards it).
-fn mcp_upstream() -> Up {
-    Up::start(|req: &Request| {
+fn mcp_upstream() -> Upstream {
+    Upstream::with(|req: &Request| {
         match req.header("x-test-reply") {
-        Some("tools-json") => UpReply::json(TOOLS.as_bytes()),
+        Some("tools-json") => Reply::json_bytes(TOOLS.as_bytes()),
         // Compressed when the request allows it (as most HTTP servers do).
         Some("tools-gzip") => {
             let gzip = req
@@ -86,7 +39,7 @@ fn mcp_upstream() -> Up {
             if gzip {
                 headers.push(("Content-Encoding".into(), "gzip".into()));
             }
-            UpReply::Full {
+            Reply::Full {
                 status: 200,
                 headers,
                 body: if gzip {
@@ -97,7 +50,7 @@ fn mcp_upstream() -> Up {
             }
         }
         // CRLF line endings (allowed by the SSE format), a notification before the result.
-        Some("tools-sse-crlf") => UpReply::sse(
+        Some("tools-sse-crlf") => Reply::sse(
             vec![
                 b"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"x\"}}\r\n\r\n".to_vec(),
                 format!("event: message\r\ndata: {TOOLS}\r\n\r\n").into_bytes(),
@@ -105,21 +58,21 @@ fn mcp_upstream() -> Up {
             Duration::from_millis(20),
         ),
         // The upstream sends one event, then nothing for 8 s, then another.
-        Some("idle") => UpReply::sse(
+        Some("idle") => Reply::sse(
             vec![
                 b"event: message\ndata: {\"first\":true}\n\n".to_vec(),
                 b"event: message\ndata: {\"late\":true}\n\n".to_vec(),
             ],
             Duration::from_secs(8),
         ),
-        Some("tools-sse") => UpReply::sse(
+        Some("tools-sse") => Reply::sse(
             vec![
                 b": warming up\n\n".to_vec(),
                 format!("event: message\nid: 42\ndata: {TOOLS}\n\n").into_bytes(),
             ],
             Duration::from_millis(50),
         ),
-        Some("other-sse") => UpReply::sse(
+        Some("other-sse") => Reply::sse(
             vec![
                 b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n"
                     .to_vec(),
@@ -127,7 +80,7 @@ fn mcp_upstream() -> Up {
             ],
             Duration::from_millis(50),
         ),
-        Some("session") => UpReply::Full {
+        Some("session") => Reply::Full {
             status: 200,
             headers: vec![
                 ("Content-Type".into(), "application/json".into()),
@@ -140,22 +93,27 @@ fn mcp_upstream() -> Up {
         },
         Some(t) if t.starts_with("ticks:") => {
             let n: usize = t[6..].parse().unwrap_or(1);
-            UpReply::sse(
+            Reply::sse(
                 (0..n)
                     .map(|i| format!("event: message\nid: {i}\ndata: {{\"tick\":{i}}}\n\n").into_bytes())
                     .collect(),
                 Duration::from_millis(500),
             )
         }
-        _ => UpReply::json(OTHER),
+        _ => Reply::json_bytes(OTHER),
     }
     })
 }
 
-struct McpEnv {
-    gw: Gateway,
-    idp: MockIdp,
-    up: Up,
+/// The [`MCP`] fixture in front of [`mcp_upstream`], with the requests and checks of these
+/// tests. Every refusal is checked to have opened no upstream connection and sent no request.
+struct McpEnv(Env);
+
+impl Deref for McpEnv {
+    type Target = Env;
+    fn deref(&self) -> &Env {
+        &self.0
+    }
 }
 
 impl McpEnv {
@@ -164,21 +122,12 @@ impl McpEnv {
     }
 
     async fn start_skew(skew: u64) -> McpEnv {
-        let idp = MockIdp::start();
-        let up = mcp_upstream();
-        let (issuer, jwks, upurl) = (idp.issuer(), idp.jwks_uri(), up.url());
-        let gw = Gateway::start(move |port, admin| {
-            ports(CONFIG, port, admin)
-                .replace("{IDP}", &issuer)
-                .replace("{JWKS}", &jwks)
-                .replace("{UP}", &upurl)
-                .replace("{SKEW}", &skew.to_string())
-        })
-        .await;
-        gw.wait_ready(Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|e| panic!("{e}\n{}", gw.logs()));
-        McpEnv { gw, idp, up }
+        let env = Env::builder(MCP)
+            .upstream(mcp_upstream())
+            .var("SKEW", skew)
+            .start()
+            .await;
+        McpEnv(env)
     }
 
     /// A token for all three routes with `scope`.
@@ -187,12 +136,11 @@ impl McpEnv {
     }
 
     fn tok_for(&self, sub: &str, scope: &str) -> String {
-        mint(
-            Tok::new(&self.idp.issuer(), R)
-                .c("aud", json!([R, R_STRICT, R_PLAIN]))
-                .c("sub", json!(sub))
-                .scope(scope),
-        )
+        Tok::new(&self.idp.issuer(), R)
+            .c("aud", json!([R, R_STRICT, R_PLAIN]))
+            .c("sub", json!(sub))
+            .scope(scope)
+            .build()
     }
 
     async fn post(&self, path: &str, token: &str, body: &[u8], headers: &[(&str, &str)]) -> Resp {
@@ -256,14 +204,6 @@ impl McpEnv {
             conns,
             "a refused request opened an upstream connection"
         );
-    }
-}
-
-impl Drop for McpEnv {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            assert_no_tokens(&self.gw.logs());
-        }
     }
 }
 
@@ -503,7 +443,7 @@ async fn malformed_json_gets_400_jsonrpc_error_and_nothing_forwarded() {
     let r = env.refused("/mcp", &t, b"[]", &[], 400).await;
     assert_eq!(r.json()["error"]["code"], -32600, "{r}");
     // Duplicate members: an upstream parser keeping the last `name` would run delete_repo while
-    // the gateway authorized read_file. Must never be forwarded.
+    // the gateway authorized read_file. Must never be forwarded: not a JSON-RPC message.
     let (conns, reqs) = (env.up.connections(), env.up.count());
     let r = env
         .post(
@@ -513,7 +453,8 @@ async fn malformed_json_gets_400_jsonrpc_error_and_nothing_forwarded() {
             &[],
         )
         .await;
-    assert!(matches!(r.status, 400 | 403), "{r}");
+    assert_eq!(r.status, 400, "{r}");
+    assert_jsonrpc_error(&r, -32700, Value::Null);
     env.assert_untouched(conns, reqs);
     let r = env
         .post(
@@ -523,7 +464,8 @@ async fn malformed_json_gets_400_jsonrpc_error_and_nothing_forwarded() {
             &[],
         )
         .await;
-    assert!(matches!(r.status, 400 | 403), "{r}");
+    assert_eq!(r.status, 400, "{r}");
+    assert_jsonrpc_error(&r, -32700, Value::Null);
     env.assert_untouched(conns, reqs);
 }
 
@@ -761,7 +703,8 @@ async fn protocol_2026_07_28_requires_mirrored_headers() {
 // ---------------------------------------------------------------------------------------------
 
 /// A `tools/call` body of exactly `len` bytes (padding in an argument).
-fn padded_call(len: usize) -> Vec<u8> {
+/// A `tools/call` body of exactly `len` bytes (padding in an argument).
+pub(crate) fn padded_call(len: usize) -> Vec<u8> {
     let head = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read_file","arguments":{"pad":""#;
     let tail = br#""}}}"#;
     let mut b = head.to_vec();
@@ -1180,30 +1123,11 @@ async fn session_id_is_bound_to_the_subject_that_opened_it() {
 // Token expiry on streams
 // ---------------------------------------------------------------------------------------------
 
-/// The `Instant` at which the wall clock reads `unix` seconds.
-fn instant_of_unix(unix: i64) -> Instant {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    let ahead = unix as f64 - now;
-    if ahead >= 0.0 {
-        Instant::now() + Duration::from_secs_f64(ahead)
-    } else {
-        Instant::now() - Duration::from_secs_f64(-ahead)
-    }
-}
-
 fn streams_closed(ex: &Exposition) -> f64 {
     ex.value(
         "mcpgate_streams_closed_token_expired_total",
         &[("route", "mcp")],
     )
-}
-
-async fn scrape(gw: &Gateway) -> Exposition {
-    let r = send(gw.admin_addr(), &Req::get("/metrics").host("localhost")).await;
-    parse_exposition(&r.text()).unwrap()
 }
 
 /// `clock_skew_seconds: 0`, a token expiring in 3 s, an upstream SSE stream with an event every
@@ -1212,7 +1136,7 @@ async fn scrape(gw: &Gateway) -> Exposition {
 #[tokio::test]
 async fn stream_is_closed_when_its_token_expires() {
     let env = McpEnv::start_skew(0).await;
-    let before = streams_closed(&scrape(&env.gw).await);
+    let before = streams_closed(&env.metrics().await);
     let exp = now() + 3;
     let t = mint(
         Tok::new(&env.idp.issuer(), R)
@@ -1262,7 +1186,7 @@ async fn stream_is_closed_when_its_token_expires() {
         "an event arrived {:?} after exp",
         last_piece.saturating_duration_since(exp_at)
     );
-    let after = streams_closed(&scrape(&env.gw).await);
+    let after = streams_closed(&env.metrics().await);
     assert_eq!(
         after,
         before + 1.0,

@@ -6,60 +6,22 @@
 //! The TLS test makes its CA and server certificates at run time with the `openssl` command.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::harness::*;
-use crate::support::*;
-
-/// `/mcp` (stable: the load loop hits it; a tool policy makes its bodies inspected), `/plain`
-/// (no policy), and `/probe`, whose metadata advertises `gen-{GEN}` so a test can see which
-/// config is serving without touching the upstream.
-const OPS: &str = r#"
-# generation {GEN}
-listen:
-  address: 127.0.0.1:{PORT}
-  public_url: https://mcp.example.com
-  threads: 2
-admin:
-  address: 127.0.0.1:{ADMIN}
-limits:
-  max_header_bytes: {MAXHDR}
-  max_body_bytes: {MAXBODY}
-shutdown:
-  grace_seconds: 10
-issuers:
-  - name: as
-    issuer: {IDP}
-    jwks_uri: {JWKS}
-routes:
-  - name: mcp
-    path_prefix: /mcp
-    upstream: {UP}
-    scopes: [mcp:read]
-    tools:
-      "admin_*": [mcp:admin]
-  - name: plain
-    path_prefix: /plain
-    upstream: {UP}
-    scopes: [mcp:read]
-  - name: probe
-    path_prefix: /probe
-    upstream: {UP}
-    scopes: [probe:read]
-    scopes_supported: [gen-{GEN}]
-"#;
+use crate::mcp::padded_call;
 
 const R_PLAIN: &str = "https://mcp.example.com/plain";
 
+/// The IdP and upstream of a test; the gateway is started on the [`OPS`] fixture rendered for
+/// them ([`Fixture::render`]), and re-rendered to rewrite its config.
 struct Fixture {
     idp: MockIdp,
-    up: Up,
+    up: Upstream,
 }
 
 impl Fixture {
@@ -108,27 +70,49 @@ fn render(
     hdr: usize,
     body: usize,
 ) -> String {
-    ports(OPS, port, admin)
-        .replace("{GEN}", &gen.to_string())
-        .replace("{IDP}", issuer)
-        .replace("{JWKS}", jwks)
-        .replace("{UP}", up)
-        .replace("{MAXHDR}", &hdr.to_string())
-        .replace("{MAXBODY}", &body.to_string())
+    let (port, admin, gen, hdr, body) = (
+        port.to_string(),
+        admin.to_string(),
+        gen.to_string(),
+        hdr.to_string(),
+        body.to_string(),
+    );
+    crate::harness::render(
+        OPS,
+        &[
+            ("PORT", &port),
+            ("ADMIN", &admin),
+            ("GEN", &gen),
+            ("IDP", issuer),
+            ("JWKS", jwks),
+            ("UP", up),
+            ("MAXHDR", &hdr),
+            ("MAXBODY", &body),
+        ],
+    )
+}
+
+/// Starts the gateway, laid out as `layout`, on the config `config(port, admin)`.
+async fn start(layout: Layout, config: impl Fn(u16, u16) -> String) -> Gateway {
+    let opts = Launch {
+        layout,
+        ..Launch::default()
+    };
+    Gateway::launch(opts, config).await
 }
 
 /// Answers with a small JSON body; paths ending in `/sse` get 8 events, 300 ms apart.
-fn echo_upstream() -> Up {
-    Up::start(|req: &Request| {
+fn echo_upstream() -> Upstream {
+    Upstream::with(|req: &Request| {
         if req.path().ends_with("/sse") {
-            return UpReply::sse(
+            return Reply::sse(
                 (0..8)
                     .map(|i| format!("data: {{\"n\":{i}}}\n\n").into_bytes())
                     .collect(),
                 Duration::from_millis(300),
             );
         }
-        UpReply::json(format!(r#"{{"ok":true,"target":{:?}}}"#, req.target).as_bytes())
+        Reply::json_bytes(format!(r#"{{"ok":true,"target":{:?}}}"#, req.target).as_bytes())
     })
 }
 
@@ -193,7 +177,7 @@ enum Write {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_under_load_with_symlink_swaps_renames_and_invalid_files() {
     let fx = Fixture::new();
-    let mut gw = Proc::start(Layout::Kube, &[], &[], |p, a| fx.render(p, a, 0)).await;
+    let mut gw = start(Layout::Kube, |p, a| fx.render(p, a, 0)).await;
     let token = fx.tok("mcp:read");
     assert_eq!(served_generation(gw.addr()).await, Some(0));
 
@@ -222,8 +206,9 @@ async fn reload_under_load_with_symlink_swaps_renames_and_invalid_files() {
                         .push(format!("{} {}", r.status, r.text())),
                     Err(e) => failures.lock().unwrap().push(e),
                 }
-                // Fresh connections each time: stay well clear of ephemeral-port exhaustion.
-                tokio::time::sleep(Duration::from_millis(4)).await;
+                // Fresh connections each time: the load's pacing stays well clear of
+                // ephemeral-port exhaustion.
+                pace(Duration::from_millis(4)).await;
             }
         }));
     }
@@ -323,7 +308,7 @@ async fn reload_under_load_with_symlink_swaps_renames_and_invalid_files() {
 #[tokio::test]
 async fn sighup_reloads_the_config() {
     let fx = Fixture::new();
-    let gw = Proc::start(Layout::Linked, &[], &[], |p, a| fx.render(p, a, 1)).await;
+    let gw = start(Layout::Linked, |p, a| fx.render(p, a, 1)).await;
     assert_eq!(served_generation(gw.addr()).await, Some(1));
     // SIGHUP reloads even when the files did not change (the watcher alone would not):
     // that proves the signal works on its own.
@@ -377,8 +362,9 @@ async fn sighup_reloads_the_config() {
 #[tokio::test]
 async fn listen_address_change_is_reported_not_applied() {
     let fx = Fixture::new();
-    let gw = Proc::start(Layout::Plain, &[], &[], |p, a| fx.render(p, a, 1)).await;
-    let (new_port, new_admin) = (closed_port(), closed_port());
+    let gw = start(Layout::Plain, |p, a| fx.render(p, a, 1)).await;
+    // Ports nobody holds: a gateway that (wrongly) bound them would be seen doing it.
+    let (new_port, new_admin) = (free_port(), free_port());
     gw.write_rename(&fx.render(new_port, new_admin, 2));
     let addr = gw.addr();
     within(Duration::from_secs(1), || async move {
@@ -413,153 +399,10 @@ async fn listen_address_change_is_reported_not_applied() {
 // TLS
 // ---------------------------------------------------------------------------------------------
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the TLS test needs the openssl command");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A throw-away CA made with openssl, and server certificates it signs.
-pub struct Pki {
-    dir: tempfile::TempDir,
-    pub ca_pem: String,
-}
-
-impl Pki {
-    pub fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        openssl(
-            dir.path(),
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=mcpgate test CA",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-        );
-        let ca_pem = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
-        Pki { dir, ca_pem }
-    }
-
-    /// A certificate for mcp.example.com: (chain PEM, key PEM, leaf DER).
-    pub fn leaf(&self, name: &str) -> (String, String, Vec<u8>) {
-        let d = self.dir.path();
-        std::fs::write(
-            d.join(format!("{name}.ext")),
-            "subjectAltName=DNS:mcp.example.com,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        let (key, csr, pem, ext) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-            format!("{name}.ext"),
-        );
-        let cn = format!("/CN={name}");
-        openssl(
-            d,
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &cn,
-            ],
-        );
-        let serial = format!("0x{}", random_hex(8));
-        openssl(
-            d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-set_serial",
-                &serial,
-                "-days",
-                "2",
-                "-extfile",
-                &ext,
-                "-out",
-                &pem,
-            ],
-        );
-        let cert = std::fs::read_to_string(d.join(&pem)).unwrap();
-        let b64: String = cert.lines().filter(|l| !l.starts_with("-----")).collect();
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .unwrap();
-        (
-            format!("{cert}{}", self.ca_pem),
-            std::fs::read_to_string(d.join(&key)).unwrap(),
-            der,
-        )
-    }
-}
-
-/// A `tools/call` body of exactly `len` bytes (padding in an argument).
-fn padded_call(len: usize) -> Vec<u8> {
-    let head = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read_file","arguments":{"pad":""#;
-    let tail = br#""}}}"#;
-    let mut b = head.to_vec();
-    b.extend(std::iter::repeat_n(b'a', len - head.len() - tail.len()));
-    b.extend_from_slice(tail);
-    b
-}
-
 fn write_atomically(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
-}
-
-pub fn https_client(pki: &Pki, addr: std::net::SocketAddr, h1: bool) -> reqwest::Client {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut b = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap()])
-        .resolve("mcp.example.com", addr)
-        .tls_info(true)
-        .pool_max_idle_per_host(0)
-        .no_proxy()
-        .timeout(IO_TIMEOUT);
-    if h1 {
-        b = b.http1_only();
-    }
-    b.build().unwrap()
 }
 
 fn peer(r: &reqwest::Response) -> Option<Vec<u8>> {
@@ -576,23 +419,21 @@ async fn tls_h2_and_http1_and_certificate_rotation() {
     let fx = Fixture::new();
     let pki = Pki::new();
     let (cert1, key1, der1) = pki.leaf("first");
-    let gw = Proc::start_prepared(
-        Layout::Plain,
-        &[],
-        &[],
-        |dir| {
+    let opts = Launch {
+        prepare: Some(Box::new(move |dir: &Path| {
             std::fs::create_dir_all(dir.join("tls")).unwrap();
             std::fs::write(dir.join("tls/cert.pem"), &cert1).unwrap();
             std::fs::write(dir.join("tls/key.pem"), &key1).unwrap();
-        },
-        // Paths relative to the config file.
-        |p, a| {
-            fx.render(p, a, 1).replace(
-                "  threads: 2\n",
-                "  threads: 2\n  tls:\n    cert: tls/cert.pem\n    key: tls/key.pem\n",
-            )
-        },
-    )
+        })),
+        ..Launch::default()
+    };
+    // Paths relative to the config file.
+    let gw = Gateway::launch(opts, |p, a| {
+        fx.render(p, a, 1).replace(
+            "  threads: 2\n",
+            "  threads: 2\n  tls:\n    cert: tls/cert.pem\n    key: tls/key.pem\n",
+        )
+    })
     .await;
     let t = fx.tok("mcp:read");
     let url = format!("https://mcp.example.com:{}/mcp", gw.port);
@@ -745,7 +586,7 @@ fn requests(ex: &Exposition) -> [f64; 6] {
 #[tokio::test]
 async fn metrics_parse_and_counters_move() {
     let fx = Fixture::new();
-    let gw = Proc::start(Layout::Plain, &[], &[], |p, a| fx.render(p, a, 1)).await;
+    let gw = start(Layout::Plain, |p, a| fx.render(p, a, 1)).await;
     let r = gw.admin("/metrics").await;
     assert!(
         r.header("content-type")
@@ -842,8 +683,17 @@ async fn metrics_parse_and_counters_move() {
     assert_eq!(send(addr, &tool).await.status, 403);
     assert_eq!(send(addr, &Req::get("/nowhere")).await.status, 404);
 
-    // The upstream latency of a request is recorded once its response is done.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The upstream latency of a request is recorded once its response is done: wait for it.
+    eventually(
+        Duration::from_secs(5),
+        "the upstream latencies recorded",
+        || async {
+            gw.metric("mcpgate_upstream_seconds_count", &[("route", "mcp")])
+                .await
+                >= upstream + 2.0
+        },
+    )
+    .await;
     let ex = gw.metrics().await;
     let moved: Vec<f64> = requests(&ex)
         .iter()
@@ -892,7 +742,7 @@ async fn metrics_parse_and_counters_move() {
 #[tokio::test]
 async fn sigterm_drains_an_in_flight_stream_then_exits_0() {
     let fx = Fixture::new();
-    let mut gw = Proc::start(Layout::Plain, &[], &[], |p, a| fx.render(p, a, 1)).await;
+    let mut gw = start(Layout::Plain, |p, a| fx.render(p, a, 1)).await;
     let t = fx.tok("mcp:read");
     let mut s = Stream::open(gw.addr(), &Req::get("/plain/sse").bearer(&t))
         .await
@@ -902,14 +752,22 @@ async fn sigterm_drains_an_in_flight_stream_then_exits_0() {
     assert!(String::from_utf8_lossy(&first).contains("\"n\":0"));
     let term_at = Instant::now();
     gw.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let refused = match tokio::net::TcpStream::connect(gw.addr()).await {
-        Err(_) => true,
-        Ok(_) => send_to(gw.addr(), &Req::post("/plain").bearer(&t))
-            .await
-            .is_err(),
-    };
-    assert!(refused, "new requests are still served after SIGTERM");
+    // New requests stop being served (within the 600 ms the test always allowed).
+    let addr = gw.addr();
+    let t2 = t.clone();
+    within(Duration::from_millis(600), || {
+        let t = t2.clone();
+        async move {
+            match tokio::net::TcpStream::connect(addr).await {
+                Err(_) => true,
+                Ok(_) => send_to(addr, &Req::post("/plain").bearer(&t))
+                    .await
+                    .is_err(),
+            }
+        }
+    })
+    .await
+    .expect("new requests are still served after SIGTERM");
     assert!(gw.alive(), "exited while a stream was in flight");
     let rest = s.collect(Duration::from_secs(8)).await.unwrap();
     let stream_done = Instant::now();
@@ -945,10 +803,7 @@ async fn sigterm_drains_an_in_flight_stream_then_exits_0() {
 #[tokio::test]
 async fn header_and_body_limits() {
     let fx = Fixture::new();
-    let gw = Proc::start(Layout::Plain, &[], &[], |p, a| {
-        fx.render_with(p, a, 1, 2048, 1000)
-    })
-    .await;
+    let gw = start(Layout::Plain, |p, a| fx.render_with(p, a, 1, 2048, 1000)).await;
     let t = fx.tok("mcp:read");
     let addr = gw.addr();
     let (conns, reqs) = (fx.up.connections(), fx.up.count());
@@ -995,7 +850,7 @@ async fn header_and_body_limits() {
 #[tokio::test]
 async fn chunked_body_over_the_limit_gets_413() {
     let fx = Fixture::new();
-    let gw = Proc::start(Layout::Plain, &[], &[], |p, a| {
+    let gw = start(Layout::Plain, |p, a| {
         fx.render_with(p, a, 1, 32 * 1024, 1000)
     })
     .await;
@@ -1009,7 +864,13 @@ async fn chunked_body_over_the_limit_gets_413() {
         .await
         .unwrap();
     assert_eq!(r.status, 413, "{r}");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once the upstream has no connection left open, nothing more can arrive on one.
+    eventually(
+        Duration::from_secs(5),
+        "upstream connections closed",
+        || async { fx.up.open_connections() == 0 },
+    )
+    .await;
     assert_eq!(
         fx.up.count(),
         reqs,
@@ -1027,10 +888,12 @@ async fn chunked_body_over_the_limit_gets_413() {
 /// in its output and that the audit lines carry the 12-hex-digit SHA-256 prefix of the token.
 async fn check_logs_for_tokens(args: &[&str], level: &str) {
     let fx = Fixture::new();
-    let gw = Proc::start(Layout::Plain, args, &[("RUST_LOG", level)], |p, a| {
-        fx.render(p, a, 1)
-    })
-    .await;
+    let opts = Launch {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        envs: vec![("RUST_LOG".into(), level.into())],
+        ..Launch::default()
+    };
+    let gw = Gateway::launch(opts, |p, a| fx.render(p, a, 1)).await;
     let addr = gw.addr();
     let good = fx.tok("mcp:read");
     let weak = fx.tok("other");
@@ -1065,7 +928,8 @@ async fn check_logs_for_tokens(args: &[&str], level: &str) {
     for req in &requests {
         send(addr, req).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // One audit line per decision: once all are in, so is everything these requests logged.
+    gw.wait_log("mcpgate::audit", requests.len()).await;
     let logs = gw.logs();
     assert_no_tokens(&logs);
     // Levels above RUST_LOG's never appear (pingora's debug records included).

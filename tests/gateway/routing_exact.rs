@@ -6,47 +6,15 @@
 
 use serde_json::{json, Value};
 
-use crate::dpop::{bound_token, dpop_req, jkt, p_key, refused, Proof};
+use crate::dpop::{bound_token, dpop_req, refused};
 use crate::harness::*;
-
-/// `/admin` needs scope `admin`, `/mcp` needs `mcp:read`, everything else (`/`) has `auth: none`;
-/// browsers from `https://app.example` may call all three. `{ADMIN_EXTRA}` adds keys to the
-/// admin route.
-const ROUTES: &str = r#"
-listen:
-  address: 127.0.0.1:{PORT}
-  public_url: https://mcp.example.com
-  threads: 1
-admin:
-  address: 127.0.0.1:{ADMIN}
-issuers:
-  - name: as
-    issuer: {IDP}
-    jwks_uri: {JWKS}
-routes:
-  - name: admin
-    path_prefix: /admin
-    upstream: {UP}
-    scopes: [admin]
-    allowed_origins: [https://app.example]{ADMIN_EXTRA}
-  - name: mcp
-    path_prefix: /mcp
-    upstream: {UP}
-    scopes: [mcp:read]
-    allowed_origins: [https://app.example]
-  - name: open
-    path_prefix: /
-    upstream: {UP}
-    auth: none
-    allowed_origins: [https://app.example]
-"#;
 
 const R_ADMIN_ROUTE: &str = "https://mcp.example.com/admin";
 const PRM_ADMIN_ROUTE: &str = "https://mcp.example.com/.well-known/oauth-protected-resource/admin";
 const APP: &str = "https://app.example";
 
 async fn routes_env() -> Env {
-    Env::start(&ROUTES.replace("{ADMIN_EXTRA}", "")).await
+    Env::builder(ROUTES).var("ADMIN_EXTRA", "").start().await
 }
 
 /// Sends `req` and asserts a refusal: `status`, a JSON body with `error` = `code`, and nothing
@@ -199,43 +167,41 @@ async fn i21_6_non_ascii_that_reads_as_ascii_is_refused() {
 
 #[tokio::test]
 async fn i21_6_case_sensitive_prefix_is_opt_in_and_warned_about() {
-    let config = ROUTES.replace("{ADMIN_EXTRA}", "\n    case_sensitive_prefix: true");
+    let extra = "\n    case_sensitive_prefix: true";
     // `mcpgate check` prints the warning in its summary, and still succeeds.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gw.yaml");
-    let fixed = config
-        .replace("{PORT}", "18080")
-        .replace("{ADMIN}", "19090")
-        .replace("{IDP}", "http://127.0.0.1:4000")
-        .replace("{JWKS}", "http://127.0.0.1:4000/jwks")
-        .replace("{UP}", "http://127.0.0.1:3001");
+    let fixed = render(
+        ROUTES,
+        &[
+            ("ADMIN_EXTRA", extra),
+            ("TLS", ""),
+            ("PORT", "18080"),
+            ("ADMIN", "19090"),
+            ("IDP", "http://127.0.0.1:4000"),
+            ("JWKS", "http://127.0.0.1:4000/jwks"),
+            ("UP", "http://127.0.0.1:3001"),
+        ],
+    );
     std::fs::write(&path, &fixed).unwrap();
-    let out = std::process::Command::new(gateway_bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let check = || run_cli(&["check", "--config", path.to_str().unwrap()], "");
+    let (code, text, _) = check();
+    assert_eq!(code, 0, "{text}");
     assert!(
         text.contains("warning: route \"admin\" has case_sensitive_prefix")
             && text.contains("route \"open\" (/), which has auth: none"),
         "{text}"
     );
     // The same config without the option: no warning.
-    let plain = fixed.replace("\n    case_sensitive_prefix: true", "");
+    let plain = fixed.replace(extra, "");
     std::fs::write(&path, &plain).unwrap();
-    let out = std::process::Command::new(gateway_bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("warning"));
+    let (code, text, _) = check();
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("warning"));
 
     // At run time: logged at load; `/admin` keeps its policy, other cases are the open
     // route's (the operator says the upstream is case-sensitive).
-    let env = Env::start(&config).await;
+    let env = Env::builder(ROUTES).var("ADMIN_EXTRA", extra).start().await;
     assert!(
         env.gw.logs().contains("configuration warning"),
         "{}",
@@ -244,30 +210,6 @@ async fn i21_6_case_sensitive_prefix_is_opt_in_and_warned_about() {
     assert_refused(&env, Req::get("/admin/x"), 401, "unauthorized").await;
     assert_eq!(forwarded_path(&env, Req::get("/ADMIN/x")).await, "/ADMIN/x");
 }
-
-/// `/mcp` on the virtual host `mcp.example.com` needs a token; `/mcp` on any other host is open.
-const HOSTS: &str = r#"
-listen:
-  address: 127.0.0.1:{PORT}
-  public_url: https://mcp.example.com
-  threads: 1
-admin:
-  address: 127.0.0.1:{ADMIN}
-issuers:
-  - name: as
-    issuer: {IDP}
-    jwks_uri: {JWKS}
-routes:
-  - name: vhost
-    path_prefix: /mcp
-    host: mcp.example.com
-    upstream: {UP}
-    scopes: [mcp:read]
-  - name: open
-    path_prefix: /mcp
-    upstream: {UP}
-    auth: none
-"#;
 
 #[tokio::test]
 async fn i21_6_hosts_match_in_any_case_and_without_the_trailing_dot() {
@@ -526,32 +468,25 @@ async fn i21_7_every_response_to_an_allowed_origin_carries_cors() {
 #[tokio::test]
 async fn i21_7_the_upstreams_cors_headers_are_replaced() {
     // An upstream that allows every origin (as the MCP SDK examples' `cors()` does).
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen2 = seen.clone();
-    let handler: Handler = std::sync::Arc::new(move |_req: &Request| {
-        seen2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Reply::Full {
-            status: 200,
-            headers: vec![
-                ("Content-Type".into(), "application/json".into()),
-                ("Access-Control-Allow-Origin".into(), "*".into()),
-                ("Access-Control-Allow-Credentials".into(), "true".into()),
-                ("Access-Control-Expose-Headers".into(), "*".into()),
-                ("Vary".into(), "Accept-Encoding".into()),
-            ],
-            body: b"{}".to_vec(),
-        }
+    let server = Upstream::with(|_req: &Request| Reply::Full {
+        status: 200,
+        headers: vec![
+            ("Content-Type".into(), "application/json".into()),
+            ("Access-Control-Allow-Origin".into(), "*".into()),
+            ("Access-Control-Allow-Credentials".into(), "true".into()),
+            ("Access-Control-Expose-Headers".into(), "*".into()),
+            ("Vary".into(), "Accept-Encoding".into()),
+        ],
+        body: b"{}".to_vec(),
     });
-    let server = Server::start(listener, handler);
-    let config = ROUTES.replace("{ADMIN_EXTRA}", "").replace(
+    let config = ROUTES.replace(
         "upstream: {UP}\n    auth: none",
-        &format!("upstream: http://{}\n    auth: none", server.addr),
+        &format!("upstream: {}\n    auth: none", server.url()),
     );
-    let env = Env::start(&config).await;
+    let env = Env::builder(&config).var("ADMIN_EXTRA", "").start().await;
     let r = env.send(Req::get("/open").h("Origin", APP)).await;
     assert_eq!(r.status, 200, "{r}");
-    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(server.count(), 1);
     assert_eq!(r.header_all("access-control-allow-origin"), [APP], "{r}");
     assert!(
         r.header("access-control-allow-credentials").is_none(),
@@ -571,28 +506,12 @@ async fn i21_7_the_upstreams_cors_headers_are_replaced() {
     );
 }
 
-/// The DPoP fixture's `/mcp` route, with `{PUBLIC}` as the public URL.
-const DPOP_PUBLIC: &str = r#"
-listen:
-  address: 127.0.0.1:{PORT}
-  public_url: {PUBLIC}
-  threads: 1
-admin:
-  address: 127.0.0.1:{ADMIN}
-issuers:
-  - name: as
-    issuer: {IDP}
-    jwks_uri: {JWKS}
-routes:
-  - name: mcp
-    path_prefix: /mcp
-    upstream: {UP}
-    scopes: [mcp:read]
-"#;
-
 #[tokio::test]
 async fn i21_7_dpop_htu_is_compared_after_the_requests_normalization_only() {
-    let env = Env::start(&DPOP_PUBLIC.replace("{PUBLIC}", "https://mcp.example.com")).await;
+    let env = Env::builder(DPOP_PUBLIC)
+        .var("PUBLIC", "https://mcp.example.com")
+        .start()
+        .await;
     let t = bound_token(&env);
     let accepted = [
         ("/mcp", "https://mcp.example.com/mcp"),
@@ -649,7 +568,10 @@ async fn i21_7_dpop_htu_is_compared_after_the_requests_normalization_only() {
     assert_eq!(r.status, 200, "{r}");
 
     // An IP-address public URL: only its own spelling of the address.
-    let env = Env::start(&DPOP_PUBLIC.replace("{PUBLIC}", "http://127.0.0.1:{PORT}")).await;
+    let env = Env::builder(DPOP_PUBLIC)
+        .var("PUBLIC", "http://127.0.0.1:{PORT}")
+        .start()
+        .await;
     let (port, public) = (env.gw.port, format!("http://127.0.0.1:{}", env.gw.port));
     let t = Tok::new(&env.idp.issuer(), &format!("{public}/mcp"))
         .c("cnf", json!({"jkt": jkt(p_key())}))
@@ -683,67 +605,15 @@ async fn i21_7_dpop_htu_is_compared_after_the_requests_normalization_only() {
 // The same over HTTP/2 (TLS with ALPN h2)
 // ---------------------------------------------------------------------------------------------
 
-/// A self-signed certificate for `mcp.example.com`, made with openssl: (dir, cert PEM path,
-/// key PEM path, cert PEM).
-fn self_signed() -> (tempfile::TempDir, String, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=mcp.example.com",
-            "-addext",
-            "subjectAltName=DNS:mcp.example.com",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pem = std::fs::read_to_string(&cert).unwrap();
-    (
-        dir,
-        cert.display().to_string(),
-        key.display().to_string(),
-        pem,
-    )
-}
-
 #[tokio::test]
 async fn i21_6_and_7_over_http2() {
-    let (_dir, cert, key, pem) = self_signed();
-    let config = ROUTES.replace("{ADMIN_EXTRA}", "").replace(
-        "  threads: 1\n",
-        &format!("  threads: 1\n  tls:\n    cert: {cert}\n    key: {key}\n"),
-    );
-    let env = Env::start(&config).await;
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()])
-        .resolve("mcp.example.com", env.gw.addr())
-        .pool_max_idle_per_host(0)
-        .no_proxy()
-        .timeout(IO_TIMEOUT)
-        .build()
-        .unwrap();
-    let url = |p: &str| format!("https://mcp.example.com:{}{p}", env.gw.port);
+    let env = Env::builder(ROUTES)
+        .var("ADMIN_EXTRA", "")
+        .tls()
+        .start()
+        .await;
+    let client = https_client(env.pki.as_ref().unwrap(), env.gw.addr(), false);
+    let url = |p: &str| env.url(p);
     let json = |body: &str| serde_json::from_str::<Value>(body).unwrap();
 
     // A case variant of /admin: the admin route's 401.

@@ -8,232 +8,16 @@
 //! policies, the circuit breaker, `/readyz` and recovery. `redis-server` comes from the
 //! test command's setup (`.ci/setup test`); without it these tests fail and say so.
 
-use std::net::TcpListener as StdListener;
-use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::*;
-use crate::support::{parse_exposition, within, Exposition, Stream, Up, UpReply};
-
-// ---------------------------------------------------------------------------------------------
-// A real redis-server
-// ---------------------------------------------------------------------------------------------
-
-/// `redis-server` on a free loopback port, no persistence; killed on drop.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-    /// Further arguments (TLS, password).
-    extra: Vec<String>,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.resume();
-        self.kill();
-    }
-}
-
-fn redis_server_bin() -> String {
-    let found = Command::new("sh")
-        .args(["-c", "command -v redis-server"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    found.unwrap_or_else(|| {
-        panic!("redis-server is not installed: run .ci/setup test (apt package redis-server)")
-    })
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Redis {
-    async fn start() -> Redis {
-        Redis::start_with(Vec::new()).await
-    }
-
-    async fn start_with(extra: Vec<String>) -> Redis {
-        let mut r = Redis {
-            child: None,
-            port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            extra,
-        };
-        r.spawn().await;
-        r
-    }
-
-    async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("redis.log"))
-            .unwrap();
-        let child = Command::new(redis_server_bin())
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--dir", &self.dir.path().display().to_string()])
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        // With a password, NOAUTH is an answer too.
-        while !self
-            .cmd(&["PING"])
-            .await
-            .is_ok_and(|l| l == "+PONG" || l.starts_with("-NOAUTH"))
-        {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// SIGKILL, as a crash.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Start again on the same port (empty: no persistence).
-    async fn restart(&mut self) {
-        self.kill();
-        self.spawn().await;
-    }
-
-    fn signal(&self, sig: &str) {
-        if let Some(c) = &self.child {
-            let _ = Command::new("kill")
-                .args(["-s", sig, &c.id().to_string()])
-                .status();
-        }
-    }
-
-    /// SIGSTOP: connections are accepted by the kernel but nothing is answered.
-    fn pause(&self) {
-        self.signal("STOP");
-    }
-
-    fn resume(&self) {
-        self.signal("CONT");
-    }
-
-    /// Commands sent together on one connection (a `MULTI` ... `EXEC` block, say); the
-    /// whole answer once it holds at least `lines` lines.
-    async fn pipeline(&self, cmds: &[&[&str]], lines: usize) -> Result<String, String> {
-        let mut req = String::new();
-        for args in cmds {
-            req.push_str(&format!("*{}\r\n", args.len()));
-            for a in *args {
-                req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-            }
-        }
-        tokio::time::timeout(Duration::from_secs(2), async {
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .map_err(|e| e.to_string())?;
-            s.write_all(req.as_bytes())
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut got = Vec::new();
-            let mut buf = vec![0u8; 65536];
-            while got.windows(2).filter(|w| w == b"\r\n").count() < lines {
-                let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(&buf[..n]);
-            }
-            Ok(String::from_utf8_lossy(&got).to_string())
-        })
-        .await
-        .map_err(|_| "timeout".to_string())?
-    }
-
-    /// A bulk-string answer (`GET`, `HGET`; the value holds no CRLF): `None` for nil.
-    async fn get(&self, args: &[&str]) -> Option<String> {
-        let text = self.pipeline(&[args], 1).await.unwrap();
-        if text.starts_with("$-1") {
-            return None;
-        }
-        let text = self.pipeline(&[args], 2).await.unwrap();
-        let (first, rest) = text.split_once("\r\n").unwrap();
-        let len: usize = first.trim_start_matches('$').parse().unwrap();
-        Some(rest[..len].to_string())
-    }
-
-    /// One command over RESP; the first line of the answer.
-    async fn cmd(&self, args: &[&str]) -> Result<String, String> {
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        tokio::time::timeout(Duration::from_secs(2), async {
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .map_err(|e| e.to_string())?;
-            s.write_all(req.as_bytes())
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut buf = vec![0u8; 4096];
-            let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
-            let text = String::from_utf8_lossy(&buf[..n]).to_string();
-            Ok(text.lines().next().unwrap_or("").to_string())
-        })
-        .await
-        .map_err(|_| "timeout".to_string())?
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Two replicas
 // ---------------------------------------------------------------------------------------------
-
-const TEMPLATE: &str = r#"
-listen:
-  address: 127.0.0.1:{PORT}
-  public_url: https://mcp.example.com
-  threads: 2
-admin:
-  address: 127.0.0.1:{ADMIN}
-  token_file: {TOKEN_FILE}
-dpop:
-  nonce_secret: scaleout-nonce-secret-0123456789
-state:
-  redis:
-    url: redis://127.0.0.1:{REDIS}/0
-    key_prefix: "{PREFIX}"
-    timeout_ms: {TIMEOUT}
-    connect_timeout_ms: 300
-    breaker_open_ms: 200
-{REDIS_EXTRA}{STATE}
-issuers:
-  - name: as
-    issuer: {IDP}
-    jwks_uri: {JWKS}
-routes:
-  - name: mcp
-    path_prefix: /mcp
-    upstream: {UP}
-    scopes: [mcp:read]
-"#;
 
 const ADMIN_TOKEN: &str = "scaleout-admin-token-0123456789";
 /// `timeout_ms` of the replicas: a debug build under a parallel test run needs slack.
@@ -250,28 +34,29 @@ struct Opts {
     hmac: bool,
 }
 
+/// Two replicas on the [`SCALEOUT`] fixture sharing one Redis, IdP and upstream.
 struct Cluster {
     a: Gateway,
     b: Gateway,
     idp: MockIdp,
-    up: Up,
+    up: Upstream,
     redis: Redis,
     _dir: tempfile::TempDir,
     /// The replicas' config, to start another one.
-    render: std::sync::Arc<dyn Fn(u16, u16) -> String + Send + Sync>,
+    render: Arc<dyn Fn(u16, u16) -> String + Send + Sync>,
 }
 
-fn upstream() -> Up {
-    Up::start(|req: &Request| {
+fn upstream() -> Upstream {
+    Upstream::with(|req: &Request| {
         if req.path().ends_with("/sse") {
-            return UpReply::sse(
+            return Reply::sse(
                 (0..60)
                     .map(|i| format!("data: {{\"n\":{i}}}\n\n").into_bytes())
                     .collect(),
                 Duration::from_millis(100),
             );
         }
-        UpReply::json(br#"{"ok":true}"#)
+        Reply::json_bytes(br#"{"ok":true}"#)
     })
 }
 
@@ -292,30 +77,25 @@ impl Cluster {
             String::new()
         };
         let redis_extra = format!("{}{hmac_line}", opts.redis);
-        let render = {
-            let (issuer, jwks, upurl) = (idp.issuer(), idp.jwks_uri(), up.url());
-            let token_file = token_file.display().to_string();
-            let port = redis.port.to_string();
-            move |p: u16, a: u16| {
-                TEMPLATE
-                    .replace("{PORT}", &p.to_string())
-                    .replace("{ADMIN}", &a.to_string())
-                    .replace("{TOKEN_FILE}", &token_file)
-                    .replace("{REDIS}", &port)
-                    .replace("{PREFIX}", &prefix)
-                    .replace("{TIMEOUT}", &TIMEOUT_MS.to_string())
-                    .replace("{REDIS_EXTRA}", &redis_extra)
-                    .replace("{STATE}", opts.state)
-                    .replace("{IDP}", &issuer)
-                    .replace("{JWKS}", &jwks)
-                    .replace("{UP}", &upurl)
-            }
+        let vars: Vec<(&str, String)> = vec![
+            ("ADMIN_TOKEN_FILE", token_file.display().to_string()),
+            ("REDIS", redis.port.to_string()),
+            ("PREFIX", prefix),
+            ("TIMEOUT", TIMEOUT_MS.to_string()),
+            ("REDIS_EXTRA", redis_extra),
+            ("STATE", opts.state.to_string()),
+            ("IDP", idp.issuer()),
+            ("JWKS", idp.jwks_uri()),
+            ("UP", up.url()),
+        ];
+        let render = move |p: u16, a: u16| {
+            let (p, a) = (p.to_string(), a.to_string());
+            let mut all: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            all.extend([("PORT", p.as_str()), ("ADMIN", a.as_str())]);
+            render(SCALEOUT, &all)
         };
-        let a = Gateway::start(render.clone()).await;
-        let b = Gateway::start(render.clone()).await;
-        for gw in [&a, &b] {
-            gw.wait_ready(Duration::from_secs(10)).await.unwrap();
-        }
+        let a = Gateway::launch(Launch::default(), render.clone()).await;
+        let b = Gateway::launch(Launch::default(), render.clone()).await;
         Cluster {
             a,
             b,
@@ -323,16 +103,14 @@ impl Cluster {
             up,
             redis,
             _dir: dir,
-            render: std::sync::Arc::new(render),
+            render: Arc::new(render),
         }
     }
 
     /// Another replica with the same config.
     async fn replica(&self) -> Gateway {
         let render = self.render.clone();
-        let gw = Gateway::start(move |p, a| render(p, a)).await;
-        gw.wait_ready(Duration::from_secs(10)).await.unwrap();
-        gw
+        Gateway::launch(Launch::default(), move |p, a| render(p, a)).await
     }
 
     fn tok(&self) -> Tok {
@@ -376,12 +154,6 @@ async fn admin_get(gw: &Gateway, path: &str, token: Option<&str>) -> Resp {
     send_to(gw.admin_addr(), &req).await.unwrap()
 }
 
-async fn metrics(gw: &Gateway) -> Exposition {
-    let r = admin_get(gw, "/metrics", None).await;
-    assert_eq!(r.status, 200, "{r}");
-    parse_exposition(&r.text()).unwrap_or_else(|e| panic!("bad /metrics: {e}"))
-}
-
 fn is_revoked(r: &Resp) -> bool {
     r.status == 401
         && serde_json::from_slice::<Value>(&r.body).is_ok_and(|v| {
@@ -396,47 +168,13 @@ fn is_revoked(r: &Resp) -> bool {
 // DPoP proofs (key P: the fixture's "evil" key, which the IdP never uses for tokens)
 // ---------------------------------------------------------------------------------------------
 
-fn proof_jwk() -> Value {
-    let mut jwk = ec_jwk(&keys().evil, "x", "P-256", "ES256");
-    let m = jwk.as_object_mut().unwrap();
-    for k in ["kid", "alg", "use"] {
-        m.remove(k);
-    }
-    jwk
-}
-
-fn proof_jkt() -> String {
-    let jwk = proof_jwk();
-    let canonical = format!(
-        r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-        jwk["x"].as_str().unwrap(),
-        jwk["y"].as_str().unwrap()
-    );
-    b64u(&Sha256::digest(canonical.as_bytes()))
-}
-
 /// A fresh proof for `POST https://mcp.example.com/mcp` with this token.
 fn proof(token: &str) -> String {
-    let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": proof_jwk()});
-    let claims = json!({
-        "jti": random_hex(12),
-        "htm": "POST",
-        "htu": R,
-        "iat": now(),
-        "ath": b64u(&Sha256::digest(token.as_bytes())),
-    });
-    let input = format!(
-        "{}.{}",
-        b64u(&serde_json::to_vec(&header).unwrap()),
-        b64u(&serde_json::to_vec(&claims).unwrap())
-    );
-    let rng = aws_lc_rs::rand::SystemRandom::new();
-    let sig = keys().evil.sign(&rng, input.as_bytes()).unwrap();
-    format!("{input}.{}", b64u(sig.as_ref()))
+    Proof::new(token).build()
 }
 
 fn bound_token(c: &Cluster) -> String {
-    c.tok().c("cnf", json!({"jkt": proof_jkt()})).build()
+    c.tok().c("cnf", json!({"jkt": jkt(p_key())})).build()
 }
 
 fn dpop_error(r: &Resp) -> Option<String> {
@@ -471,7 +209,7 @@ async fn dpop_proof_accepted_at_a_is_refused_at_b() {
 
     let keys = c.redis.cmd(&["DBSIZE"]).await.unwrap();
     assert!(keys.starts_with(':'), "{keys}");
-    let m = metrics(&c.b).await;
+    let m = c.b.metrics().await;
     assert!(
         m.value(
             "mcpgate_redis_calls_total",
@@ -564,7 +302,7 @@ async fn revocation_at_a_refuses_the_token_at_b_within_one_second() {
             "{kind}: bystander"
         );
     }
-    let m = metrics(&c.b).await;
+    let m = c.b.metrics().await;
     for kind in ["jti", "subject", "client_id"] {
         assert_eq!(
             m.value("mcpgate_revocations_applied_total", &[("kind", kind)]),
@@ -635,7 +373,7 @@ async fn revocation_closes_an_open_stream_at_the_other_replica() {
     );
     let more = s2.next(Duration::from_secs(2)).await.unwrap();
     assert!(more.is_some(), "the unrevoked stream was cut too");
-    let m = metrics(&c.b).await;
+    let m = c.b.metrics().await;
     assert_eq!(
         m.value(
             "mcpgate_streams_closed_token_revoked_total",
@@ -686,15 +424,18 @@ async fn admin_endpoint_requires_the_admin_token() {
 
     // Without admin.token_file the endpoint is off.
     let up = c.up.url();
+    let (issuer, jwks) = (c.idp.issuer(), c.idp.jwks_uri());
     let plain = Gateway::start(|p, a| {
-        format!(
-            "listen: {{address: '127.0.0.1:{p}', public_url: 'https://mcp.example.com'}}\n\
-             admin: {{address: '127.0.0.1:{a}'}}\n\
-             issuers: [{{name: as, issuer: '{}', jwks_uri: '{}'}}]\n\
-             routes: [{{name: mcp, path_prefix: /mcp, upstream: '{up}'}}]\n",
-            c.idp.issuer(),
-            c.idp.jwks_uri()
-        )
+        let (p, a) = (p.to_string(), a.to_string());
+        let vars = [
+            ("PORT", p.as_str()),
+            ("ADMIN", a.as_str()),
+            ("IDP", &issuer),
+            ("JWKS", &jwks),
+            ("UP", &up),
+            ("TLS", ""),
+        ];
+        render(STANDARD, &vars)
     })
     .await;
     let r = admin_post(&plain, &body, Some(ADMIN_TOKEN)).await;
@@ -708,25 +449,23 @@ async fn cli_revoke_reaches_every_replica() {
     let c = Cluster::start(Opts::default()).await;
     let t = c.tok().c("sub", json!("carol")).build();
     assert_eq!(c.bearer(&c.b, &t).await.status, 200);
-    let out = Command::new(gateway_bin())
-        .args(["revoke", "--config"])
-        .arg(&c.a.config_path)
-        .args([
+    let config = c.a.config_path.display().to_string();
+    let (code, out, err) = run_cli(
+        &[
+            "revoke",
+            "--config",
+            &config,
             "--subject",
             "carol",
             "--expires-in",
             "2h",
             "--reason",
             "offboarded",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        "",
     );
-    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(code, 0, "{err}");
+    let answer: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(answer["revocation"]["value"], "carol");
     let r = &answer["revocation"];
     assert_eq!(
@@ -739,36 +478,46 @@ async fn cli_revoke_reaches_every_replica() {
     .await
     .expect("B still accepts carol's token");
 
-    let out = Command::new(gateway_bin())
-        .args(["revoke", "--list", "--admin-url"])
-        .arg(format!("http://{}", c.b.admin_addr()))
-        .arg("--token-file")
-        .arg(c._dir.path().join("admin-token"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (b_url, token_file) = (
+        format!("http://{}", c.b.admin_addr()),
+        c._dir.path().join("admin-token").display().to_string(),
     );
-    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, out, err) = run_cli(
+        &[
+            "revoke",
+            "--list",
+            "--admin-url",
+            &b_url,
+            "--token-file",
+            &token_file,
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let list: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(list["revocations"][0]["reason"], "offboarded", "{list}");
 
     // A wrong token file: a clear failure, non-zero exit.
     let wrong = c._dir.path().join("wrong-token");
     std::fs::write(&wrong, "not-the-admin-token-at-all").unwrap();
-    let out = Command::new(gateway_bin())
-        .args(["revoke", "--jti", "x", "--admin-url"])
-        .arg(format!("http://{}", c.a.admin_addr()))
-        .arg("--token-file")
-        .arg(&wrong)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("401"),
-        "{out:?}"
+    let (a_url, wrong) = (
+        format!("http://{}", c.a.admin_addr()),
+        wrong.display().to_string(),
     );
+    let (code, _, err) = run_cli(
+        &[
+            "revoke",
+            "--jti",
+            "x",
+            "--admin-url",
+            &a_url,
+            "--token-file",
+            &wrong,
+        ],
+        "",
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("401"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -817,7 +566,20 @@ async fn redis_killed_dpop_fails_closed_revocations_fail_open_then_recover() {
         );
     }
     // Past max_stale_seconds the revocation list is unconfirmed: answered from the cache.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // (Each replica's copy is older than max_stale once its gauge says so.)
+    for gw in [&c.a, &c.b] {
+        eventually(
+            Duration::from_secs(3),
+            "the revocation list stale",
+            || async {
+                gw.metrics()
+                    .await
+                    .get("mcpgate_revocations_cache_age_seconds", &[])
+                    .is_some_and(|age| age > 1.0)
+            },
+        )
+        .await;
+    }
     for gw in [&c.a, &c.b] {
         assert_eq!(c.bearer(gw, &fine).await.status, 200);
         assert!(
@@ -825,7 +587,7 @@ async fn redis_killed_dpop_fails_closed_revocations_fail_open_then_recover() {
             "a revoked token came back"
         );
     }
-    let m = metrics(&c.b).await;
+    let m = c.b.metrics().await;
     assert!(
         m.value(
             "mcpgate_state_fail_open_total",
@@ -889,11 +651,11 @@ async fn redis_killed_dpop_fails_closed_revocations_fail_open_then_recover() {
     .await
     .expect("the replicas did not write their revocations back");
     assert!(is_revoked(&c.bearer(&c.b, &revoked).await));
-    let m = metrics(&c.b).await;
+    let m = c.b.metrics().await;
     assert_eq!(m.get("mcpgate_redis_circuit_open", &[]), Some(0.0));
     // Refreshed again (under a loaded test run the refresh tick may be a little late).
     within(Duration::from_secs(3), || async {
-        metrics(&c.b)
+        c.b.metrics()
             .await
             .get("mcpgate_revocations_cache_age_seconds", &[])
             .is_some_and(|age| age < 1.0)
@@ -930,7 +692,7 @@ async fn redis_paused_requests_never_hang() {
         slowest < Duration::from_millis(TIMEOUT_MS + 700),
         "a request waited {slowest:?} (timeout_ms {TIMEOUT_MS})"
     );
-    let m = metrics(&c.a).await;
+    let m = c.a.metrics().await;
     assert!(
         m.value(
             "mcpgate_redis_calls_total",
@@ -971,7 +733,7 @@ async fn dpop_fail_open_judges_locally() {
     assert_eq!(r.status, 200, "{r}");
     let r = c.dpop(&c.a, &token, &p).await;
     assert_eq!(r.status, 401, "{r}");
-    let m = metrics(&c.a).await;
+    let m = c.a.metrics().await;
     assert_eq!(
         m.value(
             "mcpgate_state_fail_open_total",
@@ -1048,72 +810,20 @@ async fn readyz_reflects_redis_when_configured() {
 /// the password never reaches the log.
 #[tokio::test]
 async fn rediss_with_password_and_private_ca() {
-    let tls_dir = tempfile::tempdir().unwrap();
-    let d = tls_dir.path();
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .current_dir(d)
-            .args(args)
-            .output()
-            .expect("this test needs the openssl command");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     // A private CA, and a server certificate for 127.0.0.1 that it signs.
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=mcpgate test CA"];
-    ca.extend(ec);
-    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
-    openssl(&ca);
-    let mut csr = vec![
-        "req",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "srv.csr",
-    ];
-    csr.extend(ec);
-    openssl(&csr);
-    std::fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "srv.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "cert.pem",
-    ]);
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("redis", "subjectAltName=IP:127.0.0.1\n");
+    // A port the kernel just handed out (the plain port is the launcher's, with retries).
     let tls_port = free_port();
     let password = "s3cret-redis-password";
-    let arg = |p: &str| d.join(p).display().to_string();
     let redis = Redis::start_with(
         [
             "--tls-port",
             &tls_port.to_string(),
             "--tls-cert-file",
-            &arg("cert.pem"),
+            &cert.display().to_string(),
             "--tls-key-file",
-            &arg("key.pem"),
+            &key.display().to_string(),
             "--tls-auth-clients",
             "no",
             "--requirepass",
@@ -1126,21 +836,28 @@ async fn rediss_with_password_and_private_ca() {
     .await;
     let idp = MockIdp::start();
     let up = upstream();
-    let token_file = d.join("admin-token");
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin-token");
     std::fs::write(&token_file, ADMIN_TOKEN).unwrap();
-    let (issuer, jwks, upurl) = (idp.issuer(), idp.jwks_uri(), up.url());
+    let ca = pki.dir().join("ca.pem").display().to_string();
+    let vars: Vec<(&str, String)> = vec![
+        ("ADMIN_TOKEN_FILE", token_file.display().to_string()),
+        ("REDIS_CA", ca),
+        ("IDP", idp.issuer()),
+        ("JWKS", idp.jwks_uri()),
+        ("UP", up.url()),
+    ];
     let config = |pass: &str| {
-        let (issuer, jwks, upurl) = (issuer.clone(), jwks.clone(), upurl.clone());
-        let (ca, token_file) = (arg("ca.pem"), token_file.display().to_string());
-        let url = format!("rediss://:{pass}@127.0.0.1:{tls_port}/0");
+        let mut vars = vars.clone();
+        vars.push((
+            "REDIS_URL",
+            format!("rediss://:{pass}@127.0.0.1:{tls_port}/0"),
+        ));
         move |p: u16, a: u16| {
-            format!(
-                "listen: {{address: '127.0.0.1:{p}', public_url: 'https://mcp.example.com'}}\n\
-                 admin: {{address: '127.0.0.1:{a}', token_file: '{token_file}'}}\n\
-                 state:\n  redis: {{url: '{url}', ca_file: '{ca}', timeout_ms: 500, breaker_open_ms: 200}}\n\
-                 issuers: [{{name: as, issuer: '{issuer}', jwks_uri: '{jwks}'}}]\n\
-                 routes: [{{name: mcp, path_prefix: /mcp, upstream: '{upurl}', scopes: [mcp:read]}}]\n"
-            )
+            let (p, a) = (p.to_string(), a.to_string());
+            let mut all: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            all.extend([("PORT", p.as_str()), ("ADMIN", a.as_str())]);
+            render(SCALEOUT_REDISS, &all)
         }
     };
     let a = Gateway::start(config(password)).await;
@@ -1151,8 +868,8 @@ async fn rediss_with_password_and_private_ca() {
         idp,
         up,
         redis,
-        _dir: tempfile::tempdir().unwrap(),
-        render: std::sync::Arc::new(|_, _| String::new()),
+        _dir: dir,
+        render: Arc::new(|_, _| String::new()),
     };
     let token = bound_token(&c);
     let p = proof(&token);
@@ -1203,15 +920,6 @@ async fn hlen(c: &Cluster) -> String {
     c.redis.cmd(&["HLEN", &key]).await.unwrap()
 }
 
-/// Sends `kill -s <sig>` to a replica.
-fn signal(gw: &Gateway, sig: &str) {
-    let st = Command::new("kill")
-        .args(["-s", sig, &gw.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success(), "kill -s {sig}");
-}
-
 /// Asserts `token` is refused as revoked at `gw` and that the upstream got nothing. (These
 /// helpers box their futures: the long tests below would overflow the test thread's
 /// stack in a debug build otherwise.)
@@ -1232,7 +940,7 @@ async fn assert_revoked_at(c: &Cluster, gw: &Gateway, token: &str, what: &str) {
 /// The sum of a metric over both replicas.
 async fn both(c: &Cluster, name: &str, labels: &[(&str, &str)]) -> f64 {
     Box::pin(async {
-        metrics(&c.a).await.value(name, labels) + metrics(&c.b).await.value(name, labels)
+        c.a.metrics().await.value(name, labels) + c.b.metrics().await.value(name, labels)
     })
     .await
 }
@@ -1277,8 +985,8 @@ async fn i21_4_a_replica_notices_redis_lost_its_data_at_the_same_version() {
     assert_eq!(confirmed["version"], 1, "{confirmed}");
 
     // B stops looking; A goes away; Redis loses everything.
-    signal(&c.b, "STOP");
-    signal(&c.a, "KILL");
+    c.b.signal("STOP");
+    c.a.signal("KILL");
     c.redis.restart().await;
     assert_eq!(hlen(&c).await, ":0");
     // A fresh replica writes the list back up to B's version, without B's revocation.
@@ -1297,7 +1005,7 @@ async fn i21_4_a_replica_notices_redis_lost_its_data_at_the_same_version() {
         "the lost revocation"
     );
 
-    signal(&c.b, "CONT");
+    c.b.signal("CONT");
     // B enforces the revocation it never saw...
     within(Duration::from_secs(5), || async {
         is_revoked(&c.bearer(&c.b, &t2).await)
@@ -1314,7 +1022,7 @@ async fn i21_4_a_replica_notices_redis_lost_its_data_at_the_same_version() {
     })
     .await
     .expect("the fresh replica did not get B's revocation");
-    let m = metrics(&c.b).await;
+    let m = c.b.metrics().await;
     assert_eq!(
         m.value(
             "mcpgate_revocations_divergence_total",
@@ -1376,7 +1084,7 @@ async fn i21_4_an_unreconciled_divergence_is_reported_in_readyz() {
         .await
         .unwrap_or_else(|_| panic!("/readyz did not report the divergence"));
         assert_eq!(
-            metrics(gw).await.get("mcpgate_revocations_diverged", &[]),
+            gw.metrics().await.get("mcpgate_revocations_diverged", &[]),
             Some(1.0)
         );
         assert_revoked_at(&c, gw, &t, "the copy is still enforced").await;
@@ -1396,7 +1104,7 @@ async fn i21_4_an_unreconciled_divergence_is_reported_in_readyz() {
         .await
         .expect("/readyz did not recover");
         assert_eq!(
-            metrics(gw).await.get("mcpgate_revocations_diverged", &[]),
+            gw.metrics().await.get("mcpgate_revocations_diverged", &[]),
             Some(0.0)
         );
     }

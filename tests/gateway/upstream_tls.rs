@@ -8,86 +8,16 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl must be installed for this test");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// The CA (`ca.pem`), a server certificate for localhost (`server.pem`/`server.key`) and a
+/// client certificate (`client.pem`/`client.key`), in the CA's directory.
+fn make_pki() -> Pki {
+    let pki = Pki::new();
+    pki.issue("server", "subjectAltName=DNS:localhost\n");
+    pki.issue("client", "extendedKeyUsage=clientAuth\n");
+    pki
 }
 
-/// ca.pem/ca.key, server.pem/server.key (localhost) and client.pem/client.key, all signed by the CA.
-fn make_pki(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=mcpgate test CA",
-        ],
-    );
-    for (name, ext) in [
-        ("server", "subjectAltName=DNS:localhost"),
-        ("client", "extendedKeyUsage=clientAuth"),
-    ] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN={name}"),
-            ],
-        );
-        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &format!("{name}.pem"),
-                "-days",
-                "1",
-                "-extfile",
-                &format!("{name}.ext"),
-            ],
-        );
-    }
-}
-
+/// `openssl s_server -www`, killed on drop.
 struct SServer(Child);
 
 impl Drop for SServer {
@@ -97,69 +27,81 @@ impl Drop for SServer {
     }
 }
 
-/// `openssl s_server -www` on a free loopback port, requiring a client certificate from our CA.
+/// `openssl s_server -www` on a free loopback port, requiring a client certificate from our
+/// CA. Retries on fresh ports when the chosen one was taken in the meantime.
 async fn s_server(dir: &Path) -> (SServer, u16) {
-    let port = closed_port();
-    let child = Command::new("openssl")
-        .args([
-            "s_server",
-            "-accept",
-            &format!("127.0.0.1:{port}"),
-            "-cert",
-            "server.pem",
-            "-key",
-            "server.key",
-            "-CAfile",
-            "ca.pem",
-            "-Verify",
-            "1",
-            "-verify_return_error",
-            "-www",
-            "-quiet",
-        ])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("openssl s_server");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "s_server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..ATTEMPTS {
+        let port = free_port();
+        let mut child = Command::new("openssl")
+            .args([
+                "s_server",
+                "-accept",
+                &format!("127.0.0.1:{port}"),
+                "-cert",
+                "server.pem",
+                "-key",
+                "server.key",
+                "-CAfile",
+                "ca.pem",
+                "-Verify",
+                "1",
+                "-verify_return_error",
+                "-www",
+                "-quiet",
+            ])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        // Up when it accepts connections, or gone (its port was taken: try another).
+        let up = within(Duration::from_secs(10), || {
+            let exited = !matches!(child.try_wait(), Ok(None));
+            async move {
+                exited
+                    || tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .is_ok()
+            }
+        })
+        .await;
+        let running = matches!(child.try_wait(), Ok(None));
+        let server = SServer(child);
+        if up.is_ok() && running {
+            return (server, port);
+        }
     }
-    (SServer(child), port)
+    panic!("s_server did not start");
 }
 
+/// The [`UPSTREAM_TLS`] fixture for a gateway on `port`/`admin` in front of the upstream on
+/// `upstream_port`, with the `upstream_tls` lines `tls` (`{DIR}`: the PKI's directory).
 fn config(port: u16, admin: u16, upstream_port: u16, dir: &Path, tls: &str) -> String {
-    format!(
-        r#"
-listen: {{address: "127.0.0.1:{port}", public_url: "https://mcp.example.com", threads: 1}}
-admin: {{address: "127.0.0.1:{admin}"}}
-routes:
-  - name: secure
-    path_prefix: /secure
-    upstream: https://localhost:{upstream_port}
-    rewrite_prefix: /
-    auth: none
-{tls}"#,
-        tls = tls.replace("{DIR}", &dir.display().to_string())
+    let tls = tls.replace("{DIR}", &dir.display().to_string());
+    let (port, admin, upstream_port) = (
+        port.to_string(),
+        admin.to_string(),
+        upstream_port.to_string(),
+    );
+    render(
+        UPSTREAM_TLS,
+        &[
+            ("PORT", &port),
+            ("ADMIN", &admin),
+            ("UPSTREAM_PORT", &upstream_port),
+            ("UPSTREAM_TLS", &tls),
+        ],
     )
 }
 
 #[tokio::test]
 async fn upstream_with_private_ca_and_client_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    make_pki(dir.path());
-    let (_server, up) = s_server(dir.path()).await;
+    let pki = make_pki();
+    let dir = pki.dir();
+    let (_server, up) = s_server(dir).await;
     let full = "    upstream_tls:\n      ca_file: {DIR}/ca.pem\n      client_cert: {DIR}/client.pem\n      client_key: {DIR}/client.key\n";
-    let d = dir.path().to_path_buf();
+    let d = dir.to_path_buf();
     let gw = Gateway::start(move |p, a| config(p, a, up, &d, full)).await;
     let r = send_to(gw.addr(), &Req::get("/secure/")).await.unwrap();
     assert_eq!(r.status, 200, "{r}\n{}", gw.logs());
@@ -169,18 +111,18 @@ async fn upstream_with_private_ca_and_client_certificate() {
 
 #[tokio::test]
 async fn upstream_tls_failures_are_502_never_plaintext() {
-    let dir = tempfile::tempdir().unwrap();
-    make_pki(dir.path());
-    let (_server, up) = s_server(dir.path()).await;
+    let pki = make_pki();
+    let dir = pki.dir();
+    let (_server, up) = s_server(dir).await;
     // Trusts the CA but presents no client certificate: the upstream refuses the handshake.
     let ca_only = "    upstream_tls:\n      ca_file: {DIR}/ca.pem\n";
-    let d = dir.path().to_path_buf();
+    let d = dir.to_path_buf();
     let gw = Gateway::start(move |p, a| config(p, a, up, &d, ca_only)).await;
     let r = send_to(gw.addr(), &Req::get("/secure/")).await.unwrap();
     assert_eq!(r.status, 502, "{r}");
     drop(gw);
     // No private CA: the system roots do not know the test CA.
-    let d = dir.path().to_path_buf();
+    let d = dir.to_path_buf();
     let gw = Gateway::start(move |p, a| config(p, a, up, &d, "")).await;
     let r = send_to(gw.addr(), &Req::get("/secure/")).await.unwrap();
     assert_eq!(r.status, 502, "{r}");
@@ -188,10 +130,10 @@ async fn upstream_tls_failures_are_502_never_plaintext() {
 
 #[tokio::test]
 async fn bad_upstream_tls_files_are_a_rejected_config() {
-    let dir = tempfile::tempdir().unwrap();
-    make_pki(dir.path());
+    let pki = make_pki();
+    let dir = pki.dir();
     std::fs::write(
-        dir.path().join("garbage.pem"),
+        dir.join("garbage.pem"),
         "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
     )
     .unwrap();
@@ -202,30 +144,23 @@ async fn bad_upstream_tls_files_are_a_rejected_config() {
         ("a key that is not a key", "    upstream_tls:\n      client_cert: {DIR}/client.pem\n      client_key: {DIR}/ca.pem\n"),
     ];
     for (what, tls) in cases {
-        let file = dir.path().join("c.yaml");
-        std::fs::write(&file, config(1, 2, 3, dir.path(), tls)).unwrap();
-        let out = Command::new(gateway_bin())
-            .args(["check", "--config", file.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{what}: accepted");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let file = dir.join("c.yaml");
+        std::fs::write(&file, config(1, 2, 3, dir, tls)).unwrap();
+        let (code, _, err) = run_cli(&["check", "--config", file.to_str().unwrap()], "");
+        assert_ne!(code, 0, "{what}: accepted");
         assert!(err.contains("upstream_tls"), "{what}: {err}");
     }
     // and upstream_tls on a plain-http upstream is refused too
-    let file = dir.path().join("c.yaml");
+    let file = dir.join("c.yaml");
     let text = config(
         1,
         2,
         3,
-        dir.path(),
+        dir,
         "    upstream_tls:\n      ca_file: {DIR}/ca.pem\n",
     )
     .replace("https://localhost:3", "http://localhost:3");
     std::fs::write(&file, text).unwrap();
-    let out = Command::new(gateway_bin())
-        .args(["check", "--config", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    let (code, _, _) = run_cli(&["check", "--config", file.to_str().unwrap()], "");
+    assert_ne!(code, 0);
 }

@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::harness::*;
-use crate::introspection::{good, opaque, MockAs};
-use crate::support::{parse_exposition, within};
 
 const ADMIN_TOKEN: &str = "verdicts-admin-token-0123456789";
 const R_STAGING: &str = "https://mcp.example.com/staging";
@@ -62,32 +60,15 @@ async fn assert_ok(env: &Env, path: &str, token: &str, what: &str) {
     .await
 }
 
+/// The value of one series (boxed: see [`assert_refused`]).
 async fn metric(env: &Env, name: &str, labels: &[(&str, &str)]) -> f64 {
-    Box::pin(async {
-        let r = env.admin("/metrics").await;
-        parse_exposition(&r.text()).unwrap().value(name, labels)
-    })
-    .await
+    Box::pin(env.metric(name, labels)).await
 }
 
 /// Rewrites the config file with `edit` and waits (bounded) until the gateway counted
-/// one more successful reload.
+/// one more successful reload (boxed: see [`assert_refused`]).
 async fn reload(env: &Env, edit: impl Fn(&str) -> String) {
-    Box::pin(reload_inner(env, edit)).await
-}
-
-async fn reload_inner(env: &Env, edit: impl Fn(&str) -> String) {
-    let ok = [("result", "success")];
-    let before = metric(env, "mcpgate_config_reloads_total", &ok).await;
-    let text = std::fs::read_to_string(&env.gw.config_path).unwrap();
-    let next = edit(&text);
-    assert_ne!(text, next, "the edit changed nothing");
-    std::fs::write(&env.gw.config_path, next).unwrap();
-    within(Duration::from_secs(10), || async {
-        metric(env, "mcpgate_config_reloads_total", &ok).await > before
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no reload:\n{}", env.gw.logs()));
+    Box::pin(env.gw.reload(edit)).await
 }
 
 /// The staging key set: only the second issuer's key `o1`.
@@ -99,41 +80,6 @@ fn staging_jwks() -> Value {
 // Item 1: the verified-token cache does not cross issuer entries
 // ---------------------------------------------------------------------------------------------
 
-/// Two entries share one `issuer` string: production (the IdP's key set, RFC 9068 tokens
-/// only) and staging (another key set). `{STAGING_JWKS}`: the staging key set's URL.
-const TWO_ENTRIES: &str = r#"
-listen:
-  address: 127.0.0.1:{PORT}
-  public_url: https://mcp.example.com
-  threads: 1
-admin:
-  address: 127.0.0.1:{ADMIN}
-issuers:
-  - name: prod
-    issuer: {IDP}
-    jwks_uri: {JWKS}
-    require_at_jwt: true
-  - name: staging
-    issuer: {IDP}
-    jwks_uri: {STAGING_JWKS}
-routes:
-  - name: mcp
-    path_prefix: /mcp
-    upstream: {UP}
-    issuers: [prod]
-    scopes: [mcp:read]
-  - name: staging
-    path_prefix: /staging
-    upstream: {UP}
-    issuers: [staging]
-    scopes: [mcp:read]
-  - name: both
-    path_prefix: /both
-    upstream: {UP}
-    issuers: [prod, staging]
-    scopes: [mcp:read]
-"#;
-
 /// A `typ: JWT` token signed with a key only the staging key set holds is refused on the
 /// production route before and after the staging route accepted (and cached) it; a
 /// production token is refused on the staging route likewise. A route that accepts both
@@ -142,7 +88,10 @@ routes:
 async fn i21_1_cached_verdict_does_not_cross_issuer_entries() {
     let staging = MockIdp::start();
     staging.set_jwks(staging_jwks());
-    let env = Env::start(&TWO_ENTRIES.replace("{STAGING_JWKS}", &staging.jwks_uri())).await;
+    let env = Env::builder(TWO_ENTRIES)
+        .var("STAGING_JWKS", staging.jwks_uri())
+        .start()
+        .await;
     let aud = json!([R, R_STAGING, "https://mcp.example.com/both"]);
     let staging_token = Tok::new(&env.idp.issuer(), R)
         .c("aud", aud.clone())
@@ -182,44 +131,13 @@ async fn i21_1_cached_verdict_does_not_cross_issuer_entries() {
     assert_refused(&env, "/mcp", &staging_token, "production route, at the end").await;
 }
 
-/// The same AS twice: once verified locally with JWKS, once with `token_format: opaque`
-/// (every token asked live). A JWT accepted (and cached) on the JWKS route is introspected
-/// on the live route: refused when the AS says it is not active, with one call.
-const JWKS_AND_LIVE: &str = r#"
-listen:
-  address: 127.0.0.1:{PORT}
-  public_url: https://mcp.example.com
-  threads: 1
-admin:
-  address: 127.0.0.1:{ADMIN}
-issuers:
-  - name: local
-    issuer: {IDP}
-    jwks_uri: {JWKS}
-  - name: live
-    issuer: {IDP}
-    token_format: opaque
-    introspection:
-      endpoint: {EP}
-      client_id: mcpgate
-      client_secret: "s3cret:+/ é"
-routes:
-  - name: mcp
-    path_prefix: /mcp
-    upstream: {UP}
-    issuers: [local]
-    scopes: [mcp:read]
-  - name: live
-    path_prefix: /live
-    upstream: {UP}
-    issuers: [live]
-    scopes: [mcp:read]
-"#;
-
 #[tokio::test]
 async fn i21_1_jwt_cached_by_a_jwks_entry_is_introspected_on_a_live_route() {
-    let mock = MockAs::start();
-    let env = Env::start(&JWKS_AND_LIVE.replace("{EP}", &mock.endpoint())).await;
+    let mock = MockIdp::start();
+    let env = Env::builder(JWKS_AND_LIVE)
+        .var("EP", mock.endpoint())
+        .start()
+        .await;
     let t = env.tok().c("aud", json!([R, R_LIVE])).build();
     assert_ok(&env, "/mcp", &t, "JWKS route").await;
     assert_ok(&env, "/mcp", &t, "JWKS route, cached").await;
@@ -248,27 +166,6 @@ async fn i21_1_jwt_cached_by_a_jwks_entry_is_introspected_on_a_live_route() {
 // ---------------------------------------------------------------------------------------------
 // Item 2: a reload that tightens an issuer's settings reaches cached tokens
 // ---------------------------------------------------------------------------------------------
-
-const LOOSE: &str = r#"
-listen:
-  address: 127.0.0.1:{PORT}
-  public_url: https://mcp.example.com
-  threads: 1
-admin:
-  address: 127.0.0.1:{ADMIN}
-issuers:
-  - name: as
-    issuer: {IDP}
-    jwks_uri: {JWKS}
-    require_at_jwt: false
-    clock_skew_seconds: 600
-    algorithms: [ES256, RS256]
-routes:
-  - name: mcp
-    path_prefix: /mcp
-    upstream: {UP}
-    scopes: [mcp:read]
-"#;
 
 /// Each tightening of an issuer entry, by reload, is applied on the next request to tokens
 /// accepted (and cached) just before it: `require_at_jwt`, `clock_skew_seconds`,
@@ -368,32 +265,11 @@ async fn i21_2_each_tightened_issuer_setting_reaches_cached_tokens() {
 /// refuses a cached answer without `aud`), each with the introspection calls counted.
 #[tokio::test]
 async fn i21_2_token_format_and_introspection_settings_reach_cached_tokens() {
-    let mock = MockAs::start();
-    let template = r#"
-listen:
-  address: 127.0.0.1:{PORT}
-  public_url: https://mcp.example.com
-  threads: 1
-admin:
-  address: 127.0.0.1:{ADMIN}
-issuers:
-  - name: as
-    issuer: {IDP}
-    jwks_uri: {JWKS}
-    token_format: jwt
-    introspection:
-      endpoint: {EP}
-      client_id: mcpgate
-      client_secret: "s3cret:+/ é"
-      require_aud: false
-routes:
-  - name: mcp
-    path_prefix: /mcp
-    upstream: {UP}
-    scopes: [mcp:read]
-"#
-    .replace("{EP}", &mock.endpoint());
-    let env = Env::start(&template).await;
+    let mock = MockIdp::start();
+    let env = Env::builder(JWT_WITH_INTROSPECTION)
+        .var("EP", mock.endpoint())
+        .start()
+        .await;
     let jwt = env.tok().build();
     assert_ok(&env, "/mcp", &jwt, "JWT").await;
     assert_ok(&env, "/mcp", &jwt, "JWT, cached").await;
@@ -451,31 +327,12 @@ routes:
 // Item 3: revocation edges
 // ---------------------------------------------------------------------------------------------
 
-const WITH_ADMIN: &str = r#"
-listen:
-  address: 127.0.0.1:{PORT}
-  public_url: https://mcp.example.com
-  threads: 1
-admin:
-  address: 127.0.0.1:{ADMIN}
-  token_file: {TOKEN_FILE}
-issuers:
-  - name: as
-    issuer: {IDP}
-    jwks_uri: {JWKS}
-    clock_skew_seconds: 60
-routes:
-  - name: mcp
-    path_prefix: /mcp
-    upstream: {UP}
-    scopes: [mcp:read]
-"#;
-
-/// An environment whose admin listener takes [`ADMIN_TOKEN`]; extra gateway arguments.
-async fn admin_env(dir: &tempfile::TempDir) -> Env {
-    let file = dir.path().join("admin-token");
-    std::fs::write(&file, format!("{ADMIN_TOKEN}\n")).unwrap();
-    Env::start(&WITH_ADMIN.replace("{TOKEN_FILE}", &file.display().to_string())).await
+/// An environment whose admin listener takes [`ADMIN_TOKEN`].
+async fn admin_env() -> Env {
+    Env::builder(WITH_ADMIN)
+        .admin_token(ADMIN_TOKEN)
+        .start()
+        .await
 }
 
 async fn revoke(env: &Env, body: &Value) -> Resp {
@@ -501,8 +358,7 @@ async fn assert_revoked(env: &Env, token: &str, what: &str) {
 /// skew after it works.
 #[tokio::test]
 async fn i21_3_revocation_by_subject_covers_the_allowed_future_skew() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = admin_env(&dir).await;
+    let env = admin_env().await;
     let ahead = env
         .tok()
         .c("sub", json!("carol"))
@@ -554,8 +410,7 @@ async fn i21_3_revocation_by_subject_covers_the_allowed_future_skew() {
 /// and one with `azp` alone; other clients are untouched.
 #[tokio::test]
 async fn i21_3_revocation_by_client_matches_azp() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = admin_env(&dir).await;
+    let env = admin_env().await;
     let both = env
         .tok()
         .c("client_id", json!("web"))
@@ -594,7 +449,7 @@ async fn i21_3_revocation_by_client_matches_azp() {
 // ---------------------------------------------------------------------------------------------
 
 /// The introspection fixture of `introspection.rs` with a small budget or breaker.
-async fn budget_env(mock: &MockAs, intro: &str) -> Env {
+async fn budget_env(mock: &MockIdp, intro: &str) -> Env {
     crate::introspection::opaque_env(mock, intro).await
 }
 
@@ -614,7 +469,7 @@ fn assert_503_budget(r: &Resp, what: &str) {
 /// refilled a new token is introspected again.
 #[tokio::test]
 async fn i13_10_an_opaque_token_flood_makes_at_most_the_budget_of_calls() {
-    let mock = MockAs::start();
+    let mock = MockIdp::start();
     let env = budget_env(
         &mock,
         "      max_calls_per_second: 10\n      burst: 20\n      breaker_failures: 100",
@@ -707,8 +562,7 @@ async fn i13_10_an_opaque_token_flood_makes_at_most_the_budget_of_calls() {
 /// after that period closes the breaker when the AS answers again.
 #[tokio::test]
 async fn i13_10_a_failing_as_opens_the_introspection_breaker() {
-    use crate::introspection::Answer;
-    let mock = MockAs::start();
+    let mock = MockIdp::start();
     let env = budget_env(
         &mock,
         "      breaker_failures: 3\n      breaker_open_ms: 2000",
@@ -780,8 +634,7 @@ async fn i13_10_a_failing_as_opens_the_introspection_breaker() {
 /// and values; nothing is recorded.
 #[tokio::test]
 async fn i13_10_admin_listener_refuses_two_authorization_headers() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = admin_env(&dir).await;
+    let env = admin_env().await;
     let body = serde_json::to_vec(&json!({"subject": "victim"})).unwrap();
     let good = format!("Bearer {ADMIN_TOKEN}");
     for (a, b) in [
@@ -835,23 +688,14 @@ async fn i13_10_admin_listener_refuses_two_authorization_headers() {
 /// refused, and its audit line is escaped too.
 #[tokio::test]
 async fn i13_10_admin_supplied_values_cannot_forge_log_lines() {
-    use crate::support::{Layout, Proc};
     let forged = "\n2026-01-01T00:00:00.000000Z ERROR mcpgate: FORGED\x1b[31m\r\x07\u{9b}2J";
     for format in ["pretty", "json"] {
-        let idp = MockIdp::start();
-        let up = Upstream::start();
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("admin-token");
-        std::fs::write(&file, ADMIN_TOKEN).unwrap();
-        let template = WITH_ADMIN
-            .replace("{TOKEN_FILE}", &file.display().to_string())
-            .replace("{IDP}", &idp.issuer())
-            .replace("{JWKS}", &idp.jwks_uri())
-            .replace("{UP}", &up.url());
-        let gw = Proc::start(Layout::Plain, &["--log-format", format], &[], |p, a| {
-            crate::support::ports(&template, p, a)
-        })
-        .await;
+        let env = Env::builder(WITH_ADMIN)
+            .admin_token(ADMIN_TOKEN)
+            .args(&["--log-format", format])
+            .start()
+            .await;
+        let (gw, idp, up) = (&env.gw, &env.idp, &env.up);
         let subject = format!("mallory{forged}");
         for field in ["subject", "client_id", "jti"] {
             let body = json!({field: format!("{field}{forged}"), "issuer": format!("iss{forged}"), "reason": format!("why{forged}")});
@@ -872,13 +716,12 @@ async fn i13_10_admin_supplied_values_cannot_forge_log_lines() {
             .c("sub", json!(subject))
             .c("iat", json!(now() - 5))
             .build();
-        crate::support::remember(&t);
         let r = send_to(gw.addr(), &Req::post("/mcp").bearer(&t))
             .await
             .unwrap();
         assert_eq!(r.status, 401, "{r}");
         assert_eq!(up.count(), 0);
-        let logs = within_logs(&gw, "revocation recorded", 3).await;
+        let logs = gw.wait_log("revocation recorded", 3).await;
         for line in logs.lines() {
             assert!(
                 !line.contains("FORGED")
@@ -908,17 +751,4 @@ async fn i13_10_admin_supplied_values_cannot_forge_log_lines() {
             "{logs}"
         );
     }
-}
-
-/// The gateway's log once it holds `n` lines containing `needle` (bounded wait).
-async fn within_logs(gw: &crate::support::Proc, needle: &str, n: usize) -> String {
-    let mut logs = String::new();
-    let found = within(Duration::from_secs(5), || {
-        logs = gw.logs();
-        let ok = logs.matches(needle).count() >= n;
-        async move { ok }
-    })
-    .await;
-    found.unwrap_or_else(|_| panic!("{n} × {needle:?} not logged:\n{logs}"));
-    logs
 }

@@ -229,17 +229,17 @@ routes:
         .enable_all()
         .build()
         .unwrap();
-    let h = mcpgate::auth::token_hash(&token);
+    let h = mcpgate::principal::token_hash(&token);
     rt.block_on(state.auth.authenticate(&snapshot, &route, &token, &h))
         .unwrap();
 
     let mut g = c.benchmark_group("cache");
     g.bench_function("token_hash (SHA-256 of a 694-byte RS256 token)", |b| {
-        b.iter(|| mcpgate::auth::token_hash(black_box(&token)))
+        b.iter(|| mcpgate::principal::token_hash(black_box(&token)))
     });
     g.bench_function("hit: token_hash + Authenticator::authenticate", |b| {
         b.iter(|| {
-            let h = mcpgate::auth::token_hash(black_box(&token));
+            let h = mcpgate::principal::token_hash(black_box(&token));
             ready(state.auth.authenticate(&snapshot, &route, &token, &h)).unwrap()
         })
     });

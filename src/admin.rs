@@ -134,7 +134,7 @@ impl Admin {
                     Ok(b) => b,
                     Err((status, why)) => return error(status, "invalid_request", why),
                 };
-                let r = match revocation::parse_request(&body, crate::jwks::now_unix()) {
+                let r = match revocation::parse_request(&body, crate::clock::now_unix()) {
                     Ok(r) => r,
                     Err(e) => return error(400, "invalid_request", &e),
                 };
@@ -227,7 +227,7 @@ impl ServeHttp for Admin {
             }
             "/metrics" => {
                 let snap = self.state.snapshot.load();
-                let now = crate::jwks::now_unix();
+                let now = crate::clock::now_unix();
                 for (ic, keys) in snap.config.issuers.iter().zip(&snap.keys) {
                     if let Some(fetched) = keys.last_success_unix() {
                         crate::metrics::jwks_age(&ic.name, now - fetched);

@@ -20,9 +20,9 @@ use pingora_http::ResponseHeader;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::auth::{AuthMethod, Principal};
 use crate::config::{AuthMode, ConfigError};
 use crate::error::Refusal;
+use crate::principal::{AuthMethod, Principal};
 
 /// The default header carrying a key (`Authorization: ApiKey <key>` is accepted too).
 pub const DEFAULT_HEADER: &str = "X-API-Key";
@@ -169,7 +169,7 @@ impl KeyStore {
                 return Err(ctx("subject must not be empty".into()));
             }
             for s in &k.scopes {
-                crate::config::check_scope_token(s).map_err(ctx)?;
+                crate::scope::check_scope_token(s).map_err(ctx)?;
             }
             let expires = k
                 .expires
@@ -333,7 +333,7 @@ pub fn render_entry(key: &[u8], e: &NewEntry<'_>) -> Result<String, String> {
         None => format!("key-{}", &hex[..8]),
     };
     for s in e.scopes {
-        crate::config::check_scope_token(s)?;
+        crate::scope::check_scope_token(s)?;
     }
     if let Some(x) = e.expires {
         parse_rfc3339(x)?;
@@ -380,7 +380,7 @@ pub struct Deprecation {
 static FIRST_CONFIGURED: LazyLock<Mutex<HashMap<String, i64>>> = LazyLock::new(Mutex::default);
 
 fn first_configured(route: &str) -> i64 {
-    let now = crate::jwks::now_unix();
+    let now = crate::clock::now_unix();
     match FIRST_CONFIGURED.lock() {
         Ok(mut m) => *m.entry(route.to_string()).or_insert(now),
         Err(_) => now,

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::jwt::Algorithm;
 use crate::metadata;
+use crate::scope::{canonical_audience, check_scope_token, Hierarchy, RequiredScope};
 use crate::upstream::Upstream;
 
 /// A configuration error: where it is and why.
@@ -958,14 +959,6 @@ pub struct IdentityHeaders {
     pub folded: [String; 5],
 }
 
-/// A required scope together with every token scope that satisfies it
-/// (itself and its ancestors in `scope_hierarchy`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequiredScope {
-    pub name: String,
-    pub satisfied_by: Vec<String>,
-}
-
 #[derive(Debug)]
 pub struct Route {
     pub name: Arc<str>,
@@ -1073,7 +1066,7 @@ impl Config {
             return Err(err("token_cache.max_entries must be at least 1".into()));
         }
 
-        let hierarchy = compile_hierarchy(&file.scope_hierarchy).map_err(err)?;
+        let hierarchy = Hierarchy::compile(&file.scope_hierarchy).map_err(err)?;
         let dpop = compile_dpop(&file.dpop).map_err(err)?;
         let state = compile_state(name, file.state).map_err(err)?;
         let admin_token = file
@@ -1525,55 +1518,6 @@ fn compile_issuer(fi: FileIssuer) -> Result<IssuerConfig, String> {
     Ok(ic)
 }
 
-/// For each scope, the set of scopes that imply it (itself and all ancestors).
-fn compile_hierarchy(
-    h: &BTreeMap<String, Vec<String>>,
-) -> Result<HashMap<String, Vec<String>>, String> {
-    for (parent, children) in h {
-        check_scope_token(parent)?;
-        for c in children {
-            check_scope_token(c)?;
-        }
-    }
-    let mut ancestors: HashMap<String, Vec<String>> = HashMap::new();
-    // Walk up from each child; the graph is small, so a simple DFS per child is fine.
-    let all_children: HashSet<&String> = h.values().flatten().collect();
-    for child in all_children {
-        let mut seen = HashSet::new();
-        let mut stack = vec![child.clone()];
-        while let Some(s) = stack.pop() {
-            for (parent, children) in h {
-                if children.contains(&s) {
-                    if parent == child {
-                        return Err(format!("scope_hierarchy has a cycle through {child:?}"));
-                    }
-                    if seen.insert(parent.clone()) {
-                        stack.push(parent.clone());
-                    }
-                }
-            }
-        }
-        let mut v: Vec<String> = seen.into_iter().collect();
-        v.sort();
-        ancestors.insert(child.clone(), v);
-    }
-    Ok(ancestors)
-}
-
-/// RFC 6749 scope-token: %x21 / %x23-5B / %x5D-7E.
-pub(crate) fn check_scope_token(s: &str) -> Result<(), String> {
-    let ok = !s.is_empty()
-        && s.bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "scope {s:?} is not a valid scope token (printable ASCII without space, '\"' or '\\')"
-        ))
-    }
-}
-
 fn check_path_prefix(p: &str, what: &str) -> Result<(), String> {
     if !p.starts_with('/') {
         return Err(format!("{what} {p:?} must start with '/'"));
@@ -1638,29 +1582,13 @@ fn compile_identity(f: FileIdentityHeaders) -> Result<IdentityHeaders, String> {
     })
 }
 
-/// Canonical form of an audience / resource URL for comparison: scheme and host
-/// lower-cased, nothing else touched (SPEC-CHECKLIST §9.1).
-pub fn canonical_audience(s: &str) -> String {
-    if let Some(idx) = s.find("://") {
-        let after = &s[idx + 3..];
-        let end = after.find(['/', '?', '#']).unwrap_or(after.len());
-        let mut out = String::with_capacity(s.len());
-        out.push_str(&s[..idx + 3].to_ascii_lowercase());
-        out.push_str(&after[..end].to_ascii_lowercase());
-        out.push_str(&after[end..]);
-        out
-    } else {
-        s.to_string()
-    }
-}
-
 /// What every route of a config is compiled against.
 #[derive(Clone, Copy)]
 struct RouteContext<'a> {
     public: &'a PublicUrl,
     issuers: &'a [Arc<IssuerConfig>],
     issuer_index: &'a HashMap<String, usize>,
-    hierarchy: &'a HashMap<String, Vec<String>>,
+    hierarchy: &'a Hierarchy,
     dpop: &'a DpopSettings,
     /// The config file's name, to resolve relative paths.
     source: &'a str,
@@ -1761,14 +1689,7 @@ fn compile_route(index: usize, fr: FileRoute, cx: RouteContext<'_>) -> Result<Ro
         if s == "offline_access" {
             return Err("offline_access cannot be a required scope".into());
         }
-        let mut satisfied_by = vec![s.clone()];
-        if let Some(anc) = hierarchy.get(s) {
-            satisfied_by.extend(anc.iter().cloned());
-        }
-        scopes.push(RequiredScope {
-            name: s.clone(),
-            satisfied_by,
-        });
+        scopes.push(hierarchy.required(s));
     }
     for s in &fr.scopes_supported {
         check_scope_token(s)?;
@@ -1836,14 +1757,7 @@ fn compile_route(index: usize, fr: FileRoute, cx: RouteContext<'_>) -> Result<Ro
                 let mut scopes = Vec::new();
                 for sc in &list {
                     check_scope_token(sc)?;
-                    let mut satisfied_by = vec![sc.clone()];
-                    if let Some(anc) = hierarchy.get(sc) {
-                        satisfied_by.extend(anc.iter().cloned());
-                    }
-                    scopes.push(RequiredScope {
-                        name: sc.clone(),
-                        satisfied_by,
-                    });
+                    scopes.push(hierarchy.required(sc));
                 }
                 out.push(crate::mcp::Rule::new(pattern, scopes));
             }
@@ -2039,15 +1953,6 @@ routes:
         let mut by = c.routes[0].scopes[0].satisfied_by.clone();
         by.sort();
         assert_eq!(by, vec!["all", "files", "files:read"]);
-    }
-
-    #[test]
-    fn canonical_audience_lowercases_scheme_and_host_only() {
-        assert_eq!(
-            canonical_audience("HTTPS://MCP.Example.COM/Mcp"),
-            "https://mcp.example.com/Mcp"
-        );
-        assert_eq!(canonical_audience("urn:x:Y"), "urn:x:Y");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::jwks::now_unix;
+use crate::clock::now_unix;
 
 /// The gateway config `mcpgate dev` runs on.
 pub const DEV_CONFIG: &str = include_str!("../config/dev.yaml");

@@ -16,9 +16,9 @@ use std::net::IpAddr;
 
 use pingora_http::RequestHeader;
 
-use crate::auth::{AuthMethod, Principal};
 use crate::config::{PublicUrl, Route};
 use crate::path;
+use crate::principal::{AuthMethod, Principal};
 
 /// Headers never forwarded as sent by the client.
 const STRIPPED: &[&str] = &[
@@ -297,7 +297,7 @@ mod tests {
         ] {
             req.append_header(k.to_string(), v).unwrap();
         }
-        let p = crate::auth::Principal {
+        let p = crate::principal::Principal {
             method: AuthMethod::Jwt,
             any_audience: false,
             iss: Arc::from("https://as"),

@@ -26,11 +26,14 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::auth::{check_times, hash_prefix, AuthMethod, Principal, TokenHash};
-use crate::config::{canonical_audience, FileIntrospection, IssuerConfig, Route};
+use crate::auth::check_times;
+use crate::clock::now_unix;
+use crate::config::{FileIntrospection, IssuerConfig, Route};
 use crate::error::Refusal;
-use crate::jwks::{now_unix, Fetcher};
+use crate::jwks::Fetcher;
 use crate::metrics;
+use crate::principal::{hash_prefix, AuthMethod, Principal, TokenHash};
+use crate::scope::canonical_audience;
 
 /// Largest introspection response we read.
 const MAX_BODY: usize = 64 * 1024;

@@ -11,10 +11,11 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
+use crate::clock::now_unix;
 use crate::config::IssuerConfig;
 use crate::jwt::{parse_jwks, VerifyKey};
 use crate::metrics;
@@ -25,14 +26,6 @@ const MAX_BODY: usize = 1024 * 1024;
 const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// Minimum time between two fetch attempts while an issuer has no keys at all.
 const MIN_COLD_RETRY: Duration = Duration::from_secs(2);
-
-/// Seconds since the Unix epoch.
-pub fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 /// The outbound HTTP client and the runtime it lives on.
 pub struct Fetcher {

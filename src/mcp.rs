@@ -17,7 +17,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::config::RequiredScope;
+use crate::scope::RequiredScope;
 
 /// JSON-RPC error codes we answer with.
 pub const PARSE_ERROR: i64 = -32700;

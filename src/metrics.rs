@@ -180,7 +180,7 @@ pub fn config_state(ok: bool) {
     if ok {
         if let Some(g) = &m.reload_time {
             g.with_label_values(&[] as &[&str])
-                .set(crate::jwks::now_unix());
+                .set(crate::clock::now_unix());
         }
     }
 }

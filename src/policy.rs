@@ -5,10 +5,11 @@
 //! and every scope the route requires must be present, directly or through
 //! `scope_hierarchy` (MCP 2026-07-28: servers account for scope hierarchies).
 
-use crate::auth::Principal;
-use crate::config::{RequiredScope, Route};
+use crate::config::Route;
 use crate::error::Refusal;
 use crate::mcp::{Calls, Need};
+use crate::principal::Principal;
+use crate::scope::RequiredScope;
 
 pub fn check_audience(route: &Route, p: &Principal) -> Result<(), Refusal> {
     if p.any_audience
@@ -104,14 +105,14 @@ mod tests {
 
     fn principal(aud: &str, scopes: &str) -> Principal {
         Principal {
-            method: crate::auth::AuthMethod::Jwt,
+            method: crate::principal::AuthMethod::Jwt,
             any_audience: false,
             iss: Arc::from("https://as"),
             issuer_name: Arc::from("a"),
             subject: None,
             client_id: None,
             scopes: scopes.into(),
-            audiences: Arc::from(vec![crate::config::canonical_audience(aud).into_boxed_str()]),
+            audiences: Arc::from(vec![crate::scope::canonical_audience(aud).into_boxed_str()]),
             exp: i64::MAX / 2,
             nbf: None,
             skew: 0,

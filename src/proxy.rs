@@ -17,9 +17,9 @@ use pingora_core::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::{ProxyHttp, Session};
 
-use crate::auth::{hash_prefix, Principal, TokenHash};
 use crate::config::{AuthMode, Config, Route};
 use crate::error::{response_header, Refusal};
+use crate::principal::{hash_prefix, Principal, TokenHash};
 use crate::routing::{self, Target};
 use crate::state::{InFlight, Snapshot};
 use crate::{cors, dpop, identity, lists, mcp, metrics, policy, sessions, shape, streams, Gateway};
@@ -226,7 +226,7 @@ impl Gateway {
             Err(r) => return Err((r, Some(route.clone()))),
         };
         let refuse = |r: Refusal| (r, Some(route.clone()));
-        let now = crate::jwks::now_unix();
+        let now = crate::clock::now_unix();
         // Revocations: the local copy, no Redis round trip (cached tokens included).
         ctx.revocation_gen = self.state.revocations.generation();
         self.state
@@ -580,7 +580,7 @@ impl ProxyHttp for Gateway {
         }
         // Callers still on API keys learn that they are deprecated, and where OAuth is.
         if let (Some(route), Some(p)) = (ctx.route.as_ref(), ctx.principal.as_ref()) {
-            if p.method == crate::auth::AuthMethod::ApiKey {
+            if p.method == crate::principal::AuthMethod::ApiKey {
                 if let Some(d) = &route.deprecation {
                     d.apply(resp);
                 }
@@ -609,7 +609,7 @@ impl ProxyHttp for Gateway {
             return Err(closing(why));
         }
         if let (Some(p), Some(route)) = (ctx.principal.as_ref(), ctx.route.as_ref()) {
-            let now = crate::jwks::now_unix();
+            let now = crate::clock::now_unix();
             let first = |why| ctx.watchdog.as_ref().is_none_or(|w| w.close(why));
             if now > p.exp + p.skew + route.stream_expiry_grace {
                 if first(streams::Closed::Expired) {

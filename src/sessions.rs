@@ -22,8 +22,8 @@ use std::time::Duration;
 use http::HeaderMap;
 use moka::sync::Cache;
 
-use crate::auth::{AuthMethod, Principal};
 use crate::error::Refusal;
+use crate::principal::{AuthMethod, Principal};
 use crate::upstream::Upstream;
 
 /// (upstream origin, session id).

@@ -25,11 +25,11 @@
 
 use http::{HeaderMap, Method};
 
-use crate::auth::Principal;
 use crate::config::Route;
 use crate::error::Refusal;
 use crate::mcp::{self, Calls, McpError};
 use crate::policy;
+use crate::principal::Principal;
 
 /// The `Allow` header of a 405 on a policy route.
 pub const ALLOW: &str = "GET, POST, DELETE, OPTIONS";
@@ -250,8 +250,8 @@ pub fn judge(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::auth::AuthMethod;
     use crate::config::Config;
+    use crate::principal::AuthMethod;
     use proptest::prelude::*;
     use std::sync::Arc;
 

@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use pingora_http::ResponseHeader;
 
-use crate::auth::Principal;
 use crate::metrics;
+use crate::principal::Principal;
 use crate::revocation::Revocations;
 
 /// Why a stream was ended by the gateway.
@@ -139,7 +139,7 @@ impl Watchdog {
         self.task = Some(tokio::spawn(async move {
             let mut changes = revocations.changes();
             // A revocation between the request's check and this subscription.
-            if revocations.revoked(&p, crate::jwks::now_unix()).is_some() {
+            if revocations.revoked(&p, crate::clock::now_unix()).is_some() {
                 if shared.close(Closed::Revoked) {
                     metrics::stream_closed_revoked(&route);
                 }
@@ -161,7 +161,7 @@ impl Watchdog {
                             listening = false;
                             continue;
                         }
-                        if revocations.revoked(&p, crate::jwks::now_unix()).is_some() {
+                        if revocations.revoked(&p, crate::clock::now_unix()).is_some() {
                             if shared.close(Closed::Revoked) {
                                 metrics::stream_closed_revoked(&route);
                             }
@@ -197,10 +197,7 @@ impl Drop for Watchdog {
 
 /// How long until `until` (Unix seconds, sub-second precise), at most a year.
 fn seconds_until(until: i64) -> Duration {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
+    let now = crate::clock::now_unix_f64();
     Duration::from_secs_f64((until as f64 - now).clamp(0.0, 365.0 * 86_400.0))
 }
 
@@ -259,7 +256,7 @@ mod tests {
     fn deadlines_in_the_past_fire_at_once_and_far_ones_are_capped() {
         assert_eq!(seconds_until(0), Duration::ZERO);
         assert!(seconds_until(i64::MAX) <= Duration::from_secs(365 * 86_400));
-        let soon = seconds_until(crate::jwks::now_unix() + 10);
+        let soon = seconds_until(crate::clock::now_unix() + 10);
         assert!(soon > Duration::from_secs(8) && soon <= Duration::from_secs(10));
     }
 }

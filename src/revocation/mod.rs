@@ -35,10 +35,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{AuthMethod, Principal};
+use crate::clock::now_unix_ms as now_ms;
 use crate::config::{Config, FailMode, StateSettings};
 use crate::error::Refusal;
 use crate::metrics;
+use crate::principal::{AuthMethod, Principal};
 use crate::store::{LoudLog, Store, StoreError};
 
 pub mod shared;
@@ -176,14 +177,6 @@ impl RevocationSet {
         .find(|&(k, v)| hit(k, v))
         .map(|(k, _)| k)
     }
-}
-
-/// Unix milliseconds.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 struct Shared {
@@ -409,7 +402,7 @@ impl Revocations {
     /// Record a revocation: in Redis (and then in the local copy) when shared, else in
     /// the local copy only.
     pub async fn add(&self, r: Revocation) -> Result<(), AddError> {
-        let now = crate::jwks::now_unix();
+        let now = crate::clock::now_unix();
         if self.current.load().len() >= MAX_ENTRIES {
             return Err(AddError::Full);
         }
@@ -460,7 +453,7 @@ impl Revocations {
         }
         let loaded = shared::load(&sh.store, &sh.keys, &sh.integrity).await?;
         sh.loaded_ms.store(now_ms(), Ordering::Release);
-        let now = crate::jwks::now_unix();
+        let now = crate::clock::now_unix();
         match self.judge(sh, &st, &loaded, now) {
             None => {
                 self.adopt(sh, &mut st, &loaded, now);
@@ -1068,7 +1061,7 @@ mod tests {
             revocations_max_stale: Duration::from_secs(5),
         };
         let r = Revocations::new(&settings, None);
-        let now = crate::jwks::now_unix();
+        let now = crate::clock::now_unix();
         let p = principal(Some("t1"), "alice", "app", Some(now - 5));
         assert!(r.check(&p, now).is_ok());
         let g = r.generation();

@@ -19,7 +19,10 @@ pub struct Record<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub decision: &'static str,
+    /// The refusal's reason label (as in `mcpgate_requests_total`), `ok` when allowed.
     pub reason: &'a str,
+    /// What the client was told (`error_description`), when refused.
+    pub description: Option<&'a str>,
     pub status: u16,
     pub auth_method: Option<&'static str>,
     pub issuer: Option<&'a str>,
@@ -66,6 +69,7 @@ fn format(out: &mut String, r: &Record<'_>, f: Format, now: SystemTime) {
     line.str("path", Some(r.path));
     line.str("decision", Some(r.decision));
     line.str("reason", Some(r.reason));
+    line.str("description", r.description);
     line.num("status", u64::from(r.status));
     line.str("auth_method", r.auth_method);
     line.str("issuer", r.issuer);
@@ -243,6 +247,7 @@ mod tests {
             path: "/mcp",
             decision: "allow",
             reason: "ok",
+            description: None,
             status: 200,
             auth_method: Some("jwt"),
             issuer: Some("as"),

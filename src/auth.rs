@@ -126,7 +126,7 @@ impl Authenticator {
             route.auth.accepts_oauth(),
             keys.map(|k| &k.header),
         )
-        .map_err(Refusal::Credentials)?;
+        .map_err(|e| Refusal::Credentials(e.describe()))?;
         match (creds, keys) {
             (Credentials::Bearer(token), _) => {
                 let hash = token_hash(token);

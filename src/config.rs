@@ -1004,6 +1004,8 @@ pub struct Route {
     pub upstream_tls_files: Vec<PathBuf>,
     /// `scheme://host[:port]` clients use for this route: the base of DPoP `htu`.
     pub public_origin: String,
+    /// How the route's refusals challenge (compiled once).
+    pub challenge: crate::respond::Challenge,
 }
 
 impl Config {
@@ -1123,6 +1125,7 @@ impl Config {
                 hierarchy: &hierarchy,
                 dpop: &dpop,
                 source: name,
+                api_key_header: api_keys.as_ref().map(|k| &k.header),
             };
             let mut route = compile_route(index, fr, cx).map_err(ctx)?;
             if route.auth.accepts_api_key() && api_keys.is_none() {
@@ -1592,6 +1595,8 @@ struct RouteContext<'a> {
     dpop: &'a DpopSettings,
     /// The config file's name, to resolve relative paths.
     source: &'a str,
+    /// The API key header (`api_keys.header`), when keys are configured.
+    api_key_header: Option<&'a http::HeaderName>,
 }
 
 fn compile_route(index: usize, fr: FileRoute, cx: RouteContext<'_>) -> Result<Route, String> {
@@ -1602,6 +1607,7 @@ fn compile_route(index: usize, fr: FileRoute, cx: RouteContext<'_>) -> Result<Ro
         hierarchy,
         dpop,
         source,
+        api_key_header,
     } = cx;
     if fr.name.is_empty() {
         return Err("name must not be empty".into());
@@ -1809,7 +1815,22 @@ fn compile_route(index: usize, fr: FileRoute, cx: RouteContext<'_>) -> Result<Ro
         }
     };
 
+    let challenge = if fr.auth == AuthMode::ApiKey {
+        crate::respond::Challenge::ApiKey {
+            header: api_key_header
+                .map_or("x-api-key", |h| h.as_str())
+                .to_string(),
+        }
+    } else {
+        crate::respond::Challenge::OAuth {
+            bearer: fr.dpop != DpopMode::Required,
+            dpop_algs: (fr.dpop != DpopMode::Disabled).then(|| dpop.algs_param.clone()),
+            metadata_url: metadata_url.clone(),
+            scope: scope_challenge.clone(),
+        }
+    };
     Ok(Route {
+        challenge,
         upstream_tls,
         upstream_tls_files,
         dpop: fr.dpop,

@@ -13,23 +13,11 @@
 //! upstream are removed. No `Access-Control-Allow-Credentials`: MCP clients send tokens in
 //! headers, never cookies.
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora_http::ResponseHeader;
 
-use crate::error::{response_header, Refusal};
-
-/// The methods of MCP's streamable HTTP transport.
-pub const ALLOW_METHODS: &str = "GET, POST, DELETE";
-/// Request headers an MCP client sends (the API key header is added on routes that take keys).
-pub const ALLOW_HEADERS: &str = "Authorization, DPoP, Content-Type, Mcp-Session-Id, \
-     MCP-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID";
-/// Response headers a browser client must read.
-pub const EXPOSE_HEADERS: &str =
-    "Mcp-Session-Id, WWW-Authenticate, DPoP-Nonce, MCP-Protocol-Version";
-/// How long a browser may cache a preflight answer, in seconds. An origin removed from
-/// `allowed_origins` is refused at once anyway: the real request is checked again.
-pub const MAX_AGE: &str = "600";
+use crate::error::Refusal;
+use crate::respond::CORS_EXPOSE_HEADERS;
 
 /// What the `Origin` of a routed request calls for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +26,7 @@ pub enum Cors {
     NoOrigin,
     /// A request from an allowed origin (its configured spelling, echoed on the response).
     Allowed(HeaderValue),
-    /// A preflight from an allowed origin: answer it with [`preflight_response`].
+    /// A preflight from an allowed origin: answered with `respond::cors_preflight`.
     Preflight(HeaderValue),
 }
 
@@ -87,25 +75,6 @@ pub fn check(
     Ok(Cors::Preflight(echo))
 }
 
-/// The 204 answer to a preflight from `origin`. `api_key_header`: the route's API key
-/// header, allowed too on routes that accept keys.
-pub fn preflight_response(
-    origin: &HeaderValue,
-    api_key_header: Option<&HeaderName>,
-) -> (ResponseHeader, Bytes) {
-    let mut h = response_header(204);
-    let _ = h.insert_header(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-    let _ = h.insert_header(http::header::VARY, "Origin");
-    let _ = h.insert_header(http::header::ACCESS_CONTROL_ALLOW_METHODS, ALLOW_METHODS);
-    let allow_headers = match api_key_header {
-        Some(k) => format!("{ALLOW_HEADERS}, {k}"),
-        None => ALLOW_HEADERS.to_string(),
-    };
-    let _ = h.insert_header(http::header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
-    let _ = h.insert_header(http::header::ACCESS_CONTROL_MAX_AGE, MAX_AGE);
-    (h, Bytes::new())
-}
-
 /// Put the route's CORS headers on a response (the upstream's, or a refusal): remove any
 /// `Access-Control-*` header the upstream set, add `Vary: Origin`, and for an allowed
 /// `origin` the `Access-Control-Allow-Origin` and `-Expose-Headers`.
@@ -130,7 +99,10 @@ pub fn decorate(resp: &mut ResponseHeader, origin: Option<&HeaderValue>) {
     }
     if let Some(o) = origin {
         let _ = resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
-        let _ = resp.insert_header(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE_HEADERS);
+        let _ = resp.insert_header(
+            http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            CORS_EXPOSE_HEADERS,
+        );
     }
 }
 
@@ -253,7 +225,7 @@ mod tests {
     #[test]
     fn preflight_answer() {
         let key = HeaderName::from_static("x-api-key");
-        let (h, body) = preflight_response(&HeaderValue::from_static(APP), Some(&key));
+        let (h, body) = crate::respond::cors_preflight(&HeaderValue::from_static(APP), Some(&key));
         assert_eq!(h.status, 204);
         assert!(body.is_empty());
         let get = |n: &str| h.headers.get(n).unwrap().to_str().unwrap().to_string();
@@ -274,13 +246,13 @@ mod tests {
         ] {
             assert!(allow.split(", ").any(|h| h == want), "{want} in {allow}");
         }
-        assert_eq!(get("access-control-max-age"), MAX_AGE);
+        assert_eq!(get("access-control-max-age"), crate::respond::CORS_MAX_AGE);
         assert!(h.headers.get("access-control-allow-credentials").is_none());
     }
 
     #[test]
     fn decorate_replaces_the_upstreams_cors() {
-        let mut r = response_header(200);
+        let mut r = crate::respond::response_header(200);
         r.insert_header("access-control-allow-origin", "*").unwrap();
         r.insert_header("access-control-allow-credentials", "true")
             .unwrap();
@@ -308,7 +280,7 @@ mod tests {
         assert_eq!(vary, ["Accept-Encoding", "Origin"]);
 
         // No Origin: the upstream's CORS headers go all the same, and Vary is kept single.
-        let mut r = response_header(200);
+        let mut r = crate::respond::response_header(200);
         r.insert_header("access-control-allow-origin", "*").unwrap();
         r.insert_header("vary", "origin, accept").unwrap();
         decorate(&mut r, None);

@@ -899,6 +899,6 @@ mod tests {
         );
         let r = check_replay(&Down, &c).await.unwrap_err();
         assert_eq!(r.status(), 503);
-        assert_eq!(r.reason(), "state_unavailable");
+        assert_eq!(r.reason().as_str(), "state_unavailable");
     }
 }

@@ -49,19 +49,7 @@ pub enum Unreadable {
 }
 
 impl Unreadable {
-    /// Every value of [`Unreadable::reason`].
-    pub const REASONS: [&'static str; 8] = [
-        "encoded",
-        "too_large",
-        "event_too_large",
-        "bom",
-        "not_json",
-        "ambiguous",
-        "not_a_list",
-        "not_sse",
-    ];
-
-    /// A bounded label for metrics and logs.
+    /// The `reason` label of `mcpgate_upstream_answers_refused_total`.
     pub fn reason(self) -> &'static str {
         match self {
             Unreadable::Encoded => "encoded",
@@ -589,7 +577,7 @@ impl Judge {
             None
         };
         if let Some(why) = refused {
-            let (h, body) = why.answer(judge.id.clone()).render();
+            let (h, body) = crate::respond::unreadable(&why.answer(judge.id.clone()));
             *resp = h;
             judge.mode = Mode::Replace(Some(body));
             return (judge, Some(why));
@@ -659,7 +647,9 @@ impl Judge {
                         (Flow::Continue, None)
                     }
                     Err(e) => {
-                        out.extend_from_slice(&e.answer(self.id.clone()).sse_event());
+                        out.extend_from_slice(&crate::respond::unreadable_event(
+                            &e.answer(self.id.clone()),
+                        ));
                         *body = Some(Bytes::from(out));
                         self.mode = Mode::Ended;
                         (Flow::End, Some(e))
@@ -676,7 +666,9 @@ impl Judge {
         body: &mut Option<Bytes>,
         why: Unreadable,
     ) -> (Flow, Option<Unreadable>) {
-        *body = Some(why.answer(self.id.clone()).body());
+        *body = Some(crate::respond::unreadable_body(
+            &why.answer(self.id.clone()),
+        ));
         self.mode = Mode::Ended;
         (Flow::Continue, Some(why))
     }
@@ -882,7 +874,7 @@ mod tests {
     }
 
     fn head(status: u16, headers: &[(&str, &str)]) -> ResponseHeader {
-        let mut h = crate::error::response_header(status);
+        let mut h = crate::respond::response_header(status);
         for (n, v) in headers {
             h.append_header(n.to_string(), *v).unwrap();
         }

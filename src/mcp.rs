@@ -17,45 +17,12 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+pub use crate::error::jsonrpc::{HEADER_MISMATCH, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR};
+pub use crate::error::McpError;
 use crate::scope::RequiredScope;
-
-/// JSON-RPC error codes we answer with.
-pub const PARSE_ERROR: i64 = -32700;
-pub const INVALID_REQUEST: i64 = -32600;
-pub const HEADER_MISMATCH: i64 = -32020;
 
 /// The first protocol revision whose clients must mirror method and name into headers.
 pub const HEADERS_REQUIRED_FROM: &str = "2026-07-28";
-
-/// Why an MCP request was refused before reaching the upstream (400).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct McpError {
-    pub code: i64,
-    pub message: &'static str,
-    /// The request id, as raw JSON, when known.
-    pub id: Option<Box<str>>,
-}
-
-impl McpError {
-    fn new(code: i64, message: &'static str) -> McpError {
-        McpError {
-            code,
-            message,
-            id: None,
-        }
-    }
-
-    /// JSON-RPC error response body.
-    pub fn body(&self) -> Vec<u8> {
-        let id = self.id.as_deref().unwrap_or("null");
-        format!(
-            r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{},"message":{}}}}}"#,
-            self.code,
-            serde_json::Value::from(self.message)
-        )
-        .into_bytes()
-    }
-}
 
 /// A JSON string, borrowed from the body when it has no escapes.
 struct Str<'de>(Cow<'de, str>);
@@ -385,9 +352,6 @@ pub struct Calls {
     /// What the mirrored headers of a single message must equal.
     pub mirror: Option<Mirror>,
 }
-
-/// JSON-RPC "Invalid params": a URI or reference the gateway cannot judge.
-pub const INVALID_PARAMS: i64 = -32602;
 
 fn uri_of(raw: &str) -> Result<String, McpError> {
     crate::resource_uri::normalize(raw).map_err(|e| McpError::new(INVALID_PARAMS, e.describe()))

@@ -18,8 +18,9 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::{ProxyHttp, Session};
 
 use crate::config::{AuthMode, Config, Route};
-use crate::error::{response_header, Refusal};
+use crate::error::Refusal;
 use crate::principal::{hash_prefix, Principal, TokenHash};
+use crate::respond;
 use crate::routing::{self, Target};
 use crate::state::{InFlight, Snapshot};
 use crate::{cors, dpop, identity, lists, mcp, metrics, policy, sessions, shape, streams, Gateway};
@@ -33,8 +34,8 @@ pub struct Ctx {
     principal: Option<Arc<Principal>>,
     /// Short hash of the presented token, for the audit line (never the token).
     token: Option<TokenHash>,
-    /// `Some(reason)` when refused.
-    refused: Option<&'static str>,
+    /// `Some(refusal)` when refused (its reason and description go to the audit line).
+    refused: Option<Refusal>,
     /// Set for requests that made an auth decision (not metadata, not unrouted).
     audited: bool,
     started: Option<Instant>,
@@ -98,17 +99,18 @@ impl Gateway {
                 &r,
                 crate::credentials::extract(&req.headers, req.uri.query()),
             ) {
-                (Refusal::NotFound, Err(e)) => (Refusal::Credentials(e), None),
+                (Refusal::NotFound, Err(e)) => (Refusal::Credentials(e.describe()), None),
                 _ => (r, None),
             }
         })?;
         let (route, path) = match target {
             Target::Metadata(route) => {
-                let (h, b) = metadata_response(&route, req.method == http::Method::HEAD);
+                let (h, b) =
+                    respond::metadata(&route.metadata_body, req.method == http::Method::HEAD);
                 return Ok(Decision::Respond(Box::new(h), b, true));
             }
             Target::MetadataPreflight => {
-                let (h, b) = preflight_response();
+                let (h, b) = respond::metadata_preflight();
                 return Ok(Decision::Respond(Box::new(h), b, true));
             }
             Target::Route { route, path } => (route, path),
@@ -128,7 +130,7 @@ impl Gateway {
                 .api_key_header
                 .as_ref()
                 .filter(|_| route.auth.accepts_api_key());
-            let (h, b) = cors::preflight_response(origin, key);
+            let (h, b) = respond::cors_preflight(origin, key);
             return Ok(Decision::Respond(Box::new(h), b, true));
         }
         let principal = if route.auth == AuthMode::None {
@@ -320,29 +322,6 @@ async fn read_mcp_body(session: &mut Session) -> std::result::Result<Bytes, Refu
     Ok(body.freeze())
 }
 
-fn metadata_response(route: &Route, head: bool) -> (ResponseHeader, Bytes) {
-    let body = route.metadata_body.clone();
-    let mut h = response_header(200);
-    let _ = h.insert_header("content-type", "application/json");
-    let _ = h.insert_header("content-length", body.len().to_string());
-    let _ = h.insert_header("access-control-allow-origin", "*");
-    let _ = h.insert_header("cache-control", "public, max-age=300");
-    (h, if head { Bytes::new() } else { body })
-}
-
-fn preflight_response() -> (ResponseHeader, Bytes) {
-    let mut h = response_header(204);
-    let _ = h.insert_header("access-control-allow-origin", "*");
-    let _ = h.insert_header("access-control-allow-methods", "GET, HEAD, OPTIONS");
-    let _ = h.insert_header(
-        "access-control-allow-headers",
-        "mcp-protocol-version, content-type",
-    );
-    let _ = h.insert_header("access-control-max-age", "86400");
-    let _ = h.insert_header("content-length", "0");
-    (h, Bytes::new())
-}
-
 /// The error that makes pingora end a response stream without its clean end.
 fn closing(why: streams::Closed) -> Box<pingora_core::Error> {
     pingora_core::Error::explain(pingora_core::ErrorType::InternalError, why.describe())
@@ -350,7 +329,12 @@ fn closing(why: streams::Closed) -> Box<pingora_core::Error> {
 
 /// Every answer the gateway writes itself goes through `respond::answer`, which also
 /// disposes of the unread request body (the connection's reuse follows from it).
-async fn respond(session: &mut Session, header: Box<ResponseHeader>, body: Bytes, _keep: bool) {
+async fn write_answer(
+    session: &mut Session,
+    header: Box<ResponseHeader>,
+    body: Bytes,
+    _keep: bool,
+) {
     crate::respond::answer(session.as_mut(), *header, body).await;
 }
 
@@ -386,7 +370,7 @@ impl ProxyHttp for Gateway {
                 Ok(false)
             }
             Ok(Decision::Respond(h, b, keepalive)) => {
-                respond(session, h, b, keepalive).await;
+                write_answer(session, h, b, keepalive).await;
                 Ok(true)
             }
             Err((refusal, route)) => {
@@ -395,14 +379,15 @@ impl ProxyHttp for Gateway {
                     Some(r) => r.metrics.deny(reason, seconds),
                     None => metrics::UNROUTED.deny(reason, seconds),
                 }
-                let (mut h, b) = refusal.render(route.as_deref(), ctx.dpop_used);
+                let challenge = route.as_deref().map(|r| &r.challenge);
+                let (mut h, b) = respond::refusal(&refusal, challenge, ctx.dpop_used);
                 if route.is_some() {
                     cors::decorate(&mut h, ctx.cors_origin.as_ref());
                 }
                 ctx.audited = route.is_some();
-                ctx.refused = Some(refusal.description());
+                ctx.refused = Some(refusal);
                 ctx.route = route;
-                respond(session, Box::new(h), b, false).await;
+                write_answer(session, Box::new(h), b, false).await;
                 Ok(true)
             }
         }
@@ -429,7 +414,8 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         };
-        let (mut h, b) = refusal.render(ctx.route.as_deref(), ctx.dpop_used);
+        let challenge = ctx.route.as_deref().map(|r| &r.challenge);
+        let (mut h, b) = respond::refusal(&refusal, challenge, ctx.dpop_used);
         if ctx.route.is_some() {
             cors::decorate(&mut h, ctx.cors_origin.as_ref());
         }
@@ -689,7 +675,8 @@ impl ProxyHttp for Gateway {
             } else {
                 "allow"
             },
-            reason: ctx.refused.unwrap_or("ok"),
+            reason: ctx.refused.as_ref().map_or("ok", |r| r.reason().as_str()),
+            description: ctx.refused.as_ref().map(|r| r.description()),
             status,
             auth_method: p.map(|p| p.method.as_str()),
             issuer: p.map(|p| &*p.issuer_name).filter(|n| !n.is_empty()),

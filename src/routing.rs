@@ -178,9 +178,9 @@ pub fn classify(config: &Config, req: &RequestHeader) -> Result<Target, Refusal>
         return Err(Refusal::BadRequest("protocol upgrades are not supported"));
     }
     if !req.raw_path_is_utf8() {
-        return Err(Refusal::BadPath(path::PathError::NotUtf8));
+        return Err(Refusal::BadPath(path::PathError::NotUtf8.describe()));
     }
-    let normalized = path::normalize(req.uri.path()).map_err(Refusal::BadPath)?;
+    let normalized = path::normalize(req.uri.path()).map_err(|e| Refusal::BadPath(e.describe()))?;
 
     if metadata::is_well_known(&normalized) {
         let mut key = normalized.clone();

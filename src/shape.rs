@@ -9,7 +9,7 @@
 //!   `POST`, `GET`, `DELETE`, and `OPTIONS` (CORS preflights), compared byte for byte as
 //!   RFC 9110 §9.1 requires (`post` is not `POST`, and is refused rather than read: a
 //!   framework that upper-cases methods would run it as a `POST`). Any other method, `HEAD`
-//!   and every method invented later included, gets 405 with [`ALLOW`].
+//!   and every method invented later included, gets 405 with `Allow` (`respond::POLICY_ROUTE_ALLOW`).
 //! - **Bodies.** A `POST` body is always read and judged ([`crate::mcp`]), whatever its
 //!   `Content-Type`; it must be unencoded UTF-8 JSON-RPC. Any other request that may have
 //!   a body (HTTP/1.1 `Content-Length` > 0 or `Transfer-Encoding`; HTTP/2 HEADERS without
@@ -26,13 +26,11 @@
 use http::{HeaderMap, Method};
 
 use crate::config::Route;
+use crate::error::McpError;
 use crate::error::Refusal;
-use crate::mcp::{self, Calls, McpError};
+use crate::mcp::{self, Calls};
 use crate::policy;
 use crate::principal::Principal;
-
-/// The `Allow` header of a 405 on a policy route.
-pub const ALLOW: &str = "GET, POST, DELETE, OPTIONS";
 
 /// What the proxy must do after the request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

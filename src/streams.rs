@@ -241,7 +241,7 @@ mod tests {
 
     #[test]
     fn open_ended_bodies() {
-        let mut h = crate::error::response_header(200);
+        let mut h = crate::respond::response_header(200);
         assert!(is_open_ended(&h, false));
         assert!(!is_open_ended(&h, true));
         h.insert_header("content-length", "5").unwrap();
@@ -249,7 +249,7 @@ mod tests {
         h.insert_header("content-type", "text/event-stream")
             .unwrap();
         assert!(is_open_ended(&h, false));
-        assert!(!is_open_ended(&crate::error::response_header(204), false));
+        assert!(!is_open_ended(&crate::respond::response_header(204), false));
     }
 
     #[test]

@@ -13,9 +13,9 @@ use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
+use crate::auth::revocation::{self, AddError};
 use crate::error::AdminRefusal;
 use crate::respond::{admin_json, admin_refusal, admin_text};
-use crate::revocation::{self, AddError};
 use crate::GatewayState;
 
 pub struct Admin {

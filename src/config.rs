@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::jwt::Algorithm;
+use crate::auth::jwt::Algorithm;
 use crate::metadata;
 use crate::scope::{canonical_audience, check_scope_token, Hierarchy, RequiredScope};
 use crate::upstream::Upstream;
@@ -239,7 +239,7 @@ pub struct FileApiKeys {
 }
 
 fn default_api_key_header() -> String {
-    crate::apikeys::DEFAULT_HEADER.to_string()
+    crate::auth::apikeys::DEFAULT_HEADER.to_string()
 }
 
 #[derive(Debug, Deserialize)]
@@ -391,9 +391,9 @@ pub struct FileIntrospection {
     /// Default: the `introspection_endpoint` of the issuer's metadata.
     pub endpoint: Option<String>,
     pub client_id: String,
-    pub client_secret: crate::introspect::Secret,
+    pub client_secret: crate::auth::introspect::Secret,
     #[serde(default)]
-    pub auth_method: crate::introspect::ClientAuth,
+    pub auth_method: crate::auth::introspect::ClientAuth,
     #[serde(default = "default_introspection_cache")]
     pub cache_max_seconds: u64,
     #[serde(default = "default_negative_cache")]
@@ -526,7 +526,7 @@ pub struct FileRoute {
     /// Glob on the prompt name → extra scopes for `prompts/get`.
     pub prompts: Option<serde_yaml::Mapping>,
     #[serde(default)]
-    pub default_tool_policy: crate::mcp::DefaultPolicy,
+    pub default_tool_policy: crate::mcp::policy::DefaultPolicy,
     #[serde(default)]
     pub filter_tools_list: bool,
     /// Browser origins allowed to call the route (default: the public origin only).
@@ -584,7 +584,7 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
     pub issuers: Vec<Arc<IssuerConfig>>,
     /// The legacy API keys (loaded from `api_keys.file` when the config compiles).
-    pub api_keys: Option<Arc<crate::apikeys::KeyStore>>,
+    pub api_keys: Option<Arc<crate::auth::apikeys::KeyStore>>,
     pub dpop: DpopSettings,
     /// Shared state (Redis) and the fail policies. Applies at restart.
     pub state: StateSettings,
@@ -680,7 +680,7 @@ fn load_admin_token(file: PathBuf) -> Result<AdminToken, String> {
     use sha2::Digest as _;
     let raw =
         std::fs::read(&file).map_err(|e| format!("admin.token_file {}: {e}", file.display()))?;
-    let token = crate::apikeys::strip_one_newline(&raw);
+    let token = crate::auth::apikeys::strip_one_newline(&raw);
     if token.len() < 16 || !token.iter().all(|b| (0x21..=0x7e).contains(b)) {
         return Err(format!(
             "admin.token_file {}: the token must be at least 16 visible ASCII characters, \
@@ -769,7 +769,7 @@ fn compile_state(config_file: &str, f: FileState) -> Result<StateSettings, Strin
                 Some(p) => {
                     let raw = std::fs::read(p)
                         .map_err(|e| format!("state.redis.hmac_key_file {}: {e}", p.display()))?;
-                    let key = crate::apikeys::strip_one_newline(&raw);
+                    let key = crate::auth::apikeys::strip_one_newline(&raw);
                     if key.len() < 32 {
                         return Err(format!(
                             "state.redis.hmac_key_file {}: the key must be at least 32 bytes \
@@ -822,7 +822,7 @@ pub struct DpopSettings {
     pub algs_param: String,
     pub iat_past: i64,
     pub iat_future: i64,
-    pub nonces: crate::dpop::Nonces,
+    pub nonces: crate::auth::dpop::Nonces,
     pub replay_entries: u64,
 }
 
@@ -882,7 +882,7 @@ fn compile_dpop(f: &FileDpop) -> Result<DpopSettings, String> {
         algs_param,
         iat_past: f.iat_past_seconds as i64,
         iat_future: f.iat_future_seconds as i64,
-        nonces: crate::dpop::Nonces::new(secret, f.nonce_lifetime_seconds as i64),
+        nonces: crate::auth::dpop::Nonces::new(secret, f.nonce_lifetime_seconds as i64),
         replay_entries: f.replay_cache_entries.max(1),
     })
 }
@@ -919,7 +919,7 @@ pub struct IssuerConfig {
     pub refresh: Duration,
     pub max_stale: Duration,
     pub token_format: TokenFormat,
-    pub introspection: Option<crate::introspect::IntrospectionConfig>,
+    pub introspection: Option<crate::auth::introspect::IntrospectionConfig>,
 }
 
 impl IssuerConfig {
@@ -989,8 +989,8 @@ pub struct Route {
     /// client-sent keys are stripped upstream).
     pub api_key_header: Option<http::HeaderName>,
     /// Response headers for requests authenticated by API key (`auth: api_key`/`both`).
-    pub deprecation: Option<crate::apikeys::Deprecation>,
-    pub mcp: crate::mcp::Policy,
+    pub deprecation: Option<crate::auth::apikeys::Deprecation>,
+    pub mcp: crate::mcp::policy::Policy,
     /// Lower-cased `Origin` values accepted (`scheme://host[:port]`).
     pub allowed_origins: Vec<String>,
     pub stream_expiry_grace: i64,
@@ -1088,7 +1088,7 @@ impl Config {
             issuers.push(Arc::new(ic));
         }
         let api_keys = match file.api_keys {
-            Some(k) => Some(Arc::new(crate::apikeys::KeyStore::load(
+            Some(k) => Some(Arc::new(crate::auth::apikeys::KeyStore::load(
                 &relative_to(name, k.file),
                 &k.header,
             )?)),
@@ -1135,7 +1135,7 @@ impl Config {
                 ));
             }
             route.api_key_header = api_keys.as_ref().map(|k| k.header.clone());
-            crate::introspect::check_route_issuers(&route, &issuers).map_err(ctx)?;
+            crate::auth::introspect::check_route_issuers(&route, &issuers).map_err(ctx)?;
             // Only protected routes have metadata: an `auth: none` route is not an
             // OAuth protected resource, and its well-known path stays a 404.
             if route.auth.accepts_oauth() {
@@ -1496,7 +1496,7 @@ fn compile_issuer(fi: FileIssuer) -> Result<IssuerConfig, String> {
     }
     let introspection = fi
         .introspection
-        .map(crate::introspect::compile)
+        .map(crate::auth::introspect::compile)
         .transpose()
         .map_err(ctx)?;
     if fi.token_format == TokenFormat::Opaque && introspection.is_none() {
@@ -1750,30 +1750,31 @@ fn compile_route(index: usize, fr: FileRoute, cx: RouteContext<'_>) -> Result<Ro
         None => public.url.clone(),
     };
 
-    let rules =
-        |what: &str, m: &Option<serde_yaml::Mapping>| -> Result<Vec<crate::mcp::Rule>, String> {
-            let Some(m) = m else { return Ok(Vec::new()) };
-            let mut out = Vec::new();
-            for (k, v) in m {
-                let pattern = k
-                    .as_str()
-                    .ok_or_else(|| format!("{what}: pattern {k:?} must be a string"))?;
-                let list: Vec<String> = serde_yaml::from_value(v.clone())
-                    .map_err(|_| format!("{what}: {pattern:?} must map to a list of scopes"))?;
-                let mut scopes = Vec::new();
-                for sc in &list {
-                    check_scope_token(sc)?;
-                    scopes.push(hierarchy.required(sc));
-                }
-                out.push(crate::mcp::Rule::new(pattern, scopes));
+    let rules = |what: &str,
+                 m: &Option<serde_yaml::Mapping>|
+     -> Result<Vec<crate::mcp::policy::Rule>, String> {
+        let Some(m) = m else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for (k, v) in m {
+            let pattern = k
+                .as_str()
+                .ok_or_else(|| format!("{what}: pattern {k:?} must be a string"))?;
+            let list: Vec<String> = serde_yaml::from_value(v.clone())
+                .map_err(|_| format!("{what}: {pattern:?} must map to a list of scopes"))?;
+            let mut scopes = Vec::new();
+            for sc in &list {
+                check_scope_token(sc)?;
+                scopes.push(hierarchy.required(sc));
             }
-            Ok(out)
-        };
-    let mcp = crate::mcp::Policy {
+            out.push(crate::mcp::policy::Rule::new(pattern, scopes));
+        }
+        Ok(out)
+    };
+    let mcp = crate::mcp::policy::Policy {
         tools: rules("tools", &fr.tools)?,
         resources: rules("resources", &fr.resources)?
             .into_iter()
-            .map(crate::mcp::Rule::resource)
+            .map(crate::mcp::policy::Rule::resource)
             .collect::<Result<_, _>>()?,
         prompts: rules("prompts", &fr.prompts)?,
         default: fr.default_tool_policy,
@@ -1857,7 +1858,7 @@ fn compile_route(index: usize, fr: FileRoute, cx: RouteContext<'_>) -> Result<Ro
         forward_token: fr.forward_token,
         preserve_host: fr.preserve_host,
         identity: compile_identity(fr.identity_headers)?,
-        deprecation: crate::apikeys::Deprecation::compile(
+        deprecation: crate::auth::apikeys::Deprecation::compile(
             &fr.name,
             fr.auth,
             fr.api_key_deprecated_at.as_deref(),

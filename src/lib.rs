@@ -10,39 +10,25 @@
 //! (public proxy service, admin service) used by `mcpgate run` and `mcpgate dev`.
 
 pub mod admin;
-pub mod apikeys;
 pub mod audit;
 pub mod auth;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connection_limits;
 pub mod connections;
-pub mod cors;
-pub mod credentials;
-pub mod dev;
-pub mod dpop;
 pub mod error;
 pub mod identity;
-pub mod introspect;
-pub mod jwks;
-pub mod jwt;
-pub mod lists;
 pub mod logs;
 pub mod mcp;
 pub mod metadata;
 pub mod metrics;
 pub mod path;
-pub mod policy;
 pub mod principal;
 pub mod proxy;
-pub mod reload;
-pub mod resource_uri;
 pub mod respond;
-pub mod revocation;
 pub mod routing;
 pub mod scope;
-pub mod sessions;
-pub mod shape;
 pub mod state;
 pub mod store;
 pub mod streams;
@@ -139,7 +125,7 @@ pub fn build_server(
     metrics::config_state(true);
     drain_on_sigterm(&state, grace);
     if let Some(path) = opts.watch {
-        reload::spawn(path, state.clone())?;
+        state::reload::spawn(path, state.clone())?;
     }
 
     let gateway = Gateway {

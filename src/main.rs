@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use pingora_core::services::listening::Service;
 
+use mcpgate::cli::dev;
 use mcpgate::config::Config;
-use mcpgate::dev;
 
 /// mimalloc rather than glibc's malloc: a request allocates and frees many small blocks
 /// (headers, claims, log lines) across threads, and glibc spent ~8% of a first-seen
@@ -161,14 +161,14 @@ fn main() -> ExitCode {
                 eprintln!("mcpgate hash-key: cannot read stdin: {e}");
                 return ExitCode::FAILURE;
             }
-            let key = mcpgate::apikeys::strip_one_newline(&input);
-            let entry = mcpgate::apikeys::NewEntry {
+            let key = mcpgate::auth::apikeys::strip_one_newline(&input);
+            let entry = mcpgate::auth::apikeys::NewEntry {
                 id: id.as_deref(),
                 subject: subject.as_deref(),
                 scopes: &scopes,
                 expires: expires.as_deref(),
             };
-            match mcpgate::apikeys::render_entry(key, &entry) {
+            match mcpgate::auth::apikeys::render_entry(key, &entry) {
                 Ok(yaml) => {
                     if key.len() < 20 {
                         eprintln!(
@@ -200,7 +200,7 @@ fn main() -> ExitCode {
         } => {
             let expires_in = match expires_in
                 .as_deref()
-                .map(mcpgate::revocation::parse_duration)
+                .map(mcpgate::auth::revocation::parse_duration)
                 .transpose()
             {
                 Ok(e) => e,
@@ -222,13 +222,13 @@ fn main() -> ExitCode {
                 }
                 b
             });
-            let request = mcpgate::revocation::CliRequest {
+            let request = mcpgate::auth::revocation::CliRequest {
                 config,
                 admin_url,
                 token_file,
                 body,
             };
-            match mcpgate::revocation::run_cli(request) {
+            match mcpgate::auth::revocation::run_cli(request) {
                 Ok(answer) => {
                     println!("{}", answer.trim_end());
                     ExitCode::SUCCESS

@@ -17,13 +17,16 @@ use pingora_core::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::{ProxyHttp, Session};
 
+use crate::auth::dpop;
 use crate::config::{AuthMode, Config, Route};
 use crate::error::Refusal;
+use crate::mcp::{body as mcp, lists, policy, sessions, shape};
 use crate::principal::{hash_prefix, Principal, TokenHash};
 use crate::respond;
+use crate::routing::cors;
 use crate::routing::{self, Target};
 use crate::state::{InFlight, Snapshot};
-use crate::{cors, dpop, identity, lists, mcp, metrics, policy, sessions, shape, streams, Gateway};
+use crate::{identity, metrics, streams, Gateway};
 
 /// Per-request state, carried across phases.
 #[derive(Default)]
@@ -97,7 +100,7 @@ impl Gateway {
             // Malformed credentials outrank a missing route (SPEC-CHECKLIST §7.12).
             match (
                 &r,
-                crate::credentials::extract(&req.headers, req.uri.query()),
+                crate::auth::credentials::extract(&req.headers, req.uri.query()),
             ) {
                 (Refusal::NotFound, Err(e)) => (Refusal::Credentials(e.describe()), None),
                 _ => (r, None),

@@ -32,9 +32,9 @@ use std::time::Duration;
 
 use pingora_http::ResponseHeader;
 
+use crate::auth::revocation::Revocations;
 use crate::metrics;
 use crate::principal::Principal;
-use crate::revocation::Revocations;
 
 /// Why a stream was ended by the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,8 @@ pub fn is_open_ended(resp: &ResponseHeader, head_request: bool) -> bool {
     if head_request || (100..200).contains(&s) || s == 204 || s == 304 {
         return false;
     }
-    crate::lists::is_event_stream(resp) || resp.headers.get(http::header::CONTENT_LENGTH).is_none()
+    crate::mcp::lists::is_event_stream(resp)
+        || resp.headers.get(http::header::CONTENT_LENGTH).is_none()
 }
 
 struct Shared {

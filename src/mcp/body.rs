@@ -1,28 +1,19 @@
-//! MCP awareness: what a JSON-RPC request asks for, and what it takes to be allowed.
+//! The MCP request body: one JSON-RPC message or a batch, parsed once into [`Calls`] (each
+//! message's [`Op`]: method plus tool name, canonical resource URI or prompt name).
 //!
-//! Sits between the token step and the upstream for routes with tool-level policy
-//! (or requests carrying the 2026-07-28 `Mcp-Method` / `Mcp-Name` headers): the buffered
-//! request body is parsed once into [`Calls`] (each message's [`Op`]: method plus tool
-//! name, canonical resource URI or prompt name), the mirrored headers are checked against
-//! the body, and each operation is matched against the route's ordered glob patterns to
-//! find the extra scopes it needs. Method names are compared exactly as the spec writes
-//! them ([`METHODS_NAMING`], [`METHODS_NAMING_NOTHING`]); any other string is an unknown
-//! method, decided by `default_tool_policy`. The body is forwarded unchanged.
+//! Method names are compared exactly as the spec writes them ([`METHODS_NAMING`],
+//! [`METHODS_NAMING_NOTHING`]); any other string is an unknown method, decided by
+//! `default_tool_policy`. Members the policy reads are refused when repeated or spelled in
+//! another letter case. The body itself is forwarded unchanged.
 
 use std::borrow::Cow;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-pub use crate::error::jsonrpc::{HEADER_MISMATCH, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR};
-pub use crate::error::McpError;
-use crate::scope::RequiredScope;
-
-/// The first protocol revision whose clients must mirror method and name into headers.
-pub const HEADERS_REQUIRED_FROM: &str = "2026-07-28";
+use crate::error::jsonrpc::{INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR};
+use crate::error::McpError;
 
 /// A JSON string, borrowed from the body when it has no escapes.
 struct Str<'de>(Cow<'de, str>);
@@ -269,7 +260,7 @@ pub const METHODS_NAMING: &[&str] = &[
 ];
 
 /// What one JSON-RPC message asks for. Resource URIs are held in their canonical
-/// spelling ([`crate::resource_uri::normalize`]).
+/// spelling ([`crate::mcp::resource_uri::normalize`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     ToolsCall(String),
@@ -354,7 +345,8 @@ pub struct Calls {
 }
 
 fn uri_of(raw: &str) -> Result<String, McpError> {
-    crate::resource_uri::normalize(raw).map_err(|e| McpError::new(INVALID_PARAMS, e.describe()))
+    crate::mcp::resource_uri::normalize(raw)
+        .map_err(|e| McpError::new(INVALID_PARAMS, e.describe()))
 }
 
 fn op_of(m: Message<'_>) -> Result<(Op, Mirror), McpError> {
@@ -489,208 +481,12 @@ pub fn parse(body: &[u8]) -> Result<Calls, McpError> {
     })
 }
 
-/// Decode an `Mcp-Name` value: plain visible ASCII, or the `=?base64?…?=` sentinel.
-pub fn decode_header_value(raw: &[u8]) -> Option<String> {
-    let s = std::str::from_utf8(raw).ok()?;
-    if let Some(inner) = s
-        .strip_prefix("=?base64?")
-        .and_then(|r| r.strip_suffix("?="))
-    {
-        let bytes = STANDARD.decode(inner).ok()?;
-        return String::from_utf8(bytes).ok();
-    }
-    if s.bytes().all(|b| (0x20..=0x7e).contains(&b) || b == b'\t') {
-        Some(s.to_string())
-    } else {
-        None
-    }
-}
-
-/// Check the mirrored headers against the body (2026-07-28 Server Validation).
-/// `protocol` is the `MCP-Protocol-Version` header, `method`/`name` the mirrored headers.
-pub fn check_headers(
-    calls: &Calls,
-    protocol: Option<&[u8]>,
-    method: Option<&[u8]>,
-    name: Option<&[u8]>,
-) -> Result<(), McpError> {
-    let mismatch = |message| McpError {
-        code: HEADER_MISMATCH,
-        message,
-        id: calls.id.clone(),
-    };
-    let modern = protocol
-        .and_then(|p| std::str::from_utf8(p).ok())
-        .is_some_and(|p| p >= HEADERS_REQUIRED_FROM);
-    if method.is_none() && name.is_none() && !modern {
-        return Ok(());
-    }
-    if calls.batch {
-        return Err(mismatch(
-            "Mcp-Method and Mcp-Name cannot describe a JSON-RPC batch",
-        ));
-    }
-    let Some(mirror) = calls.mirror.as_ref() else {
-        return Ok(());
-    };
-    let Some(body_method) = mirror.method.as_deref() else {
-        return Ok(()); // a response: carries no method
-    };
-    match method {
-        None if modern => return Err(mismatch("Header mismatch: Mcp-Method header is missing")),
-        None => {}
-        Some(m) if m != body_method.as_bytes() => {
-            return Err(mismatch(
-                "Header mismatch: Mcp-Method does not match the body method",
-            ))
-        }
-        Some(_) => {}
-    }
-    match (mirror.name.as_deref(), name) {
-        (Some(_), None) if modern || method.is_some() => {
-            Err(mismatch("Header mismatch: Mcp-Name header is missing"))
-        }
-        (Some(body), Some(h)) => match decode_header_value(h) {
-            Some(v) if v == body => Ok(()),
-            Some(_) => Err(mismatch(
-                "Header mismatch: Mcp-Name does not match the body",
-            )),
-            None => Err(mismatch(
-                "Header mismatch: Mcp-Name is not a valid header value",
-            )),
-        },
-        (None, Some(_)) => Err(mismatch(
-            "Header mismatch: Mcp-Name given for a method without a name",
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// One ordered pattern of a tool, resource or prompt policy.
-#[derive(Debug)]
-pub struct Rule {
-    pub pattern: String,
-    matcher: wildmatch::WildMatch,
-    pub scopes: Vec<RequiredScope>,
-}
-
-impl Rule {
-    pub fn new(pattern: &str, scopes: Vec<RequiredScope>) -> Rule {
-        Rule {
-            pattern: pattern.to_string(),
-            matcher: wildmatch::WildMatch::new(pattern),
-            scopes,
-        }
-    }
-
-    /// A `resources` rule: its pattern is put in the canonical spelling the URIs are
-    /// matched in ([`crate::resource_uri::canonical_pattern`]).
-    pub fn resource(self) -> Result<Rule, String> {
-        let p = crate::resource_uri::canonical_pattern(&self.pattern).ok_or_else(|| {
-            format!(
-                "resources: pattern {:?} holds a malformed percent-encoding or a control character",
-                self.pattern
-            )
-        })?;
-        Ok(Rule::new(&p, self.scopes))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DefaultPolicy {
-    #[default]
-    Allow,
-    Deny,
-}
-
-/// A route's MCP policy, compiled.
-#[derive(Debug, Default)]
-pub struct Policy {
-    pub tools: Vec<Rule>,
-    pub resources: Vec<Rule>,
-    pub prompts: Vec<Rule>,
-    pub default: DefaultPolicy,
-    pub filter_tools_list: bool,
-}
-
-/// What one operation needs beyond the route's scopes.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Need<'a> {
-    Scopes(&'a [RequiredScope]),
-    /// No pattern matched and the default is deny.
-    Denied,
-}
-
-impl Policy {
-    /// Whether requests on the route must have their body inspected.
-    pub fn inspects(&self) -> bool {
-        !self.tools.is_empty()
-            || !self.resources.is_empty()
-            || !self.prompts.is_empty()
-            || self.default == DefaultPolicy::Deny
-            || self.filter_tools_list
-    }
-
-    fn lookup<'a>(&'a self, rules: &'a [Rule], name: &str) -> Need<'a> {
-        match rules.iter().find(|r| r.matcher.matches(name)) {
-            Some(r) => Need::Scopes(&r.scopes),
-            None if self.default == DefaultPolicy::Deny => Need::Denied,
-            None => Need::Scopes(&[]),
-        }
-    }
-
-    /// What calling tool `name` needs.
-    pub fn tool(&self, name: &str) -> Need<'_> {
-        self.lookup(&self.tools, name)
-    }
-
-    /// What an operation needs beyond the route's scopes: one entry per tool, resource
-    /// or prompt it names (first matching pattern, in config order), none when it names
-    /// nothing. A method not in the table is `Denied` under `default_tool_policy: deny`;
-    /// under `allow` it needs what its `params.name` would need as a tool and as a prompt
-    /// and what its `params.uri` would need as a resource, since the gateway cannot know
-    /// which the upstream will take it for.
-    pub fn needs<'a>(&'a self, op: &Op) -> Vec<Need<'a>> {
-        match op {
-            Op::ToolsCall(n) => vec![self.lookup(&self.tools, n)],
-            Op::ResourcesRead(u)
-            | Op::ResourcesSubscribe(u)
-            | Op::ResourcesUnsubscribe(u)
-            | Op::CompleteResource(u) => vec![self.lookup(&self.resources, u)],
-            Op::PromptsGet(n) | Op::CompletePrompt(n) => vec![self.lookup(&self.prompts, n)],
-            Op::SubscriptionsListen(uris) => uris
-                .iter()
-                .map(|u| self.lookup(&self.resources, u))
-                .collect(),
-            Op::Unknown { .. } if self.default == DefaultPolicy::Deny => vec![Need::Denied],
-            Op::Unknown { name, uri, .. } => {
-                let mut out = Vec::new();
-                if let Some(n) = name {
-                    out.push(self.lookup(&self.tools, n));
-                    out.push(self.lookup(&self.prompts, n));
-                }
-                if let Some(u) = uri {
-                    out.push(self.lookup(&self.resources, u));
-                }
-                out
-            }
-            Op::ToolsList | Op::Known(_) | Op::Response => Vec::new(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-
-    fn scope(s: &str) -> RequiredScope {
-        RequiredScope {
-            name: s.into(),
-            satisfied_by: vec![s.into()],
-        }
-    }
+    use crate::mcp::headers::check_headers;
+    use crate::mcp::policy::Rule;
 
     #[test]
     fn parses_calls() {
@@ -733,31 +529,6 @@ mod tests {
         assert!(parse(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#).is_ok());
         // arguments may use any member names
         assert!(parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"Name":"x","name":"y"}}}"#).is_ok());
-    }
-
-    #[test]
-    fn header_validation() {
-        let c = parse(
-            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"caf\u00e9"}}"#,
-        )
-        .unwrap();
-        let b64 = format!("=?base64?{}?=", STANDARD.encode("café"));
-        assert!(check_headers(&c, None, Some(b"tools/call"), Some(b64.as_bytes())).is_ok());
-        assert!(check_headers(&c, None, None, None).is_ok());
-        assert_eq!(
-            check_headers(&c, Some(b"2026-07-28"), None, None)
-                .unwrap_err()
-                .code,
-            HEADER_MISMATCH
-        );
-        assert!(check_headers(&c, None, Some(b"tools/call"), None).is_err());
-        assert!(check_headers(&c, None, Some(b"tools/list"), Some(b64.as_bytes())).is_err());
-        let c = parse(
-            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file"}}"#,
-        )
-        .unwrap();
-        assert!(check_headers(&c, None, Some(b"tools/call"), Some(b"read_file")).is_err());
-        assert!(check_headers(&c, Some(b"2025-11-25"), None, None).is_ok());
     }
 
     #[test]
@@ -835,45 +606,5 @@ mod tests {
                 .pattern,
             "file:///caf%C3%A9/*"
         );
-    }
-
-    impl Policy {
-        /// The one need of an operation that names at most one thing.
-        fn need<'a>(&'a self, op: &Op) -> Need<'a> {
-            let mut n = self.needs(op);
-            assert!(n.len() <= 1, "{op:?} names several things");
-            n.pop().unwrap_or(Need::Scopes(&[]))
-        }
-    }
-
-    #[test]
-    fn first_matching_pattern_wins() {
-        let p = Policy {
-            tools: vec![
-                Rule::new("read_*", vec![scope("repo:read")]),
-                Rule::new("delete_*", vec![scope("repo:admin")]),
-                Rule::new("*", vec![]),
-            ],
-            resources: vec![Rule::new("file:///secrets/*", vec![scope("secrets:read")])],
-            ..Policy::default()
-        };
-        assert!(
-            matches!(p.need(&Op::ToolsCall("read_x".into())), Need::Scopes(s) if s[0].name == "repo:read")
-        );
-        assert!(
-            matches!(p.need(&Op::ToolsCall("delete_x".into())), Need::Scopes(s) if s[0].name == "repo:admin")
-        );
-        assert_eq!(p.need(&Op::ToolsCall("other".into())), Need::Scopes(&[]));
-        assert!(
-            matches!(p.need(&Op::ResourcesRead("file:///secrets/a/b".into())), Need::Scopes(s) if s.len() == 1)
-        );
-        let deny = Policy {
-            tools: vec![Rule::new("safe_*", vec![])],
-            default: DefaultPolicy::Deny,
-            ..Policy::default()
-        };
-        assert_eq!(deny.need(&Op::ToolsCall("rm".into())), Need::Denied);
-        assert_eq!(deny.need(&Op::PromptsGet("p".into())), Need::Denied);
-        assert_eq!(deny.need(&Op::ToolsList), Need::Scopes(&[]));
     }
 }

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
+use crate::auth::jwt::{parse_jwks, VerifyKey};
 use crate::clock::now_unix;
 use crate::config::IssuerConfig;
-use crate::jwt::{parse_jwks, VerifyKey};
 use crate::metrics;
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);

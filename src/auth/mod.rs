@@ -15,20 +15,28 @@
 //! [`Principal`]. Route-level checks (audience, scopes) are in `policy` and run on
 //! every request, cached or not.
 
+pub mod apikeys;
+pub mod credentials;
+pub mod dpop;
+pub mod introspect;
+pub mod jwks;
+pub mod jwt;
+pub mod revocation;
+
 use std::collections::HashSet;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use crate::clock::now_unix;
 use crate::config::{Fingerprint, IssuerConfig, Route, TokenFormat};
-use crate::credentials::{self, Credentials};
 use crate::error::Refusal;
-use crate::jwks::{IssuerKeys, KeysUnavailable};
-use crate::jwt::{self, KeyMiss, TokenError};
 use crate::metrics;
 use crate::principal::{token_hash, AuthMethod, Principal, TokenHash};
 use crate::scope::canonical_audience;
 use crate::state::Snapshot;
+use credentials::Credentials;
+use jwks::{IssuerKeys, KeysUnavailable};
+use jwt::{KeyMiss, TokenError};
 
 /// How the credentials were presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

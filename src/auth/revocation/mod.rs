@@ -835,7 +835,7 @@ pub fn run_cli(req: CliRequest) -> Result<String, String> {
     };
     let raw = std::fs::read(&token_file)
         .map_err(|e| format!("cannot read {}: {e}", token_file.display()))?;
-    let token = String::from_utf8(crate::apikeys::strip_one_newline(&raw).to_vec())
+    let token = String::from_utf8(crate::auth::apikeys::strip_one_newline(&raw).to_vec())
         .map_err(|_| format!("{} does not hold a text token", token_file.display()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

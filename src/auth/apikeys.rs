@@ -309,10 +309,10 @@ pub fn render_entry(key: &[u8], e: &NewEntry<'_>) -> Result<String, String> {
             "the key is empty (pass it on stdin: `printf %s \"$KEY\" | mcpgate hash-key`)".into(),
         );
     }
-    if key.len() > crate::credentials::MAX_AUTHORIZATION {
+    if key.len() > crate::auth::credentials::MAX_AUTHORIZATION {
         return Err(format!(
             "the key is longer than the {} bytes the gateway reads from a request",
-            crate::credentials::MAX_AUTHORIZATION
+            crate::auth::credentials::MAX_AUTHORIZATION
         ));
     }
     if !key.iter().all(|b| (0x21..=0x7e).contains(b)) {
@@ -568,7 +568,7 @@ mod tests {
         .unwrap();
         assert!(default.contains(&format!("id: \"key-{}\"", &hex("k")[..8])));
         assert!(store(&format!("keys:\n{default}")).is_ok());
-        let huge = vec![b'k'; crate::credentials::MAX_AUTHORIZATION + 1];
+        let huge = vec![b'k'; crate::auth::credentials::MAX_AUTHORIZATION + 1];
         for bad in [&b""[..], b"a b", b"caf\xc3\xa9", b"a\tb", &huge] {
             assert!(
                 render_entry(

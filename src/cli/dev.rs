@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::clock::now_unix;
 
 /// The gateway config `mcpgate dev` runs on.
-pub const DEV_CONFIG: &str = include_str!("../config/dev.yaml");
+pub const DEV_CONFIG: &str = include_str!("../../config/dev.yaml");
 pub const ISSUER_ADDR: &str = "127.0.0.1:8081";
 pub const ISSUER_URL: &str = "http://127.0.0.1:8081";
 pub const DEMO_ADDR: &str = "127.0.0.1:8082";

@@ -8,15 +8,17 @@
 //! settings did not change, and swaps it in atomically; requests in flight finish on
 //! the snapshot they started with.
 
+pub mod reload;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::auth::introspect::Introspector;
+use crate::auth::jwks::{Fetcher, IssuerKeys};
 use crate::auth::Authenticator;
 use crate::config::{Config, IssuerConfig};
-use crate::introspect::Introspector;
-use crate::jwks::{Fetcher, IssuerKeys};
 use crate::upstream::Resolver;
 
 /// A compiled config and, per issuer (same index as `config.issuers`), its key store
@@ -32,14 +34,14 @@ pub struct GatewayState {
     pub auth: Authenticator,
     pub fetcher: Arc<Fetcher>,
     pub resolver: Resolver,
-    pub sessions: crate::sessions::SessionBindings,
+    pub sessions: crate::mcp::sessions::SessionBindings,
     /// DPoP proof `jti`s already seen (sized and timed by the config at start; shared
     /// through Redis when `state.redis` is set).
-    pub replay: Box<dyn crate::dpop::ReplayStore>,
+    pub replay: Box<dyn crate::auth::dpop::ReplayStore>,
     /// The Redis client (`state.redis`), made at start.
     pub store: Option<Arc<crate::store::Store>>,
     /// The revocation list, checked on every request.
-    pub revocations: Arc<crate::revocation::Revocations>,
+    pub revocations: Arc<crate::auth::revocation::Revocations>,
     /// Requests between `request_filter` and the end of their response.
     in_flight: Arc<AtomicUsize>,
 }
@@ -69,7 +71,7 @@ impl GatewayState {
     pub fn new(config: Config) -> Result<GatewayState, String> {
         let fetcher = Fetcher::new()?;
         let auth = Authenticator::new(config.token_cache_entries);
-        let local = crate::dpop::LocalReplay::new(
+        let local = crate::auth::dpop::LocalReplay::new(
             config.dpop.replay_entries,
             std::time::Duration::from_secs(
                 (config.dpop.iat_past + config.dpop.iat_future).max(1) as u64
@@ -81,8 +83,8 @@ impl GatewayState {
             .as_ref()
             .map(crate::store::Store::new)
             .transpose()?;
-        let replay: Box<dyn crate::dpop::ReplayStore> = match &store {
-            Some(store) => Box::new(crate::dpop::SharedReplay {
+        let replay: Box<dyn crate::auth::dpop::ReplayStore> = match &store {
+            Some(store) => Box::new(crate::auth::dpop::SharedReplay {
                 local,
                 store: store.clone(),
                 fail: config.state.dpop_replay_fail,
@@ -90,7 +92,7 @@ impl GatewayState {
             }),
             None => Box::new(local),
         };
-        let revocations = Arc::new(crate::revocation::Revocations::new(
+        let revocations = Arc::new(crate::auth::revocation::Revocations::new(
             &config.state,
             store.clone(),
         ));
@@ -101,7 +103,7 @@ impl GatewayState {
             auth,
             fetcher,
             resolver: Resolver::default(),
-            sessions: crate::sessions::SessionBindings::default(),
+            sessions: crate::mcp::sessions::SessionBindings::default(),
             replay,
             store,
             revocations,

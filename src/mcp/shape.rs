@@ -26,10 +26,10 @@
 use http::{HeaderMap, Method};
 
 use crate::config::Route;
-use crate::error::McpError;
 use crate::error::Refusal;
-use crate::mcp::{self, Calls};
-use crate::policy;
+use crate::mcp::body::{parse, Calls};
+use crate::mcp::headers::{check_headers, mirrored, mismatch};
+use crate::mcp::policy;
 use crate::principal::Principal;
 
 /// What the proxy must do after the request head.
@@ -48,67 +48,6 @@ fn transport_method(m: &Method) -> bool {
 
 fn is_post(m: &Method) -> bool {
     m.as_str() == "POST"
-}
-
-/// The mirrored MCP headers of a request.
-struct Mirrored<'a> {
-    method: Option<&'a [u8]>,
-    name: Option<&'a [u8]>,
-    version: Option<&'a [u8]>,
-}
-
-impl Mirrored<'_> {
-    fn describe_body(&self) -> bool {
-        self.method.is_some() || self.name.is_some()
-    }
-
-    fn modern(&self) -> bool {
-        self.version
-            .is_some_and(|v| v >= mcp::HEADERS_REQUIRED_FROM.as_bytes())
-    }
-}
-
-fn mismatch(message: &'static str) -> Refusal {
-    Refusal::Mcp(McpError {
-        code: mcp::HEADER_MISMATCH,
-        message,
-        id: None,
-    })
-}
-
-const MIRRORED: [&str; 3] = ["mcp-method", "mcp-name", "mcp-protocol-version"];
-
-fn mirrored(headers: &HeaderMap) -> Result<Mirrored<'_>, Refusal> {
-    for name in headers.keys() {
-        let n = name.as_str();
-        let underscored = MIRRORED.iter().any(|m| {
-            n != *m
-                && n.len() == m.len()
-                && n.bytes()
-                    .zip(m.bytes())
-                    .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
-        });
-        if underscored {
-            // An upstream folding `_` to `-` would read a value we never checked.
-            return Err(mismatch(
-                "Header mismatch: a mirrored MCP header is spelled with '_'",
-            ));
-        }
-    }
-    for n in MIRRORED {
-        if headers.get_all(n).iter().nth(1).is_some() {
-            // An intermediary reading the other copy would see another value.
-            return Err(mismatch(
-                "Header mismatch: a mirrored MCP header appears more than once",
-            ));
-        }
-    }
-    let get = |n: &str| headers.get(n).map(|v| v.as_bytes());
-    Ok(Mirrored {
-        method: get("mcp-method"),
-        name: get("mcp-name"),
-        version: get("mcp-protocol-version"),
-    })
 }
 
 /// Judge the request head. `inspects`: the route has an MCP policy;
@@ -202,8 +141,8 @@ pub fn body(
         return Ok(None);
     }
     check_encoding(headers)?;
-    let calls = mcp::parse(body).map_err(Refusal::Mcp)?;
-    mcp::check_headers(&calls, m.version, m.method, m.name).map_err(Refusal::Mcp)?;
+    let calls = parse(body).map_err(Refusal::Mcp)?;
+    check_headers(&calls, m.version, m.method, m.name).map_err(Refusal::Mcp)?;
     Ok(Some(calls))
 }
 
@@ -369,7 +308,7 @@ routes:
         let hm = headers(&[("mcp-method", "tools/list")]);
         assert!(matches!(
             judge(plain, Some(&p), &method("PUT"), &hm, DENIED_CALL.as_bytes()),
-            Err(Refusal::Mcp(e)) if e.code == mcp::HEADER_MISMATCH
+            Err(Refusal::Mcp(e)) if e.code == crate::error::jsonrpc::HEADER_MISMATCH
         ));
     }
 
@@ -382,7 +321,7 @@ routes:
             assert!(
                 matches!(
                     judge(open, None, &method(m), &hm, DENIED_CALL.as_bytes()),
-                    Err(Refusal::Mcp(e)) if e.code == mcp::HEADER_MISMATCH
+                    Err(Refusal::Mcp(e)) if e.code == crate::error::jsonrpc::HEADER_MISMATCH
                 ),
                 "{m}"
             );

@@ -25,10 +25,10 @@ use moka::sync::Cache;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::auth::jwt::{self, Algorithm};
 use crate::auth::Presented;
 use crate::config::{DpopMode, DpopSettings, Route};
 use crate::error::Refusal;
-use crate::jwt::{self, Algorithm};
 use crate::principal::Principal;
 
 /// Why a proof was refused. Most are `invalid_dpop_proof`; a missing or stale nonce is

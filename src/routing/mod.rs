@@ -6,6 +6,8 @@
 //! otherwise picks the route by longest whole-segment prefix (a route with a matching
 //! `host` wins over a host-less one with the same prefix).
 
+pub mod cors;
+
 use std::sync::Arc;
 
 use http::Method;

@@ -447,7 +447,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::revocation::Kind;
+    use crate::auth::revocation::Kind;
 
     fn rev(id: &str, value: &str) -> Revocation {
         Revocation {

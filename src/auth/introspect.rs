@@ -27,10 +27,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::check_times;
+use crate::auth::jwks::Fetcher;
 use crate::clock::now_unix;
 use crate::config::{FileIntrospection, IssuerConfig, Route};
 use crate::error::Refusal;
-use crate::jwks::Fetcher;
 use crate::metrics;
 use crate::principal::{hash_prefix, AuthMethod, Principal, TokenHash};
 use crate::scope::canonical_audience;
@@ -480,7 +480,7 @@ impl Introspector {
                 let r = self
                     .fetcher
                     .run(async move {
-                        crate::jwks::discover(&client, &issuer, "introspection_endpoint").await
+                        crate::auth::jwks::discover(&client, &issuer, "introspection_endpoint").await
                     })
                     .await
                     .unwrap_or_else(|| Err("fetch runtime is gone".into()));
@@ -600,7 +600,9 @@ fn opt_str<'a>(v: &'a Option<Value>, bad: &'static str) -> Result<Option<&'a str
 fn opt_time(v: &Option<Value>, bad: &'static str) -> Result<Option<i64>, &'static str> {
     match v {
         None => Ok(None),
-        Some(Value::Number(n)) => crate::jwt::numeric_date(n, bad).map(Some).map_err(|e| e.0),
+        Some(Value::Number(n)) => crate::auth::jwt::numeric_date(n, bad)
+            .map(Some)
+            .map_err(|e| e.0),
         Some(_) => Err(bad),
     }
 }
@@ -663,7 +665,7 @@ fn judge(
     }
     // A bound token carries its key thumbprint; whether it was presented with a proof
     // is checked where the presentation is known (proxy / dpop).
-    let cnf_jkt = crate::jwt::cnf_jkt(a.cnf.as_ref()).map_err(|e| e.0)?;
+    let cnf_jkt = crate::auth::jwt::cnf_jkt(a.cnf.as_ref()).map_err(|e| e.0)?;
     if let Some(t) = opt_str(
         &a.token_type,
         "the token_type in the introspection response is malformed",

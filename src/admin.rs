@@ -16,7 +16,7 @@ use pingora_core::protocols::http::ServerSession;
 use crate::auth::revocation::{self, AddError};
 use crate::error::AdminRefusal;
 use crate::respond::{admin_json, admin_refusal, admin_text};
-use crate::GatewayState;
+use crate::state::GatewayState;
 
 pub struct Admin {
     pub state: Arc<GatewayState>,
@@ -72,7 +72,7 @@ impl Admin {
     /// Whether the request carries the admin token (exactly one `Authorization`).
     fn authorize(&self, session: &ServerSession) -> Result<(), AdminRefusal> {
         let config = self.state.config();
-        let Some(admin_token) = config.admin_token.as_ref() else {
+        let Some(admin_token) = config.listeners.admin_token.as_ref() else {
             return Err(AdminRefusal::RevocationsDisabled);
         };
         let mut authorization = session

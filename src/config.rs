@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +16,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::jwt::Algorithm;
+use crate::compile::{check_fetch_url, relative_to, CompileError};
+use crate::listeners::{Listeners, PublicUrl};
 use crate::metadata;
 use crate::scope::{canonical_audience, check_scope_token, Hierarchy, RequiredScope};
+use crate::store::StateSettings;
 use crate::upstream::Upstream;
 
 /// A configuration error: where it is and why.
@@ -28,6 +30,9 @@ pub struct ConfigError {
     pub line: Option<usize>,
     pub column: Option<usize>,
     pub reason: String,
+    /// The YAML path of the setting (`routes[2].tools`) when a compile step refused it;
+    /// empty when unknown or when the error is in another file.
+    pub at: String,
 }
 
 impl ConfigError {
@@ -37,6 +42,28 @@ impl ConfigError {
             line: None,
             column: None,
             reason: reason.into(),
+            at: String::new(),
+        }
+    }
+
+    /// A domain's compile error, located: in the config file `file`, or in the file it
+    /// names (the API key file, with its line and column).
+    fn located(file: &str, e: CompileError) -> Self {
+        match e.elsewhere {
+            Some(w) => ConfigError {
+                file: w.file,
+                line: w.line,
+                column: w.column,
+                reason: e.reason,
+                at: String::new(),
+            },
+            None => ConfigError {
+                file: file.to_string(),
+                line: None,
+                column: None,
+                reason: e.reason,
+                at: e.at,
+            },
         }
     }
 }
@@ -60,14 +87,14 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    pub listen: FileListen,
-    pub admin: FileAdmin,
+    pub listen: crate::listeners::FileListen,
+    pub admin: crate::listeners::FileAdmin,
     #[serde(default)]
     pub token_cache: FileTokenCache,
     #[serde(default)]
-    pub limits: FileLimits,
+    pub limits: crate::connections::FileLimits,
     #[serde(default)]
-    pub shutdown: FileShutdown,
+    pub shutdown: crate::listeners::FileShutdown,
     #[serde(default)]
     pub scope_hierarchy: BTreeMap<String, Vec<String>>,
     #[serde(default)]
@@ -78,99 +105,8 @@ pub struct FileConfig {
     pub dpop: FileDpop,
     /// State shared between replicas (Redis): DPoP replay and revocations.
     #[serde(default)]
-    pub state: FileState,
+    pub state: crate::store::FileState,
     pub routes: Vec<FileRoute>,
-}
-
-/// `state`: what replicas share, and what happens when the shared store is unreachable.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileState {
-    pub redis: Option<FileRedis>,
-    #[serde(default)]
-    pub dpop_replay: FileStateFeature,
-    #[serde(default)]
-    pub revocations: FileRevocations,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileRedis {
-    /// `redis://[user:password@]host[:port][/db]` or `rediss://` (TLS).
-    pub url: String,
-    #[serde(default = "default_key_prefix")]
-    pub key_prefix: String,
-    /// Deadline of one call on the request path (the DPoP `SET NX`).
-    #[serde(default = "default_redis_timeout")]
-    pub timeout_ms: u64,
-    /// Deadline of one connection attempt.
-    #[serde(default = "default_redis_connect_timeout")]
-    pub connect_timeout_ms: u64,
-    /// PEM CA bundle for `rediss://` (default: the system trust store).
-    pub ca_file: Option<PathBuf>,
-    /// Consecutive failed calls that open the circuit breaker.
-    #[serde(default = "default_breaker_failures")]
-    pub breaker_failures: u32,
-    /// How long an open breaker fails calls at once before letting one probe through.
-    #[serde(default = "default_breaker_open_ms")]
-    pub breaker_open_ms: u64,
-    /// `/readyz` answers 503 while Redis is unreachable, or while this replica's
-    /// revocation list diverges from Redis's and cannot be reconciled.
-    #[serde(default)]
-    pub readyz: bool,
-    /// A secret (at least 32 bytes) every replica shares: revocation entries and the
-    /// list's head (epoch, version, digest) are authenticated with HMAC-SHA256 under it.
-    pub hmac_key_file: Option<PathBuf>,
-}
-
-fn default_key_prefix() -> String {
-    "mcpgate:".to_string()
-}
-fn default_redis_timeout() -> u64 {
-    50
-}
-fn default_redis_connect_timeout() -> u64 {
-    1000
-}
-fn default_breaker_failures() -> u32 {
-    3
-}
-fn default_breaker_open_ms() -> u64 {
-    1000
-}
-
-/// What a feature does when Redis cannot answer.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum FailMode {
-    /// Refuse what cannot be checked (503).
-    Closed,
-    /// Decide without Redis (local state only), counted and logged.
-    Open,
-}
-
-impl FailMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailMode::Closed => "closed",
-            FailMode::Open => "open",
-        }
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileStateFeature {
-    pub fail: Option<FailMode>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileRevocations {
-    pub fail: Option<FailMode>,
-    /// How long the local copy may go unconfirmed against Redis before a request counts
-    /// as decided without Redis (refused with `fail: closed`, counted with `fail: open`).
-    pub max_stale_seconds: Option<u64>,
 }
 
 /// DPoP proof settings shared by every route (RFC 9449).
@@ -244,30 +180,6 @@ fn default_api_key_header() -> String {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileListen {
-    pub address: String,
-    pub public_url: String,
-    pub threads: Option<usize>,
-    pub tls: Option<FileTls>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileTls {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileAdmin {
-    pub address: String,
-    /// File holding the token that `POST /revocations` requires (relative to the config).
-    pub token_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FileTokenCache {
     #[serde(default = "default_cache_entries")]
     pub max_entries: u64,
@@ -279,72 +191,6 @@ impl Default for FileTokenCache {
             max_entries: default_cache_entries(),
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileLimits {
-    #[serde(default = "default_max_header_bytes")]
-    pub max_header_bytes: usize,
-    #[serde(default = "default_max_body_bytes")]
-    pub max_body_bytes: u64,
-    #[serde(default = "default_request_head_timeout")]
-    pub request_head_timeout_seconds: u64,
-    #[serde(default = "default_idle_timeout")]
-    pub idle_timeout_seconds: u64,
-    #[serde(default = "default_max_connections_per_address")]
-    pub max_connections_per_address: usize,
-    /// Default: half the open-file limit (`connections::default_max_total`).
-    #[serde(default)]
-    pub max_connections: Option<usize>,
-}
-
-impl Default for FileLimits {
-    fn default() -> Self {
-        FileLimits {
-            max_header_bytes: default_max_header_bytes(),
-            max_body_bytes: default_max_body_bytes(),
-            request_head_timeout_seconds: default_request_head_timeout(),
-            idle_timeout_seconds: default_idle_timeout(),
-            max_connections_per_address: default_max_connections_per_address(),
-            max_connections: None,
-        }
-    }
-}
-
-fn default_max_header_bytes() -> usize {
-    32 * 1024
-}
-fn default_max_body_bytes() -> u64 {
-    10 * 1024 * 1024
-}
-fn default_request_head_timeout() -> u64 {
-    10
-}
-fn default_idle_timeout() -> u64 {
-    60
-}
-fn default_max_connections_per_address() -> usize {
-    256
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileShutdown {
-    #[serde(default = "default_grace")]
-    pub grace_seconds: u64,
-}
-
-impl Default for FileShutdown {
-    fn default() -> Self {
-        FileShutdown {
-            grace_seconds: default_grace(),
-        }
-    }
-}
-
-fn default_grace() -> u64 {
-    30
 }
 
 fn default_cache_entries() -> u64 {
@@ -566,253 +412,22 @@ fn default_stream_grace() -> u64 {
 #[derive(Debug)]
 pub struct Config {
     pub source: String,
-    pub listen_address: String,
-    pub admin_address: String,
-    pub threads: usize,
-    /// TLS certificate and key files for the public listener, and what they hold.
-    pub tls: Option<TlsFiles>,
-    pub tls_key: Option<Arc<rustls::sign::CertifiedKey>>,
-    pub public: PublicUrl,
+    /// `listen`, `admin`, `shutdown`: addresses, public URL, TLS, admin token.
+    pub listeners: Listeners,
     pub token_cache_entries: u64,
-    /// Request headers larger than this (names and values) get 431.
-    pub max_header_bytes: usize,
-    /// Request bodies larger than this get 413.
-    pub max_body_bytes: u64,
-    /// Connection caps and deadlines of the public listener.
-    pub connections: crate::connection_limits::Limits,
-    /// After SIGTERM, how long in-flight requests and streams may take to finish.
-    pub shutdown_grace_seconds: u64,
+    /// Connection caps and deadlines of the public listener (`limits`).
+    pub connections: crate::connections::Limits,
+    /// Request head and body sizes (`limits`).
+    pub requests: crate::connections::RequestLimits,
     pub issuers: Vec<Arc<IssuerConfig>>,
     /// The legacy API keys (loaded from `api_keys.file` when the config compiles).
     pub api_keys: Option<Arc<crate::auth::apikeys::KeyStore>>,
     pub dpop: DpopSettings,
     /// Shared state (Redis) and the fail policies. Applies at restart.
     pub state: StateSettings,
-    /// `admin.token_file`: what `POST /revocations` requires.
-    pub admin_token: Option<AdminToken>,
     pub routes: Vec<Arc<Route>>,
     /// PRM path (path-inserted well-known URL path) → route index.
     pub metadata_paths: HashMap<(Option<String>, String), usize>,
-}
-
-/// Compiled `state` block.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateSettings {
-    pub redis: Option<RedisSettings>,
-    /// DPoP replay when Redis cannot answer (default closed).
-    pub dpop_replay_fail: FailMode,
-    /// Revocation checks when the local copy cannot be confirmed (default open).
-    pub revocations_fail: FailMode,
-    /// The longest the local copy may go unconfirmed before the fail policy applies.
-    pub revocations_max_stale: Duration,
-}
-
-/// Compiled `state.redis`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RedisSettings {
-    /// The URL as configured, credentials included: never log it (see [`Self::redacted`]).
-    pub url: String,
-    /// The URL with its password replaced, for logs and `mcpgate check`.
-    pub redacted: String,
-    pub key_prefix: String,
-    pub timeout: Duration,
-    pub connect_timeout: Duration,
-    pub ca_file: Option<PathBuf>,
-    /// PEM read from `ca_file` when the config was compiled.
-    pub ca_pem: Option<Vec<u8>>,
-    pub breaker_failures: u32,
-    pub breaker_open: Duration,
-    pub readyz: bool,
-    pub hmac_key_file: Option<PathBuf>,
-    /// The key read from `hmac_key_file` when the config was compiled (never printed).
-    pub hmac_key: Option<Vec<u8>>,
-}
-
-impl fmt::Debug for RedisSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisSettings")
-            .field("url", &self.redacted)
-            .field("key_prefix", &self.key_prefix)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RedisSettings {
-    /// Deadline of background and admin calls (sync, writes): never below one second.
-    pub fn background_timeout(&self) -> Duration {
-        self.timeout.max(Duration::from_secs(1))
-    }
-
-    /// Whether the connection is TLS (`rediss://`).
-    pub fn tls(&self) -> bool {
-        self.url.starts_with("rediss://")
-    }
-}
-
-/// The admin token: only its SHA-256 is kept.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken {
-    pub file: PathBuf,
-    pub sha256: [u8; 32],
-}
-
-impl fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AdminToken")
-            .field("file", &self.file)
-            .finish_non_exhaustive()
-    }
-}
-
-impl AdminToken {
-    /// Whether `presented` is the admin token (constant time over the digests).
-    pub fn matches(&self, presented: &str) -> bool {
-        use sha2::Digest as _;
-        let d: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
-        aws_lc_rs::constant_time::verify_slices_are_equal(&d, &self.sha256).is_ok()
-    }
-}
-
-/// Read `admin.token_file`: one line (a trailing newline is stripped), at least 16
-/// visible ASCII characters.
-fn load_admin_token(file: PathBuf) -> Result<AdminToken, String> {
-    use sha2::Digest as _;
-    let raw =
-        std::fs::read(&file).map_err(|e| format!("admin.token_file {}: {e}", file.display()))?;
-    let token = crate::auth::apikeys::strip_one_newline(&raw);
-    if token.len() < 16 || !token.iter().all(|b| (0x21..=0x7e).contains(b)) {
-        return Err(format!(
-            "admin.token_file {}: the token must be at least 16 visible ASCII characters, \
-             without spaces, on one line",
-            file.display()
-        ));
-    }
-    Ok(AdminToken {
-        sha256: sha2::Sha256::digest(token).into(),
-        file,
-    })
-}
-
-/// The URL with any password replaced by `***`.
-pub fn redact_url(s: &str) -> String {
-    match url::Url::parse(s) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => "(unparsable URL)".to_string(),
-    }
-}
-
-fn compile_state(config_file: &str, f: FileState) -> Result<StateSettings, String> {
-    let redis = match f.redis {
-        None => None,
-        Some(r) => {
-            let redacted = redact_url(&r.url);
-            let u =
-                url::Url::parse(&r.url).map_err(|e| format!("state.redis.url {redacted}: {e}"))?;
-            if u.scheme() != "redis" && u.scheme() != "rediss" {
-                return Err(format!(
-                    "state.redis.url {redacted}: the scheme must be redis:// or rediss:// (TLS)"
-                ));
-            }
-            if u.host_str().is_none_or(str::is_empty) {
-                return Err(format!("state.redis.url {redacted}: no host"));
-            }
-            redis::Client::open(r.url.as_str())
-                .map_err(|e| format!("state.redis.url {redacted}: {e}"))?;
-            if r.key_prefix.len() > 64 || r.key_prefix.bytes().any(|b| !(0x21..=0x7e).contains(&b))
-            {
-                return Err(
-                    "state.redis.key_prefix must be at most 64 visible ASCII characters".into(),
-                );
-            }
-            if !(1..=10_000).contains(&r.timeout_ms) {
-                return Err("state.redis.timeout_ms must be between 1 and 10000".into());
-            }
-            if !(10..=30_000).contains(&r.connect_timeout_ms) {
-                return Err("state.redis.connect_timeout_ms must be between 10 and 30000".into());
-            }
-            if !(1..=100).contains(&r.breaker_failures) {
-                return Err("state.redis.breaker_failures must be between 1 and 100".into());
-            }
-            if !(100..=60_000).contains(&r.breaker_open_ms) {
-                return Err("state.redis.breaker_open_ms must be between 100 and 60000".into());
-            }
-            let ca_file = r.ca_file.map(|p| relative_to(config_file, p));
-            let ca_pem = match &ca_file {
-                None => None,
-                Some(_) if u.scheme() != "rediss" => {
-                    return Err("state.redis.ca_file needs a rediss:// URL".into())
-                }
-                Some(p) => {
-                    use rustls_pki_types::pem::PemObject;
-                    let pem = std::fs::read(p)
-                        .map_err(|e| format!("state.redis.ca_file {}: {e}", p.display()))?;
-                    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| format!("state.redis.ca_file {}: {e}", p.display()))?;
-                    if certs.is_empty() {
-                        return Err(format!(
-                            "state.redis.ca_file {}: no certificate found",
-                            p.display()
-                        ));
-                    }
-                    Some(pem)
-                }
-            };
-            let hmac_key_file = r.hmac_key_file.map(|p| relative_to(config_file, p));
-            let hmac_key = match &hmac_key_file {
-                None => None,
-                Some(p) => {
-                    let raw = std::fs::read(p)
-                        .map_err(|e| format!("state.redis.hmac_key_file {}: {e}", p.display()))?;
-                    let key = crate::auth::apikeys::strip_one_newline(&raw);
-                    if key.len() < 32 {
-                        return Err(format!(
-                            "state.redis.hmac_key_file {}: the key must be at least 32 bytes \
-                             (e.g. `openssl rand -base64 48`)",
-                            p.display()
-                        ));
-                    }
-                    Some(key.to_vec())
-                }
-            };
-            Some(RedisSettings {
-                url: r.url,
-                redacted,
-                key_prefix: r.key_prefix,
-                timeout: Duration::from_millis(r.timeout_ms),
-                connect_timeout: Duration::from_millis(r.connect_timeout_ms),
-                ca_file,
-                ca_pem,
-                breaker_failures: r.breaker_failures,
-                breaker_open: Duration::from_millis(r.breaker_open_ms),
-                readyz: r.readyz,
-                hmac_key_file,
-                hmac_key,
-            })
-        }
-    };
-    let max_stale = f.revocations.max_stale_seconds.unwrap_or(5);
-    if !(1..=3600).contains(&max_stale) {
-        return Err("state.revocations.max_stale_seconds must be between 1 and 3600".into());
-    }
-    if redis.is_none()
-        && (f.dpop_replay.fail.is_some()
-            || f.revocations.fail.is_some()
-            || f.revocations.max_stale_seconds.is_some())
-    {
-        return Err("state: fail policies need state.redis (without it, state is local)".into());
-    }
-    Ok(StateSettings {
-        redis,
-        dpop_replay_fail: f.dpop_replay.fail.unwrap_or(FailMode::Closed),
-        revocations_fail: f.revocations.fail.unwrap_or(FailMode::Open),
-        revocations_max_stale: Duration::from_secs(max_stale),
-    })
 }
 
 /// Compiled DPoP settings.
@@ -885,21 +500,6 @@ fn compile_dpop(f: &FileDpop) -> Result<DpopSettings, String> {
         nonces: crate::auth::dpop::Nonces::new(secret, f.nonce_lifetime_seconds as i64),
         replay_entries: f.replay_cache_entries.max(1),
     })
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-/// The gateway's public base URL, split once.
-#[derive(Debug, Clone)]
-pub struct PublicUrl {
-    pub url: String,
-    pub scheme: String,
-    /// host[:port] as it appears in the URL (port omitted when default).
-    pub authority: String,
 }
 
 /// Identifies one issuer entry with every setting that shapes its verdicts.
@@ -1024,6 +624,7 @@ impl Config {
             let loc = e.location();
             ConfigError {
                 file: name.to_string(),
+                at: String::new(),
                 line: loc.as_ref().map(|l| l.line()),
                 column: loc.as_ref().map(|l| l.column()),
                 reason: strip_serde_location(&e.to_string()),
@@ -1035,48 +636,17 @@ impl Config {
     /// Validate the file layer and build the compiled config.
     pub fn compile(name: &str, file: FileConfig) -> Result<Config, ConfigError> {
         let err = |reason: String| ConfigError::new(name, reason);
-        let public = parse_public_url(&file.listen.public_url).map_err(err)?;
-        check_socket_addr(&file.listen.address).map_err(|e| err(format!("listen.address: {e}")))?;
-        check_socket_addr(&file.admin.address).map_err(|e| err(format!("admin.address: {e}")))?;
-        if file.listen.address == file.admin.address {
-            return Err(err(
-                "admin.address must differ from listen.address: the admin listener is never public"
-                    .into(),
-            ));
-        }
-        let threads = match file.listen.threads {
-            Some(0) => return Err(err("listen.threads must be at least 1".into())),
-            Some(n) => n,
-            None => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-        };
-        if file.limits.max_header_bytes < 1024 {
-            return Err(err("limits.max_header_bytes must be at least 1024".into()));
-        }
-        let connections = crate::connection_limits::Limits::compile(
-            file.limits.request_head_timeout_seconds,
-            file.limits.idle_timeout_seconds,
-            file.limits.max_connections_per_address,
-            file.limits.max_connections,
-        )
-        .map_err(err)?;
-        if file.shutdown.grace_seconds > 3600 {
-            return Err(err("shutdown.grace_seconds must be at most 3600".into()));
-        }
+        let loc = |e: CompileError| ConfigError::located(name, e);
+        let mut listeners =
+            Listeners::compile(name, file.listen, file.admin, file.shutdown).map_err(loc)?;
+        let (connections, requests) = crate::connections::compile(&file.limits).map_err(loc)?;
         if file.token_cache.max_entries == 0 {
             return Err(err("token_cache.max_entries must be at least 1".into()));
         }
 
         let hierarchy = Hierarchy::compile(&file.scope_hierarchy).map_err(err)?;
         let dpop = compile_dpop(&file.dpop).map_err(err)?;
-        let state = compile_state(name, file.state).map_err(err)?;
-        let admin_token = file
-            .admin
-            .token_file
-            .map(|f| load_admin_token(relative_to(name, f)))
-            .transpose()
-            .map_err(err)?;
+        let state = crate::store::compile(name, file.state).map_err(loc)?;
 
         let mut issuers = Vec::new();
         let mut issuer_index = HashMap::new();
@@ -1088,10 +658,10 @@ impl Config {
             issuers.push(Arc::new(ic));
         }
         let api_keys = match file.api_keys {
-            Some(k) => Some(Arc::new(crate::auth::apikeys::KeyStore::load(
-                &relative_to(name, k.file),
-                &k.header,
-            )?)),
+            Some(k) => Some(Arc::new(
+                crate::auth::apikeys::KeyStore::load(&relative_to(name, k.file), &k.header)
+                    .map_err(loc)?,
+            )),
             None => None,
         };
 
@@ -1119,7 +689,7 @@ impl Config {
             }
             let root_metadata = fr.root_metadata;
             let cx = RouteContext {
-                public: &public,
+                public: &listeners.public,
                 issuers: &issuers,
                 issuer_index: &issuer_index,
                 hierarchy: &hierarchy,
@@ -1169,31 +739,16 @@ impl Config {
             routes.push(Arc::new(route));
         }
 
-        let tls = file.listen.tls.map(|t| TlsFiles {
-            cert: relative_to(name, t.cert),
-            key: relative_to(name, t.key),
-        });
-        let tls_key = match &tls {
-            Some(t) => Some(crate::tls::load_certified_key(&t.cert, &t.key).map_err(err)?),
-            None => None,
-        };
+        listeners.load_tls().map_err(loc)?;
 
         Ok(Config {
             source: name.to_string(),
-            listen_address: file.listen.address,
-            admin_address: file.admin.address,
-            threads,
-            tls,
-            tls_key,
-            public,
+            listeners,
             token_cache_entries: file.token_cache.max_entries,
             dpop,
             state,
-            admin_token,
-            max_header_bytes: file.limits.max_header_bytes,
-            max_body_bytes: file.limits.max_body_bytes,
             connections,
-            shutdown_grace_seconds: file.shutdown.grace_seconds,
+            requests,
             issuers,
             api_keys,
             routes,
@@ -1218,7 +773,10 @@ impl Config {
     pub fn summary(&self) -> String {
         let mut s = format!(
             "{}: OK\n  listen {} (public {}), admin {}\n",
-            self.source, self.listen_address, self.public.url, self.admin_address
+            self.source,
+            self.listeners.address,
+            self.listeners.public.url,
+            self.listeners.admin_address
         );
         s.push_str(&format!("  issuers ({}):\n", self.issuers.len()));
         for i in &self.issuers {
@@ -1267,7 +825,7 @@ impl Config {
                 }
             ));
         }
-        if let Some(t) = &self.admin_token {
+        if let Some(t) = &self.listeners.admin_token {
             s.push_str(&format!(
                 "  admin token: {} (POST /revocations enabled)\n",
                 t.file.display()
@@ -1331,17 +889,6 @@ impl Config {
     }
 }
 
-/// Resolve a path from the config relative to the config file's directory.
-fn relative_to(config_file: &str, p: PathBuf) -> PathBuf {
-    if p.is_absolute() {
-        return p;
-    }
-    match Path::new(config_file).parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.join(p),
-        _ => p,
-    }
-}
-
 fn strip_serde_location(msg: &str) -> String {
     // serde_yaml appends " at line L column C"; we report the location separately.
     match msg.rfind(" at line ") {
@@ -1366,6 +913,7 @@ pub fn expand_env(name: &str, text: &str) -> Result<String, ConfigError> {
                 let Some(end) = body.find('}') else {
                     return Err(ConfigError {
                         file: name.to_string(),
+                        at: String::new(),
                         line: Some(lineno + 1),
                         column: Some(line.len() - after.len() + 1),
                         reason: "unterminated ${...}".into(),
@@ -1380,6 +928,7 @@ pub fn expand_env(name: &str, text: &str) -> Result<String, ConfigError> {
                     None => {
                         return Err(ConfigError {
                             file: name.to_string(),
+                            at: String::new(),
                             line: Some(lineno + 1),
                             column: Some(line.len() - after.len() + 1),
                             reason: if valid {
@@ -1399,60 +948,6 @@ pub fn expand_env(name: &str, text: &str) -> Result<String, ConfigError> {
         out.push_str(rest);
     }
     Ok(out)
-}
-
-fn check_socket_addr(s: &str) -> Result<(), String> {
-    s.parse::<SocketAddr>()
-        .map(|_| ())
-        .map_err(|_| format!("{s:?} is not an ip:port socket address"))
-}
-
-fn parse_public_url(s: &str) -> Result<PublicUrl, String> {
-    let u = url::Url::parse(s).map_err(|e| format!("listen.public_url {s:?}: {e}"))?;
-    if u.scheme() != "https" && u.scheme() != "http" {
-        return Err(format!(
-            "listen.public_url {s:?}: scheme must be http or https"
-        ));
-    }
-    if u.path() != "/" || u.query().is_some() || u.fragment().is_some() {
-        return Err(format!(
-            "listen.public_url {s:?}: must be an origin (scheme, host, port) with no path"
-        ));
-    }
-    let host = u
-        .host_str()
-        .ok_or_else(|| format!("listen.public_url {s:?}: no host"))?;
-    let authority = match u.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_string(),
-    };
-    Ok(PublicUrl {
-        url: format!("{}://{}", u.scheme(), authority),
-        scheme: u.scheme().to_string(),
-        authority,
-    })
-}
-
-/// Whether a URL may use plain http: only loopback hosts.
-pub fn is_loopback_url(u: &url::Url) -> bool {
-    match u.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
-pub(crate) fn check_fetch_url(what: &str, s: &str) -> Result<(), String> {
-    let u = url::Url::parse(s).map_err(|e| format!("{what} {s:?}: {e}"))?;
-    match u.scheme() {
-        "https" => Ok(()),
-        "http" if is_loopback_url(&u) => Ok(()),
-        "http" => Err(format!(
-            "{what} {s:?}: must be https (plain http is allowed only for loopback hosts)"
-        )),
-        other => Err(format!("{what} {s:?}: unsupported scheme {other}")),
-    }
 }
 
 fn compile_issuer(fi: FileIssuer) -> Result<IssuerConfig, String> {
@@ -1881,6 +1376,7 @@ pub fn default_config_path() -> PathBuf {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+    use crate::store::FailMode;
 
     const BASE: &str = r#"
 listen:
@@ -2069,7 +1565,7 @@ routes:
         assert!(e.reason.contains("at least 16"), "{}", e.reason);
         std::fs::write(&f, "0123456789abcdef-admin\n").unwrap();
         let c = Config::from_yaml("t.yaml", &text).unwrap();
-        let t = c.admin_token.as_ref().unwrap();
+        let t = c.listeners.admin_token.as_ref().unwrap();
         assert!(t.matches("0123456789abcdef-admin"));
         assert!(!t.matches("0123456789abcdef-admin\n"));
         assert!(!t.matches("0123456789abcdef-admiN"));

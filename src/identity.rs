@@ -16,7 +16,8 @@ use std::net::IpAddr;
 
 use pingora_http::RequestHeader;
 
-use crate::config::{PublicUrl, Route};
+use crate::config::Route;
+use crate::listeners::PublicUrl;
 use crate::path;
 use crate::principal::{AuthMethod, Principal};
 
@@ -320,7 +321,7 @@ mod tests {
             Some(&p),
             "/gh/mcp",
             "10.0.0.1".parse().ok(),
-            &c.public,
+            &c.listeners.public,
         );
         let get = |n: &str| {
             req.headers

@@ -25,8 +25,14 @@ use crate::principal::{hash_prefix, Principal, TokenHash};
 use crate::respond;
 use crate::routing::cors;
 use crate::routing::{self, Target};
+use crate::state::GatewayState;
 use crate::state::{InFlight, Snapshot};
-use crate::{identity, metrics, streams, Gateway};
+use crate::{identity, metrics, streams};
+
+/// The pingora proxy application.
+pub struct Gateway {
+    pub state: Arc<GatewayState>,
+}
 
 /// Per-request state, carried across phases.
 #[derive(Default)]
@@ -465,7 +471,7 @@ impl ProxyHttp for Gateway {
         // chunked bodies that grow past it (the upstream sees a truncated request).
         if let (Some(b), Some(config)) = (body.as_ref(), ctx.config.as_ref()) {
             ctx.body_bytes += b.len() as u64;
-            if ctx.body_bytes > config.max_body_bytes {
+            if ctx.body_bytes > config.requests.max_body_bytes {
                 return Err(pingora_core::Error::explain(
                     pingora_core::ErrorType::HTTPStatus(413),
                     "request body over limits.max_body_bytes",
@@ -497,7 +503,7 @@ impl ProxyHttp for Gateway {
             ctx.principal.as_deref(),
             &ctx.path,
             client_ip,
-            &config.public,
+            &config.listeners.public,
         );
         if ctx.body_inspected {
             // We already answered 100 Continue and hold the whole body.

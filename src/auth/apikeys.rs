@@ -20,7 +20,8 @@ use pingora_http::ResponseHeader;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{AuthMode, ConfigError};
+use crate::compile::{yaml_error, CompileError};
+use crate::config::AuthMode;
 use crate::error::Refusal;
 use crate::principal::{AuthMethod, Principal};
 
@@ -89,14 +90,9 @@ pub enum KeyRefusal {
 impl KeyStore {
     /// Read and validate a key file. Errors name the key file (and a line where serde
     /// gives one), so `mcpgate check` points at the right place.
-    pub fn load(file: &Path, header: &str) -> Result<KeyStore, ConfigError> {
+    pub fn load(file: &Path, header: &str) -> Result<KeyStore, CompileError> {
         let name = file.display().to_string();
-        let err = |reason: String| ConfigError {
-            file: name.clone(),
-            line: None,
-            column: None,
-            reason,
-        };
+        let err = |reason: String| CompileError::in_file(&name, None, None, reason);
         let header = HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
             err(format!(
                 "api_keys.header {header:?} is not a valid header name"
@@ -127,77 +123,20 @@ impl KeyStore {
         file: PathBuf,
         header: HeaderName,
         text: &str,
-    ) -> Result<KeyStore, ConfigError> {
+    ) -> Result<KeyStore, CompileError> {
         let parsed: FileKeys = serde_yaml::from_str(text).map_err(|e| {
-            let loc = e.location();
-            let msg = e.to_string();
-            ConfigError {
-                file: name.to_string(),
-                line: loc.as_ref().map(|l| l.line()),
-                column: loc.as_ref().map(|l| l.column()),
-                reason: match msg.rfind(" at line ") {
-                    Some(i) => msg[..i].to_string(),
-                    None => msg,
-                },
-            }
+            let (line, column, reason) = yaml_error(&e);
+            CompileError::in_file(name, line, column, reason)
         })?;
         let mut entries = Vec::with_capacity(parsed.keys.len());
         let mut ids = HashSet::new();
         let mut digests = HashSet::new();
         for (i, k) in parsed.keys.into_iter().enumerate() {
-            let ctx = |reason: String| ConfigError {
-                file: name.to_string(),
-                line: None,
-                column: None,
-                reason: format!("keys[{i}] ({:?}): {reason}", k.id),
-            };
-            if k.id.is_empty() || !k.id.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-                return Err(ctx(
-                    "id must be non-empty visible ASCII without spaces".into()
-                ));
-            }
-            if !ids.insert(k.id.clone()) {
-                return Err(ctx("id is used twice".into()));
-            }
-            let digest = parse_digest(&k.sha256).ok_or_else(|| {
-                ctx("sha256 must be 64 hex digits (the output of `mcpgate hash-key`)".into())
+            let id = format!("{:?}", k.id);
+            let entry = compile_key(k, &mut ids, &mut digests).map_err(|reason| {
+                CompileError::in_file(name, None, None, format!("keys[{i}] ({id}): {reason}"))
             })?;
-            if !digests.insert(digest) {
-                return Err(ctx("the same key (sha256) is listed twice".into()));
-            }
-            if k.subject.is_empty() {
-                return Err(ctx("subject must not be empty".into()));
-            }
-            for s in &k.scopes {
-                crate::scope::check_scope_token(s).map_err(ctx)?;
-            }
-            let expires = k
-                .expires
-                .as_deref()
-                .map(|e| parse_rfc3339(e).map_err(|r| ctx(format!("expires: {r}"))))
-                .transpose()?;
-            let principal = Principal {
-                method: AuthMethod::ApiKey,
-                iss: Arc::from(""),
-                issuer_name: Arc::from(""),
-                subject: Some(k.subject.into_boxed_str()),
-                client_id: Some(Arc::from(k.id)),
-                scopes: Arc::from(k.scopes.join(" ")),
-                audiences: Arc::new([]),
-                any_audience: true,
-                exp: expires.unwrap_or(i64::MAX / 4),
-                nbf: None,
-                skew: 0,
-                cnf_jkt: None,
-                jti: None,
-                iat: None,
-                azp: None,
-            };
-            entries.push(Entry {
-                digest,
-                expires,
-                principal: Arc::new(principal),
-            });
+            entries.push(entry);
         }
         Ok(KeyStore {
             file,
@@ -240,6 +179,62 @@ impl KeyRefusal {
         }
     }
 }
+
+/// One key file entry, checked against the entries before it (`ids`, `digests`).
+fn compile_key(
+    k: FileKey,
+    ids: &mut HashSet<String>,
+    digests: &mut HashSet<[u8; 32]>,
+) -> Result<Entry, String> {
+    if k.id.is_empty() || !k.id.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err("id must be non-empty visible ASCII without spaces".into());
+    }
+    if !ids.insert(k.id.clone()) {
+        return Err("id is used twice".into());
+    }
+    let digest = parse_digest(&k.sha256)
+        .ok_or("sha256 must be 64 hex digits (the output of `mcpgate hash-key`)")?;
+    if !digests.insert(digest) {
+        return Err("the same key (sha256) is listed twice".into());
+    }
+    if k.subject.is_empty() {
+        return Err("subject must not be empty".into());
+    }
+    for s in &k.scopes {
+        crate::scope::check_scope_token(s)?;
+    }
+    let expires = k
+        .expires
+        .as_deref()
+        .map(|e| parse_rfc3339(e).map_err(|r| format!("expires: {r}")))
+        .transpose()?;
+    let principal = Principal {
+        method: AuthMethod::ApiKey,
+        iss: Arc::from(""),
+        issuer_name: Arc::from(""),
+        subject: Some(k.subject.into_boxed_str()),
+        client_id: Some(Arc::from(k.id)),
+        scopes: Arc::from(k.scopes.join(" ")),
+        audiences: Arc::new([]),
+        any_audience: true,
+        exp: expires.unwrap_or(NEVER),
+        nbf: None,
+        skew: 0,
+        cnf_jkt: None,
+        jti: None,
+        iat: None,
+        azp: None,
+    };
+    Ok(Entry {
+        digest,
+        expires,
+        principal: Arc::new(principal),
+    })
+}
+
+/// The `exp` of a key without `expires`: far enough never to come, small enough that
+/// adding a skew or grace cannot overflow.
+const NEVER: i64 = i64::MAX / 4;
 
 fn parse_digest(hex: &str) -> Option<[u8; 32]> {
     let b = hex.as_bytes();
@@ -288,17 +283,6 @@ pub struct NewEntry<'a> {
     pub subject: Option<&'a str>,
     pub scopes: &'a [String],
     pub expires: Option<&'a str>,
-}
-
-/// Strip one trailing newline (`\n` or `\r\n`) from what was read on stdin.
-pub fn strip_one_newline(input: &[u8]) -> &[u8] {
-    if let Some(rest) = input.strip_suffix(b"\r\n") {
-        rest
-    } else if let Some(rest) = input.strip_suffix(b"\n") {
-        rest
-    } else {
-        input
-    }
 }
 
 /// The key file entry for `key`, as YAML lines to paste under `keys:`. The key must be
@@ -465,7 +449,7 @@ mod tests {
             .collect()
     }
 
-    fn store(text: &str) -> Result<KeyStore, ConfigError> {
+    fn store(text: &str) -> Result<KeyStore, CompileError> {
         KeyStore::parse(
             "keys.yaml",
             PathBuf::from("keys.yaml"),
@@ -473,6 +457,8 @@ mod tests {
             text,
         )
     }
+
+    use crate::compile::strip_one_newline;
 
     #[test]
     fn valid_unknown_expired() {
@@ -512,7 +498,7 @@ mod tests {
             hex("k")
         ))
         .unwrap_err();
-        assert_eq!(e.line, Some(5), "{e}");
+        assert_eq!(e.elsewhere.as_ref().unwrap().line, Some(5), "{e}");
         assert!(e.reason.contains("unknown field `scope`"), "{e}");
         let dup = format!(
             "keys:\n  - {{id: a, sha256: {h}, subject: s}}\n  - {{id: b, sha256: {h}, subject: s}}\n",

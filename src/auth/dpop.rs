@@ -455,7 +455,7 @@ impl ReplayStore for LocalReplay {
 pub struct SharedReplay {
     pub local: LocalReplay,
     pub store: std::sync::Arc<crate::store::Store>,
-    pub fail: crate::config::FailMode,
+    pub fail: crate::failmode::FailMode,
     pub loud: crate::store::LoudLog,
 }
 
@@ -468,11 +468,11 @@ impl ReplayStore for SharedReplay {
         match self.store.set_nx(&key, ttl).await {
             Ok(first) => Ok(first),
             Err(e) => match self.fail {
-                crate::config::FailMode::Closed => {
+                crate::failmode::FailMode::Closed => {
                     self.local.forget(&key);
                     Err(ReplayUnavailable)
                 }
-                crate::config::FailMode::Open => {
+                crate::failmode::FailMode::Open => {
                     crate::metrics::state_fail_open("dpop_replay");
                     self.loud.error(|n| {
                         tracing::error!(

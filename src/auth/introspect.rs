@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::check_times;
-use crate::auth::jwks::Fetcher;
+use crate::background::Fetcher;
 use crate::clock::now_unix;
 use crate::config::{FileIntrospection, IssuerConfig, Route};
 use crate::error::Refusal;
@@ -91,7 +91,7 @@ pub struct IntrospectionConfig {
 pub fn compile(f: FileIntrospection) -> Result<IntrospectionConfig, String> {
     let ctx = |e: String| format!("introspection: {e}");
     if let Some(e) = &f.endpoint {
-        crate::config::check_fetch_url("endpoint", e).map_err(ctx)?;
+        crate::compile::check_fetch_url("endpoint", e).map_err(ctx)?;
     }
     if f.client_id.is_empty() {
         return Err(ctx("client_id must not be empty".into()));

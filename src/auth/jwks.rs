@@ -6,8 +6,7 @@
 //! single-flight, rate-limited fetch. When fetches fail we keep serving the last good keys
 //! until `jwks_max_stale_seconds`, then report them unusable (the caller answers 503).
 //!
-//! All outbound HTTP runs on one small dedicated runtime ([`Fetcher`]) so the reqwest
-//! connection pool is never shared across pingora's per-service runtimes.
+//! Fetches run on the side-work runtime (`background::Fetcher`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,112 +15,15 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 
 use crate::auth::jwt::{parse_jwks, VerifyKey};
+use crate::background::{get_json, Fetcher};
 use crate::clock::now_unix;
 use crate::config::IssuerConfig;
 use crate::metrics;
 
-const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_BODY: usize = 1024 * 1024;
 /// Minimum time between two on-demand fetches for one issuer (unknown kid, cold start).
 const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// Minimum time between two fetch attempts while an issuer has no keys at all.
 const MIN_COLD_RETRY: Duration = Duration::from_secs(2);
-
-/// The outbound HTTP client and the runtime it lives on.
-pub struct Fetcher {
-    runtime: tokio::runtime::Runtime,
-    client: reqwest::Client,
-}
-
-impl Fetcher {
-    pub fn new() -> Result<Arc<Fetcher>, String> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("mcpgate-fetch")
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start fetch runtime: {e}"))?;
-        let client = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .connect_timeout(Duration::from_secs(3))
-            .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                // Follow at most 3 redirects, and only on the same host and scheme.
-                // Same origin only: scheme, host and port.
-                let same = attempt
-                    .previous()
-                    .first()
-                    .is_some_and(|first| first.origin() == attempt.url().origin());
-                if attempt.previous().len() > 3 || !same {
-                    attempt.stop()
-                } else {
-                    attempt.follow()
-                }
-            }))
-            .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
-        Ok(Arc::new(Fetcher { runtime, client }))
-    }
-
-    /// Run a future on the fetch runtime and await it from any runtime.
-    pub async fn run<F, T>(&self, fut: F) -> Option<T>
-    where
-        F: std::future::Future<Output = T> + Send + 'static,
-        T: Send + 'static,
-    {
-        self.runtime.spawn(fut).await.ok()
-    }
-
-    pub fn spawn<F>(&self, fut: F)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        self.runtime.spawn(fut);
-    }
-
-    pub fn client(&self) -> reqwest::Client {
-        self.client.clone()
-    }
-}
-
-/// GET a JSON document with a size cap. Returns the body and the Cache-Control max-age.
-pub async fn get_json(
-    client: &reqwest::Client,
-    url: &str,
-) -> Result<(Vec<u8>, Option<u64>), String> {
-    let mut resp = client
-        .get(url)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    if !resp.status().is_success() {
-        return Err(format!("GET {url}: HTTP {}", resp.status().as_u16()));
-    }
-    let max_age = resp
-        .headers()
-        .get("cache-control")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_max_age);
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(format!("GET {url}: body larger than {MAX_BODY} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok((body, max_age))
-}
-
-fn parse_max_age(cc: &str) -> Option<u64> {
-    cc.split(',').find_map(|d| {
-        let d = d.trim();
-        let v = d
-            .strip_prefix("max-age=")
-            .or_else(|| d.strip_prefix("s-maxage="))?;
-        v.trim_matches('"').parse().ok()
-    })
-}
 
 /// The keys of one issuer at one moment.
 pub struct KeySnapshot {
@@ -368,7 +270,7 @@ pub async fn discover(
                 match doc.get(field).and_then(|v| v.as_str()) {
                     Some(j) => {
                         let ju = url::Url::parse(j).map_err(|e| format!("{field} {j}: {e}"))?;
-                        if ju.scheme() != "https" && !crate::config::is_loopback_url(&ju) {
+                        if ju.scheme() != "https" && !crate::compile::is_loopback_url(&ju) {
                             return Err(format!("{field} {j} is not https"));
                         }
                         return Ok(j.to_string());
@@ -380,17 +282,4 @@ pub async fn discover(
         }
     }
     Err(format!("{field} discovery failed: {}", errors.join("; ")))
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::*;
-
-    #[test]
-    fn max_age_parsing() {
-        assert_eq!(parse_max_age("public, max-age=600"), Some(600));
-        assert_eq!(parse_max_age("no-cache"), None);
-        assert_eq!(parse_max_age("s-maxage=30, max-age=10"), Some(30));
-    }
 }

@@ -15,6 +15,7 @@ use base64::Engine;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::services::listening::Service;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -422,4 +423,38 @@ MCP Inspector (CLI mode, Node 20+):
   npx -y @modelcontextprotocol/inspector@2 --cli {url} --transport http --header "Authorization: Bearer $READER_TOKEN" --method tools/call --tool-name whoami
 "#
     )
+}
+/// Lifetime of the two tokens `mcpgate dev` prints.
+const BANNER_TOKEN_TTL: i64 = 3600;
+
+/// Run `mcpgate dev`: the gateway on the embedded `config/dev.yaml`, the development
+/// issuer and the demo MCP server, until the process is stopped.
+pub fn run() -> std::process::ExitCode {
+    match serve() {
+        Ok(never) => never,
+        Err(e) => {
+            crate::logs::flush();
+            eprintln!("mcpgate dev: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve() -> Result<std::process::ExitCode, String> {
+    let config = crate::config::Config::from_yaml("config/dev.yaml (embedded)", DEV_CONFIG)
+        .map_err(|e| e.to_string())?;
+    let resources: Vec<String> = config.routes.iter().map(|r| r.resource.clone()).collect();
+    let issuer = DevIssuer::new(ISSUER_URL, resources)?;
+    let reader = issuer.mint("reader", RESOURCE, "mcp:tools", BANNER_TOKEN_TTL)?;
+    let admin = issuer.mint("admin", RESOURCE, "mcp:tools mcp:admin", BANNER_TOKEN_TTL)?;
+    let (mut server, _) =
+        crate::server::build_server(config, crate::server::RunOptions::default())?;
+    let mut issuer_svc = Service::new("dev issuer".to_string(), issuer);
+    issuer_svc.add_tcp(ISSUER_ADDR);
+    server.add_service(issuer_svc);
+    let mut demo = Service::new("demo MCP server".to_string(), DemoMcp);
+    demo.add_tcp(DEMO_ADDR);
+    server.add_service(demo);
+    println!("{}", banner(&reader, &admin));
+    server.run_forever()
 }

@@ -142,7 +142,7 @@ fn check_limits(config: &Config, req: &RequestHeader) -> Result<(), Refusal> {
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum::<usize>()
         + req.raw_path().len();
-    if header_bytes > config.max_header_bytes {
+    if header_bytes > config.requests.max_header_bytes {
         return Err(Refusal::HeadersTooLarge);
     }
     let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
@@ -170,7 +170,7 @@ pub fn body_too_large(config: &Config, req: &RequestHeader) -> bool {
     req.headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(content_length)
-        .is_some_and(|n| n > config.max_body_bytes)
+        .is_some_and(|n| n > config.requests.max_body_bytes)
 }
 
 pub fn classify(config: &Config, req: &RequestHeader) -> Result<Target, Refusal> {

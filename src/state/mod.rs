@@ -16,8 +16,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::auth::introspect::Introspector;
-use crate::auth::jwks::{Fetcher, IssuerKeys};
+use crate::auth::jwks::IssuerKeys;
 use crate::auth::Authenticator;
+use crate::background::Fetcher;
 use crate::config::{Config, IssuerConfig};
 use crate::upstream::Resolver;
 
@@ -65,6 +66,12 @@ fn same_key_source(a: &IssuerConfig, b: &IssuerConfig) -> bool {
         && a.algorithms == b.algorithms
         && a.refresh == b.refresh
         && a.max_stale == b.max_stale
+}
+
+impl std::fmt::Debug for GatewayState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatewayState")
+    }
 }
 
 impl GatewayState {
@@ -128,22 +135,22 @@ impl GatewayState {
     pub fn apply(&self, config: Config) -> Vec<String> {
         let old = self.snapshot.load_full();
         let mut notes = Vec::new();
-        if old.config.listen_address != config.listen_address {
+        if old.config.listeners.address != config.listeners.address {
             notes.push(format!(
                 "listen.address changed ({} -> {}): takes effect on restart",
-                old.config.listen_address, config.listen_address
+                old.config.listeners.address, config.listeners.address
             ));
         }
-        if old.config.admin_address != config.admin_address {
+        if old.config.listeners.admin_address != config.listeners.admin_address {
             notes.push(format!(
                 "admin.address changed ({} -> {}): takes effect on restart",
-                old.config.admin_address, config.admin_address
+                old.config.listeners.admin_address, config.listeners.admin_address
             ));
         }
-        if old.config.threads != config.threads {
+        if old.config.listeners.threads != config.listeners.threads {
             notes.push("listen.threads changed: takes effect on restart".to_string());
         }
-        if old.config.tls.is_some() != config.tls.is_some() {
+        if old.config.listeners.tls.is_some() != config.listeners.tls.is_some() {
             notes.push("listen.tls added or removed: takes effect on restart".to_string());
         }
         if old.config.token_cache_entries != config.token_cache_entries {

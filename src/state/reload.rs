@@ -26,14 +26,14 @@ const SETTLE: Duration = Duration::from_millis(150);
 /// Every file a config depends on.
 fn inputs(path: &Path, config: &Config) -> Vec<PathBuf> {
     let mut v = vec![path.to_path_buf()];
-    if let Some(t) = &config.tls {
+    if let Some(t) = &config.listeners.tls {
         v.push(t.cert.clone());
         v.push(t.key.clone());
     }
     if let Some(k) = &config.api_keys {
         v.push(k.file.clone());
     }
-    if let Some(t) = &config.admin_token {
+    if let Some(t) = &config.listeners.admin_token {
         v.push(t.file.clone());
     }
     for r in &config.routes {

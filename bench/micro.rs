@@ -230,8 +230,12 @@ routes:
         .build()
         .unwrap();
     let h = mcpgate::principal::token_hash(&token);
-    rt.block_on(state.auth.authenticate(&snapshot, &route, &token, &h))
-        .unwrap();
+    rt.block_on(
+        state
+            .auth
+            .authenticate(&snapshot.issuers, &route.auth.issuers, &token, &h),
+    )
+    .unwrap();
 
     let mut g = c.benchmark_group("cache");
     g.bench_function("token_hash (SHA-256 of a 694-byte RS256 token)", |b| {
@@ -240,7 +244,12 @@ routes:
     g.bench_function("hit: token_hash + Authenticator::authenticate", |b| {
         b.iter(|| {
             let h = mcpgate::principal::token_hash(black_box(&token));
-            ready(state.auth.authenticate(&snapshot, &route, &token, &h)).unwrap()
+            ready(
+                state
+                    .auth
+                    .authenticate(&snapshot.issuers, &route.auth.issuers, &token, &h),
+            )
+            .unwrap()
         })
     });
     g.finish();

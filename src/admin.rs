@@ -175,7 +175,7 @@ impl Admin {
     fn metrics(&self) -> Response<Vec<u8>> {
         let snap = self.state.snapshot.load();
         let now = crate::clock::now_unix();
-        for (ic, keys) in snap.config.issuers.iter().zip(&snap.keys) {
+        for (ic, keys) in snap.issuers.configs.iter().zip(&snap.issuers.keys) {
             if let Some(fetched) = keys.last_success_unix() {
                 crate::metrics::jwks_age(&ic.name, now - fetched);
             }

@@ -262,6 +262,23 @@ pub fn rewrite(path: &str, prefix: &str, rewrite: &str) -> String {
     }
 }
 
+/// A configured prefix (`path_prefix`, `rewrite_prefix`): starts with `/`, no trailing
+/// `/` (but `/` itself), and already in the form [`normalize`] gives.
+pub fn check_prefix(p: &str, what: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("{what} {p:?} must start with '/'"));
+    }
+    if p.len() > 1 && p.ends_with('/') {
+        return Err(format!("{what} {p:?} must not end with '/'"));
+    }
+    match normalize(p) {
+        Ok(n) if n == p => Ok(()),
+        _ => Err(format!(
+            "{what} {p:?} must be a normalized path (no dot segments, '//', '%', ';' or '\\')"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -83,6 +83,24 @@ impl Hierarchy {
     }
 }
 
+/// The space-separated union of scope lists, in order of first appearance: the one place a
+/// token's `scope` and `scp` (JWT) or an introspection answer's `scope` become the scopes
+/// of a principal. Empty tokens (repeated spaces) are dropped.
+pub fn merge<'a>(lists: impl IntoIterator<Item = &'a str>) -> String {
+    let mut scopes = String::new();
+    for list in lists {
+        for t in list.split(' ').filter(|t| !t.is_empty()) {
+            if !scopes.split(' ').any(|x| x == t) {
+                if !scopes.is_empty() {
+                    scopes.push(' ');
+                }
+                scopes.push_str(t);
+            }
+        }
+    }
+    scopes
+}
+
 /// Canonical form of an audience / resource URL for comparison: scheme and host
 /// lower-cased, nothing else touched (SPEC-CHECKLIST §9.1).
 pub fn canonical_audience(s: &str) -> String {
@@ -111,6 +129,12 @@ mod tests {
             "https://mcp.example.com/Mcp"
         );
         assert_eq!(canonical_audience("urn:x:Y"), "urn:x:Y");
+    }
+
+    #[test]
+    fn merge_keeps_first_appearance_and_drops_repeats() {
+        assert_eq!(merge(["a  b", "b c", "a"]), "a b c");
+        assert_eq!(merge(["", " "]), "");
     }
 
     #[test]

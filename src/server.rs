@@ -137,7 +137,7 @@ pub fn build_server(
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    crate::routing::log_warnings(&config);
+    crate::config::log_warnings(&config);
     let admin_addr = config.listeners.admin_address.clone();
     let state = Arc::new(GatewayState::new(config)?);
     metrics::config_state(true);

@@ -20,13 +20,32 @@ use pingora_http::ResponseHeader;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::compile::{yaml_error, CompileError};
-use crate::config::AuthMode;
+use crate::auth::AuthMode;
+use crate::compile::{relative_to, yaml_error, CompileError};
 use crate::error::Refusal;
 use crate::principal::{AuthMethod, Principal};
 
 /// The default header carrying a key (`Authorization: ApiKey <key>` is accepted too).
 pub const DEFAULT_HEADER: &str = "X-API-Key";
+
+/// `api_keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileApiKeys {
+    /// The key file (hashed entries), relative to the config file.
+    pub file: PathBuf,
+    #[serde(default = "default_api_key_header")]
+    pub header: String,
+}
+
+fn default_api_key_header() -> String {
+    DEFAULT_HEADER.to_string()
+}
+
+/// Load the key file `api_keys` names (relative to `config_file`).
+pub fn compile(config_file: &str, f: FileApiKeys) -> Result<Arc<KeyStore>, CompileError> {
+    KeyStore::load(&relative_to(config_file, f.file), &f.header).map(Arc::new)
+}
 
 /// Largest key file we read.
 const MAX_FILE: u64 = 4 * 1024 * 1024;
@@ -601,12 +620,24 @@ mod tests {
         assert!(c
             .routes
             .iter()
-            .all(|r| r.api_key_header.as_ref().unwrap() == "x-api-key"));
-        assert!(c.routes[0].deprecation.as_ref().unwrap().link.is_some());
-        assert!(c.routes[1].deprecation.as_ref().unwrap().link.is_none());
-        assert!(c.routes[2].deprecation.is_none());
+            .all(|r| r.auth.api_key_header.as_ref().unwrap() == "x-api-key"));
+        assert!(c.routes[0]
+            .auth
+            .deprecation
+            .as_ref()
+            .unwrap()
+            .link
+            .is_some());
+        assert!(c.routes[1]
+            .auth
+            .deprecation
+            .as_ref()
+            .unwrap()
+            .link
+            .is_none());
+        assert!(c.routes[2].auth.deprecation.is_none());
         // `both` serves metadata; `api_key` does not.
-        let served: Vec<usize> = c.metadata_paths.values().copied().collect();
+        let served = c.table.metadata_routes();
         assert!(served.contains(&0) && !served.contains(&1));
         assert!(c.summary().contains("api keys: 1"));
 

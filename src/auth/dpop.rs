@@ -27,9 +27,180 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::jwt::{self, Algorithm};
 use crate::auth::Presented;
-use crate::config::{DpopMode, DpopSettings, Route};
+use crate::compile::{At, CompileError};
 use crate::error::Refusal;
 use crate::principal::Principal;
+
+// ---------------------------------------------------------------------------------------------
+// The `dpop` section and a route's `dpop` settings
+// ---------------------------------------------------------------------------------------------
+
+/// DPoP proof settings shared by every route (RFC 9449).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDpop {
+    /// Proof algorithms accepted (asymmetric only).
+    pub algorithms: Option<Vec<String>>,
+    /// How old a proof's `iat` may be.
+    #[serde(default = "default_dpop_window")]
+    pub iat_past_seconds: u64,
+    /// How far in the future a proof's `iat` may be (client clock ahead).
+    #[serde(default = "default_dpop_window")]
+    pub iat_future_seconds: u64,
+    /// Secret for stateless server nonces; give every replica the same one. Default: a
+    /// random secret per process (fine for a single replica).
+    pub nonce_secret: Option<String>,
+    /// How long a nonce stays valid (it is accepted for one more period after).
+    #[serde(default = "default_dpop_window")]
+    pub nonce_lifetime_seconds: u64,
+    /// Proof `jti`s remembered for replay detection.
+    #[serde(default = "default_replay_entries")]
+    pub replay_cache_entries: u64,
+}
+
+impl Default for FileDpop {
+    fn default() -> Self {
+        FileDpop {
+            algorithms: None,
+            iat_past_seconds: default_dpop_window(),
+            iat_future_seconds: default_dpop_window(),
+            nonce_secret: None,
+            nonce_lifetime_seconds: default_dpop_window(),
+            replay_cache_entries: default_replay_entries(),
+        }
+    }
+}
+
+fn default_dpop_window() -> u64 {
+    300
+}
+fn default_replay_entries() -> u64 {
+    1_000_000
+}
+
+/// Whether a route accepts DPoP-bound tokens.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DpopMode {
+    /// Only Bearer tokens; the DPoP scheme is refused and never advertised.
+    Disabled,
+    /// Bearer and DPoP; a DPoP-bound token must come with its proof.
+    #[default]
+    Allowed,
+    /// DPoP only: Bearer presentations and unbound tokens are refused.
+    Required,
+}
+
+/// Compiled DPoP settings.
+pub struct DpopSettings {
+    pub algorithms: Vec<Algorithm>,
+    /// `algs="..."` for challenges and `dpop_signing_alg_values_supported`.
+    pub algs_param: String,
+    pub iat_past: i64,
+    pub iat_future: i64,
+    pub nonces: crate::auth::dpop::Nonces,
+    pub replay_entries: u64,
+}
+
+impl std::fmt::Debug for DpopSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpopSettings")
+            .field("algorithms", &self.algorithms)
+            .field("iat_past", &self.iat_past)
+            .field("iat_future", &self.iat_future)
+            .finish()
+    }
+}
+
+/// A random secret for this process's DPoP nonces when none is configured.
+/// `None` if the system's random source failed: the config is then refused rather than
+/// nonces made predictable by an all-zero secret.
+fn process_nonce_secret() -> Option<&'static [u8; 32]> {
+    static SECRET: std::sync::LazyLock<Option<[u8; 32]>> = std::sync::LazyLock::new(|| {
+        let mut s = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut s).ok().map(|()| s)
+    });
+    SECRET.as_ref()
+}
+
+/// Check and compile the `dpop` section.
+pub fn compile(f: &FileDpop) -> Result<DpopSettings, CompileError> {
+    compile_settings(f).at("dpop")
+}
+
+fn compile_settings(f: &FileDpop) -> Result<DpopSettings, String> {
+    let algorithms = match &f.algorithms {
+        None => Algorithm::ALL.to_vec(),
+        Some(list) if list.is_empty() => return Err("dpop.algorithms must not be empty".into()),
+        Some(list) => list
+            .iter()
+            .map(|a| {
+                Algorithm::parse(a).ok_or_else(|| {
+                    format!("dpop.algorithms: {a:?} is not an allowed asymmetric algorithm")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    if f.iat_past_seconds > 3600 || f.iat_future_seconds > 3600 {
+        return Err("dpop iat windows must be at most 3600 seconds".into());
+    }
+    if f.nonce_lifetime_seconds < 10 {
+        return Err("dpop.nonce_lifetime_seconds must be at least 10".into());
+    }
+    let secret: &[u8] = match &f.nonce_secret {
+        Some(s) if s.len() < 16 => {
+            return Err("dpop.nonce_secret must be at least 16 characters".into())
+        }
+        Some(s) => s.as_bytes(),
+        None => process_nonce_secret()
+            .ok_or("dpop: the system's random source failed; set dpop.nonce_secret")?,
+    };
+    let algs_param = algorithms
+        .iter()
+        .map(|a| a.name())
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(DpopSettings {
+        algorithms,
+        algs_param,
+        iat_past: f.iat_past_seconds as i64,
+        iat_future: f.iat_future_seconds as i64,
+        nonces: Nonces::new(secret, f.nonce_lifetime_seconds as i64),
+        replay_entries: f.replay_cache_entries.max(1),
+    })
+}
+
+/// A route's DPoP settings: `dpop` and `dpop_nonce`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteDpop {
+    pub mode: DpopMode,
+    /// Require a server-issued nonce in proofs (`use_dpop_nonce`).
+    pub nonce: bool,
+}
+
+impl RouteDpop {
+    pub fn compile(mode: DpopMode, nonce: bool) -> Result<RouteDpop, CompileError> {
+        if nonce && mode == DpopMode::Disabled {
+            return Err(CompileError::new(
+                "dpop_nonce",
+                "dpop_nonce needs dpop: allowed or required",
+            ));
+        }
+        Ok(RouteDpop { mode, nonce })
+    }
+
+    /// The proof algorithms a route offers (empty when it refuses DPoP).
+    pub fn offered<'a>(&self, settings: &'a DpopSettings) -> &'a [Algorithm] {
+        match self.mode {
+            DpopMode::Disabled => &[],
+            _ => &settings.algorithms,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Proofs
+// ---------------------------------------------------------------------------------------------
 
 /// Why a proof was refused. Most are `invalid_dpop_proof`; a missing or stale nonce is
 /// `use_dpop_nonce`.
@@ -291,6 +462,16 @@ pub fn verify(proof: &str, want: &Expect<'_>) -> Result<Proof, DpopError> {
     Ok(Proof { jkt, jti, iat })
 }
 
+/// What of a request a proof is judged against: plain data, no session.
+pub struct ProofRequest<'a> {
+    pub method: &'a str,
+    pub headers: &'a http::HeaderMap,
+    /// `scheme://host[:port]` clients use for the route (from `listen.public_url`).
+    pub origin: &'a str,
+    /// The request's normalized path (the one that was routed and authorized).
+    pub path: &'a str,
+}
+
 /// A proof that passed every check but the replay check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked {
@@ -305,20 +486,18 @@ pub struct Checked {
 /// Judge how a verified token was presented on `route` (RFC 9449 §7): a bound token only
 /// with the DPoP scheme and a valid proof by its key, the DPoP scheme only where the
 /// route allows it, and only bound tokens where the route requires DPoP. Returns the
-/// checked proof when there was one; the caller then runs [`check_replay`]. `path` is the
-/// request's normalized path (from routing).
+/// checked proof when there was one; the caller then runs [`check_replay`].
 pub fn authorize(
     settings: &DpopSettings,
-    route: &Route,
-    req: &pingora_http::RequestHeader,
-    path: &str,
+    route: RouteDpop,
+    req: &ProofRequest<'_>,
     principal: &Principal,
     presented: Presented<'_>,
     now: i64,
 ) -> Result<Option<Checked>, Refusal> {
     let token = match presented {
         Presented::ApiKey => return Ok(None),
-        Presented::Bearer if route.dpop == DpopMode::Required => {
+        Presented::Bearer if route.mode == DpopMode::Required => {
             return Err(Refusal::InvalidToken(
                 "this resource requires a DPoP-bound token sent with the DPoP scheme",
             ))
@@ -329,7 +508,7 @@ pub fn authorize(
             ))
         }
         Presented::Bearer => return Ok(None),
-        Presented::Dpop(_) if route.dpop == DpopMode::Disabled => {
+        Presented::Dpop(_) if route.mode == DpopMode::Disabled => {
             return Err(Refusal::InvalidToken("this resource does not accept DPoP"))
         }
         Presented::Dpop(token) => token,
@@ -353,17 +532,17 @@ pub fn authorize(
     }
     // htu from the configured public origin and the request's normalized path (the one
     // that was routed and authorized); never from Host or X-Forwarded-*.
-    let htu = normalize_htu(&format!("{}{}", route.public_origin, path))
+    let htu = normalize_htu(&format!("{}{}", req.origin, req.path))
         .ok_or(Refusal::BadRequest("the request URI cannot be normalized"))?;
     let want = Expect {
-        method: req.method.as_str(),
+        method: req.method,
         htu: &htu,
         access_token: token,
         algs: &settings.algorithms,
         now,
         past: settings.iat_past,
         future: settings.iat_future,
-        nonce: route.dpop_nonce.then_some(&settings.nonces),
+        nonce: route.nonce.then_some(&settings.nonces),
     };
     let proof = verify(proof, &want).map_err(|e| match e {
         DpopError::InvalidProof(why) => Refusal::DpopProof(why),

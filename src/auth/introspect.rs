@@ -26,10 +26,9 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::auth::check_times;
+use crate::auth::jwt::check_times;
 use crate::background::Fetcher;
 use crate::clock::now_unix;
-use crate::config::{FileIntrospection, IssuerConfig, Route};
 use crate::error::Refusal;
 use crate::metrics;
 use crate::principal::{hash_prefix, AuthMethod, Principal, TokenHash};
@@ -87,6 +86,74 @@ pub struct IntrospectionConfig {
     pub breaker_open: Duration,
 }
 
+/// An issuer's `introspection` block.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileIntrospection {
+    /// Default: the `introspection_endpoint` of the issuer's metadata.
+    pub endpoint: Option<String>,
+    pub client_id: String,
+    pub client_secret: Secret,
+    #[serde(default)]
+    pub auth_method: ClientAuth,
+    #[serde(default = "default_introspection_cache")]
+    pub cache_max_seconds: u64,
+    #[serde(default = "default_negative_cache")]
+    pub negative_cache_seconds: u64,
+    #[serde(default = "default_introspection_timeout")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_true")]
+    pub require_aud: bool,
+    /// Introspection calls per second this issuer may receive from one replica (a token
+    /// bucket refilled at this rate); past it, uncached tokens get 503.
+    #[serde(default = "default_introspection_rate")]
+    pub max_calls_per_second: u32,
+    /// Calls allowed at once above the rate (the bucket's size).
+    #[serde(default = "default_introspection_burst")]
+    pub burst: u32,
+    /// Consecutive failed calls (timeout, transport error, 5xx, not RFC 7662) that stop
+    /// calls to the AS for `breaker_open_ms`.
+    #[serde(default = "default_introspection_breaker_failures")]
+    pub breaker_failures: u32,
+    #[serde(default = "default_introspection_breaker_open")]
+    pub breaker_open_ms: u64,
+}
+
+fn default_introspection_rate() -> u32 {
+    50
+}
+fn default_introspection_burst() -> u32 {
+    100
+}
+fn default_introspection_breaker_failures() -> u32 {
+    5
+}
+fn default_introspection_breaker_open() -> u64 {
+    2000
+}
+
+fn default_introspection_cache() -> u64 {
+    300
+}
+fn default_negative_cache() -> u64 {
+    5
+}
+fn default_introspection_timeout() -> u64 {
+    2000
+}
+fn default_true() -> bool {
+    true
+}
+
+/// What introspection needs of its issuer entry (built by `IssuerConfig::introspected`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issuer {
+    pub name: Arc<str>,
+    pub issuer: Arc<str>,
+    pub clock_skew: u64,
+    pub config: IntrospectionConfig,
+}
+
 /// Validate the `introspection` block of an issuer.
 pub fn compile(f: FileIntrospection) -> Result<IntrospectionConfig, String> {
     let ctx = |e: String| format!("introspection: {e}");
@@ -139,30 +206,6 @@ pub fn compile(f: FileIntrospection) -> Result<IntrospectionConfig, String> {
         breaker_failures: f.breaker_failures,
         breaker_open: Duration::from_millis(f.breaker_open_ms),
     })
-}
-
-/// A route may accept opaque tokens from one introspecting issuer at most: an opaque
-/// token names no issuer, and sending it to every issuer would hand one AS's tokens to
-/// another.
-pub fn check_route_issuers(route: &Route, issuers: &[Arc<IssuerConfig>]) -> Result<(), String> {
-    if !route.auth.accepts_oauth() {
-        return Ok(());
-    }
-    let introspecting: Vec<&str> = route
-        .issuers
-        .iter()
-        .map(|&i| &issuers[i])
-        .filter(|ic| ic.introspection.is_some())
-        .map(|ic| &*ic.name)
-        .collect();
-    if introspecting.len() > 1 {
-        return Err(format!(
-            "issuers {} all introspect opaque tokens; an opaque token names no issuer, so \
-             the route must list at most one of them in `issuers`",
-            introspecting.join(", ")
-        ));
-    }
-    Ok(())
 }
 
 /// What the issuer said about a token, as cached.
@@ -269,8 +312,7 @@ impl Bucket {
 
 /// The introspection client and answer cache of one issuer.
 pub struct Introspector {
-    pub issuer: Arc<IssuerConfig>,
-    config: IntrospectionConfig,
+    pub issuer: Issuer,
     capacity: u64,
     fetcher: Arc<Fetcher>,
     endpoint: tokio::sync::OnceCell<String>,
@@ -286,18 +328,16 @@ pub struct Introspector {
 }
 
 impl Introspector {
-    /// `None` when the issuer has no `introspection` block.
-    pub fn new(
-        issuer: Arc<IssuerConfig>,
-        capacity: u64,
-        fetcher: Arc<Fetcher>,
-    ) -> Option<Arc<Introspector>> {
-        let config = issuer.introspection.clone()?;
+    /// The client of `issuer`, caching at most `capacity` answers.
+    pub fn new(issuer: Issuer, capacity: u64, fetcher: Arc<Fetcher>) -> Arc<Introspector> {
+        let config = &issuer.config;
         let cache = moka::future::Cache::builder()
             .max_capacity(capacity)
             .expire_after(OutcomeExpiry)
             .build();
-        Some(Arc::new(Introspector {
+        Arc::new(Introspector {
+            budget: Bucket::new(config.max_calls_per_second, config.burst, Instant::now()),
+            breaker: crate::store::Breaker::new(config.breaker_failures, config.breaker_open),
             issuer,
             capacity,
             fetcher,
@@ -305,21 +345,14 @@ impl Introspector {
             discovery_failed_ms: AtomicU64::new(u64::MAX),
             epoch: Instant::now(),
             cache,
-            budget: Bucket::new(config.max_calls_per_second, config.burst, Instant::now()),
-            breaker: crate::store::Breaker::new(config.breaker_failures, config.breaker_open),
             loud: crate::store::LoudLog::default(),
-            config,
-        }))
+        })
     }
 
     /// Whether this introspector (and its cache) can serve `issuer` after a reload:
     /// same issuer, same introspection settings, same values baked into cached answers.
-    pub fn serves(&self, issuer: &IssuerConfig, capacity: u64) -> bool {
-        self.capacity == capacity
-            && self.issuer.name == issuer.name
-            && self.issuer.issuer == issuer.issuer
-            && self.issuer.clock_skew == issuer.clock_skew
-            && issuer.introspection.as_ref() == Some(&self.config)
+    pub fn serves(&self, issuer: &Issuer, capacity: u64) -> bool {
+        self.capacity == capacity && self.issuer == *issuer
     }
 
     /// Validate an opaque token (issuer-level checks; `policy` checks the audience).
@@ -402,7 +435,7 @@ impl Introspector {
         let result = match self.endpoint().await {
             Ok(endpoint) => {
                 let client = self.fetcher.client();
-                let config = self.config.clone();
+                let config = self.issuer.config.clone();
                 self.fetcher
                     .run(post(client, endpoint, config, token))
                     .await
@@ -422,8 +455,8 @@ impl Introspector {
             Err(e) => {
                 if self.breaker.failure() {
                     tracing::error!(issuer = %name, error = %e,
-                        failures = self.config.breaker_failures,
-                        open_ms = self.config.breaker_open.as_millis() as u64,
+                        failures = self.issuer.config.breaker_failures,
+                        open_ms = self.issuer.config.breaker_open.as_millis() as u64,
                         "the introspection endpoint keeps failing: circuit breaker open, \
                          uncached opaque tokens get 503 without a call");
                 }
@@ -458,7 +491,7 @@ impl Introspector {
     /// The configured endpoint, or the one in the issuer's metadata (looked up once;
     /// a failure is retried at most every few seconds).
     async fn endpoint(&self) -> Result<String, Failure> {
-        if let Some(e) = &self.config.endpoint {
+        if let Some(e) = &self.issuer.config.endpoint {
             return Ok(e.clone());
         }
         if let Some(e) = self.endpoint.get() {
@@ -480,7 +513,7 @@ impl Introspector {
                 let r = self
                     .fetcher
                     .run(async move {
-                        crate::auth::jwks::discover(&client, &issuer, "introspection_endpoint").await
+                        crate::auth::discovery::discover(&client, &issuer, "introspection_endpoint").await
                     })
                     .await
                     .unwrap_or_else(|| Err("fetch runtime is gone".into()));
@@ -608,20 +641,13 @@ fn opt_time(v: &Option<Value>, bad: &'static str) -> Result<Option<i64>, &'stati
 }
 
 /// Judge an introspection answer (status and body) for `issuer` at `now`.
-pub fn evaluate(
-    status: u16,
-    body: &[u8],
-    issuer: &IssuerConfig,
-    now: i64,
-) -> Result<Outcome, Failure> {
+pub fn evaluate(status: u16, body: &[u8], issuer: &Issuer, now: i64) -> Result<Outcome, Failure> {
     match status {
         200 => {}
         401 | 403 => return Err(Failure::Unauthorized(status)),
         s => return Err(Failure::Status(s)),
     }
-    let Some(config) = issuer.introspection.as_ref() else {
-        return Err(Failure::Status(status));
-    };
+    let config = &issuer.config;
     let refused = |reason: &'static str| Outcome::Refused(reason, config.negative_cache);
     let answer: Answer = match serde_json::from_slice(body) {
         Ok(a) => a,
@@ -637,7 +663,7 @@ pub fn evaluate(
     if !serde_json::from_slice::<Value>(body).is_ok_and(|v| v.is_object()) {
         return Err(Failure::NotJson);
     }
-    match judge(&answer, issuer, config, now) {
+    match judge(&answer, issuer, now) {
         Ok(p) => {
             let left = if p.exp == NO_EXP {
                 config.cache_max
@@ -653,12 +679,8 @@ pub fn evaluate(
 /// `exp` of an introspected token whose answer has none: the cache bounds its life.
 const NO_EXP: i64 = i64::MAX / 4;
 
-fn judge(
-    a: &Answer,
-    issuer: &IssuerConfig,
-    config: &IntrospectionConfig,
-    now: i64,
-) -> Result<Principal, &'static str> {
+fn judge(a: &Answer, issuer: &Issuer, now: i64) -> Result<Principal, &'static str> {
+    let config = &issuer.config;
     // RFC 7662 §2.2: `active` is REQUIRED and a boolean; "true" (a string) is not true.
     if a.active != Some(Value::Bool(true)) {
         return Err("the token is not active");
@@ -711,17 +733,7 @@ fn judge(
     if audiences.is_empty() && config.require_aud {
         return Err("the introspection response has no aud for this resource");
     }
-    let mut scopes = String::new();
-    if let Some(s) = opt_str(&a.scope, "the token scope is malformed")? {
-        for t in s.split(' ').filter(|t| !t.is_empty()) {
-            if !scopes.split(' ').any(|x| x == t) {
-                if !scopes.is_empty() {
-                    scopes.push(' ');
-                }
-                scopes.push_str(t);
-            }
-        }
-    }
+    let scopes = crate::scope::merge(opt_str(&a.scope, "the token scope is malformed")?);
     let subject = opt_str(&a.sub, "the token sub is malformed")?;
     let client_id = opt_str(&a.client_id, "the token client_id is malformed")?;
     let azp = opt_str(&a.azp, "the token azp is malformed")?;
@@ -754,7 +766,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn issuer(extra: &str) -> Arc<IssuerConfig> {
+    fn issuer(extra: &str) -> Issuer {
         let c = Config::from_yaml(
             "t",
             &format!(
@@ -762,7 +774,7 @@ mod tests {
             ),
         )
         .unwrap();
-        c.issuers[0].clone()
+        c.issuers[0].introspected().unwrap()
     }
 
     const NOW: i64 = 1_800_000_000;

@@ -607,6 +607,26 @@ pub fn check_typ(typ: Option<&str>, require_at_jwt: bool) -> Result<(), TokenErr
     }
 }
 
+/// `exp` (required), `nbf` and `iat` against `now`, with symmetric skew.
+pub fn check_times(
+    exp: i64,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+    skew: i64,
+    now: i64,
+) -> Result<(), TokenError> {
+    if now > exp + skew {
+        return Err(TokenError("token is expired"));
+    }
+    if nbf.is_some_and(|n| n > now + skew) {
+        return Err(TokenError("token is not valid yet (nbf)"));
+    }
+    if iat.is_some_and(|i| i > now + skew) {
+        return Err(TokenError("token was issued in the future (iat)"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -636,6 +656,16 @@ mod tests {
         let input = format!("{}.{}", enc(header), enc(claims));
         let sig = kp.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+    }
+
+    #[test]
+    fn times() {
+        assert!(check_times(100, None, None, 0, 100).is_ok());
+        assert!(check_times(100, None, None, 0, 101).is_err());
+        assert!(check_times(100, None, None, 5, 105).is_ok());
+        assert!(check_times(1000, Some(200), None, 0, 100).is_err());
+        assert!(check_times(1000, None, Some(200), 60, 100).is_err());
+        assert!(check_times(1000, None, Some(150), 60, 100).is_ok());
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub fn run(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(c) => {
             print!("{}", c.summary());
-            for w in crate::routing::case_warnings(&c.routes) {
+            for w in crate::config::case_warnings(&c.routes) {
                 println!("  warning: {w}");
             }
             ExitCode::SUCCESS

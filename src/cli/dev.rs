@@ -443,7 +443,11 @@ pub fn run() -> std::process::ExitCode {
 fn serve() -> Result<std::process::ExitCode, String> {
     let config = crate::config::Config::from_yaml("config/dev.yaml (embedded)", DEV_CONFIG)
         .map_err(|e| e.to_string())?;
-    let resources: Vec<String> = config.routes.iter().map(|r| r.resource.clone()).collect();
+    let resources: Vec<String> = config
+        .routes
+        .iter()
+        .map(|r| r.resource.resource.clone())
+        .collect();
     let issuer = DevIssuer::new(ISSUER_URL, resources)?;
     let reader = issuer.mint("reader", RESOURCE, "mcp:tools", BANNER_TOKEN_TTL)?;
     let admin = issuer.mint("admin", RESOURCE, "mcp:tools mcp:admin", BANNER_TOKEN_TTL)?;

@@ -8,11 +8,11 @@
 //! scopes it needs. The token's `aud` must contain one of the route's resource
 //! identifiers (RFC 8707, SPEC-CHECKLIST §9.1).
 
-use crate::config::Route;
+use crate::compile::CompileError;
 use crate::error::Refusal;
 use crate::mcp::body::{Calls, Op};
 use crate::principal::Principal;
-use crate::scope::RequiredScope;
+use crate::scope::{check_scope_token, Hierarchy, RequiredScope};
 use serde::Deserialize;
 
 /// One ordered pattern of a tool, resource or prompt policy.
@@ -129,17 +129,76 @@ impl Policy {
     }
 }
 
-pub fn check_audience(route: &Route, p: &Principal) -> Result<(), Refusal> {
-    if p.any_audience
-        || p.audiences
+/// A route's policy, as the file gives it: `tools`, `resources`, `prompts` (glob →
+/// scopes, in file order), `default_tool_policy`, `filter_tools_list`.
+pub struct FilePolicy<'a> {
+    pub tools: Option<&'a serde_yaml::Mapping>,
+    pub resources: Option<&'a serde_yaml::Mapping>,
+    pub prompts: Option<&'a serde_yaml::Mapping>,
+    pub default: DefaultPolicy,
+    pub filter_tools_list: bool,
+}
+
+/// The rules of one of `tools`, `resources`, `prompts` (`what`), scopes pre-resolved.
+fn rules(
+    what: &str,
+    m: Option<&serde_yaml::Mapping>,
+    hierarchy: &Hierarchy,
+) -> Result<Vec<Rule>, CompileError> {
+    let Some(m) = m else { return Ok(Vec::new()) };
+    let bad = |reason: String| CompileError::new(what, reason);
+    let mut out = Vec::new();
+    for (k, v) in m {
+        let pattern = k
+            .as_str()
+            .ok_or_else(|| bad(format!("{what}: pattern {k:?} must be a string")))?;
+        let list: Vec<String> = serde_yaml::from_value(v.clone())
+            .map_err(|_| bad(format!("{what}: {pattern:?} must map to a list of scopes")))?;
+        let mut scopes = Vec::new();
+        for sc in &list {
+            check_scope_token(sc).map_err(bad)?;
+            scopes.push(hierarchy.required(sc));
+        }
+        out.push(Rule::new(pattern, scopes));
+    }
+    Ok(out)
+}
+
+impl Policy {
+    /// Check and compile a route's policy. `oauth_only`: the route's `auth` is `oauth` (a
+    /// policy needs the token's scopes).
+    pub fn compile(
+        f: FilePolicy<'_>,
+        hierarchy: &Hierarchy,
+        oauth_only: bool,
+    ) -> Result<Policy, CompileError> {
+        let policy = Policy {
+            tools: rules("tools", f.tools, hierarchy)?,
+            resources: rules("resources", f.resources, hierarchy)?
+                .into_iter()
+                .map(Rule::resource)
+                .collect::<Result<_, _>>()
+                .map_err(|e| CompileError::new("resources", e))?,
+            prompts: rules("prompts", f.prompts, hierarchy)?,
+            default: f.default,
+            filter_tools_list: f.filter_tools_list,
+        };
+        if policy.inspects() && !oauth_only {
+            return Err(CompileError::new(
+                "auth",
+                "tool policies and filter_tools_list need auth: oauth",
+            ));
+        }
+        Ok(policy)
+    }
+
+    /// Every scope the rules name, in file order (for `scopes_supported`).
+    pub fn scope_names(&self) -> impl Iterator<Item = &str> {
+        self.tools
             .iter()
-            .any(|a| route.audiences.iter().any(|r| **a == **r))
-    {
-        Ok(())
-    } else {
-        Err(Refusal::InvalidToken(
-            "token audience does not include this resource",
-        ))
+            .chain(&self.resources)
+            .chain(&self.prompts)
+            .flat_map(|r| r.scopes.iter().map(|s| s.name.as_str()))
     }
 }
 
@@ -147,8 +206,9 @@ fn satisfied(required: &RequiredScope, p: &Principal) -> bool {
     required.satisfied_by.iter().any(|s| p.has_scope(s))
 }
 
-pub fn check_scopes(route: &Route, p: &Principal) -> Result<(), Refusal> {
-    if route.scopes.iter().all(|r| satisfied(r, p)) {
+/// Every scope the route requires (`required`), directly or through `scope_hierarchy`.
+pub fn check_scopes(required: &[RequiredScope], p: &Principal) -> Result<(), Refusal> {
+    if required.iter().all(|r| satisfied(r, p)) {
         Ok(())
     } else {
         Err(Refusal::InsufficientScope)
@@ -157,18 +217,22 @@ pub fn check_scopes(route: &Route, p: &Principal) -> Result<(), Refusal> {
 
 /// Route scopes plus what each MCP operation of the body needs. A refusal names every
 /// scope the operation requires, in one challenge, so the client can step up once.
-pub fn authorize_calls(route: &Route, p: &Principal, calls: &Calls) -> Result<(), Refusal> {
+pub fn authorize_calls(
+    required: &[RequiredScope],
+    policy: &Policy,
+    p: &Principal,
+    calls: &Calls,
+) -> Result<(), Refusal> {
     let mut extra: Vec<&RequiredScope> = Vec::new();
     for op in &calls.ops {
-        for need in route.mcp.needs(op) {
+        for need in policy.needs(op) {
             match need {
                 Need::Denied => return Err(Refusal::PolicyDenied),
                 Need::Scopes(s) => extra.extend(s.iter()),
             }
         }
     }
-    if route
-        .scopes
+    if required
         .iter()
         .chain(extra.iter().copied())
         .all(|r| satisfied(r, p))
@@ -179,7 +243,7 @@ pub fn authorize_calls(route: &Route, p: &Principal, calls: &Calls) -> Result<()
         return Err(Refusal::InsufficientScope);
     }
     let mut names: Vec<&str> = Vec::new();
-    for r in route.scopes.iter().chain(extra.iter().copied()) {
+    for r in required.iter().chain(extra.iter().copied()) {
         if !names.contains(&r.name.as_str()) {
             names.push(&r.name);
         }
@@ -187,31 +251,35 @@ pub fn authorize_calls(route: &Route, p: &Principal, calls: &Calls) -> Result<()
     Err(Refusal::ScopeFor(names.join(" ").into_boxed_str()))
 }
 
-/// Whether `p` could call tool `name` on `route` (for `tools/list` filtering).
-pub fn tool_allowed(route: &Route, p: &Principal, name: &str) -> bool {
-    match route.mcp.tool(name) {
+/// Whether `p` could call tool `name` on a route requiring `required` with `policy` (for
+/// `tools/list` filtering).
+pub fn tool_allowed(
+    required: &[RequiredScope],
+    policy: &Policy,
+    p: &Principal,
+    name: &str,
+) -> bool {
+    match policy.tool(name) {
         Need::Denied => false,
-        Need::Scopes(s) => route.scopes.iter().chain(s.iter()).all(|r| satisfied(r, p)),
+        Need::Scopes(s) => required.iter().chain(s.iter()).all(|r| satisfied(r, p)),
     }
 }
 
 /// Whether a caller may see a tool in a list: [`tool_allowed`] for a principal; without one
 /// (an `auth: none` route), only a tool that needs no scope at all.
-pub fn tool_visible(route: &Route, p: Option<&Principal>, name: &str) -> bool {
+pub fn tool_visible(
+    required: &[RequiredScope],
+    policy: &Policy,
+    p: Option<&Principal>,
+    name: &str,
+) -> bool {
     match p {
-        Some(p) => tool_allowed(route, p, name),
-        None => match route.mcp.tool(name) {
+        Some(p) => tool_allowed(required, policy, p, name),
+        None => match policy.tool(name) {
             Need::Denied => false,
-            Need::Scopes(s) => route.scopes.is_empty() && s.is_empty(),
+            Need::Scopes(s) => required.is_empty() && s.is_empty(),
         },
     }
-}
-
-/// Both route checks, audience first (a token for another resource is invalid here,
-/// whatever its scopes).
-pub fn authorize(route: &Route, p: &Principal) -> Result<(), Refusal> {
-    check_audience(route, p)?;
-    check_scopes(route, p)
 }
 
 #[cfg(test)]
@@ -296,29 +364,13 @@ mod tests {
         assert_eq!(deny.need(&Op::ToolsList), Need::Scopes(&[]));
     }
     #[test]
-    fn audience_exact_but_host_case_insensitive() {
-        let c = config();
-        let r = &c.routes[0];
-        assert!(check_audience(r, &principal("https://mcp.example.com/mcp", "")).is_ok());
-        assert!(check_audience(r, &principal("HTTPS://MCP.EXAMPLE.COM/mcp", "")).is_ok());
-        for bad in [
-            "https://mcp.example.com/mcp-evil",
-            "https://mcp.example.com.evil/mcp",
-            "https://mcp.example.com/mcp/",
-            "https://mcp.example.com",
-            "https://mcp.example.com/MCP",
-        ] {
-            assert!(check_audience(r, &principal(bad, "")).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn scopes_exact_tokens_and_hierarchy() {
         let c = config();
-        assert!(check_scopes(&c.routes[0], &principal("x", "mcp:read")).is_ok());
-        assert!(check_scopes(&c.routes[0], &principal("x", "mcp:readx")).is_err());
-        assert!(check_scopes(&c.routes[0], &principal("x", "a mcp:read b")).is_ok());
-        assert!(check_scopes(&c.routes[1], &principal("x", "files")).is_ok());
-        assert!(check_scopes(&c.routes[1], &principal("x", "files:write")).is_err());
+        let (m, f) = (&c.routes[0].auth.scopes, &c.routes[1].auth.scopes);
+        assert!(check_scopes(m, &principal("x", "mcp:read")).is_ok());
+        assert!(check_scopes(m, &principal("x", "mcp:readx")).is_err());
+        assert!(check_scopes(m, &principal("x", "a mcp:read b")).is_ok());
+        assert!(check_scopes(f, &principal("x", "files")).is_ok());
+        assert!(check_scopes(f, &principal("x", "files:write")).is_err());
     }
 }

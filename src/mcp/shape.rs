@@ -25,12 +25,19 @@
 
 use http::{HeaderMap, Method};
 
-use crate::config::Route;
 use crate::error::Refusal;
 use crate::mcp::body::{parse, Calls};
 use crate::mcp::headers::{check_headers, mirrored, mismatch};
-use crate::mcp::policy;
+use crate::mcp::policy::{self, Policy};
 use crate::principal::Principal;
+use crate::scope::RequiredScope;
+
+/// The parts of a route the shape steps read: the scopes it requires and its MCP policy.
+#[derive(Clone, Copy)]
+pub struct RoutePolicy<'a> {
+    pub required: &'a [RequiredScope],
+    pub policy: &'a Policy,
+}
 
 /// What the proxy must do after the request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,13 +123,12 @@ fn check_encoding(headers: &HeaderMap) -> Result<(), Refusal> {
 /// Judge a body read because [`head`] said [`Plan::ReadBody`]. `Some(calls)` when the
 /// body was parsed as JSON-RPC (and its mirrored headers checked).
 pub fn body(
-    route: &Route,
+    inspects: bool,
     method: &Method,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Option<Calls>, Refusal> {
     let m = mirrored(headers)?;
-    let inspects = route.mcp.inspects();
     if !is_post(method) && body.is_empty() {
         // A framed but empty body (HTTP/2 empty DATA, `0` chunk): there is none.
         if m.describe_body() {
@@ -149,35 +155,31 @@ pub fn body(
 /// Route scopes, and what each operation of the body needs. `principal` is `None` on
 /// `auth: none` routes, which cannot have an MCP policy (refused anyway if one did).
 pub fn authorize(
-    route: &Route,
+    route: RoutePolicy<'_>,
     principal: Option<&Principal>,
     calls: Option<&Calls>,
 ) -> Result<(), Refusal> {
     match (principal, calls) {
-        (None, _) if route.mcp.inspects() => Err(Refusal::PolicyDenied),
+        (None, _) if route.policy.inspects() => Err(Refusal::PolicyDenied),
         (None, _) => Ok(()),
-        (Some(p), Some(c)) => policy::authorize_calls(route, p, c),
-        (Some(p), None) => policy::check_scopes(route, p),
+        (Some(p), Some(c)) => policy::authorize_calls(route.required, route.policy, p, c),
+        (Some(p), None) => policy::check_scopes(route.required, p),
     }
 }
 
 /// The three steps on a complete request: what the proxy decides for it, without a
 /// socket. `Ok` means forwarded.
 pub fn judge(
-    route: &Route,
+    route: RoutePolicy<'_>,
     principal: Option<&Principal>,
     method: &Method,
     headers: &HeaderMap,
     request_body: &[u8],
 ) -> Result<Option<Calls>, Refusal> {
-    let calls = match head(
-        route.mcp.inspects(),
-        method,
-        headers,
-        request_body.is_empty(),
-    )? {
+    let inspects = route.policy.inspects();
+    let calls = match head(inspects, method, headers, request_body.is_empty())? {
         Plan::Forward => None,
-        Plan::ReadBody => body(route, method, headers, request_body)?,
+        Plan::ReadBody => body(inspects, method, headers, request_body)?,
     };
     authorize(route, principal, calls.as_ref())?;
     Ok(calls)
@@ -187,7 +189,22 @@ pub fn judge(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::config::Config;
+    use crate::config::{Config, Route};
+
+    /// The three steps for a compiled route.
+    fn judge(
+        route: &Route,
+        principal: Option<&Principal>,
+        method: &Method,
+        headers: &HeaderMap,
+        request_body: &[u8],
+    ) -> Result<Option<Calls>, Refusal> {
+        let rp = RoutePolicy {
+            required: &route.auth.scopes,
+            policy: &route.mcp,
+        };
+        super::judge(rp, principal, method, headers, request_body)
+    }
     use crate::principal::AuthMethod;
     use proptest::prelude::*;
     use std::sync::Arc;

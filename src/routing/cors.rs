@@ -16,8 +16,41 @@
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora_http::ResponseHeader;
 
+use crate::compile::CompileError;
 use crate::error::Refusal;
+use crate::listeners::PublicUrl;
 use crate::respond::CORS_EXPOSE_HEADERS;
+
+/// A route's `allowed_origins`: lower-case `scheme://host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origins {
+    pub allowed: Vec<String>,
+}
+
+impl Origins {
+    /// Check and compile `allowed_origins` (default: the public origin only).
+    pub fn compile(list: Option<&[String]>, public: &PublicUrl) -> Result<Origins, CompileError> {
+        let allowed = match list {
+            Some(list) => list
+                .iter()
+                .map(|o| {
+                    let u =
+                        url::Url::parse(o).map_err(|e| format!("allowed_origins {o:?}: {e}"))?;
+                    let origin = u.origin().ascii_serialization();
+                    if origin == "null" || u.path() != "/" {
+                        return Err(format!(
+                            "allowed_origins {o:?} must be scheme://host[:port]"
+                        ));
+                    }
+                    Ok(origin)
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| CompileError::new("allowed_origins", e))?,
+            None => vec![public.url.to_ascii_lowercase()],
+        };
+        Ok(Origins { allowed })
+    }
+}
 
 /// What the `Origin` of a routed request calls for.
 #[derive(Debug, Clone, PartialEq, Eq)]

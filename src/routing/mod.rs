@@ -5,144 +5,215 @@
 //! upgrades, paths that cannot be normalized), answers RFC 9728 metadata paths, and
 //! otherwise picks the route by longest whole-segment prefix (a route with a matching
 //! `host` wins over a host-less one with the same prefix).
+//!
+//! It owns the matching part of each route (`host`, `path_prefix`,
+//! `case_sensitive_prefix`: [`RouteMatch`]) and the table built from them ([`Table`]),
+//! which also says which route serves each metadata path. Lookups return route indices;
+//! the caller holds the routes.
 
 pub mod cors;
+pub mod host;
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 
 use http::Method;
 use pingora_http::RequestHeader;
 
-use crate::config::{AuthMode, Config, DpopMode, Route};
+use crate::compile::CompileError;
+use crate::connections::RequestLimits;
 use crate::error::Refusal;
 use crate::metadata;
 use crate::path;
 
-#[derive(Debug)]
+/// What a request is for.
+#[derive(Debug, PartialEq, Eq)]
 pub enum Target {
-    /// Serve the route's metadata document (GET/HEAD).
-    Metadata(Arc<Route>),
+    /// Serve the metadata document of route `index` (GET/HEAD).
+    Metadata(usize),
     /// CORS preflight for a metadata document.
     MetadataPreflight,
-    /// Proxy to a route; `path` is the normalized path that was matched.
-    Route { route: Arc<Route>, path: String },
+    /// Proxy to route `index`; `path` is the normalized path that was matched.
+    Route { index: usize, path: String },
 }
 
-/// An authority (`Host`, `:authority`, or that of an absolute-form target) reduced to
-/// what routing compares: the host lower-cased, without port and without the one
-/// trailing dot of an absolute domain name (`mcp.example.com.` is `mcp.example.com`),
-/// and the port as written. Anything but `host[:port]` with a plain host name, an IPv4
-/// address or a bracketed IPv6 literal is refused: userinfo, percent-encoding, spaces,
-/// empty labels, an empty or non-numeric port.
-#[derive(Debug, PartialEq, Eq)]
-struct Authority {
-    host: String,
-    port: Option<u16>,
+/// How a route matches requests: its `host`, `path_prefix` and `case_sensitive_prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// Lower-cased; `None` matches every host.
+    pub host: Option<String>,
+    pub path_prefix: String,
+    /// `path_prefix` matches only in its own case (see [`RouteMatch::matches`]).
+    pub case_sensitive: bool,
 }
 
-fn parse_authority(a: &str) -> Result<Authority, Refusal> {
-    const BAD: Refusal = Refusal::BadRequest("the request's host is not host[:port]");
-    let (host, port) = if let Some(rest) = a.strip_prefix('[') {
-        let (literal, after) = rest.split_once(']').ok_or(BAD)?;
-        if literal.is_empty()
-            || !literal
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
-            return Err(BAD);
+impl RouteMatch {
+    /// Check and compile a route's matching settings.
+    pub fn compile(
+        host: Option<&str>,
+        path_prefix: &str,
+        case_sensitive: bool,
+    ) -> Result<RouteMatch, CompileError> {
+        path::check_prefix(path_prefix, "path_prefix")
+            .map_err(|e| CompileError::new("path_prefix", e))?;
+        if let Some(h) = host {
+            if h.is_empty() || h.contains(['/', ':', ' ']) {
+                return Err(CompileError::new(
+                    "host",
+                    format!("host {h:?} must be a bare host name (no scheme or port)"),
+                ));
+            }
+            if h.ends_with('.') {
+                return Err(CompileError::new(
+                    "host",
+                    format!(
+                        "host {h:?} must not end with '.' (requests for {h:?} match it without the dot)"
+                    ),
+                ));
+            }
         }
-        let port = match after {
-            "" => None,
-            p => Some(p.strip_prefix(':').ok_or(BAD)?),
-        };
-        (format!("[{}]", literal.to_ascii_lowercase()), port)
-    } else {
-        let (host, port) = match a.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (a, None),
-        };
-        let host = host.strip_suffix('.').unwrap_or(host);
-        let label_ok = |l: &str| {
-            !l.is_empty()
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        };
-        if !host.split('.').all(label_ok) {
-            return Err(BAD);
-        }
-        (host.to_ascii_lowercase(), port)
-    };
-    let port = match port {
-        None => None,
-        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
-            Some(p.parse::<u16>().map_err(|_| BAD)?)
-        }
-        Some(_) => return Err(BAD),
-    };
-    Ok(Authority { host, port })
-}
-
-/// The host a request is for (see [`Authority`]). Every request must name one: HTTP/1.x
-/// in exactly one `Host` header (RFC 9112 §3.2, also with an absolute-form target, whose
-/// authority must then be the same), HTTP/2 in `:authority` or `Host`.
-fn request_host(req: &RequestHeader) -> Result<String, Refusal> {
-    let mut hosts = req.headers.get_all(http::header::HOST).iter();
-    let host_header = hosts.next();
-    if hosts.next().is_some() {
-        return Err(Refusal::BadRequest("more than one Host header"));
+        Ok(RouteMatch {
+            host: host.map(|h| h.to_ascii_lowercase()),
+            path_prefix: path_prefix.to_string(),
+            case_sensitive,
+        })
     }
-    let host_header = match host_header {
-        Some(h) => {
-            Some(parse_authority(h.to_str().map_err(|_| {
-                Refusal::BadRequest("Host header is not ASCII")
-            })?)?)
+
+    /// Whether `path` (normalized) is under the route's prefix: ASCII-case-insensitively
+    /// unless the route says `case_sensitive_prefix`.
+    pub fn matches(&self, path: &str) -> bool {
+        if self.case_sensitive {
+            path::has_prefix(path, &self.path_prefix)
+        } else {
+            path::has_prefix_ignore_ascii_case(path, &self.path_prefix)
         }
-        None => None,
-    };
-    // The authority from an h2 :authority or an absolute-form request target.
-    let raw = req.raw_path();
-    let target_authority = if let Some(a) = req.uri.authority() {
-        Some(a.as_str().to_string())
-    } else if !raw.starts_with(b"/") && raw != b"*" {
-        let s = std::str::from_utf8(raw)
-            .map_err(|_| Refusal::BadRequest("request target is not ASCII"))?;
-        let after = s
-            .split_once("://")
-            .map(|(_, a)| a)
-            .ok_or(Refusal::BadRequest(
-                "request target is neither a path nor an absolute URL",
-            ))?;
-        Some(after.split(['/', '?']).next().unwrap_or("").to_string())
-    } else {
-        None
-    };
-    let target_authority = target_authority
-        .as_deref()
-        .map(parse_authority)
-        .transpose()?;
-    let h2 = req.version == http::Version::HTTP_2;
-    match (target_authority, host_header) {
-        (Some(t), Some(h)) if t != h => Err(Refusal::BadRequest(
-            "request target authority and Host header differ",
-        )),
-        (_, Some(h)) => Ok(h.host),
-        (Some(t), None) if h2 => Ok(t.host),
-        (Some(_), None) => Err(Refusal::BadRequest(
-            "an absolute-form request target needs a Host header too",
-        )),
-        (None, None) => Err(Refusal::BadRequest("the request has no Host header")),
+    }
+}
+
+/// The routes' matching parts, in config order, and the metadata paths they serve.
+#[derive(Debug, Default)]
+pub struct Table {
+    routes: Vec<RouteMatch>,
+    names: HashSet<String>,
+    /// (host, lower-cased prefix): case variants of one prefix would tie.
+    prefixes: HashSet<(Option<String>, String)>,
+    /// PRM path (path-inserted well-known URL path) → route index.
+    metadata: HashMap<(Option<String>, String), usize>,
+    /// Hosts with a `root_metadata` route.
+    root_hosts: HashSet<Option<String>>,
+}
+
+impl Table {
+    /// Add route `name` (the next index); refused when its name or prefix is taken.
+    pub fn add(&mut self, name: &str, m: RouteMatch) -> Result<usize, CompileError> {
+        if !self.names.insert(name.to_string()) {
+            return Err(CompileError::new("name", "route name is used twice"));
+        }
+        // Case variants of one prefix would tie: one route per prefix in any case.
+        if !self
+            .prefixes
+            .insert((m.host.clone(), m.path_prefix.to_ascii_lowercase()))
+        {
+            return Err(CompileError::new(
+                "path_prefix",
+                format!(
+                    "path_prefix {:?} is already claimed (in some letter case) by another route on the same host",
+                    m.path_prefix
+                ),
+            ));
+        }
+        self.routes.push(m);
+        Ok(self.routes.len() - 1)
+    }
+
+    /// Route `index` serves its metadata at `path` (and at the root with `root`).
+    pub fn serve_metadata(
+        &mut self,
+        index: usize,
+        path: &str,
+        root: bool,
+    ) -> Result<(), CompileError> {
+        let host = self.routes.get(index).and_then(|m| m.host.clone());
+        if self
+            .metadata
+            .insert((host.clone(), path.to_string()), index)
+            .is_some()
+        {
+            return Err(CompileError::new(
+                "resource",
+                format!("its metadata path {path} is already served for another route"),
+            ));
+        }
+        if root && path != metadata::WELL_KNOWN {
+            if !self.root_hosts.insert(host.clone()) {
+                return Err(CompileError::new(
+                    "root_metadata",
+                    "root_metadata is set on more than one route for the same host",
+                ));
+            }
+            if self
+                .metadata
+                .insert((host, metadata::WELL_KNOWN.to_string()), index)
+                .is_some()
+            {
+                return Err(CompileError::new(
+                    "root_metadata",
+                    "root_metadata conflicts with a route whose resource is at the root",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Indices of the routes whose metadata is served (at any path).
+    pub fn metadata_routes(&self) -> HashSet<usize> {
+        self.metadata.values().copied().collect()
+    }
+
+    fn lookup_metadata(&self, host: &str, path: &str) -> Option<usize> {
+        if let Some(&i) = self
+            .metadata
+            .get(&(Some(host.to_string()), path.to_string()))
+        {
+            return Some(i);
+        }
+        self.metadata.get(&(None, path.to_string())).copied()
+    }
+
+    /// The route for `path` (normalized) on `host`: the longest matching prefix, a route
+    /// naming the host winning over a host-less one with the same prefix.
+    fn lookup(&self, host: &str, path: &str) -> Option<usize> {
+        let mut best: Option<(usize, &RouteMatch)> = None;
+        for (i, r) in self.routes.iter().enumerate() {
+            let host_ok = r.host.as_ref().is_none_or(|rh| *rh == host);
+            if !host_ok || !r.matches(path) {
+                continue;
+            }
+            let better = match best {
+                None => true,
+                Some((_, b)) => {
+                    r.path_prefix.len() > b.path_prefix.len()
+                        || (r.path_prefix.len() == b.path_prefix.len()
+                            && r.host.is_some()
+                            && b.host.is_none())
+                }
+            };
+            if better {
+                best = Some((i, r));
+            }
+        }
+        best.map(|(i, _)| i)
     }
 }
 
 /// Size and framing limits, checked before anything else.
-fn check_limits(config: &Config, req: &RequestHeader) -> Result<(), Refusal> {
+fn check_limits(limits: &RequestLimits, req: &RequestHeader) -> Result<(), Refusal> {
     let header_bytes: usize = req
         .headers
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum::<usize>()
         + req.raw_path().len();
-    if header_bytes > config.requests.max_header_bytes {
+    if header_bytes > limits.max_header_bytes {
         return Err(Refusal::HeadersTooLarge);
     }
     let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
@@ -166,16 +237,21 @@ fn content_length(v: &http::HeaderValue) -> Option<u64> {
 
 /// A declared body over `limits.max_body_bytes`. Checked after authentication, so that
 /// an unauthenticated upload gets its 401 first (SPEC-CHECKLIST §7.10).
-pub fn body_too_large(config: &Config, req: &RequestHeader) -> bool {
-    req.headers
+pub fn body_too_large(limits: &RequestLimits, headers: &http::HeaderMap) -> bool {
+    headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(content_length)
-        .is_some_and(|n| n > config.requests.max_body_bytes)
+        .is_some_and(|n| n > limits.max_body_bytes)
 }
 
-pub fn classify(config: &Config, req: &RequestHeader) -> Result<Target, Refusal> {
-    check_limits(config, req)?;
-    let host = request_host(req)?;
+/// What a request is for, or why it is refused before any route applies.
+pub fn classify(
+    table: &Table,
+    limits: &RequestLimits,
+    req: &RequestHeader,
+) -> Result<Target, Refusal> {
+    check_limits(limits, req)?;
+    let host = host::request_host(req)?;
     if req.headers.contains_key(http::header::UPGRADE) {
         return Err(Refusal::BadRequest("protocol upgrades are not supported"));
     }
@@ -189,172 +265,39 @@ pub fn classify(config: &Config, req: &RequestHeader) -> Result<Target, Refusal>
         if let Some(q) = req.uri.query() {
             // A resource with a query keeps it after the metadata path (RFC 9728 §3.1).
             let with_query = format!("{normalized}?{q}");
-            if lookup_metadata(config, &host, &with_query).is_some() {
+            if table.lookup_metadata(&host, &with_query).is_some() {
                 key = with_query;
             }
         }
-        let Some(idx) = lookup_metadata(config, &host, &key) else {
+        let Some(idx) = table.lookup_metadata(&host, &key) else {
             return Err(Refusal::NotFound);
         };
         return match req.method {
-            Method::GET | Method::HEAD => Ok(Target::Metadata(config.routes[idx].clone())),
+            Method::GET | Method::HEAD => Ok(Target::Metadata(idx)),
             Method::OPTIONS => Ok(Target::MetadataPreflight),
             _ => Err(Refusal::BadRequest("metadata documents are read with GET")),
         };
     }
-
-    let mut best: Option<&Arc<Route>> = None;
-    for r in &config.routes {
-        let host_ok = r.host.as_ref().is_none_or(|rh| *rh == host);
-        if !host_ok || !prefix_matches(r, &normalized) {
-            continue;
-        }
-        let better = match best {
-            None => true,
-            Some(b) => {
-                r.path_prefix.len() > b.path_prefix.len()
-                    || (r.path_prefix.len() == b.path_prefix.len()
-                        && r.host.is_some()
-                        && b.host.is_none())
-            }
-        };
-        if better {
-            best = Some(r);
-        }
-    }
-    match best {
-        Some(route) => Ok(Target::Route {
-            route: route.clone(),
+    match table.lookup(&host, &normalized) {
+        Some(index) => Ok(Target::Route {
+            index,
             path: normalized,
         }),
         None => Err(Refusal::NotFound),
     }
 }
 
-/// Whether `path` (normalized) is under the route's prefix: ASCII-case-insensitively
-/// unless the route says `case_sensitive_prefix`.
-pub fn prefix_matches(route: &Route, path: &str) -> bool {
-    if route.case_sensitive_prefix {
-        path::has_prefix(path, &route.path_prefix)
-    } else {
-        path::has_prefix_ignore_ascii_case(path, &route.path_prefix)
-    }
-}
-
-/// Log [`case_warnings`] (at start and at every reload).
-pub fn log_warnings(config: &Config) {
-    for w in case_warnings(&config.routes) {
-        tracing::warn!(warning = %w, "configuration warning");
-    }
-}
-
-/// `mcpgate check` warnings: a `case_sensitive_prefix` route that requires credentials,
-/// some letter-case variant of whose prefix reaches another route (host-less or on the
-/// same host) that does not protect at least as much. Such a variant is forwarded under
-/// the other route's rules, which is safe only if the upstream really is case-sensitive.
-pub fn case_warnings(routes: &[Arc<Route>]) -> Vec<String> {
-    let mut out = Vec::new();
-    for b in routes
-        .iter()
-        .filter(|b| b.case_sensitive_prefix && b.auth != AuthMode::None)
-    {
-        for a in routes {
-            let same_host = a.host.is_none() || b.host.is_none() || a.host == b.host;
-            if Arc::ptr_eq(a, b)
-                || !same_host
-                || !path::has_prefix_ignore_ascii_case(&b.path_prefix, &a.path_prefix)
-                || !case_variant_reaches(a, &b.path_prefix)
-            {
-                continue;
-            }
-            if let Some(why) = less_protected(a, b) {
-                out.push(format!(
-                    "route {:?} has case_sensitive_prefix, so other letter cases of {} go to route {:?} ({}), which {why}",
-                    b.name, b.path_prefix, a.name, a.path_prefix
-                ));
-            }
-        }
-    }
-    out
-}
-
-/// Whether some spelling of `prefix` differing only in letter case matches route `a`.
-fn case_variant_reaches(a: &Route, prefix: &str) -> bool {
-    // Letters outside `%XX` escapes (whose hex case is normalized away).
-    let letters = |s: &str| {
-        let b = s.as_bytes();
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'%' {
-                i += 3;
-                continue;
-            }
-            if b[i].is_ascii_alphabetic() {
-                return true;
-            }
-            i += 1;
-        }
-        false
-    };
-    if a.path_prefix == "/" {
-        return letters(prefix);
-    }
-    let (head, tail) = prefix.split_at(a.path_prefix.len().min(prefix.len()));
-    letters(tail)
-        || if a.case_sensitive_prefix {
-            head != a.path_prefix
-        } else {
-            letters(head)
-        }
-}
-
-/// Why route `a` protects less than route `b`, if it does.
-fn less_protected(a: &Route, b: &Route) -> Option<String> {
-    let mode = |m: AuthMode| match m {
-        AuthMode::Oauth => "oauth",
-        AuthMode::None => "none",
-        AuthMode::ApiKey => "api_key",
-        AuthMode::Both => "both",
-    };
-    if a.auth != b.auth {
-        return Some(format!("has auth: {}", mode(a.auth)));
-    }
-    if let Some(s) = b
-        .scopes
-        .iter()
-        .find(|s| !a.scopes.iter().any(|t| t.name == s.name))
-    {
-        return Some(format!("does not require scope {}", s.name));
-    }
-    if a.issuers.iter().any(|i| !b.issuers.contains(i)) {
-        return Some("accepts tokens from issuers the other does not".into());
-    }
-    if b.mcp.inspects() && !a.mcp.inspects() {
-        return Some("has no MCP tool policy".into());
-    }
-    if b.dpop == DpopMode::Required && a.dpop != DpopMode::Required {
-        return Some("does not require DPoP".into());
-    }
-    None
-}
-
-fn lookup_metadata(config: &Config, host: &str, path: &str) -> Option<usize> {
-    if let Some(&i) = config
-        .metadata_paths
-        .get(&(Some(host.to_string()), path.to_string()))
-    {
-        return Some(i);
-    }
-    config
-        .metadata_paths
-        .get(&(None, path.to_string()))
-        .copied()
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+    use crate::config::{case_warnings, Config};
+    use host::parse_authority;
+
+    /// `classify` against a compiled config.
+    fn classify<'c>(c: &'c Config, req: &RequestHeader) -> (&'c Config, Result<Target, Refusal>) {
+        (c, super::classify(&c.table, &c.requests, req))
+    }
 
     fn config() -> Config {
         Config::from_yaml(
@@ -372,10 +315,10 @@ mod tests {
         r
     }
 
-    fn route_name(t: Result<Target, Refusal>) -> String {
+    fn route_name((c, t): (&Config, Result<Target, Refusal>)) -> String {
         match t {
-            Ok(Target::Route { route, .. }) => route.name.to_string(),
-            Ok(Target::Metadata(r)) => format!("prm:{}", r.name),
+            Ok(Target::Route { index, .. }) => c.routes[index].name.to_string(),
+            Ok(Target::Metadata(i)) => format!("prm:{}", c.routes[i].name),
             Ok(Target::MetadataPreflight) => "preflight".into(),
             Err(e) => format!("err:{}", e.status()),
         }

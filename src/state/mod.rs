@@ -15,19 +15,16 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::auth::introspect::Introspector;
-use crate::auth::jwks::IssuerKeys;
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Issuers};
 use crate::background::Fetcher;
-use crate::config::{Config, IssuerConfig};
+use crate::config::Config;
 use crate::upstream::Resolver;
 
-/// A compiled config and, per issuer (same index as `config.issuers`), its key store
-/// and its introspection client (`None` without an `introspection` block).
+/// A compiled config and the runtime of its issuer entries (key stores, introspection
+/// clients), swapped together.
 pub struct Snapshot {
     pub config: Arc<Config>,
-    pub keys: Vec<Arc<IssuerKeys>>,
-    pub introspectors: Vec<Option<Arc<Introspector>>>,
+    pub issuers: Issuers,
 }
 
 pub struct GatewayState {
@@ -54,18 +51,6 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// Two issuer configs share a key store when the keys come from the same place (and
-/// are used the same way: switching an issuer to `token_format: opaque` drops the JWTs
-/// verified with its keys from the token cache, so they get introspected from then on).
-fn same_key_source(a: &IssuerConfig, b: &IssuerConfig) -> bool {
-    a.token_format == b.token_format
-        && a.issuer == b.issuer
-        && a.jwks_uri == b.jwks_uri
-        && a.algorithms == b.algorithms
-        && a.refresh == b.refresh
-        && a.max_stale == b.max_stale
 }
 
 impl std::fmt::Debug for GatewayState {
@@ -199,68 +184,17 @@ impl GatewayState {
     /// Names of issuers used by a route that have no usable keys.
     pub fn unready_issuers(&self) -> Vec<String> {
         let snap = self.snapshot.load();
-        snap.config
-            .issuers_in_use()
-            .into_iter()
-            .filter(|&i| snap.config.issuers[i].uses_jwks() && !snap.keys[i].is_ready())
-            .map(|i| snap.config.issuers[i].name.to_string())
-            .collect()
+        snap.issuers.unready(&snap.config.issuers_in_use())
     }
 }
 
 fn build_snapshot(config: Arc<Config>, old: Option<&Snapshot>, fetcher: &Arc<Fetcher>) -> Snapshot {
-    // Issuers whose tokens are all introspected never need their key set.
-    let in_use: Vec<usize> = config
-        .issuers_in_use()
-        .into_iter()
-        .filter(|&i| config.issuers[i].uses_jwks())
-        .collect();
-    let keys = config
-        .issuers
-        .iter()
-        .enumerate()
-        .map(|(i, ic)| {
-            let reused = old.and_then(|o| {
-                o.config
-                    .issuers
-                    .iter()
-                    .position(|oc| same_key_source(oc, ic))
-                    .map(|j| o.keys[j].clone())
-            });
-            match reused {
-                Some(k) if k.is_started() || !in_use.contains(&i) => k,
-                Some(k) => {
-                    k.start();
-                    k
-                }
-                None => {
-                    let k = IssuerKeys::new(ic.clone(), fetcher.clone());
-                    if in_use.contains(&i) {
-                        k.start();
-                    }
-                    k
-                }
-            }
-        })
-        .collect();
-    let capacity = config.token_cache_entries;
-    let introspectors = config
-        .issuers
-        .iter()
-        .map(|ic| {
-            let reused = old.and_then(|o| {
-                o.introspectors
-                    .iter()
-                    .flatten()
-                    .find(|x| x.serves(ic, capacity))
-                    .cloned()
-            });
-            reused.or_else(|| Introspector::new(ic.clone(), capacity, fetcher.clone()))
-        })
-        .collect();
-    Snapshot {
-        config,
-        keys,
-        introspectors,
-    }
+    let issuers = Issuers::build(
+        &config.issuers,
+        &config.issuers_in_use(),
+        config.token_cache_entries,
+        old.map(|o| &o.issuers),
+        fetcher,
+    );
+    Snapshot { config, issuers }
 }

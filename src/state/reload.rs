@@ -25,21 +25,7 @@ const SETTLE: Duration = Duration::from_millis(150);
 
 /// Every file a config depends on.
 fn inputs(path: &Path, config: &Config) -> Vec<PathBuf> {
-    let mut v = vec![path.to_path_buf()];
-    if let Some(t) = &config.listeners.tls {
-        v.push(t.cert.clone());
-        v.push(t.key.clone());
-    }
-    if let Some(k) = &config.api_keys {
-        v.push(k.file.clone());
-    }
-    if let Some(t) = &config.listeners.admin_token {
-        v.push(t.file.clone());
-    }
-    for r in &config.routes {
-        v.extend(r.upstream_tls_files.iter().cloned());
-    }
-    v
+    config.inputs(path)
 }
 
 fn fingerprint(files: &[PathBuf]) -> [u8; 32] {
@@ -167,7 +153,7 @@ pub fn reload(path: &Path, state: &GatewayState) -> Option<Vec<PathBuf>> {
         Ok(config) => {
             let files = inputs(path, &config);
             let routes = config.routes.len();
-            crate::routing::log_warnings(&config);
+            crate::config::log_warnings(&config);
             for note in state.apply(config) {
                 tracing::warn!("{note}");
             }

@@ -389,10 +389,11 @@ pub fn upstream_request(
             set(id.client_id.clone(), &header_safe(c))?;
         }
         // Scopes are space-separated tokens; each is encoded, the separators kept.
-        let scopes = if p.scopes.bytes().all(|b| b == b' ' || is_safe(b)) {
-            Cow::Borrowed(&*p.scopes)
+        let scopes = if p.scopes.header_safe() {
+            Cow::Borrowed(p.scopes.as_str())
         } else {
-            let encoded: Vec<Cow<'_, str>> = p.scopes.split(' ').map(header_safe).collect();
+            let encoded: Vec<Cow<'_, str>> =
+                p.scopes.as_str().split(' ').map(header_safe).collect();
             Cow::Owned(encoded.join(" "))
         };
         set(id.scopes.clone(), &scopes)?;
@@ -500,7 +501,7 @@ mod tests {
             issuer_name: Arc::from("a"),
             subject: Some("alice\r\nx: y".into()),
             client_id: Some("c1".into()),
-            scopes: "mcp:read".into(),
+            scopes: crate::scope::ScopeSet::parse("mcp:read"),
             audiences: Arc::new([]),
             exp: 0,
             nbf: None,

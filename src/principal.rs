@@ -3,11 +3,13 @@
 //!
 //! Bottom layer: the token step produces a principal (JWT, introspection, API key alike);
 //! revocations, the policy step, session bindings, identity headers and stream watchdogs
-//! read it. It imports nothing of ours.
+//! read it. Bottom layer: it imports only `scope`.
 
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+
+use crate::scope::ScopeSet;
 
 /// How the caller proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +52,9 @@ pub struct Principal {
     pub subject: Option<Box<str>>,
     /// The OAuth client; for an API key, the key's `id`.
     pub client_id: Option<Arc<str>>,
-    /// Space-separated scopes, as forwarded upstream.
-    pub scopes: Arc<str>,
+    /// The scopes, compiled when the credential was verified (ids for the policy checks,
+    /// the space-separated list for the upstream).
+    pub scopes: Arc<ScopeSet>,
     /// Canonical audiences.
     pub audiences: Arc<[Box<str>]>,
     /// No audience to check against the route: an API key, or an introspected token
@@ -71,12 +74,6 @@ pub struct Principal {
     /// The JWT's `azp` where it differs from `client_id` (a revocation by client matches
     /// either).
     pub azp: Option<Arc<str>>,
-}
-
-impl Principal {
-    pub fn has_scope(&self, s: &str) -> bool {
-        self.scopes.split(' ').any(|t| t == s)
-    }
 }
 
 /// SHA-256 of a presented token or key: its name in caches and (shortened) in logs.

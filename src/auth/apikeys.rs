@@ -233,7 +233,7 @@ fn compile_key(
         issuer_name: Arc::from(""),
         subject: Some(k.subject.into_boxed_str()),
         client_id: Some(Arc::from(k.id)),
-        scopes: Arc::from(k.scopes.join(" ")),
+        scopes: crate::scope::ScopeSet::parse(&k.scopes.join(" ")),
         audiences: Arc::new([]),
         any_audience: true,
         exp: expires.unwrap_or(NEVER),
@@ -491,7 +491,7 @@ mod tests {
         let p = s.authenticate("secret-one", 1_700_000_000).unwrap();
         assert_eq!(p.subject.as_deref(), Some("ci-bot"));
         assert_eq!(p.client_id.as_deref(), Some("ci"));
-        assert_eq!(&*p.scopes, "mcp:tools b");
+        assert_eq!(p.scopes.as_str(), "mcp:tools b");
         assert_eq!(p.method, AuthMethod::ApiKey);
         assert_eq!(
             s.authenticate("secret-three", 0).unwrap_err(),

@@ -12,7 +12,7 @@
 //! verdict). A route finds only verdicts of the entries it accepts, as they are
 //! configured now: a reload that changes an entry's settings makes its verdicts misses.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
@@ -21,6 +21,7 @@ use serde::Deserialize;
 use crate::auth::issuer::{Fingerprint, IssuerConfig};
 use crate::compile::CompileError;
 use crate::principal::{Principal, TokenHash};
+use crate::scope::ScopeSet;
 
 /// `token_cache`.
 #[derive(Debug, Deserialize)]
@@ -63,6 +64,8 @@ const INTERN_MAX: usize = 4096;
 struct Interner {
     strs: HashSet<Arc<str>>,
     audiences: HashSet<Arc<[Box<str>]>>,
+    /// Scope sets by their text.
+    scopes: HashMap<Box<str>, Arc<ScopeSet>>,
 }
 
 /// The shared copy of `value` in `set`, or a new one (kept while `set` has room).
@@ -81,7 +84,7 @@ where
 }
 
 /// The shared copies of a principal's scopes, client and audiences.
-pub type Interned = (Arc<str>, Option<Arc<str>>, Arc<[Box<str>]>);
+pub type Interned = (Arc<ScopeSet>, Option<Arc<str>>, Arc<[Box<str>]>);
 
 /// Verdicts of issuer entries, and the interner of what they repeat.
 pub struct TokenCache {
@@ -124,8 +127,18 @@ impl TokenCache {
         // A poisoned lock only means another thread panicked while interning; the sets are
         // still valid (each insert is one call).
         let mut interner = self.interner.lock().unwrap_or_else(|e| e.into_inner());
+        let scopes = match interner.scopes.get(scopes) {
+            Some(s) => s.clone(),
+            None => {
+                let set = ScopeSet::parse(scopes);
+                if interner.scopes.len() < INTERN_MAX {
+                    interner.scopes.insert(Box::from(scopes), set.clone());
+                }
+                set
+            }
+        };
         (
-            intern(&mut interner.strs, scopes),
+            scopes,
             client_id.map(|c| intern(&mut interner.strs, c)),
             intern(&mut interner.audiences, audiences),
         )

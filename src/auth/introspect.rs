@@ -747,7 +747,7 @@ fn judge(a: &Answer, issuer: &Issuer, now: i64) -> Result<Principal, &'static st
         issuer_name: issuer.name.clone(),
         subject: subject.map(Box::from),
         client_id: client_id.map(Arc::from),
-        scopes: Arc::from(scopes),
+        scopes: crate::scope::ScopeSet::parse(&scopes),
         any_audience: audiences.is_empty(),
         audiences: Arc::from(audiences),
         exp: exp.unwrap_or(NO_EXP),
@@ -804,7 +804,7 @@ mod tests {
             panic!()
         };
         assert_eq!(ttl, Duration::from_secs(30));
-        assert_eq!(&*p.scopes, "a b");
+        assert_eq!(p.scopes.as_str(), "a b");
         assert_eq!(p.subject.as_deref(), Some("alice"));
         assert_eq!(p.client_id.as_deref(), Some("c1"));
         assert_eq!(&*p.audiences[1], "https://mcp.example.com/mcp");

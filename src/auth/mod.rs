@@ -307,7 +307,7 @@ mod tests {
             issuer_name: Arc::from("a"),
             subject: None,
             client_id: None,
-            scopes: "".into(),
+            scopes: crate::scope::ScopeSet::parse(""),
             audiences: Arc::from(vec![crate::scope::canonical_audience(aud).into_boxed_str()]),
             exp: i64::MAX / 2,
             nbf: None,

@@ -203,7 +203,7 @@ impl Policy {
 }
 
 fn satisfied(required: &RequiredScope, p: &Principal) -> bool {
-    required.satisfied_by.iter().any(|s| p.has_scope(s))
+    required.satisfied(&p.scopes)
 }
 
 /// Every scope the route requires (`required`), directly or through `scope_hierarchy`.
@@ -297,7 +297,7 @@ mod tests {
             issuer_name: Arc::from("a"),
             subject: None,
             client_id: None,
-            scopes: scopes.into(),
+            scopes: crate::scope::ScopeSet::parse(scopes),
             audiences: Arc::from(vec![crate::scope::canonical_audience(aud).into_boxed_str()]),
             exp: i64::MAX / 2,
             nbf: None,
@@ -318,10 +318,7 @@ mod tests {
     }
 
     fn scope(s: &str) -> RequiredScope {
-        RequiredScope {
-            name: s.into(),
-            satisfied_by: vec![s.into()],
-        }
+        RequiredScope::new(s, vec![s.into()])
     }
 
     impl Policy {

@@ -151,7 +151,7 @@ mod tests {
             issuer_name: Arc::from("a"),
             subject: sub.map(Box::from),
             client_id: client.map(Arc::from),
-            scopes: "".into(),
+            scopes: crate::scope::ScopeSet::parse(""),
             audiences: Arc::new([]),
             exp: i64::MAX / 2,
             nbf: None,

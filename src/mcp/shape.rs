@@ -252,7 +252,7 @@ routes:
             issuer_name: Arc::from("a"),
             subject: Some("alice".into()),
             client_id: None,
-            scopes: scopes.into(),
+            scopes: crate::scope::ScopeSet::parse(scopes),
             audiences: Arc::new([]),
             exp: i64::MAX / 2,
             nbf: None,

@@ -222,7 +222,7 @@ routes:
             issuer_name: Arc::from("a"),
             subject: sub.map(Box::from),
             client_id: Some(Arc::from("c1")),
-            scopes: scopes.into(),
+            scopes: crate::scope::ScopeSet::parse(scopes),
             audiences: Arc::from(vec![Box::from(aud)]),
             exp: i64::MAX / 4,
             nbf: None,

@@ -775,7 +775,7 @@ mod tests {
             issuer_name: Arc::from("as"),
             subject: Some(sub.into()),
             client_id: Some(client.into()),
-            scopes: "".into(),
+            scopes: crate::scope::ScopeSet::parse(""),
             audiences: Arc::new([]),
             any_audience: false,
             exp: NOW + 300,

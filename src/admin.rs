@@ -121,8 +121,7 @@ impl Admin {
     /// `POST /revocations`.
     async fn revoke(&self, session: &mut ServerSession) -> Result<Response<Vec<u8>>, AdminRefusal> {
         let body = read_body(session).await?;
-        let r = revocation::parse_request(&body, crate::clock::now_unix())
-            .map_err(AdminRefusal::InvalidRevocation)?;
+        let r = revocation::parse_request(&body, crate::clock::now_unix())?;
         let entry = serde_json::to_value(&r).unwrap_or_default();
         let revocations = &self.state.revocations;
         match revocations.add(r.clone()).await {

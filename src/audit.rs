@@ -167,6 +167,7 @@ fn json_string(out: &mut String, s: &str) {
         out.push_str(&s[clean..i]);
         if esc.is_empty() {
             let c = s[i..i + len].chars().next().map_or(0, |c| c as u32);
+            // Writing to a String cannot fail.
             let _ = write!(out, "\\u{c:04x}");
         } else {
             out.push_str(esc);

@@ -139,6 +139,12 @@ pub struct Limits {
     pub max_total: usize,
 }
 
+/// The open-file limit assumed when it cannot be read (the usual soft default).
+const NOFILE_UNKNOWN: u64 = 1024;
+/// Bounds of the default `max_connections`.
+const MIN_DEFAULT_CONNECTIONS: usize = 64;
+const MAX_DEFAULT_CONNECTIONS: usize = 100_000;
+
 /// `max_connections` when the file does not set it: half the process's open-file limit
 /// (the other half is for upstream connections and files), within 64 and 100000.
 pub fn default_max_total() -> usize {
@@ -150,11 +156,11 @@ pub fn default_max_total() -> usize {
     let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
         lim.rlim_cur
     } else {
-        1024
+        NOFILE_UNKNOWN
     };
     usize::try_from(soft / 2)
-        .unwrap_or(100_000)
-        .clamp(64, 100_000)
+        .unwrap_or(MAX_DEFAULT_CONNECTIONS)
+        .clamp(MIN_DEFAULT_CONNECTIONS, MAX_DEFAULT_CONNECTIONS)
 }
 
 impl Limits {
@@ -529,6 +535,7 @@ fn pingora_page_status(buf: &[u8]) -> Option<u16> {
 #[async_trait]
 impl Shutdown for Watched {
     async fn shutdown(&mut self) {
+        // The connection is closing: a page that cannot be flushed now has no reader.
         let _ = std::future::poll_fn(|cx| self.poll_own_page(cx)).await;
         self.inner.shutdown().await;
     }

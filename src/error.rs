@@ -336,6 +336,8 @@ pub enum AdminRefusal {
     StoreUnavailable,
     /// A method `/revocations` does not take: 405 with `Allow`.
     MethodNotAllowed,
+    /// The gateway failed itself (no random id could be drawn): 500.
+    Internal,
 }
 
 impl AdminRefusal {
@@ -351,6 +353,7 @@ impl AdminRefusal {
             AdminRefusal::ListFull => 409,
             AdminRefusal::StoreUnavailable => 503,
             AdminRefusal::MethodNotAllowed => 405,
+            AdminRefusal::Internal => 500,
         }
     }
 
@@ -359,6 +362,7 @@ impl AdminRefusal {
             AdminRefusal::RevocationsDisabled => "access_denied",
             AdminRefusal::BadToken => "invalid_token",
             AdminRefusal::StoreUnavailable => "temporarily_unavailable",
+            AdminRefusal::Internal => "internal_error",
             _ => "invalid_request",
         }
     }
@@ -377,6 +381,7 @@ impl AdminRefusal {
                 "Redis cannot answer: the revocation was not recorded, retry"
             }
             AdminRefusal::MethodNotAllowed => "use GET or POST",
+            AdminRefusal::Internal => "the revocation could not be recorded",
         }
     }
 }

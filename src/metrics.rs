@@ -241,7 +241,9 @@ pub fn introspection_refused(issuer: &str, result: &str) {
 /// The Prometheus text exposition of every metric.
 pub fn render() -> Vec<u8> {
     let mut buf = Vec::new();
-    let _ = TextEncoder::new().encode(&METRICS.registry.gather(), &mut buf);
+    if let Err(e) = TextEncoder::new().encode(&METRICS.registry.gather(), &mut buf) {
+        tracing::error!(error = %e, "metrics could not be encoded");
+    }
     buf
 }
 

@@ -158,6 +158,7 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
             if keep_literal(d) {
                 out.push(d as char);
             } else {
+                // Writing to a String cannot fail.
                 let _ = write!(out, "%{d:02X}");
             }
         }

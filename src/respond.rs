@@ -171,11 +171,17 @@ pub fn response_header(status: u16) -> ResponseHeader {
     parts.into()
 }
 
-/// Set a header on a response the gateway writes. Every value here is built from checked
-/// parts (status-independent constants, lengths, compiled challenges, validated origins),
-/// so this cannot fail; if it ever did, the header is left out and the failure logged, and
-/// the response still leaves with its status and JSON body.
-fn put(h: &mut ResponseHeader, name: HeaderName, value: impl TryInto<HeaderValue>, append: bool) {
+/// Set (or, with `append`, add) a header on a response going to the client. Every value
+/// the gateway sets is built from checked parts (constants, lengths, compiled challenges,
+/// validated origins), so this fails only if the header map is full (an upstream answer
+/// with tens of thousands of headers); then the header is left out and the failure
+/// logged, never silently.
+pub fn set_header(
+    h: &mut ResponseHeader,
+    name: HeaderName,
+    value: impl TryInto<HeaderValue>,
+    append: bool,
+) {
     let written = match value.try_into() {
         Ok(v) if append => h.append_header(name.clone(), v).map(|_| ()),
         Ok(v) => h.insert_header(name.clone(), v),
@@ -192,14 +198,14 @@ fn put(h: &mut ResponseHeader, name: HeaderName, value: impl TryInto<HeaderValue
 /// A JSON body and its framing headers (`Content-Type`, `Content-Length`, `no-store`).
 fn json_response(status: u16, body: Bytes) -> (ResponseHeader, Bytes) {
     let mut h = response_header(status);
-    put(
+    set_header(
         &mut h,
         http::header::CONTENT_TYPE,
         "application/json",
         false,
     );
-    put(&mut h, http::header::CONTENT_LENGTH, body.len(), false);
-    put(&mut h, http::header::CACHE_CONTROL, "no-store", false);
+    set_header(&mut h, http::header::CONTENT_LENGTH, body.len(), false);
+    set_header(&mut h, http::header::CACHE_CONTROL, "no-store", false);
     (h, body)
 }
 
@@ -325,11 +331,11 @@ pub fn refusal(
     let (mut resp, body) = json_response(refusal.status(), body);
     if let Some(c) = challenge {
         for ch in challenges(refusal, c, dpop_used) {
-            put(&mut resp, http::header::WWW_AUTHENTICATE, ch, true);
+            set_header(&mut resp, http::header::WWW_AUTHENTICATE, ch, true);
         }
     }
     if let Refusal::DpopNonce(nonce) = refusal {
-        put(
+        set_header(
             &mut resp,
             HeaderName::from_static("dpop-nonce"),
             nonce.as_ref(),
@@ -337,10 +343,10 @@ pub fn refusal(
         );
     }
     if let Refusal::MethodNotAllowed = refusal {
-        put(&mut resp, http::header::ALLOW, POLICY_ROUTE_ALLOW, false);
+        set_header(&mut resp, http::header::ALLOW, POLICY_ROUTE_ALLOW, false);
     }
     if refusal.retry_later() {
-        put(
+        set_header(
             &mut resp,
             http::header::RETRY_AFTER,
             RETRY_AFTER_SECONDS,
@@ -361,46 +367,46 @@ pub const METADATA_MAX_AGE: &str = "public, max-age=300";
 /// origin. `head`: a HEAD request (headers only).
 pub fn metadata(document: &Bytes, head: bool) -> (ResponseHeader, Bytes) {
     let mut h = response_header(200);
-    put(
+    set_header(
         &mut h,
         http::header::CONTENT_TYPE,
         "application/json",
         false,
     );
-    put(&mut h, http::header::CONTENT_LENGTH, document.len(), false);
-    put(
+    set_header(&mut h, http::header::CONTENT_LENGTH, document.len(), false);
+    set_header(
         &mut h,
         http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
         "*",
         false,
     );
-    put(&mut h, http::header::CACHE_CONTROL, METADATA_MAX_AGE, false);
+    set_header(&mut h, http::header::CACHE_CONTROL, METADATA_MAX_AGE, false);
     (h, if head { Bytes::new() } else { document.clone() })
 }
 
 /// The 204 answer to a CORS preflight for a metadata document (any origin may read it).
 pub fn metadata_preflight() -> (ResponseHeader, Bytes) {
     let mut h = response_header(204);
-    put(
+    set_header(
         &mut h,
         http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
         "*",
         false,
     );
-    put(
+    set_header(
         &mut h,
         http::header::ACCESS_CONTROL_ALLOW_METHODS,
         "GET, HEAD, OPTIONS",
         false,
     );
-    put(
+    set_header(
         &mut h,
         http::header::ACCESS_CONTROL_ALLOW_HEADERS,
         "mcp-protocol-version, content-type",
         false,
     );
-    put(&mut h, http::header::ACCESS_CONTROL_MAX_AGE, "86400", false);
-    put(&mut h, http::header::CONTENT_LENGTH, "0", false);
+    set_header(&mut h, http::header::ACCESS_CONTROL_MAX_AGE, "86400", false);
+    set_header(&mut h, http::header::CONTENT_LENGTH, "0", false);
     (h, Bytes::new())
 }
 
@@ -423,14 +429,14 @@ pub fn cors_preflight(
     api_key_header: Option<&HeaderName>,
 ) -> (ResponseHeader, Bytes) {
     let mut h = response_header(204);
-    put(
+    set_header(
         &mut h,
         http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
         origin.clone(),
         false,
     );
-    put(&mut h, http::header::VARY, "Origin", false);
-    put(
+    set_header(&mut h, http::header::VARY, "Origin", false);
+    set_header(
         &mut h,
         http::header::ACCESS_CONTROL_ALLOW_METHODS,
         CORS_ALLOW_METHODS,
@@ -440,13 +446,13 @@ pub fn cors_preflight(
         Some(k) => format!("{CORS_ALLOW_HEADERS}, {k}"),
         None => CORS_ALLOW_HEADERS.to_string(),
     };
-    put(
+    set_header(
         &mut h,
         http::header::ACCESS_CONTROL_ALLOW_HEADERS,
         allow_headers,
         false,
     );
-    put(
+    set_header(
         &mut h,
         http::header::ACCESS_CONTROL_MAX_AGE,
         CORS_MAX_AGE,
@@ -810,6 +816,7 @@ mod tests {
             AdminRefusal::ListFull,
             AdminRefusal::StoreUnavailable,
             AdminRefusal::MethodNotAllowed,
+            AdminRefusal::Internal,
         ] {
             let resp = admin_refusal(&r);
             assert_eq!(resp.status().as_u16(), r.status());

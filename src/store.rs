@@ -30,6 +30,16 @@ use crate::metrics::{self, RedisOp, RedisResult};
 // The `state` section
 // ---------------------------------------------------------------------------------------------
 
+/// Background and admin calls (sync, writes) wait at least this long, whatever the
+/// request-path `timeout_ms`: they are not on a request's clock.
+const MIN_BACKGROUND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pauses of the connection manager between reconnection attempts: short, since the next
+/// call retries anyway.
+const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
+const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
+/// At most one "decided without Redis" line per this many milliseconds (with the count).
+const LOUD_LOG_EVERY_MS: u64 = 10_000;
+
 /// `state`: what replicas share, and what happens when the shared store is unreachable.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,7 +158,7 @@ impl std::fmt::Debug for RedisSettings {
 impl RedisSettings {
     /// Deadline of background and admin calls (sync, writes): never below one second.
     pub fn background_timeout(&self) -> Duration {
-        self.timeout.max(Duration::from_secs(1))
+        self.timeout.max(MIN_BACKGROUND_TIMEOUT)
     }
 
     /// Whether the connection is TLS (`rediss://`).
@@ -423,7 +433,7 @@ impl LoudLog {
             .unwrap_or(1)
             .max(1);
         let last = self.last_ms.load(Ordering::Acquire);
-        if (last == 0 || now.saturating_sub(last) >= 10_000)
+        if (last == 0 || now.saturating_sub(last) >= LOUD_LOG_EVERY_MS)
             && self
                 .last_ms
                 .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
@@ -482,8 +492,8 @@ impl Store {
             .set_response_timeout(Some(settings.background_timeout()))
             // Reconnection is retried by the next call; keep each attempt short.
             .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
+            .set_min_delay(RECONNECT_MIN_DELAY)
+            .set_max_delay(RECONNECT_MAX_DELAY);
         let conn = {
             // The manager spawns its reconnection tasks on the runtime it is made in.
             let _guard = runtime.enter();

@@ -90,6 +90,7 @@ impl Shared {
         let Some(s) = socket.take() else {
             return false;
         };
+        // An error means the connection is already shut: the stream ends either way.
         let _ = s.shutdown(Shutdown::Both);
         self.closed.store(why as u8, Ordering::Release);
         true

@@ -24,6 +24,7 @@ use crate::auth::AuthMode;
 use crate::compile::{relative_to, yaml_error, CompileError};
 use crate::error::Refusal;
 use crate::principal::{AuthMethod, Principal};
+use crate::respond::set_header;
 
 /// The default header carrying a key (`Authorization: ApiKey <key>` is accepted too).
 pub const DEFAULT_HEADER: &str = "X-API-Key";
@@ -446,12 +447,13 @@ impl Deprecation {
 
     /// Add the headers to a response going to the client.
     pub fn apply(&self, resp: &mut ResponseHeader) {
-        let _ = resp.insert_header("deprecation", self.deprecation.clone());
+        let name = http::HeaderName::from_static;
+        set_header(resp, name("deprecation"), self.deprecation.clone(), false);
         if let Some(s) = &self.sunset {
-            let _ = resp.insert_header("sunset", s.clone());
+            set_header(resp, name("sunset"), s.clone(), false);
         }
         if let Some(l) = &self.link {
-            let _ = resp.append_header("link", l.clone());
+            set_header(resp, http::header::LINK, l.clone(), true);
         }
     }
 }

@@ -24,6 +24,14 @@ use crate::metrics;
 const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// Minimum time between two fetch attempts while an issuer has no keys at all.
 const MIN_COLD_RETRY: Duration = Duration::from_secs(2);
+/// A JWKS `Cache-Control: max-age` shortens the refresh, within these bounds (seconds): no
+/// faster than a minute, never slower than an hour (and never slower than the setting).
+const MAX_AGE_FLOOR: u64 = 60;
+const MAX_AGE_CEILING: u64 = 3600;
+/// Retry pause after a failed periodic fetch, doubled up to [`RETRY_MAX`] (and the
+/// issuer's refresh interval).
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// The keys of one issuer at one moment.
 pub struct KeySnapshot {
@@ -143,8 +151,8 @@ impl IssuerKeys {
                 self.generation.fetch_add(1, Ordering::AcqRel);
                 let base = self.config.refresh;
                 let interval = match max_age {
-                    Some(s) => Duration::from_secs(s.clamp(60, 3600))
-                        .min(base.max(Duration::from_secs(60))),
+                    Some(s) => Duration::from_secs(s.clamp(MAX_AGE_FLOOR, MAX_AGE_CEILING))
+                        .min(base.max(Duration::from_secs(MAX_AGE_FLOOR))),
                     None => base,
                 };
                 Ok(interval)
@@ -190,20 +198,18 @@ impl IssuerKeys {
         }
         let me = self.clone();
         self.fetcher.spawn(async move {
-            let mut backoff = Duration::from_secs(1);
+            let mut backoff = RETRY_MIN;
             loop {
                 let wait = {
                     let _guard = me.fetch_lock.lock().await;
                     match me.fetch_and_store().await {
                         Ok(interval) => {
-                            backoff = Duration::from_secs(1);
+                            backoff = RETRY_MIN;
                             interval
                         }
                         Err(_) => {
                             let w = backoff;
-                            backoff = (backoff * 2)
-                                .min(Duration::from_secs(60))
-                                .min(me.config.refresh);
+                            backoff = (backoff * 2).min(RETRY_MAX).min(me.config.refresh);
                             w
                         }
                     }

@@ -585,7 +585,7 @@ impl Judge {
         resp.remove_header(&http::header::CONTENT_LENGTH);
         // HTTP/1.1 framing for a body whose length is known only at its end (pingora drops
         // it for HTTP/2).
-        let _ = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+        crate::respond::set_header(resp, http::header::TRANSFER_ENCODING, "chunked", false);
         judge.mode = if sse {
             Mode::Sse(SseFilter::new())
         } else {

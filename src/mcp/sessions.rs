@@ -26,6 +26,12 @@ use crate::error::Refusal;
 use crate::principal::{AuthMethod, Principal};
 use crate::upstream::Upstream;
 
+/// Sessions remembered (least recently used forgotten first: a forgotten session is the
+/// upstream's to refuse).
+const MAX_SESSIONS: u64 = 100_000;
+/// A binding unused this long is forgotten (a day: longer than any MCP session idles).
+const SESSION_IDLE: Duration = Duration::from_secs(24 * 3600);
+
 /// (upstream origin, session id).
 type SessionKey = (Box<str>, Box<str>);
 
@@ -70,8 +76,8 @@ impl Default for SessionBindings {
     fn default() -> Self {
         SessionBindings {
             cache: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_idle(Duration::from_secs(24 * 3600))
+                .max_capacity(MAX_SESSIONS)
+                .time_to_idle(SESSION_IDLE)
                 .build(),
         }
     }

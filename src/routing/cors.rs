@@ -19,7 +19,7 @@ use pingora_http::ResponseHeader;
 use crate::compile::CompileError;
 use crate::error::Refusal;
 use crate::listeners::PublicUrl;
-use crate::respond::CORS_EXPOSE_HEADERS;
+use crate::respond::{set_header, CORS_EXPOSE_HEADERS};
 
 /// A route's `allowed_origins`: lower-case `scheme://host[:port]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,13 +128,20 @@ pub fn decorate(resp: &mut ResponseHeader, origin: Option<&HeaderValue>) {
         })
     });
     if !varies {
-        let _ = resp.append_header(http::header::VARY, "Origin");
+        set_header(resp, http::header::VARY, "Origin", true);
     }
     if let Some(o) = origin {
-        let _ = resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
-        let _ = resp.insert_header(
+        set_header(
+            resp,
+            http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            o.clone(),
+            false,
+        );
+        set_header(
+            resp,
             http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
             CORS_EXPOSE_HEADERS,
+            false,
         );
     }
 }

@@ -94,6 +94,7 @@ pub fn spawn(path: PathBuf, state: Arc<GatewayState>) -> Result<(), String> {
     let filter = names.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if res.is_ok_and(|e| relevant(&e, &filter)) {
+            // A send fails only when the reload thread is gone (the process is ending).
             let _ = events.send(false);
         }
     })

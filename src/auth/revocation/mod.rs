@@ -36,7 +36,7 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_unix_ms as now_ms;
-use crate::error::Refusal;
+use crate::error::{AdminRefusal, Refusal};
 use crate::failmode::FailMode;
 use crate::metrics;
 use crate::principal::{AuthMethod, Principal};
@@ -232,6 +232,14 @@ pub enum AddError {
 /// Between polls (head and hash length), the whole list is loaded and judged at least
 /// this often, so an entry altered in place without a message is seen within a minute.
 const FULL_LOAD_EVERY_MS: i64 = 60_000;
+
+/// First pause before resubscribing to the revocation channel (the poll keeps the list
+/// current meanwhile), doubled up to [`RESUBSCRIBE_MAX`].
+const RESUBSCRIBE_MIN: Duration = Duration::from_millis(250);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
+
+/// Longest `jti`, subject or client id a revocation may name.
+const MAX_VALUE_BYTES: usize = 1024;
 
 /// Seconds before its expiry from which a revocation missing in Redis is not a divergence.
 const EXPIRY_GRACE: i64 = 30;
@@ -459,8 +467,12 @@ impl Revocations {
             None => {
                 self.adopt(sh, &mut st, &loaded, now);
                 if loaded.entries.values().any(|r| r.expires_at <= now) {
-                    // Expired entries leave Redis through a write like any other change.
-                    let _ = self.rewrite(sh, &mut st, &loaded, None, now).await;
+                    // Expired entries leave Redis through a write like any other change. A
+                    // failed write is harmless: the entries are expired everywhere (every
+                    // replica ignores them) and the next sync tries again.
+                    if let Err(e) = self.rewrite(sh, &mut st, &loaded, None, now).await {
+                        tracing::debug!(error = %e, "expired revocations not removed from Redis yet");
+                    }
                 }
                 Ok(())
             }
@@ -590,8 +602,13 @@ impl Revocations {
             .collect();
         let (epoch, version) = match &loaded.head {
             shared::HeadState::Valid(h) => (h.epoch.clone(), h.version.max(st.confirmed.version)),
-            // A new list (or one re-created after Redis lost it): a new epoch.
-            _ => (random_id(), st.confirmed.version),
+            // A new list (or one re-created after Redis lost it): a new, random epoch.
+            _ => (
+                random_id().ok_or_else(|| {
+                    StoreError::Redis("the system's random source failed: no new epoch".into())
+                })?,
+                st.confirmed.version,
+            ),
         };
         let list: Vec<&Revocation> = merged.values().copied().collect();
         let head = sh.integrity.head(epoch, version + 1, &list);
@@ -664,7 +681,7 @@ impl Revocations {
     async fn subscribe(&self) {
         use futures_util::StreamExt as _;
         let Some(sh) = &self.shared else { return };
-        let mut pause = Duration::from_millis(250);
+        let mut pause = RESUBSCRIBE_MIN;
         loop {
             let connect = async {
                 let mut ps = sh.store.client().get_async_pubsub().await?;
@@ -673,7 +690,7 @@ impl Revocations {
             };
             match tokio::time::timeout(sh.store.settings.connect_timeout, connect).await {
                 Ok(Ok(ps)) => {
-                    pause = Duration::from_millis(250);
+                    pause = RESUBSCRIBE_MIN;
                     // Anything published before we subscribed is picked up by this sync.
                     sh.wake.notify_one();
                     let mut messages = ps.into_on_message();
@@ -691,7 +708,7 @@ impl Revocations {
                 Err(_) => tracing::debug!("subscribing to the revocation channel timed out"),
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
+            pause = (pause * 2).min(RESUBSCRIBE_MAX);
         }
     }
 }
@@ -713,14 +730,23 @@ pub struct RevokeRequest {
     pub reason: Option<String>,
 }
 
-fn random_id() -> String {
+/// A random revocation id; `None` if the system's random source failed (never a
+/// predictable id).
+fn random_id() -> Option<String> {
     let mut b = [0u8; 16];
-    let _ = aws_lc_rs::rand::fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    aws_lc_rs::rand::fill(&mut b).ok()?;
+    Some(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// Judge a `POST /revocations` body.
-pub fn parse_request(body: &[u8], now: i64) -> Result<Revocation, String> {
+pub fn parse_request(body: &[u8], now: i64) -> Result<Revocation, AdminRefusal> {
+    let r = check_request(body, now).map_err(AdminRefusal::InvalidRevocation)?;
+    let id = random_id().ok_or(AdminRefusal::Internal)?;
+    Ok(Revocation { id, ..r })
+}
+
+/// The revocation a body asks for (its `id` still empty).
+fn check_request(body: &[u8], now: i64) -> Result<Revocation, String> {
     let req: RevokeRequest = serde_json::from_slice(body)
         .map_err(|e| format!("the body is not a valid revocation: {e}"))?;
     let named: Vec<(Kind, String)> = [
@@ -733,8 +759,11 @@ pub fn parse_request(body: &[u8], now: i64) -> Result<Revocation, String> {
     .collect();
     let [(kind, value)] = <[(Kind, String); 1]>::try_from(named)
         .map_err(|_| "name exactly one of jti, subject, client_id".to_string())?;
-    if value.is_empty() || value.len() > 1024 {
-        return Err(format!("{} must be 1 to 1024 bytes", kind.as_str()));
+    if value.is_empty() || value.len() > MAX_VALUE_BYTES {
+        return Err(format!(
+            "{} must be 1 to {MAX_VALUE_BYTES} bytes",
+            kind.as_str()
+        ));
     }
     if req
         .issuer
@@ -751,7 +780,7 @@ pub fn parse_request(body: &[u8], now: i64) -> Result<Revocation, String> {
         return Err(format!("expires_in must be 1 to {MAX_EXPIRES_IN} seconds"));
     }
     Ok(Revocation {
-        id: random_id(),
+        id: String::new(),
         kind,
         value,
         issuer: req.issuer,
@@ -790,7 +819,7 @@ mod tests {
 
     fn rev(kind: Kind, value: &str, issuer: Option<&str>, at: i64, expires: i64) -> Revocation {
         Revocation {
-            id: random_id(),
+            id: random_id().unwrap(),
             kind,
             value: value.into(),
             issuer: issuer.map(String::from),

@@ -7,7 +7,7 @@
 //! `Refusal` without knowing how it is rendered. [`Reason`] is the closed list of refusal
 //! reasons: its label is the `reason` of `mcpgate_requests_total` and of the audit line,
 //! and it fixes the status and the OAuth error code, all from the one table in
-//! [`reasons!`]; the README's table of refusals is tested against it.
+//! `reasons!`; the README's table of refusals is tested against it.
 
 /// Declares [`Reason`] from one table: variant, metric label, status, OAuth error code.
 macro_rules! reasons {

@@ -1,10 +1,18 @@
 //! mcpgate: an OAuth 2.1 resource-server gateway for MCP servers, on pingora.
 //!
-//! A request flows one way: listener → [`routing`] (host, path, metadata) → [`cors`] →
-//! [`credentials`] → [`auth`] (token) → [`policy`] → [`identity`] headers → upstream.
-//! Every refusal leaves through [`error::Refusal`]. Side work (JWKS refresh in
-//! [`jwks`], config reload in [`reload`]) runs in the background; the request path reads
-//! one lock-free [`state::Snapshot`] per request.
+//! A request flows one way: [`connections`] → [`proxy`], which calls its [`proxy::steps`] in
+//! order: route ([`routing`]) → origin ([`routing::cors`]) → credentials and token
+//! ([`auth`]) → principal (revocations, audience, subject) → DPoP → session → policy
+//! ([`mcp`]) → identity headers ([`identity`]) → upstream. Every response the gateway writes
+//! itself leaves through [`respond`]; why a request is refused is an [`error::Refusal`].
+//! Side work (key refresh, introspection, Redis, config reload) runs in the background; the
+//! request path reads one lock-free [`state::Snapshot`] per request.
+//!
+//! Layers point one way (`tests/modcycles.py` checks it): the bottom layer ([`error`],
+//! [`principal`], [`scope`], [`clock`], [`path`], [`compile`], [`failmode`], [`logs`])
+//! imports nothing of ours; domain modules own their sections of the configuration and
+//! never import [`config`], which only reads, delegates and aggregates; [`state`],
+//! [`proxy`], [`admin`], [`server`] and [`cli`] sit on top.
 //!
 //! [`Gateway`] is what pingora runs; [`build_server`] assembles the pingora `Server`
 //! (public proxy service, admin service) used by `mcpgate run` and `mcpgate dev`.

@@ -85,7 +85,7 @@ const MAX_GRACE_SECONDS: u64 = 3600;
 pub struct PublicUrl {
     pub url: String,
     pub scheme: String,
-    /// host[:port] as it appears in the URL (port omitted when default).
+    /// `host[:port]` as it appears in the URL (port omitted when default).
     pub authority: String,
 }
 

@@ -626,8 +626,7 @@ mod tests {
         }
     }
 
-    /// One refusal of every reason (the match on `reason()` in `all_reasons_covered` makes
-    /// adding a variant without an example here a compile-time gap, not a silent one).
+    /// One refusal of every reason (`all_reasons_covered` fails when a reason has none).
     fn one_of_each() -> Vec<Refusal> {
         vec![
             Refusal::BadPath("path is not valid UTF-8"),
@@ -803,9 +802,68 @@ mod tests {
         );
     }
 
+    /// The README's table of admin answers is the code's: one row per refusal, with its
+    /// status, `error` code and extra header.
     #[test]
-    fn admin_refusals_are_json_with_their_headers() {
-        for r in [
+    fn readme_admin_table_matches_the_code() {
+        let readme = include_str!("../README.md");
+        let rows: Vec<(String, String, String)> = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| admin answer | status | `error` | extra header |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let c: Vec<&str> = l.split('|').map(str::trim).collect();
+                (
+                    c[2].into(),
+                    c[3].trim_matches('`').into(),
+                    c[4].trim_matches('`').into(),
+                )
+            })
+            .collect();
+        let all = admin_refusals();
+        assert_eq!(rows.len(), all.len());
+        for (r, (status, code, header)) in all.iter().zip(&rows) {
+            assert_eq!(*status, r.status().to_string(), "{r:?}");
+            assert_eq!(*code, r.code(), "{r:?}");
+            let resp = admin_refusal(r);
+            let extra: Vec<String> = ["www-authenticate", "retry-after", "allow"]
+                .iter()
+                .filter_map(|n| resp.headers().get(*n).map(|v| (n, v)))
+                .map(|(n, v)| format!("{}: {}", canonical(n), v.to_str().unwrap()))
+                .collect();
+            assert_eq!(*header, extra.join(", "), "{r:?}");
+        }
+    }
+
+    fn canonical(n: &str) -> &'static str {
+        match n {
+            "www-authenticate" => "WWW-Authenticate",
+            "retry-after" => "Retry-After",
+            _ => "Allow",
+        }
+    }
+
+    /// Does not compile when a variant is added without a row here and in the README.
+    fn _every_admin_refusal_is_listed(r: &AdminRefusal) {
+        match r {
+            AdminRefusal::RevocationsDisabled
+            | AdminRefusal::TwoAuthorizations
+            | AdminRefusal::BadToken
+            | AdminRefusal::BodyTooLarge
+            | AdminRefusal::BodyUnreadable
+            | AdminRefusal::BodyTimeout
+            | AdminRefusal::InvalidRevocation(_)
+            | AdminRefusal::ListFull
+            | AdminRefusal::StoreUnavailable
+            | AdminRefusal::MethodNotAllowed
+            | AdminRefusal::Internal => {}
+        }
+    }
+
+    /// One of each admin refusal, in the README table's order.
+    fn admin_refusals() -> Vec<AdminRefusal> {
+        vec![
             AdminRefusal::RevocationsDisabled,
             AdminRefusal::TwoAuthorizations,
             AdminRefusal::BadToken,
@@ -817,7 +875,12 @@ mod tests {
             AdminRefusal::StoreUnavailable,
             AdminRefusal::MethodNotAllowed,
             AdminRefusal::Internal,
-        ] {
+        ]
+    }
+
+    #[test]
+    fn admin_refusals_are_json_with_their_headers() {
+        for r in admin_refusals() {
             let resp = admin_refusal(&r);
             assert_eq!(resp.status().as_u16(), r.status());
             let v: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();

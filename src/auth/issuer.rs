@@ -67,7 +67,7 @@ pub type Fingerprint = [u8; 16];
 
 #[derive(Debug)]
 pub struct IssuerConfig {
-    /// This entry's name and settings, hashed (see [`IssuerConfig::verdict_fingerprint`]):
+    /// This entry's name and settings, hashed (see `IssuerConfig::verdict_fingerprint`):
     /// the key of its verdicts in the token cache.
     pub fingerprint: Fingerprint,
     pub name: Arc<str>,

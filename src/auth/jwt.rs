@@ -1,7 +1,7 @@
 //! JWT access tokens (RFC 7519, 9068, 8725): strict parsing and signature verification.
 //!
 //! Sits after credentials in the request flow: a compact JWS is split and decoded once,
-//! the claims picked out into [`Claims`], the issuer's key chosen by `kid` (or by `alg`
+//! the claims picked out into [`RawClaims`], the issuer's key chosen by `kid` (or by `alg`
 //! when there is none), and the signature checked with a public key that was parsed when
 //! the JWKS arrived (aws-lc-rs `ParsedPublicKey`: no key parsing per request). Claim
 //! checks that depend on the route (audience, scopes) live in `policy`.

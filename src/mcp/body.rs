@@ -223,7 +223,7 @@ impl<'de> Deserialize<'de> for Message<'de> {
 
 /// Every client-to-server method of MCP 2025-06-18, 2025-11-25 and 2026-07-28 (the
 /// `ClientRequest` and `ClientNotification` unions of each revision's `schema.ts`) that
-/// names no tool, resource or prompt. The ones that do are matched in [`op_of`]; any
+/// names no tool, resource or prompt. The ones that do are matched in `op_of`; any
 /// other string, however close to one of these, is an unknown method.
 pub const METHODS_NAMING_NOTHING: &[&str] = &[
     "initialize",

@@ -59,7 +59,7 @@ pub(crate) fn parse_authority(a: &str) -> Result<Authority, Refusal> {
     Ok(Authority { host, port })
 }
 
-/// The host a request is for (see [`Authority`]). Every request must name one: HTTP/1.x
+/// The host a request is for (see `Authority`). Every request must name one: HTTP/1.x
 /// in exactly one `Host` header (RFC 9112 §3.2, also with an absolute-form target, whose
 /// authority must then be the same), HTTP/2 in `:authority` or `Host`.
 pub fn request_host(req: &RequestHeader) -> Result<String, Refusal> {

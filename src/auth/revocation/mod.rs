@@ -21,7 +21,7 @@
 //! reports it (`mcpgate_revocations_diverged`, `/readyz` with `state.redis.readyz`).
 //! Without Redis the list is local to the process. Writes come from the admin listener
 //! (`POST /revocations`, see `admin`) and `mcpgate revoke` (a client of that endpoint,
-//! [`run_cli`]).
+//! `cli::revoke`).
 //!
 //! A response stream whose token gets revoked is closed at its next event: the proxy's
 //! `response_body_filter` re-checks its principal whenever [`Revocations::generation`]

@@ -231,17 +231,15 @@ impl Gateway {
         let req = session.req_header();
         ctx.request.dpop_used = steps::dpop_used(&req.headers);
         let creds = steps::credentials(&route.auth, &req.headers, req.uri.query())?;
-        let (principal, presented) = self
-            .state
-            .auth
-            .authenticate_request(
-                &snapshot.issuers,
-                config.api_keys.as_deref(),
-                &route.auth,
-                creds,
-                &mut ctx.audit.token,
-            )
-            .await?;
+        let (principal, presented) = steps::token(
+            &self.state.auth,
+            &snapshot.issuers,
+            config.api_keys.as_deref(),
+            route,
+            creds,
+            &mut ctx.audit.token,
+        )
+        .await?;
         let now = crate::clock::now_unix();
         ctx.response.revocation_gen = self.state.revocations.generation();
         steps::principal(&self.state.revocations, route, &principal, now)?;

@@ -7,14 +7,16 @@
 //! dpop → session → policy (head, body, authorize) → body size → identity.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 use pingora_http::RequestHeader;
 
+use crate::auth::apikeys::KeyStore;
 use crate::auth::credentials::{self, Credentials};
 use crate::auth::dpop::{self, Checked, DpopSettings, ProofRequest};
 use crate::auth::revocation::Revocations;
-use crate::auth::{check_audience, Presented, RouteAuth};
+use crate::auth::{check_audience, Authenticator, Issuers, Presented, RouteAuth};
 use crate::config::{Config, Route};
 use crate::connections::RequestLimits;
 use crate::error::Refusal;
@@ -23,7 +25,7 @@ use crate::listeners::PublicUrl;
 use crate::mcp::body::Calls;
 use crate::mcp::sessions::{self, SessionBindings};
 use crate::mcp::shape::{self, Plan, RoutePolicy};
-use crate::principal::Principal;
+use crate::principal::{Principal, TokenHash};
 use crate::routing::cors::{self, Cors};
 use crate::routing::{self, Target};
 use crate::upstream::Upstream;
@@ -58,6 +60,21 @@ pub fn credentials<'h>(
 ) -> Result<Credentials<'h>, Refusal> {
     credentials::extract_for(headers, query, auth.mode.accepts_oauth(), auth.key_header())
         .map_err(|e| Refusal::Credentials(e.describe()))
+}
+
+/// Token: the credentials verified into a principal by the issuer entries (or key file)
+/// the route accepts, through the verified-token cache. `seen` gets the credential's
+/// hash, for the audit line.
+pub async fn token<'h>(
+    auth: &Authenticator,
+    issuers: &Issuers,
+    api_keys: Option<&KeyStore>,
+    route: &Route,
+    creds: Credentials<'h>,
+    seen: &mut Option<TokenHash>,
+) -> Result<(Arc<Principal>, Presented<'h>), Refusal> {
+    auth.authenticate_request(issuers, api_keys, &route.auth, creds, seen)
+        .await
 }
 
 /// Whether the request uses the DPoP authorization scheme (errors then go on the DPoP
@@ -179,7 +196,6 @@ mod tests {
     use super::*;
     use crate::error::GatewayFailure;
     use crate::principal::AuthMethod;
-    use std::sync::Arc;
 
     const YAML: &str = r#"
 listen: {address: '127.0.0.1:1', public_url: 'https://mcp.example.com'}
@@ -255,6 +271,81 @@ routes:
             route(&c, &req),
             Err(Refusal::Credentials("more than one Authorization header"))
         );
+    }
+
+    /// The token step with what needs no network: an API key from the key file, no
+    /// credentials, a token no issuer entry of the route can judge.
+    #[test]
+    fn token_step_verifies_keys_and_refuses_what_it_cannot_judge() {
+        use sha2::Digest as _;
+        let dir = tempfile::tempdir().unwrap();
+        let hex: String = sha2::Sha256::digest(b"key-one-0123456789")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        std::fs::write(
+            dir.path().join("keys.yaml"),
+            format!(
+                "keys:\n  - id: ci\n    sha256: {hex}\n    subject: bot\n    scopes: [mcp:read]\n"
+            ),
+        )
+        .unwrap();
+        let yaml = format!(
+            "{YAML}- {{name: keys, path_prefix: /keys, upstream: 'http://127.0.0.1:5', auth: both}}\napi_keys: {{file: keys.yaml}}\n"
+        );
+        let c = Config::from_yaml(&dir.path().join("c.yaml").display().to_string(), &yaml).unwrap();
+        let fetcher = crate::background::Fetcher::new().unwrap();
+        let issuers = Issuers::build(&c.issuers, &[], 10, None, &fetcher);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let auth = Authenticator::new(10);
+            let keys = c.api_keys.as_deref();
+            let route = &c.routes[2];
+            let mut seen = None;
+            let (p, how) = token(
+                &auth,
+                &issuers,
+                keys,
+                route,
+                Credentials::ApiKey("key-one-0123456789"),
+                &mut seen,
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                (p.subject.as_deref(), how),
+                (Some("bot"), Presented::ApiKey)
+            );
+            assert!(seen.is_some());
+            let r = token(
+                &auth,
+                &issuers,
+                keys,
+                route,
+                Credentials::ApiKey("other"),
+                &mut seen,
+            )
+            .await;
+            assert_eq!(
+                r.unwrap_err(),
+                Refusal::InvalidApiKey("the API key is not valid")
+            );
+            let r = token(&auth, &issuers, keys, route, Credentials::None, &mut seen).await;
+            assert_eq!(r.unwrap_err(), Refusal::NoCredentials);
+            // An opaque token on a route whose issuer does not introspect: refused, no call.
+            let r = token(
+                &auth,
+                &issuers,
+                keys,
+                route,
+                Credentials::Bearer("opaque"),
+                &mut seen,
+            )
+            .await;
+            assert!(matches!(r, Err(Refusal::InvalidToken(_))), "{r:?}");
+        });
     }
 
     #[test]

@@ -30,7 +30,7 @@ use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::{json, Value};
 
-use mcpgate::jwt::{self, Algorithm, VerifyKey};
+use mcpgate::auth::jwt::{self, Algorithm, VerifyKey};
 
 const ISS: &str = "http://127.0.0.1:1/issuer";
 const AUD: &str = "https://mcp.bench.example/mcp";
@@ -229,18 +229,27 @@ routes:
         .enable_all()
         .build()
         .unwrap();
-    let h = mcpgate::auth::token_hash(&token);
-    rt.block_on(state.auth.authenticate(&snapshot, &route, &token, &h))
-        .unwrap();
+    let h = mcpgate::principal::token_hash(&token);
+    rt.block_on(
+        state
+            .auth
+            .authenticate(&snapshot.issuers, &route.auth.issuers, &token, &h),
+    )
+    .unwrap();
 
     let mut g = c.benchmark_group("cache");
     g.bench_function("token_hash (SHA-256 of a 694-byte RS256 token)", |b| {
-        b.iter(|| mcpgate::auth::token_hash(black_box(&token)))
+        b.iter(|| mcpgate::principal::token_hash(black_box(&token)))
     });
     g.bench_function("hit: token_hash + Authenticator::authenticate", |b| {
         b.iter(|| {
-            let h = mcpgate::auth::token_hash(black_box(&token));
-            ready(state.auth.authenticate(&snapshot, &route, &token, &h)).unwrap()
+            let h = mcpgate::principal::token_hash(black_box(&token));
+            ready(
+                state
+                    .auth
+                    .authenticate(&snapshot.issuers, &route.auth.issuers, &token, &h),
+            )
+            .unwrap()
         })
     });
     g.finish();
@@ -273,7 +282,7 @@ fn bench_mcp(c: &mut Criterion) {
     let body = serde_json::to_vec(&body).unwrap();
     assert_eq!(body.len(), 1024);
     c.bench_function("mcp/parse (tools/call, 1 KiB)", |b| {
-        b.iter(|| mcpgate::mcp::parse(black_box(&body)).unwrap())
+        b.iter(|| mcpgate::mcp::body::parse(black_box(&body)).unwrap())
     });
 }
 
@@ -286,7 +295,7 @@ fn bench_dpop(c: &mut Criterion) {
     let t = now();
     let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk});
     let claims = json!({"jti": "bench-proof-1", "htm": "GET", "htu": htu, "iat": t,
-                        "ath": mcpgate::dpop::ath(&token)});
+                        "ath": mcpgate::auth::dpop::ath(&token)});
     let input = format!(
         "{}.{}",
         b64(&serde_json::to_vec(&header).unwrap()),
@@ -294,8 +303,8 @@ fn bench_dpop(c: &mut Criterion) {
     );
     let sig = key.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
     let proof = format!("{input}.{}", b64(sig.as_ref()));
-    let want_htu = mcpgate::dpop::normalize_htu(htu).unwrap();
-    let want = mcpgate::dpop::Expect {
+    let want_htu = mcpgate::auth::dpop::normalize_htu(htu).unwrap();
+    let want = mcpgate::auth::dpop::Expect {
         method: "GET",
         htu: &want_htu,
         access_token: &token,
@@ -305,10 +314,10 @@ fn bench_dpop(c: &mut Criterion) {
         future: 300,
         nonce: None,
     };
-    assert!(mcpgate::dpop::verify(&proof, &want).is_ok());
+    assert!(mcpgate::auth::dpop::verify(&proof, &want).is_ok());
     let mut g = c.benchmark_group("dpop");
     g.bench_function("verify (ES256 proof)", |b| {
-        b.iter(|| mcpgate::dpop::verify(black_box(&proof), &want).unwrap())
+        b.iter(|| mcpgate::auth::dpop::verify(black_box(&proof), &want).unwrap())
     });
     g.bench_function("proof_key (P-256 JWK from the proof header)", |b| {
         b.iter(|| jwt::proof_key(black_box(&jwk), Algorithm::ES256).unwrap())

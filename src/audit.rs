@@ -19,7 +19,10 @@ pub struct Record<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub decision: &'static str,
+    /// The refusal's reason label (as in `mcpgate_requests_total`), `ok` when allowed.
     pub reason: &'a str,
+    /// What the client was told (`error_description`), when refused.
+    pub description: Option<&'a str>,
     pub status: u16,
     pub auth_method: Option<&'static str>,
     pub issuer: Option<&'a str>,
@@ -66,6 +69,7 @@ fn format(out: &mut String, r: &Record<'_>, f: Format, now: SystemTime) {
     line.str("path", Some(r.path));
     line.str("decision", Some(r.decision));
     line.str("reason", Some(r.reason));
+    line.str("description", r.description);
     line.num("status", u64::from(r.status));
     line.str("auth_method", r.auth_method);
     line.str("issuer", r.issuer);
@@ -163,6 +167,7 @@ fn json_string(out: &mut String, s: &str) {
         out.push_str(&s[clean..i]);
         if esc.is_empty() {
             let c = s[i..i + len].chars().next().map_or(0, |c| c as u32);
+            // Writing to a String cannot fail.
             let _ = write!(out, "\\u{c:04x}");
         } else {
             out.push_str(esc);
@@ -243,6 +248,7 @@ mod tests {
             path: "/mcp",
             decision: "allow",
             reason: "ok",
+            description: None,
             status: 200,
             auth_method: Some("jwt"),
             issuer: Some("as"),

@@ -1,4 +1,4 @@
-//! Connection policy of the public listener: caps on open connections (per client address
+//! Connection policy of the public listener (the `limits` section, which this module owns): caps on open connections (per client address
 //! and in total), a deadline for the whole request head, an idle keep-alive timeout, and
 //! the pingora pages that are answered before any request reaches the proxy.
 //!
@@ -42,9 +42,160 @@ use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use serde::Deserialize;
+
+use crate::compile::{At, CompileError};
 use crate::metrics;
 
-pub use crate::connection_limits::Limits;
+// ---------------------------------------------------------------------------------------------
+// The `limits` section
+// ---------------------------------------------------------------------------------------------
+
+/// `limits`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    #[serde(default = "default_request_head_timeout")]
+    pub request_head_timeout_seconds: u64,
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_seconds: u64,
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// Default: half the open-file limit ([`default_max_total`]).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+}
+
+impl Default for FileLimits {
+    fn default() -> Self {
+        FileLimits {
+            max_header_bytes: default_max_header_bytes(),
+            max_body_bytes: default_max_body_bytes(),
+            request_head_timeout_seconds: default_request_head_timeout(),
+            idle_timeout_seconds: default_idle_timeout(),
+            max_connections_per_address: default_max_connections_per_address(),
+            max_connections: None,
+        }
+    }
+}
+
+fn default_max_header_bytes() -> usize {
+    32 * 1024
+}
+fn default_max_body_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_request_head_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    60
+}
+fn default_max_connections_per_address() -> usize {
+    256
+}
+
+/// The request-size part of `limits`: checked on each request head (and streamed body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Request headers larger than this (names and values) get 431.
+    pub max_header_bytes: usize,
+    /// Request bodies larger than this get 413.
+    pub max_body_bytes: u64,
+}
+
+/// Check and compile `limits`: the connection caps and deadlines, and the request sizes.
+pub fn compile(f: &FileLimits) -> Result<(Limits, RequestLimits), CompileError> {
+    if f.max_header_bytes < 1024 {
+        return Err(CompileError::new(
+            "limits.max_header_bytes",
+            "limits.max_header_bytes must be at least 1024",
+        ));
+    }
+    let connections = Limits::compile(
+        f.request_head_timeout_seconds,
+        f.idle_timeout_seconds,
+        f.max_connections_per_address,
+        f.max_connections,
+    )
+    .at("limits")?;
+    let requests = RequestLimits {
+        max_header_bytes: f.max_header_bytes,
+        max_body_bytes: f.max_body_bytes,
+    };
+    Ok((connections, requests))
+}
+
+/// The compiled `limits` settings that govern connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub request_head_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_per_address: usize,
+    pub max_total: usize,
+}
+
+/// The open-file limit assumed when it cannot be read (the usual soft default).
+const NOFILE_UNKNOWN: u64 = 1024;
+/// Bounds of the default `max_connections`.
+const MIN_DEFAULT_CONNECTIONS: usize = 64;
+const MAX_DEFAULT_CONNECTIONS: usize = 100_000;
+
+/// `max_connections` when the file does not set it: half the process's open-file limit
+/// (the other half is for upstream connections and files), within 64 and 100000.
+pub fn default_max_total() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        NOFILE_UNKNOWN
+    };
+    usize::try_from(soft / 2)
+        .unwrap_or(MAX_DEFAULT_CONNECTIONS)
+        .clamp(MIN_DEFAULT_CONNECTIONS, MAX_DEFAULT_CONNECTIONS)
+}
+
+impl Limits {
+    /// Check and compile the file values (seconds and counts).
+    fn compile(
+        request_head_timeout_seconds: u64,
+        idle_timeout_seconds: u64,
+        max_connections_per_address: usize,
+        max_connections: Option<usize>,
+    ) -> Result<Limits, String> {
+        if !(1..=300).contains(&request_head_timeout_seconds) {
+            return Err("limits.request_head_timeout_seconds must be 1 to 300".into());
+        }
+        if !(1..=3600).contains(&idle_timeout_seconds) {
+            return Err("limits.idle_timeout_seconds must be 1 to 3600".into());
+        }
+        let max_total = max_connections.unwrap_or_else(default_max_total);
+        if max_total == 0 || max_connections_per_address == 0 {
+            return Err(
+                "limits.max_connections and max_connections_per_address must be at least 1".into(),
+            );
+        }
+        if max_connections_per_address > max_total {
+            return Err(
+                "limits.max_connections_per_address must not exceed limits.max_connections".into(),
+            );
+        }
+        Ok(Limits {
+            request_head_timeout: Duration::from_secs(request_head_timeout_seconds),
+            idle_timeout: Duration::from_secs(idle_timeout_seconds),
+            max_per_address: max_connections_per_address,
+            max_total,
+        })
+    }
+}
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -384,6 +535,7 @@ fn pingora_page_status(buf: &[u8]) -> Option<u16> {
 #[async_trait]
 impl Shutdown for Watched {
     async fn shutdown(&mut self) {
+        // The connection is closing: a page that cannot be flushed now has no reader.
         let _ = std::future::poll_fn(|cx| self.poll_own_page(cx)).await;
         self.inner.shutdown().await;
     }
@@ -475,7 +627,7 @@ mod tests {
         assert!(Limits::compile(10, 0, 1, Some(1)).is_err());
         assert!(Limits::compile(10, 60, 2, Some(1)).is_err());
         assert!(Limits::compile(10, 60, 0, Some(1)).is_err());
-        assert!(crate::connection_limits::default_max_total() >= 64);
+        assert!(default_max_total() >= 64);
     }
 
     #[test]

@@ -1,27 +1,114 @@
-//! Refusals: the single door every refused request leaves through.
+//! Why the gateway refuses: [`Refusal`], each with one [`Reason`], and the other answers it
+//! writes in an upstream's place. What they look like on the wire (status, challenges, JSON
+//! body) is rendered by `respond`, the one door every response of the gateway leaves
+//! through.
 //!
-//! Each [`Refusal`] maps to one status, one `WWW-Authenticate` challenge (RFC 6750 §3,
-//! with the RFC 9728 `resource_metadata` parameter) and one JSON body
-//! `{"error": ..., "error_description": ...}`. Descriptions are short static strings
-//! written to fit the challenge grammar (no `"` or `\`); details go to the log.
+//! Bottom layer: it imports nothing of ours, so every step of the request flow can return a
+//! `Refusal` without knowing how it is rendered. [`Reason`] is the closed list of refusal
+//! reasons: its label is the `reason` of `mcpgate_requests_total` and of the audit line,
+//! and it fixes the status and the OAuth error code, all from the one table in
+//! `reasons!`; the README's table of refusals is tested against it.
 
-use bytes::Bytes;
-use pingora_http::ResponseHeader;
+/// Declares [`Reason`] from one table: variant, metric label, status, OAuth error code.
+macro_rules! reasons {
+    ($( $(#[$doc:meta])* $variant:ident = ($label:literal, $status:literal, $code:literal), )*) => {
+        /// Why a request was refused: the bounded label of metrics and audit lines.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $( $(#[$doc])* $variant, )*
+        }
 
-use crate::config::{AuthMode, DpopMode, Route};
-use crate::credentials::CredentialError;
-use crate::path::PathError;
+        impl Reason {
+            /// Every reason, in declaration order (`ALL[r as usize] == r`).
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant,)*];
+            /// How many reasons there are (the size of per-reason tables).
+            pub const COUNT: usize = Self::ALL.len();
 
+            /// The label: `reason` in `mcpgate_requests_total` and in the audit line.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Reason::$variant => $label,)* }
+            }
+
+            /// The HTTP status of a refusal for this reason.
+            pub fn status(self) -> u16 {
+                match self { $(Reason::$variant => $status,)* }
+            }
+
+            /// The OAuth-style `error` code of the JSON body (and of a challenge).
+            pub fn code(self) -> &'static str {
+                match self { $(Reason::$variant => $code,)* }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// The request path cannot be normalized safely.
+    BadPath = ("bad_path", 400, "invalid_request"),
+    /// Some other malformed request (host confusion, upgrade, ambiguous headers...).
+    BadRequest = ("bad_request", 400, "invalid_request"),
+    /// No route, or no metadata document, for this path.
+    NoRoute = ("no_route", 404, "not_found"),
+    /// Malformed credentials (RFC 6750 `invalid_request`).
+    MalformedCredentials = ("malformed_credentials", 400, "invalid_request"),
+    /// No usable credentials: the discovery challenge.
+    NoCredentials = ("no_credentials", 401, "unauthorized"),
+    /// The token is expired, malformed, for another audience, badly signed...
+    InvalidToken = ("invalid_token", 401, "invalid_token"),
+    /// The token lacks a scope the route requires.
+    InsufficientScope = ("insufficient_scope", 403, "insufficient_scope"),
+    /// No usable signing keys for the token's issuer.
+    KeysUnavailable = ("keys_unavailable", 503, "temporarily_unavailable"),
+    /// The issuer could not be asked about an opaque token.
+    IntrospectionUnavailable = ("introspection_unavailable", 503, "temporarily_unavailable"),
+    /// An unknown, expired or sunset API key.
+    InvalidApiKey = ("invalid_api_key", 401, "invalid_api_key"),
+    /// Request headers over `limits.max_header_bytes`.
+    HeadersTooLarge = ("headers_too_large", 431, "invalid_request"),
+    /// Request body over `limits.max_body_bytes`.
+    BodyTooLarge = ("body_too_large", 413, "invalid_request"),
+    /// An `Origin` the route does not allow.
+    OriginDenied = ("origin_denied", 403, "access_denied"),
+    /// A malformed MCP request (JSON-RPC error body).
+    McpMalformed = ("mcp_malformed", 400, "invalid_request"),
+    /// An inspected MCP body over the 64 KiB the gateway can inspect.
+    McpBodyTooLarge = ("mcp_body_too_large", 413, "invalid_request"),
+    /// An MCP operation needs a scope the token lacks (step-up challenge).
+    ToolScope = ("tool_scope", 403, "insufficient_scope"),
+    /// No tool/resource/prompt pattern matches and the route's default is deny.
+    PolicyDenied = ("policy_denied", 403, "access_denied"),
+    /// An `Mcp-Session-Id` opened by another identity.
+    SessionMismatch = ("session_mismatch", 404, "not_found"),
+    /// A missing, invalid or replayed DPoP proof.
+    InvalidDpopProof = ("invalid_dpop_proof", 401, "invalid_dpop_proof"),
+    /// The route wants a server nonce in the DPoP proof.
+    UseDpopNonce = ("use_dpop_nonce", 401, "use_dpop_nonce"),
+    /// The token is on the revocation list.
+    TokenRevoked = ("token_revoked", 401, "invalid_token"),
+    /// Shared state (Redis) cannot answer and the feature fails closed.
+    StateUnavailable = ("state_unavailable", 503, "temporarily_unavailable"),
+    /// A method the MCP transport does not use, on a policy route.
+    MethodNotAllowed = ("method_not_allowed", 405, "method_not_allowed"),
+    /// The upstream refused, reset or closed the exchange, or did not answer HTTP.
+    UpstreamError = ("upstream_error", 502, "bad_gateway"),
+    /// The upstream did not connect or answer in time.
+    UpstreamTimeout = ("upstream_timeout", 504, "gateway_timeout"),
+    /// The gateway failed itself (a header it could not set, a broken invariant).
+    InternalError = ("internal_error", 500, "internal_error"),
+}
+
+/// A refused request: what the client is told, through `respond`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// The request path cannot be normalized safely.
-    BadPath(PathError),
+    /// The request path cannot be normalized safely (the path module's description).
+    BadPath(&'static str),
     /// Some other malformed request (host confusion, upgrade...).
     BadRequest(&'static str),
     /// No route matches.
     NotFound,
-    /// Malformed credentials (RFC 6750 `invalid_request`).
-    Credentials(CredentialError),
+    /// Malformed credentials (RFC 6750 `invalid_request`; the credential parser's
+    /// description).
+    Credentials(&'static str),
     /// No usable credentials: the discovery challenge, no error code.
     NoCredentials,
     /// The token is expired, malformed, for another audience, badly signed...
@@ -43,7 +130,7 @@ pub enum Refusal {
     OriginDenied,
     /// A malformed MCP request, or mirrored headers that disagree with the body: 400
     /// with a JSON-RPC error body.
-    Mcp(crate::mcp::McpError),
+    Mcp(McpError),
     /// The body of an inspected MCP request is larger than the gateway can inspect.
     McpBodyTooLarge,
     /// The operation needs scopes the token lacks; the value is every scope the
@@ -65,7 +152,7 @@ pub enum Refusal {
     /// Retry-After.
     StateUnavailable(&'static str),
     /// A method the MCP transport does not use, on a route with an MCP policy: 405 with
-    /// `Allow` ([`crate::shape::ALLOW`]).
+    /// `Allow`.
     MethodNotAllowed,
     /// The request was let through but no answer came from the upstream: 502, 504 or 500
     /// (pingora's own error pages never reach clients).
@@ -83,74 +170,55 @@ pub enum GatewayFailure {
     Internal,
 }
 
-/// A response header for `status` (pingora's builder is fallible only for invalid codes).
-pub fn response_header(status: u16) -> ResponseHeader {
-    let (parts, ()) = http::Response::builder()
-        .status(status)
-        .body(())
-        .unwrap_or_default()
-        .into_parts();
-    parts.into()
-}
-
 impl Refusal {
-    pub fn status(&self) -> u16 {
+    /// The one reason of this refusal (metric label, audit field, status, code).
+    pub fn reason(&self) -> Reason {
         match self {
-            Refusal::BadPath(_) | Refusal::BadRequest(_) | Refusal::Credentials(_) => 400,
-            Refusal::NotFound => 404,
-            Refusal::NoCredentials | Refusal::InvalidToken(_) | Refusal::InvalidApiKey(_) => 401,
-            Refusal::Revoked => 401,
-            Refusal::StateUnavailable(_) => 503,
-            Refusal::DpopProof(_) | Refusal::DpopNonce(_) => 401,
-            Refusal::InsufficientScope => 403,
-            Refusal::Unavailable(_) | Refusal::IntrospectionUnavailable(_) => 503,
-            Refusal::HeadersTooLarge => 431,
-            Refusal::BodyTooLarge | Refusal::McpBodyTooLarge => 413,
-            Refusal::OriginDenied | Refusal::ScopeFor(_) | Refusal::PolicyDenied => 403,
-            Refusal::Mcp(_) => 400,
-            Refusal::UnknownSession => 404,
-            Refusal::MethodNotAllowed => 405,
-            Refusal::Gateway(GatewayFailure::BadGateway) => 502,
-            Refusal::Gateway(GatewayFailure::Timeout) => 504,
-            Refusal::Gateway(GatewayFailure::Internal) => 500,
+            Refusal::BadPath(_) => Reason::BadPath,
+            Refusal::BadRequest(_) => Reason::BadRequest,
+            Refusal::NotFound => Reason::NoRoute,
+            Refusal::Credentials(_) => Reason::MalformedCredentials,
+            Refusal::NoCredentials => Reason::NoCredentials,
+            Refusal::InvalidToken(_) => Reason::InvalidToken,
+            Refusal::InsufficientScope => Reason::InsufficientScope,
+            Refusal::Unavailable(_) => Reason::KeysUnavailable,
+            Refusal::IntrospectionUnavailable(_) => Reason::IntrospectionUnavailable,
+            Refusal::InvalidApiKey(_) => Reason::InvalidApiKey,
+            Refusal::HeadersTooLarge => Reason::HeadersTooLarge,
+            Refusal::BodyTooLarge => Reason::BodyTooLarge,
+            Refusal::OriginDenied => Reason::OriginDenied,
+            Refusal::Mcp(_) => Reason::McpMalformed,
+            Refusal::McpBodyTooLarge => Reason::McpBodyTooLarge,
+            Refusal::ScopeFor(_) => Reason::ToolScope,
+            Refusal::PolicyDenied => Reason::PolicyDenied,
+            Refusal::UnknownSession => Reason::SessionMismatch,
+            Refusal::DpopProof(_) => Reason::InvalidDpopProof,
+            Refusal::DpopNonce(_) => Reason::UseDpopNonce,
+            Refusal::Revoked => Reason::TokenRevoked,
+            Refusal::StateUnavailable(_) => Reason::StateUnavailable,
+            Refusal::MethodNotAllowed => Reason::MethodNotAllowed,
+            Refusal::Gateway(GatewayFailure::BadGateway) => Reason::UpstreamError,
+            Refusal::Gateway(GatewayFailure::Timeout) => Reason::UpstreamTimeout,
+            Refusal::Gateway(GatewayFailure::Internal) => Reason::InternalError,
         }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.reason().status()
     }
 
     /// OAuth error code for the body (and the challenge where one is sent).
     pub fn code(&self) -> &'static str {
-        match self {
-            Refusal::BadPath(_) | Refusal::BadRequest(_) | Refusal::Credentials(_) => {
-                "invalid_request"
-            }
-            Refusal::NotFound => "not_found",
-            Refusal::NoCredentials => "unauthorized",
-            Refusal::InvalidToken(_) | Refusal::Revoked => "invalid_token",
-            Refusal::StateUnavailable(_) => "temporarily_unavailable",
-            Refusal::InvalidApiKey(_) => "invalid_api_key",
-            Refusal::InsufficientScope => "insufficient_scope",
-            Refusal::Unavailable(_) | Refusal::IntrospectionUnavailable(_) => {
-                "temporarily_unavailable"
-            }
-            Refusal::HeadersTooLarge | Refusal::BodyTooLarge | Refusal::McpBodyTooLarge => {
-                "invalid_request"
-            }
-            Refusal::Mcp(_) => "invalid_request",
-            Refusal::OriginDenied | Refusal::PolicyDenied => "access_denied",
-            Refusal::ScopeFor(_) => "insufficient_scope",
-            Refusal::UnknownSession => "not_found",
-            Refusal::DpopProof(_) => "invalid_dpop_proof",
-            Refusal::DpopNonce(_) => "use_dpop_nonce",
-            Refusal::MethodNotAllowed => "method_not_allowed",
-            Refusal::Gateway(GatewayFailure::BadGateway) => "bad_gateway",
-            Refusal::Gateway(GatewayFailure::Timeout) => "gateway_timeout",
-            Refusal::Gateway(GatewayFailure::Internal) => "internal_error",
-        }
+        self.reason().code()
     }
 
+    /// The `error_description`: a short static string that fits the challenge grammar (no
+    /// `"` or `\`); details go to the log.
     pub fn description(&self) -> &'static str {
         match self {
-            Refusal::BadPath(p) => p.describe(),
-            Refusal::BadRequest(d)
+            Refusal::BadPath(d)
+            | Refusal::Credentials(d)
+            | Refusal::BadRequest(d)
             | Refusal::InvalidToken(d)
             | Refusal::Unavailable(d)
             | Refusal::IntrospectionUnavailable(d)
@@ -160,7 +228,6 @@ impl Refusal {
             Refusal::Revoked => "token has been revoked",
             Refusal::DpopNonce(_) => "the DPoP proof must carry the nonce in the DPoP-Nonce header",
             Refusal::NotFound => "no route for this path",
-            Refusal::Credentials(c) => c.describe(),
             Refusal::NoCredentials => "an access token is required",
             Refusal::InsufficientScope => "the access token lacks a required scope",
             Refusal::HeadersTooLarge => "request headers are too large",
@@ -186,181 +253,54 @@ impl Refusal {
         }
     }
 
-    /// Every value `reason()` can take.
-    pub const REASONS: [&'static str; 26] = [
-        "bad_path",
-        "bad_request",
-        "no_route",
-        "malformed_credentials",
-        "no_credentials",
-        "invalid_token",
-        "insufficient_scope",
-        "keys_unavailable",
-        "introspection_unavailable",
-        "invalid_api_key",
-        "headers_too_large",
-        "body_too_large",
-        "origin_denied",
-        "mcp_malformed",
-        "mcp_body_too_large",
-        "tool_scope",
-        "policy_denied",
-        "session_mismatch",
-        "invalid_dpop_proof",
-        "use_dpop_nonce",
-        "token_revoked",
-        "state_unavailable",
-        "method_not_allowed",
-        "upstream_error",
-        "upstream_timeout",
-        "internal_error",
-    ];
-
-    /// A bounded label for metrics and logs.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Refusal::BadPath(_) => "bad_path",
-            Refusal::BadRequest(_) => "bad_request",
-            Refusal::NotFound => "no_route",
-            Refusal::Credentials(_) => "malformed_credentials",
-            Refusal::NoCredentials => "no_credentials",
-            Refusal::InvalidToken(_) => "invalid_token",
-            Refusal::InsufficientScope => "insufficient_scope",
-            Refusal::Unavailable(_) => "keys_unavailable",
-            Refusal::IntrospectionUnavailable(_) => "introspection_unavailable",
-            Refusal::InvalidApiKey(_) => "invalid_api_key",
-            Refusal::HeadersTooLarge => "headers_too_large",
-            Refusal::BodyTooLarge => "body_too_large",
-            Refusal::OriginDenied => "origin_denied",
-            Refusal::Mcp(_) => "mcp_malformed",
-            Refusal::McpBodyTooLarge => "mcp_body_too_large",
-            Refusal::ScopeFor(_) => "tool_scope",
-            Refusal::PolicyDenied => "policy_denied",
-            Refusal::UnknownSession => "session_mismatch",
-            Refusal::DpopProof(_) => "invalid_dpop_proof",
-            Refusal::DpopNonce(_) => "use_dpop_nonce",
-            Refusal::Revoked => "token_revoked",
-            Refusal::StateUnavailable(_) => "state_unavailable",
-            Refusal::MethodNotAllowed => "method_not_allowed",
-            Refusal::Gateway(GatewayFailure::BadGateway) => "upstream_error",
-            Refusal::Gateway(GatewayFailure::Timeout) => "upstream_timeout",
-            Refusal::Gateway(GatewayFailure::Internal) => "internal_error",
-        }
-    }
-
-    /// The `WWW-Authenticate` challenges of this refusal (RFC 6750 §3, RFC 9449 §7.1),
-    /// each with the RFC 9728 `resource_metadata`. A route that allows DPoP offers both
-    /// schemes; the error goes on the scheme the client used (`dpop_used`), and DPoP
-    /// proof errors always on the DPoP challenge. Routes that accept only API keys have
-    /// no OAuth metadata: their 401s name the key header.
-    pub fn challenges(&self, route: Option<&Route>, dpop_used: bool) -> Vec<String> {
-        let Some(route) = route else {
-            return Vec::new();
-        };
-        if route.auth == AuthMode::ApiKey {
-            let header = route
-                .api_key_header
-                .as_ref()
-                .map_or("x-api-key", |h| h.as_str());
-            return match self.status() {
-                401 => vec![format!("ApiKey header=\"{header}\"")],
-                _ => Vec::new(),
-            };
-        }
-        let error: Vec<String> = match self {
-            // An API key is not the Bearer scheme: answer with the discovery challenge,
-            // which tells the client where to get a token instead.
-            Refusal::NoCredentials | Refusal::InvalidApiKey(_) => Vec::new(),
-            Refusal::Credentials(_)
-            | Refusal::InvalidToken(_)
-            | Refusal::Revoked
-            | Refusal::InsufficientScope
-            | Refusal::ScopeFor(_)
-            | Refusal::DpopProof(_)
-            | Refusal::DpopNonce(_) => vec![
-                format!("error=\"{}\"", self.code()),
-                format!("error_description=\"{}\"", self.description()),
-            ],
-            _ => return Vec::new(),
-        };
-        let scope = match self {
-            Refusal::NoCredentials | Refusal::InvalidApiKey(_) | Refusal::InsufficientScope => {
-                route.scope_challenge.as_str()
-            }
-            Refusal::ScopeFor(s) => s,
-            _ => "",
-        };
-        let offer_bearer = route.dpop != DpopMode::Required;
-        let offer_dpop = route.dpop != DpopMode::Disabled;
-        let dpop_error = matches!(self, Refusal::DpopProof(_) | Refusal::DpopNonce(_));
-        let error_on_dpop = offer_dpop && (dpop_error || dpop_used || !offer_bearer);
-        let build = |scheme: &str, first: Option<String>, carries_error: bool| {
-            let mut params: Vec<String> = first.into_iter().collect();
-            if carries_error {
-                params.extend(error.iter().cloned());
-            }
-            params.push(format!("resource_metadata=\"{}\"", route.metadata_url));
-            if !scope.is_empty() && (carries_error || error.is_empty()) {
-                params.push(format!("scope=\"{scope}\""));
-            }
-            format!("{scheme} {}", params.join(", "))
-        };
-        let mut out = Vec::with_capacity(2);
-        if offer_bearer {
-            out.push(build("Bearer", None, !error_on_dpop));
-        }
-        if offer_dpop {
-            let algs = format!("algs=\"{}\"", route.dpop_algs);
-            out.push(build("DPoP", Some(algs), error_on_dpop));
-        }
-        out
-    }
-
-    /// Render status, headers and body.
-    pub fn render(&self, route: Option<&Route>, dpop_used: bool) -> (ResponseHeader, Bytes) {
-        let body = match self {
-            Refusal::Mcp(e) => Bytes::from(e.body()),
-            _ => {
-                let body = serde_json::json!({
-                    "error": self.code(),
-                    "error_description": self.description(),
-                });
-                Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
-            }
-        };
-        let mut resp = response_header(self.status());
-        let _ = resp.insert_header("content-type", "application/json");
-        let _ = resp.insert_header("content-length", body.len().to_string());
-        let _ = resp.insert_header("cache-control", "no-store");
-        for ch in self.challenges(route, dpop_used) {
-            let _ = resp.append_header("www-authenticate", ch);
-        }
-        if let Refusal::DpopNonce(nonce) = self {
-            let _ = resp.insert_header("dpop-nonce", nonce.as_ref());
-        }
-        if let Refusal::MethodNotAllowed = self {
-            let _ = resp.insert_header("allow", crate::shape::ALLOW);
-        }
-        if matches!(
+    /// Whether a client should retry later (`Retry-After`): the gateway could not decide.
+    pub fn retry_later(&self) -> bool {
+        matches!(
             self,
             Refusal::Unavailable(_)
                 | Refusal::IntrospectionUnavailable(_)
                 | Refusal::StateUnavailable(_)
-        ) {
-            let _ = resp.insert_header("retry-after", "5");
-        }
-        (resp, body)
+        )
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Upstream answers the gateway must judge but cannot read (issue 13)
-// ---------------------------------------------------------------------------------------------
+/// JSON-RPC error codes the gateway answers with.
+pub mod jsonrpc {
+    /// The body is not JSON (or not a JSON-RPC message or batch).
+    pub const PARSE_ERROR: i64 = -32700;
+    /// A message without a method, result or error; an empty batch.
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// A URI or reference the gateway cannot judge.
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// The server side (the gateway in front of the server) failed: an unreadable answer.
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// `Mcp-Method` / `Mcp-Name` disagree with the body (2026-07-28 `HeaderMismatch`).
+    pub const HEADER_MISMATCH: i64 = -32020;
+}
+
+/// Why an MCP request was refused before reaching the upstream (400, JSON-RPC error body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpError {
+    pub code: i64,
+    pub message: &'static str,
+    /// The request id, as raw JSON, when known.
+    pub id: Option<Box<str>>,
+}
+
+impl McpError {
+    pub fn new(code: i64, message: &'static str) -> McpError {
+        McpError {
+            code,
+            message,
+            id: None,
+        }
+    }
+}
 
 /// An upstream answer on a `filter_tools_list` route that the gateway cannot read (encoded,
 /// starting with a byte order mark, not JSON, larger than the buffer, an SSE event larger than
-/// its bound): the client gets this JSON-RPC error instead, never the answer unfiltered and
-/// never a truncated one. Built by `lists`, which decides when.
+/// its bound): the client gets a JSON-RPC error instead (`respond::unreadable_*`), never the
+/// answer unfiltered and never a truncated one. Built by `lists`, which decides when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnreadableAnswer {
     /// The request id, as raw JSON, when the request was a single message with one.
@@ -369,37 +309,80 @@ pub struct UnreadableAnswer {
 }
 
 impl UnreadableAnswer {
-    /// JSON-RPC "Internal error": the server side (the gateway in front of the server) failed.
-    pub const CODE: i64 = -32603;
     /// Status when the head can still be chosen: the upstream sent what the gateway cannot use.
     pub const STATUS: u16 = 502;
+}
 
-    /// `{"jsonrpc":"2.0","id":…,"error":{"code":-32603,"message":…}}`.
-    pub fn body(&self) -> Bytes {
-        let id = self.id.as_deref().unwrap_or("null");
-        Bytes::from(format!(
-            r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{},"message":{}}}}}"#,
-            Self::CODE,
-            serde_json::Value::from(self.message)
-        ))
+/// Why the admin listener refuses a request (its own JSON errors, through `respond`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminRefusal {
+    /// `/revocations` without `admin.token_file`: 403.
+    RevocationsDisabled,
+    /// Two `Authorization` headers: neither is judged (400).
+    TwoAuthorizations,
+    /// A missing or wrong admin token: 401 with the admin `WWW-Authenticate`.
+    BadToken,
+    /// A body over the admin listener's limit: 413.
+    BodyTooLarge,
+    /// A body that could not be read: 400.
+    BodyUnreadable,
+    /// A body that did not arrive in time: 408.
+    BodyTimeout,
+    /// A `POST /revocations` body that is not a valid revocation: 400 with the reason.
+    InvalidRevocation(String),
+    /// The revocation list is full: 409.
+    ListFull,
+    /// Redis cannot answer: the revocation was not recorded (503, `Retry-After`).
+    StoreUnavailable,
+    /// A method `/revocations` does not take: 405 with `Allow`.
+    MethodNotAllowed,
+    /// The gateway failed itself (no random id could be drawn): 500.
+    Internal,
+}
+
+impl AdminRefusal {
+    pub fn status(&self) -> u16 {
+        match self {
+            AdminRefusal::RevocationsDisabled => 403,
+            AdminRefusal::TwoAuthorizations
+            | AdminRefusal::BodyUnreadable
+            | AdminRefusal::InvalidRevocation(_) => 400,
+            AdminRefusal::BadToken => 401,
+            AdminRefusal::BodyTooLarge => 413,
+            AdminRefusal::BodyTimeout => 408,
+            AdminRefusal::ListFull => 409,
+            AdminRefusal::StoreUnavailable => 503,
+            AdminRefusal::MethodNotAllowed => 405,
+            AdminRefusal::Internal => 500,
+        }
     }
 
-    /// The whole response, while the head is still unsent: 502 and the JSON-RPC error.
-    pub fn render(&self) -> (ResponseHeader, Bytes) {
-        let body = self.body();
-        let mut resp = response_header(Self::STATUS);
-        let _ = resp.insert_header("content-type", "application/json");
-        let _ = resp.insert_header("content-length", body.len().to_string());
-        let _ = resp.insert_header("cache-control", "no-store");
-        (resp, body)
+    pub fn code(&self) -> &'static str {
+        match self {
+            AdminRefusal::RevocationsDisabled => "access_denied",
+            AdminRefusal::BadToken => "invalid_token",
+            AdminRefusal::StoreUnavailable => "temporarily_unavailable",
+            AdminRefusal::Internal => "internal_error",
+            _ => "invalid_request",
+        }
     }
 
-    /// The same error as one SSE `message` event, to end a stream whose head was sent.
-    pub fn sse_event(&self) -> Bytes {
-        let mut out = b"event: message\ndata: ".to_vec();
-        out.extend_from_slice(&self.body());
-        out.extend_from_slice(b"\n\n");
-        Bytes::from(out)
+    pub fn description(&self) -> &str {
+        match self {
+            AdminRefusal::RevocationsDisabled => "revocations are disabled: set admin.token_file",
+            AdminRefusal::TwoAuthorizations => "the Authorization header appears more than once",
+            AdminRefusal::BadToken => "the admin token is missing or wrong",
+            AdminRefusal::BodyTooLarge => "the body is too large",
+            AdminRefusal::BodyUnreadable => "cannot read the body",
+            AdminRefusal::BodyTimeout => "the body did not arrive in time",
+            AdminRefusal::InvalidRevocation(e) => e,
+            AdminRefusal::ListFull => "the revocation list is full (100000 unexpired entries)",
+            AdminRefusal::StoreUnavailable => {
+                "Redis cannot answer: the revocation was not recorded, retry"
+            }
+            AdminRefusal::MethodNotAllowed => "use GET or POST",
+            AdminRefusal::Internal => "the revocation could not be recorded",
+        }
     }
 }
 
@@ -407,68 +390,22 @@ impl UnreadableAnswer {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::config::Config;
-
-    fn route() -> std::sync::Arc<Route> {
-        let c = Config::from_yaml(
-            "t",
-            "listen: {address: '127.0.0.1:1', public_url: 'https://mcp.example.com'}\nadmin: {address: '127.0.0.1:2'}\nissuers: [{name: a, issuer: 'https://as.example.com'}]\nroutes: [{name: m, path_prefix: /mcp, upstream: 'http://127.0.0.1:3', scopes: [mcp:read, x]}]\n",
-        )
-        .unwrap();
-        c.routes[0].clone()
-    }
 
     #[test]
-    fn discovery_challenge_has_no_error() {
-        let r = route();
-        let c = Refusal::NoCredentials.challenges(Some(&r), false);
-        assert_eq!(
-            c[0],
-            "Bearer resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\", scope=\"mcp:read x\""
-        );
-        assert!(c[1].starts_with("DPoP algs=\"RS256 "), "{}", c[1]);
-        assert!(!c[1].contains("error="));
-    }
-
-    #[test]
-    fn scope_challenge() {
-        let r = route();
-        let c = Refusal::InsufficientScope
-            .challenges(Some(&r), false)
-            .remove(0);
-        assert!(c.starts_with("Bearer error=\"insufficient_scope\""));
-        assert!(c.contains("scope=\"mcp:read x\""));
-        assert_eq!(Refusal::InsufficientScope.status(), 403);
-    }
-
-    #[test]
-    fn revoked_is_invalid_token_with_its_own_reason() {
-        let r = route();
-        assert_eq!(Refusal::Revoked.status(), 401);
-        assert_eq!(Refusal::Revoked.reason(), "token_revoked");
-        let c = Refusal::Revoked.challenges(Some(&r), false).remove(0);
-        assert!(
-            c.starts_with(
-                "Bearer error=\"invalid_token\", error_description=\"token has been revoked\""
-            ),
-            "{c}"
-        );
-        let (h, _) = Refusal::StateUnavailable("x").render(Some(&r), false);
-        assert_eq!(h.status, 503);
-        assert!(h.headers.get("retry-after").is_some());
-        assert!(Refusal::REASONS.contains(&"state_unavailable"));
+    fn reasons_are_distinct_and_indexed_by_position() {
+        let mut labels: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), Reason::COUNT);
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
     }
 
     #[test]
     fn descriptions_fit_challenge_grammar() {
         let all = [
-            Refusal::Credentials(CredentialError::MultipleAuthorization),
-            Refusal::Credentials(CredentialError::HeaderAndQuery),
-            Refusal::Credentials(CredentialError::EmptyToken),
-            Refusal::Credentials(CredentialError::MalformedToken),
-            Refusal::Credentials(CredentialError::TooLarge),
-            Refusal::Credentials(CredentialError::MultipleApiKeys),
-            Refusal::Credentials(CredentialError::MalformedApiKey),
+            Refusal::Credentials("more than one Authorization header"),
             Refusal::InvalidApiKey("the API key is not valid"),
             Refusal::InvalidApiKey("the API key has expired"),
             Refusal::IntrospectionUnavailable(
@@ -477,6 +414,8 @@ mod tests {
             Refusal::InsufficientScope,
             Refusal::NoCredentials,
             Refusal::Revoked,
+            Refusal::DpopNonce("n".into()),
+            Refusal::ScopeFor("a b".into()),
             Refusal::StateUnavailable("the DPoP replay store is unavailable"),
             Refusal::StateUnavailable("the revocation list is unavailable"),
         ];
@@ -489,37 +428,10 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_answer_is_a_jsonrpc_error() {
-        let e = UnreadableAnswer {
-            id: Some("7".into()),
-            message: "the upstream answer is \"odd\"",
-        };
-        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
-        assert_eq!(v["jsonrpc"], "2.0");
-        assert_eq!(v["id"], 7);
-        assert_eq!(v["error"]["code"], -32603);
-        assert_eq!(v["error"]["message"], "the upstream answer is \"odd\"");
-        let (h, b) = UnreadableAnswer {
-            id: None,
-            message: "x",
-        }
-        .render();
-        assert_eq!(h.status, 502);
-        assert_eq!(
-            h.headers.get("content-length").unwrap().to_str().unwrap(),
-            b.len().to_string()
-        );
-        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
-        assert!(v["id"].is_null());
-        let ev = UnreadableAnswer {
-            id: None,
-            message: "x",
-        }
-        .sse_event();
-        let ev = std::str::from_utf8(&ev).unwrap();
-        assert!(
-            ev.starts_with("event: message\ndata: {") && ev.ends_with("}\n\n"),
-            "{ev}"
-        );
+    fn revoked_is_invalid_token_with_its_own_reason() {
+        assert_eq!(Refusal::Revoked.status(), 401);
+        assert_eq!(Refusal::Revoked.code(), "invalid_token");
+        assert_eq!(Refusal::Revoked.reason().as_str(), "token_revoked");
+        assert!(Refusal::StateUnavailable("x").retry_later());
     }
 }

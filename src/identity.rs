@@ -10,15 +10,26 @@
 //! `Authorization`). Then the gateway sets its own values from the verified principal,
 //! including `X-Auth-Method` (`oauth` or `api_key`). The path sent upstream is the
 //! normalized path that was authorized.
+//!
+//! The step is two plain functions: [`upstream_request`] computes, before anything is sent
+//! upstream, the target and every header value (a value that cannot be a header refuses
+//! the request with 500: never forwarded without its identity), and [`apply`] writes them
+//! on the upstream request (an error there fails the request the same way). It owns a
+//! route's `identity_headers`, `forward_token`, `preserve_host` and `rewrite_prefix`
+//! ([`Forwarding`]).
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use pingora_http::RequestHeader;
+use serde::Deserialize;
 
-use crate::auth::{AuthMethod, Principal};
-use crate::config::{PublicUrl, Route};
+use crate::compile::CompileError;
+use crate::error::{GatewayFailure, Refusal};
+use crate::listeners::PublicUrl;
 use crate::path;
+use crate::principal::{AuthMethod, Principal};
 
 /// Headers never forwarded as sent by the client.
 const STRIPPED: &[&str] = &[
@@ -138,11 +149,9 @@ fn folded_prefix(name: &str, prefix: &str) -> bool {
 /// header, which many read as "no user" or match against a default. Refused on every
 /// route (the subject header is always sent). A token without `sub` (client credentials)
 /// is accepted: no subject header is sent, and a client-sent one is stripped.
-pub fn check_subject(p: &Principal) -> Result<(), crate::error::Refusal> {
+pub fn check_subject(p: &Principal) -> Result<(), Refusal> {
     match p.subject.as_deref() {
-        Some("") => Err(crate::error::Refusal::InvalidToken(
-            "token has an empty sub",
-        )),
+        Some("") => Err(Refusal::InvalidToken("token has an empty sub")),
         _ => Ok(()),
     }
 }
@@ -174,16 +183,232 @@ fn is_safe(b: u8) -> bool {
     (0x21..=0x7e).contains(&b) && b != b'%'
 }
 
-/// Rewrite the request the upstream will receive.
-pub fn prepare_upstream(
-    req: &mut RequestHeader,
-    route: &Route,
+// ---------------------------------------------------------------------------------------------
+// A route's forwarding settings: `identity_headers`, `forward_token`, `preserve_host`,
+// `rewrite_prefix`
+// ---------------------------------------------------------------------------------------------
+
+/// A route's `identity_headers`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileIdentityHeaders {
+    pub subject: Option<String>,
+    pub client_id: Option<String>,
+    pub scopes: Option<String>,
+    pub issuer: Option<String>,
+    pub method: Option<String>,
+}
+
+/// The names of the identity headers a route sets.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub subject: http::HeaderName,
+    pub client_id: http::HeaderName,
+    pub scopes: http::HeaderName,
+    pub issuer: http::HeaderName,
+    /// `oauth` or `api_key`.
+    pub method: http::HeaderName,
+    /// Lower-cased names with `_` folded to `-`, used to strip client-sent copies.
+    pub folded: [String; 5],
+}
+
+fn header_name(value: Option<String>, default: &str) -> Result<http::HeaderName, String> {
+    let v = value.unwrap_or_else(|| default.to_string());
+    http::HeaderName::from_bytes(v.as_bytes())
+        .map_err(|_| format!("identity header name {v:?} is not a valid header name"))
+}
+
+fn fold_header_name(n: &str) -> String {
+    n.to_ascii_lowercase().replace('_', "-")
+}
+
+fn compile_headers(f: FileIdentityHeaders) -> Result<IdentityHeaders, String> {
+    let subject = header_name(f.subject, "X-Auth-Subject")?;
+    let client_id = header_name(f.client_id, "X-Auth-Client-Id")?;
+    let scopes = header_name(f.scopes, "X-Auth-Scopes")?;
+    let issuer = header_name(f.issuer, "X-Auth-Issuer")?;
+    let method = header_name(f.method, "X-Auth-Method")?;
+    let folded = [
+        fold_header_name(subject.as_str()),
+        fold_header_name(client_id.as_str()),
+        fold_header_name(scopes.as_str()),
+        fold_header_name(issuer.as_str()),
+        fold_header_name(method.as_str()),
+    ];
+    let reserved = [
+        "authorization",
+        "host",
+        "connection",
+        "content-length",
+        "transfer-encoding",
+    ];
+    for n in &folded {
+        if reserved.contains(&n.as_str()) {
+            return Err(format!("identity header name {n:?} is reserved"));
+        }
+    }
+    let unique: HashSet<&String> = folded.iter().collect();
+    if unique.len() != folded.len() {
+        return Err("identity header names must be distinct".into());
+    }
+    Ok(IdentityHeaders {
+        subject,
+        client_id,
+        scopes,
+        issuer,
+        method,
+        folded,
+    })
+}
+
+/// How a route forwards: the identity header names, what it passes through, and the path
+/// rewrite.
+#[derive(Debug)]
+pub struct Forwarding {
+    pub headers: IdentityHeaders,
+    /// `forward_token`: `Authorization` and the API key header reach the upstream.
+    pub forward_token: bool,
+    /// `preserve_host`: the client's `Host` reaches the upstream.
+    pub preserve_host: bool,
+    /// The route's `path_prefix`, replaced by `rewrite` when set.
+    pub path_prefix: String,
+    pub rewrite: Option<String>,
+    /// The API key header, stripped unless `forward_token`.
+    pub api_key_header: Option<http::HeaderName>,
+    /// The `Host` the upstream receives (its authority) unless `preserve_host`.
+    pub upstream_host: http::HeaderValue,
+}
+
+/// A route's forwarding settings, as the file gives them.
+pub struct FileForwarding<'a> {
+    pub identity_headers: FileIdentityHeaders,
+    pub forward_token: bool,
+    pub preserve_host: bool,
+    pub path_prefix: &'a str,
+    pub rewrite_prefix: Option<&'a str>,
+    pub api_key_header: Option<&'a http::HeaderName>,
+    pub upstream_authority: &'a str,
+}
+
+impl Forwarding {
+    pub fn compile(f: FileForwarding<'_>) -> Result<Forwarding, CompileError> {
+        if let Some(rw) = f.rewrite_prefix.filter(|rw| *rw != "/") {
+            crate::path::check_prefix(rw, "rewrite_prefix")
+                .map_err(|e| CompileError::new("rewrite_prefix", e))?;
+        }
+        let headers = compile_headers(f.identity_headers)
+            .map_err(|e| CompileError::new("identity_headers", e))?;
+        let upstream_host = http::HeaderValue::from_str(f.upstream_authority).map_err(|_| {
+            CompileError::new(
+                "upstream",
+                "the upstream authority is not a valid Host value",
+            )
+        })?;
+        Ok(Forwarding {
+            headers,
+            forward_token: f.forward_token,
+            preserve_host: f.preserve_host,
+            path_prefix: f.path_prefix.to_string(),
+            rewrite: f.rewrite_prefix.map(str::to_string),
+            api_key_header: f.api_key_header.cloned(),
+            upstream_host,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The identity step
+// ---------------------------------------------------------------------------------------------
+
+/// What the upstream receives in place of what the client sent: the request target and
+/// the headers the gateway sets. Computed before anything is sent upstream (so a value
+/// that cannot be a header refuses the request, 500), applied by [`apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamRequest {
+    /// The normalized, authorized path, rewritten if configured; the query as sent.
+    pub target: String,
+    /// Set in this order, each replacing any client-sent copy.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// A header value the gateway sets, or the refusal when it cannot be one.
+fn value(name: &http::HeaderName, v: &str) -> Result<http::HeaderValue, Refusal> {
+    http::HeaderValue::from_str(v).map_err(|_| {
+        tracing::error!(header = %name, "an identity or forwarding header value cannot be set; refusing the request");
+        Refusal::Gateway(GatewayFailure::Internal)
+    })
+}
+
+/// The identity step: what the upstream will receive, from the verified principal only.
+/// `query`: the request's query, passed through as sent.
+pub fn upstream_request(
+    fwd: &Forwarding,
     principal: Option<&Principal>,
     normalized_path: &str,
+    query: Option<&str>,
     client_ip: Option<IpAddr>,
     public: &PublicUrl,
-) {
-    // 1. Collect every header to drop, by folded name.
+) -> Result<UpstreamRequest, Refusal> {
+    let mut target = match &fwd.rewrite {
+        Some(rw) => path::rewrite(normalized_path, &fwd.path_prefix, rw),
+        None => normalized_path.to_string(),
+    };
+    if let Some(q) = query {
+        target.push('?');
+        target.push_str(q);
+    }
+    let mut headers = Vec::with_capacity(9);
+    if !fwd.preserve_host {
+        headers.push((http::header::HOST, fwd.upstream_host.clone()));
+    }
+    let mut set = |name: http::HeaderName, v: &str| -> Result<(), Refusal> {
+        let v = value(&name, v)?;
+        headers.push((name, v));
+        Ok(())
+    };
+    if let Some(ip) = client_ip {
+        set(
+            http::HeaderName::from_static("x-forwarded-for"),
+            &ip.to_string(),
+        )?;
+    }
+    set(
+        http::HeaderName::from_static("x-forwarded-proto"),
+        &public.scheme,
+    )?;
+    set(
+        http::HeaderName::from_static("x-forwarded-host"),
+        &public.authority,
+    )?;
+    if let Some(p) = principal {
+        let id = &fwd.headers;
+        if let Some(s) = &p.subject {
+            set(id.subject.clone(), &header_safe(s))?;
+        }
+        if let Some(c) = &p.client_id {
+            set(id.client_id.clone(), &header_safe(c))?;
+        }
+        // Scopes are space-separated tokens; each is encoded, the separators kept.
+        let scopes = if p.scopes.header_safe() {
+            Cow::Borrowed(p.scopes.as_str())
+        } else {
+            let encoded: Vec<Cow<'_, str>> =
+                p.scopes.as_str().split(' ').map(header_safe).collect();
+            Cow::Owned(encoded.join(" "))
+        };
+        set(id.scopes.clone(), &scopes)?;
+        if p.method != AuthMethod::ApiKey {
+            set(id.issuer.clone(), &header_safe(&p.iss))?;
+        }
+        set(id.method.clone(), p.method.header_value())?;
+    }
+    Ok(UpstreamRequest { target, headers })
+}
+
+/// The headers of `req` that never reach the upstream as the client sent them: the lists
+/// above, the identity headers (default and the route's), what `Connection` names, and the
+/// credentials unless `forward_token`.
+fn doomed(req: &RequestHeader, fwd: &Forwarding) -> Vec<http::HeaderName> {
     let connection_listed: Vec<String> = req
         .headers
         .get_all(http::header::CONNECTION)
@@ -193,8 +418,7 @@ pub fn prepare_upstream(
         .map(|t| fold(t.trim()))
         .filter(|t| !t.is_empty() && !PROTECTED.contains(&t.as_str()))
         .collect();
-    let doomed: Vec<http::HeaderName> = req
-        .headers
+    req.headers
         .keys()
         .filter(|name| {
             // Names from the http crate are lower-case already: compare with `_` as `-`
@@ -204,63 +428,36 @@ pub fn prepare_upstream(
             STRIPPED.iter().any(|t| is(t))
                 || OTHER_PROXY_PREFIXES.iter().any(|p| folded_prefix(n, p))
                 || DEFAULT_IDENTITY.iter().any(|t| is(t))
-                || route.identity.folded.iter().any(|t| is(t))
+                || fwd.headers.folded.iter().any(|t| is(t))
                 || connection_listed.iter().any(|t| is(t))
-                || (!route.forward_token
+                || (!fwd.forward_token
                     && (n == "authorization"
-                        || route.api_key_header.as_ref().is_some_and(|h| *name == *h)))
+                        || fwd.api_key_header.as_ref().is_some_and(|h| *name == *h)))
         })
         .cloned()
-        .collect();
-    for name in doomed {
+        .collect()
+}
+
+/// Rewrite the request the upstream will receive: strip what must not pass, set the
+/// target and the headers of `plan`. An error (a header pingora refuses to set) means the
+/// request must not be forwarded: the caller fails it (500 through `respond`).
+pub fn apply(
+    req: &mut RequestHeader,
+    fwd: &Forwarding,
+    plan: &UpstreamRequest,
+) -> Result<(), String> {
+    for name in doomed(req, fwd) {
         req.remove_header(&name);
     }
-
-    // 2. Path: the normalized, authorized path, rewritten if configured; query as sent.
-    let mut target = match &route.rewrite_prefix {
-        Some(rw) => path::rewrite(normalized_path, &route.path_prefix, rw),
-        None => normalized_path.to_string(),
-    };
-    if let Some(q) = req.uri.query() {
-        target.push('?');
-        target.push_str(q);
+    if req.raw_path() != plan.target.as_bytes() {
+        req.set_raw_path(plan.target.as_bytes())
+            .map_err(|e| format!("cannot set the upstream path: {e}"))?;
     }
-    if req.raw_path() != target.as_bytes() {
-        let _ = req.set_raw_path(target.as_bytes());
+    for (name, v) in &plan.headers {
+        req.insert_header(name.clone(), v.clone())
+            .map_err(|e| format!("cannot set {name}: {e}"))?;
     }
-
-    // 3. Host and forwarding headers.
-    if !route.preserve_host {
-        let _ = req.insert_header(http::header::HOST, route.upstream.authority.as_str());
-    }
-    if let Some(ip) = client_ip {
-        let _ = req.insert_header("x-forwarded-for", ip.to_string());
-    }
-    let _ = req.insert_header("x-forwarded-proto", public.scheme.as_str());
-    let _ = req.insert_header("x-forwarded-host", public.authority.as_str());
-
-    // 4. Identity, from the verified principal only.
-    if let Some(p) = principal {
-        let id = &route.identity;
-        if let Some(s) = &p.subject {
-            let _ = req.insert_header(&id.subject, &*header_safe(s));
-        }
-        if let Some(c) = &p.client_id {
-            let _ = req.insert_header(&id.client_id, &*header_safe(c));
-        }
-        // Scopes are space-separated tokens; each is encoded, the separators kept.
-        let scopes = if p.scopes.bytes().all(|b| b == b' ' || is_safe(b)) {
-            Cow::Borrowed(&*p.scopes)
-        } else {
-            let encoded: Vec<Cow<'_, str>> = p.scopes.split(' ').map(header_safe).collect();
-            Cow::Owned(encoded.join(" "))
-        };
-        let _ = req.insert_header(&id.scopes, &*scopes);
-        if p.method != AuthMethod::ApiKey {
-            let _ = req.insert_header(&id.issuer, &*header_safe(&p.iss));
-        }
-        let _ = req.insert_header(&id.method, p.method.header_value());
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -297,14 +494,14 @@ mod tests {
         ] {
             req.append_header(k.to_string(), v).unwrap();
         }
-        let p = crate::auth::Principal {
+        let p = crate::principal::Principal {
             method: AuthMethod::Jwt,
             any_audience: false,
             iss: Arc::from("https://as"),
             issuer_name: Arc::from("a"),
             subject: Some("alice\r\nx: y".into()),
             client_id: Some("c1".into()),
-            scopes: "mcp:read".into(),
+            scopes: crate::scope::ScopeSet::parse("mcp:read"),
             audiences: Arc::new([]),
             exp: 0,
             nbf: None,
@@ -314,14 +511,16 @@ mod tests {
             iat: None,
             azp: None,
         };
-        prepare_upstream(
-            &mut req,
-            route,
+        let plan = upstream_request(
+            &route.forwarding,
             Some(&p),
             "/gh/mcp",
+            req.uri.query(),
             "10.0.0.1".parse().ok(),
-            &c.public,
-        );
+            &c.listeners.public,
+        )
+        .unwrap();
+        apply(&mut req, &route.forwarding, &plan).unwrap();
         let get = |n: &str| {
             req.headers
                 .get_all(n)

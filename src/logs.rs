@@ -55,6 +55,8 @@ pub fn format() -> Format {
 
 fn sink() -> &'static Sink {
     SINK.get_or_init(|| {
+        // Without the writer thread (it could not start), lines still go out: at
+        // HARD_LIMIT the logging thread writes them itself, and `flush` at exit.
         let _ = std::thread::Builder::new()
             .name("mcpgate-log".into())
             .spawn(writer_loop);
@@ -82,7 +84,8 @@ fn writer_loop() {
             }
             std::mem::swap(&mut *buf, &mut spare);
         }
-        // stderr's own lock orders this write with `flush` and the hard-limit path.
+        // stderr's own lock orders this write with `flush` and the hard-limit path. A
+        // failed write to stderr has nowhere to be reported.
         let _ = std::io::stderr().lock().write_all(&spare);
         spare.clear();
         if spare.capacity() > 4 * FLUSH_AT {
@@ -96,6 +99,7 @@ pub fn flush() {
     let Some(s) = SINK.get() else { return };
     let Ok(mut buf) = s.buf.lock() else { return };
     let mut err = std::io::stderr().lock();
+    // A failed write to stderr has nowhere to be reported.
     let _ = err.write_all(&buf);
     let _ = err.flush();
     buf.clear();
@@ -108,6 +112,7 @@ pub fn write_line(line: &[u8]) {
     let before = buf.len();
     buf.extend_from_slice(line);
     if buf.len() >= HARD_LIMIT {
+        // A failed write to stderr has nowhere to be reported.
         let _ = std::io::stderr().lock().write_all(&buf);
         buf.clear();
     } else if before < FLUSH_AT && buf.len() >= FLUSH_AT {
@@ -156,15 +161,18 @@ pub fn escape_line(line: &[u8], format: Format) -> std::borrow::Cow<'_, [u8]> {
     for c in text.chars() {
         match c {
             c if format == Format::Json && is_control(c) => {
+                // Writing to a String cannot fail.
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             c if (c as u32) < 0x80 && is_control(c) => {
+                // Writing to a String cannot fail.
                 let _ = write!(out, "\\x{:02x}", c as u32);
             }
             c if is_control(c) => {
+                // Writing to a String cannot fail.
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
             c => out.push(c),
@@ -184,6 +192,7 @@ fn below_pingora_trace(meta: &tracing::Metadata<'_>) -> bool {
 /// Install the process-wide subscriber: `RUST_LOG` (default `info`), pingora capped at
 /// debug, lines in `format` through the buffered sink.
 pub fn init(format: Format) {
+    // Set once per process; a second `init` (tests) keeps the first format.
     let _ = FORMAT.set(format);
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let filter = env.and(filter_fn(below_pingora_trace).with_max_level_hint(LevelFilter::TRACE));
@@ -196,6 +205,7 @@ pub fn init(format: Format) {
         Format::Json => layer.json().with_filter(filter).boxed(),
         Format::Pretty => layer.with_filter(filter).boxed(),
     };
+    // Fails only when a subscriber is installed already (a second `init`).
     let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 

@@ -1,14 +1,13 @@
-//! The `mcpgate` command: `run`, `check`, `dev`, `hash-key`, `revoke`. Parses arguments, sets up logging and
-//! hands a compiled config to `mcpgate::build_server`. No request logic lives here.
+//! The `mcpgate` command: `run`, `check`, `dev`, `hash-key`, `revoke`. Parses arguments,
+//! sets up logging and dispatches to `mcpgate::server::run` or `mcpgate::cli`. No logic
+//! lives here.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pingora_core::services::listening::Service;
 
-use mcpgate::config::Config;
-use mcpgate::dev;
+use mcpgate::cli;
 
 /// mimalloc rather than glibc's malloc: a request allocates and frees many small blocks
 /// (headers, claims, log lines) across threads, and glibc spent ~8% of a first-seen
@@ -114,78 +113,22 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
-            Ok(c) => {
-                print!("{}", c.summary());
-                for w in mcpgate::routing::case_warnings(&c.routes) {
-                    println!("  warning: {w}");
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Check { config } => cli::check::run(&config),
         Command::Run { config } => {
             init_logging(cli.log_format);
-            let config_path = config;
-            let config = match Config::load(&config_path) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let opts = mcpgate::RunOptions {
-                watch: Some(config_path),
-            };
-            match mcpgate::build_server(config, opts) {
-                Ok((server, _)) => server.run_forever(),
-                Err(e) => {
-                    mcpgate::flush_logs();
-                    eprintln!("mcpgate: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            mcpgate::server::run(&config)
         }
         Command::HashKey {
             id,
             subject,
             scopes,
             expires,
-        } => {
-            use std::io::Read as _;
-            let mut input = Vec::new();
-            if let Err(e) = std::io::stdin().take(64 * 1024).read_to_end(&mut input) {
-                eprintln!("mcpgate hash-key: cannot read stdin: {e}");
-                return ExitCode::FAILURE;
-            }
-            let key = mcpgate::apikeys::strip_one_newline(&input);
-            let entry = mcpgate::apikeys::NewEntry {
-                id: id.as_deref(),
-                subject: subject.as_deref(),
-                scopes: &scopes,
-                expires: expires.as_deref(),
-            };
-            match mcpgate::apikeys::render_entry(key, &entry) {
-                Ok(yaml) => {
-                    if key.len() < 20 {
-                        eprintln!(
-                            "mcpgate hash-key: warning: the key is only {} characters; an \
-                             unsalted hash of a short key can be brute-forced if the key file leaks",
-                            key.len()
-                        );
-                    }
-                    print!("{yaml}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("mcpgate hash-key: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        } => cli::hash_key::run(cli::hash_key::Args {
+            id,
+            subject,
+            scopes,
+            expires,
+        }),
         Command::Revoke {
             config,
             admin_url,
@@ -197,76 +140,21 @@ fn main() -> ExitCode {
             expires_in,
             reason,
             list,
-        } => {
-            let expires_in = match expires_in
-                .as_deref()
-                .map(mcpgate::revocation::parse_duration)
-                .transpose()
-            {
-                Ok(e) => e,
-                Err(e) => {
-                    eprintln!("mcpgate revoke: --expires-in: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let body = (!list).then(|| {
-                serde_json::json!({
-                    "jti": jti, "subject": subject, "client_id": client_id,
-                    "issuer": issuer, "expires_in": expires_in, "reason": reason,
-                })
-            });
-            // Absent options are left out (the endpoint refuses nulls for the names).
-            let body = body.map(|mut b| {
-                if let Some(m) = b.as_object_mut() {
-                    m.retain(|_, v| !v.is_null());
-                }
-                b
-            });
-            let request = mcpgate::revocation::CliRequest {
-                config,
-                admin_url,
-                token_file,
-                body,
-            };
-            match mcpgate::revocation::run_cli(request) {
-                Ok(answer) => {
-                    println!("{}", answer.trim_end());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("mcpgate revoke: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        } => cli::revoke::run(cli::revoke::Args {
+            config,
+            admin_url,
+            token_file,
+            jti,
+            subject,
+            client_id,
+            issuer,
+            expires_in,
+            reason,
+            list,
+        }),
         Command::Dev => {
             init_logging(cli.log_format);
-            match run_dev() {
-                Ok(never) => never,
-                Err(e) => {
-                    mcpgate::flush_logs();
-                    eprintln!("mcpgate dev: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            cli::dev::run()
         }
     }
-}
-
-fn run_dev() -> Result<ExitCode, String> {
-    let config = Config::from_yaml("config/dev.yaml (embedded)", dev::DEV_CONFIG)
-        .map_err(|e| e.to_string())?;
-    let resources: Vec<String> = config.routes.iter().map(|r| r.resource.clone()).collect();
-    let issuer = dev::DevIssuer::new(dev::ISSUER_URL, resources)?;
-    let reader = issuer.mint("reader", dev::RESOURCE, "mcp:tools", 3600)?;
-    let admin = issuer.mint("admin", dev::RESOURCE, "mcp:tools mcp:admin", 3600)?;
-    let (mut server, _) = mcpgate::build_server(config, mcpgate::RunOptions::default())?;
-    let mut issuer_svc = Service::new("dev issuer".to_string(), issuer);
-    issuer_svc.add_tcp(dev::ISSUER_ADDR);
-    server.add_service(issuer_svc);
-    let mut demo = Service::new("demo MCP server".to_string(), dev::DemoMcp);
-    demo.add_tcp(dev::DEMO_ADDR);
-    server.add_service(demo);
-    println!("{}", dev::banner(&reader, &admin));
-    server.run_forever()
 }

@@ -1,4 +1,5 @@
-//! RFC 9728 Protected Resource Metadata, served on the upstreams' behalf.
+//! RFC 9728 Protected Resource Metadata, served on the upstreams' behalf, and the resource
+//! part of a route (`resource`, `audience_aliases`).
 //!
 //! The gateway answers `/.well-known/oauth-protected-resource<path of resource>` itself
 //! (path insertion, §3.1) so that MCP clients find the authorization server from the
@@ -8,7 +9,91 @@
 
 use bytes::Bytes;
 
+use crate::compile::CompileError;
+use crate::listeners::PublicUrl;
+use crate::scope::canonical_audience;
+
 pub const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
+
+/// A route as an OAuth protected resource: its identifier, the audiences its tokens may
+/// carry, where its metadata is, and the document itself.
+#[derive(Debug)]
+pub struct Resource {
+    /// The resource identifier (`resource`, default: the public URL and the prefix).
+    pub resource: String,
+    /// Canonical forms (scheme and host lower-cased) of every accepted audience.
+    pub audiences: Vec<String>,
+    pub metadata_url: String,
+    /// The path the metadata document is served at (with the resource's query, if any).
+    pub metadata_path: String,
+    /// `scheme://host[:port]` clients use for this route: the base of DPoP `htu`.
+    pub public_origin: String,
+    /// The rendered metadata document (set by [`Resource::with_document`]).
+    pub document: Bytes,
+}
+
+/// The origin clients reach a route at: the public URL, or the route's `host` with the
+/// public scheme and port.
+fn route_origin(public: &PublicUrl, host: Option<&str>) -> String {
+    match host {
+        Some(h) => match public.authority.rsplit_once(':') {
+            Some((_, port)) if !public.authority.ends_with(']') => {
+                format!("{}://{}:{}", public.scheme, h, port)
+            }
+            _ => format!("{}://{}", public.scheme, h),
+        },
+        None => public.url.clone(),
+    }
+}
+
+impl Resource {
+    /// Check and compile a route's `resource` and `audience_aliases` (`host` and
+    /// `path_prefix` give the default resource).
+    pub fn compile(
+        public: &PublicUrl,
+        host: Option<&str>,
+        path_prefix: &str,
+        resource: Option<String>,
+        aliases: &[String],
+    ) -> Result<Resource, CompileError> {
+        let bad = |reason: String| CompileError::new("resource", reason);
+        let resource = match resource {
+            Some(r) => r,
+            // A virtual host keeps the public scheme and port (and the host as written).
+            None if path_prefix == "/" => format!("{}/", route_origin(public, host)),
+            None => format!("{}{path_prefix}", route_origin(public, host)),
+        };
+        let ru =
+            url::Url::parse(&resource).map_err(|e| bad(format!("resource {resource:?}: {e}")))?;
+        if ru.fragment().is_some() {
+            return Err(bad(format!(
+                "resource {resource:?} must not contain a fragment (RFC 8707)"
+            )));
+        }
+        if ru.scheme() != "https" && !(ru.scheme() == "http" && public.scheme == "http") {
+            return Err(bad(format!(
+                "resource {resource:?} must be an https URL (http only when public_url is http)"
+            )));
+        }
+        let (metadata_url, metadata_path) = metadata_location(&ru);
+        let mut audiences = vec![canonical_audience(&resource)];
+        audiences.extend(aliases.iter().map(|a| canonical_audience(a)));
+        Ok(Resource {
+            resource,
+            audiences,
+            metadata_url,
+            metadata_path,
+            public_origin: route_origin(public, host.map(str::to_ascii_lowercase).as_deref()),
+            document: Bytes::new(),
+        })
+    }
+
+    /// The resource with its rendered metadata document.
+    pub fn with_document(mut self, document: Bytes) -> Resource {
+        self.document = document;
+        self
+    }
+}
 
 /// The metadata URL and the path it is served at, for a resource URL (§3.1): the
 /// well-known segment goes between the host and the resource's path; a path of `/`

@@ -10,7 +10,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::error::Refusal;
+use crate::error::Reason;
 
 struct Metrics {
     registry: Registry,
@@ -180,7 +180,7 @@ pub fn config_state(ok: bool) {
     if ok {
         if let Some(g) = &m.reload_time {
             g.with_label_values(&[] as &[&str])
-                .set(crate::jwks::now_unix());
+                .set(crate::clock::now_unix());
         }
     }
 }
@@ -241,7 +241,9 @@ pub fn introspection_refused(issuer: &str, result: &str) {
 /// The Prometheus text exposition of every metric.
 pub fn render() -> Vec<u8> {
     let mut buf = Vec::new();
-    let _ = TextEncoder::new().encode(&METRICS.registry.gather(), &mut buf);
+    if let Err(e) = TextEncoder::new().encode(&METRICS.registry.gather(), &mut buf) {
+        tracing::error!(error = %e, "metrics could not be encoded");
+    }
     buf
 }
 
@@ -250,7 +252,9 @@ pub fn render() -> Vec<u8> {
 #[derive(Debug)]
 pub struct RouteMetrics {
     allow: Option<IntCounter>,
-    deny: Vec<(&'static str, IntCounter)>,
+    /// One counter per [`Reason`], indexed by it: every reason has its series from the
+    /// start, and a denial cannot miss its counter.
+    deny: [Option<IntCounter>; Reason::COUNT],
     decision: Option<Histogram>,
     upstream: Option<Histogram>,
 }
@@ -267,10 +271,7 @@ impl RouteMetrics {
         };
         RouteMetrics {
             allow: counter("allow", "ok"),
-            deny: Refusal::REASONS
-                .iter()
-                .filter_map(|r| counter("deny", r).map(|c| (*r, c)))
-                .collect(),
+            deny: std::array::from_fn(|i| counter("deny", Reason::ALL[i].as_str())),
             decision: m
                 .decision_seconds
                 .as_ref()
@@ -291,8 +292,8 @@ impl RouteMetrics {
         }
     }
 
-    pub fn deny(&self, reason: &str, decision_seconds: f64) {
-        if let Some((_, c)) = self.deny.iter().find(|(r, _)| *r == reason) {
+    pub fn deny(&self, reason: Reason, decision_seconds: f64) {
+        if let Some(c) = &self.deny[reason as usize] {
             c.inc();
         }
         if let Some(h) = &self.decision {
@@ -658,5 +659,32 @@ pub fn revocations_diverged(diverged: bool) {
 pub fn revocations_integrity_failures(what: &str, n: usize) {
     if let Some(c) = &*REVOCATIONS_INTEGRITY {
         c.with_label_values(&[what]).inc_by(n as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// Every reason has its deny series from the moment a route is compiled (at zero), and
+    /// a denial counts in its own series.
+    #[test]
+    fn every_reason_is_preregistered_per_route() {
+        let m = RouteMetrics::new("metrics-test-route");
+        m.deny(Reason::ToolScope, 0.001);
+        let text = String::from_utf8(render()).unwrap();
+        for r in Reason::ALL {
+            let series = format!(
+                "mcpgate_requests_total{{decision=\"deny\",reason=\"{}\",route=\"metrics-test-route\"}}",
+                r.as_str()
+            );
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&series))
+                .unwrap_or_else(|| panic!("no series {series}"));
+            let want = if *r == Reason::ToolScope { " 1" } else { " 0" };
+            assert!(line.ends_with(want), "{line}");
+        }
     }
 }

@@ -158,6 +158,7 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
             if keep_literal(d) {
                 out.push(d as char);
             } else {
+                // Writing to a String cannot fail.
                 let _ = write!(out, "%{d:02X}");
             }
         }
@@ -259,6 +260,23 @@ pub fn rewrite(path: &str, prefix: &str, rewrite: &str) -> String {
         }
     } else {
         format!("{rewrite}{rest}")
+    }
+}
+
+/// A configured prefix (`path_prefix`, `rewrite_prefix`): starts with `/`, no trailing
+/// `/` (but `/` itself), and already in the form [`normalize`] gives.
+pub fn check_prefix(p: &str, what: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("{what} {p:?} must start with '/'"));
+    }
+    if p.len() > 1 && p.ends_with('/') {
+        return Err(format!("{what} {p:?} must not end with '/'"));
+    }
+    match normalize(p) {
+        Ok(n) if n == p => Ok(()),
+        _ => Err(format!(
+            "{what} {p:?} must be a normalized path (no dot segments, '//', '%', ';' or '\\')"
+        )),
     }
 }
 

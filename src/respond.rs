@@ -1,9 +1,19 @@
-//! Writing the gateway's own responses: refusals, metadata, and answers for requests that
-//! got no upstream answer.
+//! The one door: every response the gateway writes itself is built here, and every answer
+//! to a client request is written by [`answer`].
 //!
-//! Sits at the end of the request flow: `proxy` hands a rendered [`Refusal`] (or a metadata
-//! document) to [`answer`], and pingora's failure hook hands its error to [`for_failure`]
-//! so that no pingora page reaches a client.
+//! What leaves through it: refusals ([`refusal`]: status, `WWW-Authenticate` challenges from
+//! the route's compiled [`Challenge`], JSON body `{"error", "error_description"}` or a
+//! JSON-RPC error for MCP bodies), RFC 9728 metadata documents and their CORS preflight,
+//! the CORS preflights of routes, the JSON-RPC error that replaces an upstream answer the
+//! gateway cannot read, the page that replaces one pingora wrote on its own
+//! ([`own_page`]), the answer for a request that got no upstream answer ([`for_failure`]),
+//! and every answer of the admin listener ([`admin_refusal`], [`admin_text`],
+//! [`admin_json`]). The README's "What clients see" documents each; a unit test renders
+//! every reason and checks that it has its JSON body.
+//!
+//! Sits at the end of the request flow: `proxy` hands a rendered refusal (or a metadata
+//! document) to [`answer`], and pingora's failure hook hands its error to [`for_failure`].
+//! It imports only `error` (what to say); nothing here decides.
 //!
 //! Answering without reading the request body is allowed, but the way the connection is
 //! then ended decides whether the client sees the answer. On HTTP/2 a stream dropped with
@@ -20,11 +30,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_http::ResponseHeader;
 
-use crate::error::{GatewayFailure, Refusal};
+use crate::error::{AdminRefusal, GatewayFailure, McpError, Refusal, UnreadableAnswer};
 
 /// Most request body bytes read and discarded after an answer.
 pub const DRAIN_LIMIT: usize = 1024 * 1024;
@@ -139,6 +150,401 @@ async fn drain(session: &mut ServerSession) -> bool {
         .unwrap_or(false)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Refusals
+// ---------------------------------------------------------------------------------------------
+
+/// `Retry-After` of a refusal the gateway could not decide (keys, introspection or shared
+/// state unavailable): long enough for a fetch, a breaker period or a Redis reconnect.
+pub const RETRY_AFTER_SECONDS: &str = "5";
+
+/// `Allow` of a 405 on an MCP policy route: the methods of the streamable HTTP transport.
+pub const POLICY_ROUTE_ALLOW: &str = "GET, POST, DELETE, OPTIONS";
+
+/// A response header for `status` (pingora's builder is fallible only for invalid codes).
+pub fn response_header(status: u16) -> ResponseHeader {
+    let (parts, ()) = http::Response::builder()
+        .status(status)
+        .body(())
+        .unwrap_or_default()
+        .into_parts();
+    parts.into()
+}
+
+/// Set (or, with `append`, add) a header on a response going to the client. Every value
+/// the gateway sets is built from checked parts (constants, lengths, compiled challenges,
+/// validated origins), so this fails only if the header map is full (an upstream answer
+/// with tens of thousands of headers); then the header is left out and the failure
+/// logged, never silently.
+pub fn set_header(
+    h: &mut ResponseHeader,
+    name: HeaderName,
+    value: impl TryInto<HeaderValue>,
+    append: bool,
+) {
+    let written = match value.try_into() {
+        Ok(v) if append => h.append_header(name.clone(), v).map(|_| ()),
+        Ok(v) => h.insert_header(name.clone(), v),
+        Err(_) => Err(Error::explain(
+            ErrorType::InvalidHTTPHeader,
+            "invalid value",
+        )),
+    };
+    if let Err(e) = written {
+        tracing::error!(header = %name, error = %e, "a header of the gateway's own response could not be set");
+    }
+}
+
+/// A JSON body and its framing headers (`Content-Type`, `Content-Length`, `no-store`).
+fn json_response(status: u16, body: Bytes) -> (ResponseHeader, Bytes) {
+    let mut h = response_header(status);
+    set_header(
+        &mut h,
+        http::header::CONTENT_TYPE,
+        "application/json",
+        false,
+    );
+    set_header(&mut h, http::header::CONTENT_LENGTH, body.len(), false);
+    set_header(&mut h, http::header::CACHE_CONTROL, "no-store", false);
+    (h, body)
+}
+
+/// `{"error": code, "error_description": description}`.
+fn error_body(code: &str, description: &str) -> Bytes {
+    let body = serde_json::json!({"error": code, "error_description": description});
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// `{"jsonrpc":"2.0","id":…,"error":{"code":…,"message":…}}`; `id` is raw JSON.
+pub fn jsonrpc_error(id: Option<&str>, code: i64, message: &str) -> Bytes {
+    let id = id.unwrap_or("null");
+    Bytes::from(format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{}}}}}"#,
+        serde_json::Value::from(message)
+    ))
+}
+
+/// The JSON-RPC error body of a refused MCP request.
+pub fn mcp_error_body(e: &McpError) -> Bytes {
+    jsonrpc_error(e.id.as_deref(), e.code, e.message)
+}
+
+/// How a route challenges (RFC 6750 §3, RFC 9449 §7.1, RFC 9728 `resource_metadata`),
+/// compiled once per route from its `auth`, `dpop` and resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Challenge {
+    /// `auth: api_key`: no OAuth metadata; 401s name the key header.
+    ApiKey { header: String },
+    /// Every other route: a Bearer and/or a DPoP challenge.
+    OAuth {
+        /// Bearer is offered (`dpop` is not `required`).
+        bearer: bool,
+        /// `algs` of the DPoP challenge, when DPoP is offered (`dpop` is not `disabled`).
+        dpop_algs: Option<String>,
+        /// The route's metadata URL (`resource_metadata`).
+        metadata_url: String,
+        /// Every scope the route requires (`scope`, space-separated).
+        scope: String,
+    },
+}
+
+/// The `WWW-Authenticate` challenges of a refusal on a route that challenges with
+/// `challenge`. A route that allows DPoP offers both schemes; the error goes on the scheme
+/// the client used (`dpop_used`), and DPoP proof errors always on the DPoP challenge.
+/// Routes that accept only API keys have no OAuth metadata: their 401s name the key header.
+pub fn challenges(refusal: &Refusal, challenge: &Challenge, dpop_used: bool) -> Vec<String> {
+    let (bearer, dpop_algs, metadata_url, route_scope) = match challenge {
+        Challenge::ApiKey { header } => {
+            return match refusal.status() {
+                401 => vec![format!("ApiKey header=\"{header}\"")],
+                _ => Vec::new(),
+            };
+        }
+        Challenge::OAuth {
+            bearer,
+            dpop_algs,
+            metadata_url,
+            scope,
+        } => (*bearer, dpop_algs.as_deref(), metadata_url, scope.as_str()),
+    };
+    let error: Vec<String> = match refusal {
+        // An API key is not the Bearer scheme: answer with the discovery challenge,
+        // which tells the client where to get a token instead.
+        Refusal::NoCredentials | Refusal::InvalidApiKey(_) => Vec::new(),
+        Refusal::Credentials(_)
+        | Refusal::InvalidToken(_)
+        | Refusal::Revoked
+        | Refusal::InsufficientScope
+        | Refusal::ScopeFor(_)
+        | Refusal::DpopProof(_)
+        | Refusal::DpopNonce(_) => vec![
+            format!("error=\"{}\"", refusal.code()),
+            format!("error_description=\"{}\"", refusal.description()),
+        ],
+        _ => return Vec::new(),
+    };
+    let scope = match refusal {
+        Refusal::NoCredentials | Refusal::InvalidApiKey(_) | Refusal::InsufficientScope => {
+            route_scope
+        }
+        Refusal::ScopeFor(s) => s,
+        _ => "",
+    };
+    let dpop_error = matches!(refusal, Refusal::DpopProof(_) | Refusal::DpopNonce(_));
+    let error_on_dpop = dpop_algs.is_some() && (dpop_error || dpop_used || !bearer);
+    let build = |scheme: &str, first: Option<String>, carries_error: bool| {
+        let mut params: Vec<String> = first.into_iter().collect();
+        if carries_error {
+            params.extend(error.iter().cloned());
+        }
+        params.push(format!("resource_metadata=\"{metadata_url}\""));
+        if !scope.is_empty() && (carries_error || error.is_empty()) {
+            params.push(format!("scope=\"{scope}\""));
+        }
+        format!("{scheme} {}", params.join(", "))
+    };
+    let mut out = Vec::with_capacity(2);
+    if bearer {
+        out.push(build("Bearer", None, !error_on_dpop));
+    }
+    if let Some(algs) = dpop_algs {
+        out.push(build(
+            "DPoP",
+            Some(format!("algs=\"{algs}\"")),
+            error_on_dpop,
+        ));
+    }
+    out
+}
+
+/// A refusal as status, headers and body. `challenge`: the route's, `None` when no route
+/// was found (no challenge then).
+pub fn refusal(
+    refusal: &Refusal,
+    challenge: Option<&Challenge>,
+    dpop_used: bool,
+) -> (ResponseHeader, Bytes) {
+    let body = match refusal {
+        Refusal::Mcp(e) => mcp_error_body(e),
+        _ => error_body(refusal.code(), refusal.description()),
+    };
+    let (mut resp, body) = json_response(refusal.status(), body);
+    if let Some(c) = challenge {
+        for ch in challenges(refusal, c, dpop_used) {
+            set_header(&mut resp, http::header::WWW_AUTHENTICATE, ch, true);
+        }
+    }
+    if let Refusal::DpopNonce(nonce) = refusal {
+        set_header(
+            &mut resp,
+            HeaderName::from_static("dpop-nonce"),
+            nonce.as_ref(),
+            false,
+        );
+    }
+    if let Refusal::MethodNotAllowed = refusal {
+        set_header(&mut resp, http::header::ALLOW, POLICY_ROUTE_ALLOW, false);
+    }
+    if refusal.retry_later() {
+        set_header(
+            &mut resp,
+            http::header::RETRY_AFTER,
+            RETRY_AFTER_SECONDS,
+            false,
+        );
+    }
+    (resp, body)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata documents and CORS preflights
+// ---------------------------------------------------------------------------------------------
+
+/// How long clients may cache a metadata document (it changes only with the config).
+pub const METADATA_MAX_AGE: &str = "public, max-age=300";
+
+/// An RFC 9728 metadata document (rendered when the config compiled), readable from any
+/// origin. `head`: a HEAD request (headers only).
+pub fn metadata(document: &Bytes, head: bool) -> (ResponseHeader, Bytes) {
+    let mut h = response_header(200);
+    set_header(
+        &mut h,
+        http::header::CONTENT_TYPE,
+        "application/json",
+        false,
+    );
+    set_header(&mut h, http::header::CONTENT_LENGTH, document.len(), false);
+    set_header(
+        &mut h,
+        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        "*",
+        false,
+    );
+    set_header(&mut h, http::header::CACHE_CONTROL, METADATA_MAX_AGE, false);
+    (h, if head { Bytes::new() } else { document.clone() })
+}
+
+/// The 204 answer to a CORS preflight for a metadata document (any origin may read it).
+pub fn metadata_preflight() -> (ResponseHeader, Bytes) {
+    let mut h = response_header(204);
+    set_header(
+        &mut h,
+        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        "*",
+        false,
+    );
+    set_header(
+        &mut h,
+        http::header::ACCESS_CONTROL_ALLOW_METHODS,
+        "GET, HEAD, OPTIONS",
+        false,
+    );
+    set_header(
+        &mut h,
+        http::header::ACCESS_CONTROL_ALLOW_HEADERS,
+        "mcp-protocol-version, content-type",
+        false,
+    );
+    set_header(&mut h, http::header::ACCESS_CONTROL_MAX_AGE, "86400", false);
+    set_header(&mut h, http::header::CONTENT_LENGTH, "0", false);
+    (h, Bytes::new())
+}
+
+/// The methods of MCP's streamable HTTP transport, allowed to browsers.
+pub const CORS_ALLOW_METHODS: &str = "GET, POST, DELETE";
+/// Request headers an MCP client sends (the API key header is added on routes that take keys).
+pub const CORS_ALLOW_HEADERS: &str = "Authorization, DPoP, Content-Type, Mcp-Session-Id, \
+     MCP-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID";
+/// Response headers a browser client must read.
+pub const CORS_EXPOSE_HEADERS: &str =
+    "Mcp-Session-Id, WWW-Authenticate, DPoP-Nonce, MCP-Protocol-Version";
+/// How long a browser may cache a preflight answer, in seconds. An origin removed from
+/// `allowed_origins` is refused at once anyway: the real request is checked again.
+pub const CORS_MAX_AGE: &str = "600";
+
+/// The 204 answer to a route's CORS preflight from an allowed `origin`. `api_key_header`:
+/// the route's API key header, allowed too on routes that accept keys.
+pub fn cors_preflight(
+    origin: &HeaderValue,
+    api_key_header: Option<&HeaderName>,
+) -> (ResponseHeader, Bytes) {
+    let mut h = response_header(204);
+    set_header(
+        &mut h,
+        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        origin.clone(),
+        false,
+    );
+    set_header(&mut h, http::header::VARY, "Origin", false);
+    set_header(
+        &mut h,
+        http::header::ACCESS_CONTROL_ALLOW_METHODS,
+        CORS_ALLOW_METHODS,
+        false,
+    );
+    let allow_headers = match api_key_header {
+        Some(k) => format!("{CORS_ALLOW_HEADERS}, {k}"),
+        None => CORS_ALLOW_HEADERS.to_string(),
+    };
+    set_header(
+        &mut h,
+        http::header::ACCESS_CONTROL_ALLOW_HEADERS,
+        allow_headers,
+        false,
+    );
+    set_header(
+        &mut h,
+        http::header::ACCESS_CONTROL_MAX_AGE,
+        CORS_MAX_AGE,
+        false,
+    );
+    (h, Bytes::new())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream answers the gateway must judge but cannot read (`lists`)
+// ---------------------------------------------------------------------------------------------
+
+/// The JSON-RPC error that replaces an unreadable answer.
+pub fn unreadable_body(a: &UnreadableAnswer) -> Bytes {
+    jsonrpc_error(
+        a.id.as_deref(),
+        crate::error::jsonrpc::INTERNAL_ERROR,
+        a.message,
+    )
+}
+
+/// The whole response, while the head is still unsent: 502 and the JSON-RPC error.
+pub fn unreadable(a: &UnreadableAnswer) -> (ResponseHeader, Bytes) {
+    json_response(UnreadableAnswer::STATUS, unreadable_body(a))
+}
+
+/// The same error as one SSE `message` event, to end a stream whose head was sent.
+pub fn unreadable_event(a: &UnreadableAnswer) -> Bytes {
+    let mut out = b"event: message\ndata: ".to_vec();
+    out.extend_from_slice(&unreadable_body(a));
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The admin listener
+// ---------------------------------------------------------------------------------------------
+
+/// The admin listener's challenge on a missing or wrong admin token.
+pub const ADMIN_CHALLENGE: &str = "Bearer realm=\"mcpgate-admin\"";
+/// `Retry-After` when Redis could not record a revocation: a retry may reach it at once.
+pub const ADMIN_RETRY_AFTER_SECONDS: &str = "1";
+/// `Allow` of `/revocations`.
+pub const ADMIN_REVOCATIONS_ALLOW: &str = "GET, POST";
+
+/// An admin answer with a body of `content_type`.
+pub fn admin_text(status: u16, content_type: &str, body: Vec<u8>) -> http::Response<Vec<u8>> {
+    http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(body)
+        .unwrap_or_default()
+}
+
+/// An admin answer with a JSON body.
+pub fn admin_json(status: u16, v: &serde_json::Value) -> http::Response<Vec<u8>> {
+    admin_text(
+        status,
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
+}
+
+/// An admin refusal: its JSON error and, by kind, `WWW-Authenticate`, `Retry-After` or
+/// `Allow`.
+pub fn admin_refusal(r: &AdminRefusal) -> http::Response<Vec<u8>> {
+    let body = error_body(r.code(), r.description()).to_vec();
+    let mut resp = admin_text(r.status(), "application/json", body);
+    let extra = match r {
+        AdminRefusal::BadToken => Some((http::header::WWW_AUTHENTICATE, ADMIN_CHALLENGE)),
+        AdminRefusal::StoreUnavailable => {
+            Some((http::header::RETRY_AFTER, ADMIN_RETRY_AFTER_SECONDS))
+        }
+        AdminRefusal::MethodNotAllowed => Some((http::header::ALLOW, ADMIN_REVOCATIONS_ALLOW)),
+        _ => None,
+    };
+    if let Some((name, value)) = extra {
+        resp.headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    resp
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pages outside a request, and requests without an upstream answer
+// ---------------------------------------------------------------------------------------------
+
+/// `Allow` of the 405 that replaces pingora's page for `CONNECT`.
+pub const OWN_PAGE_ALLOW: &str = "GET, POST, DELETE, OPTIONS, HEAD";
+
 /// A complete HTTP/1.1 answer (closing the connection) that replaces a page pingora wrote
 /// itself for `status` before any request reached the gateway: a head that does not parse
 /// (400) or a `CONNECT` (405).
@@ -163,7 +569,7 @@ pub fn own_page(status: u16) -> Vec<u8> {
         body.len()
     );
     if status == 405 {
-        out.push_str("allow: GET, POST, DELETE, OPTIONS, HEAD\r\n");
+        out.push_str(&format!("allow: {OWN_PAGE_ALLOW}\r\n"));
     }
     out.push_str("\r\n");
     out.push_str(&body);
@@ -210,6 +616,288 @@ pub fn for_failure(e: &Error) -> Option<Refusal> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    fn oauth() -> Challenge {
+        Challenge::OAuth {
+            bearer: true,
+            dpop_algs: Some("RS256 ES256".into()),
+            metadata_url: "https://mcp.example.com/.well-known/oauth-protected-resource/mcp".into(),
+            scope: "mcp:read x".into(),
+        }
+    }
+
+    /// One refusal of every reason (`all_reasons_covered` fails when a reason has none).
+    fn one_of_each() -> Vec<Refusal> {
+        vec![
+            Refusal::BadPath("path is not valid UTF-8"),
+            Refusal::BadRequest("x"),
+            Refusal::NotFound,
+            Refusal::Credentials("more than one Authorization header"),
+            Refusal::NoCredentials,
+            Refusal::InvalidToken("token is expired"),
+            Refusal::InsufficientScope,
+            Refusal::Unavailable("the issuer's signing keys are unavailable"),
+            Refusal::IntrospectionUnavailable("x"),
+            Refusal::InvalidApiKey("the API key is not valid"),
+            Refusal::HeadersTooLarge,
+            Refusal::BodyTooLarge,
+            Refusal::OriginDenied,
+            Refusal::Mcp(McpError {
+                code: -32700,
+                message: "Parse error",
+                id: Some("7".into()),
+            }),
+            Refusal::McpBodyTooLarge,
+            Refusal::ScopeFor("mcp:read mcp:admin".into()),
+            Refusal::PolicyDenied,
+            Refusal::UnknownSession,
+            Refusal::DpopProof("the request has no DPoP proof"),
+            Refusal::DpopNonce("bm9uY2U".into()),
+            Refusal::Revoked,
+            Refusal::StateUnavailable("x"),
+            Refusal::MethodNotAllowed,
+            Refusal::Gateway(GatewayFailure::BadGateway),
+            Refusal::Gateway(GatewayFailure::Timeout),
+            Refusal::Gateway(GatewayFailure::Internal),
+        ]
+    }
+
+    #[test]
+    fn all_reasons_covered() {
+        let mut seen: Vec<crate::error::Reason> =
+            one_of_each().iter().map(|r| r.reason()).collect();
+        seen.sort_by_key(|r| *r as usize);
+        seen.dedup();
+        assert_eq!(seen, crate::error::Reason::ALL);
+    }
+
+    /// Every refusal leaves with its status, `Content-Type: application/json`, a matching
+    /// `Content-Length`, `no-store`, and a JSON body: the OAuth error with its description,
+    /// or a JSON-RPC error for a malformed MCP request. With a route's challenge or without.
+    #[test]
+    fn every_refusal_has_its_json_body() {
+        for r in one_of_each() {
+            for challenge in [None, Some(oauth())] {
+                for dpop_used in [false, true] {
+                    let (h, b) = refusal(&r, challenge.as_ref(), dpop_used);
+                    assert_eq!(h.status.as_u16(), r.status(), "{r:?}");
+                    let get = |n: &str| h.headers.get(n).map(|v| v.to_str().unwrap().to_string());
+                    assert_eq!(get("content-type").as_deref(), Some("application/json"));
+                    assert_eq!(get("content-length"), Some(b.len().to_string()));
+                    assert_eq!(get("cache-control").as_deref(), Some("no-store"));
+                    let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+                    match &r {
+                        Refusal::Mcp(e) => {
+                            assert_eq!(v["jsonrpc"], "2.0");
+                            assert_eq!(v["id"], 7);
+                            assert_eq!(v["error"]["code"], e.code);
+                        }
+                        _ => {
+                            assert_eq!(v["error"], r.code(), "{r:?}");
+                            assert_eq!(v["error_description"], r.description());
+                        }
+                    }
+                    assert_eq!(get("retry-after").is_some(), r.retry_later());
+                }
+            }
+        }
+    }
+
+    /// The README's table of refusal reasons is the code's, row by row: every reason with
+    /// its status and `error` code, and no row for a reason that does not exist.
+    #[test]
+    fn readme_reason_table_matches_the_code() {
+        let readme = include_str!("../README.md");
+        let rows: Vec<Vec<&str>> = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| reason | status | `error` | when |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| l.split('|').map(str::trim).collect())
+            .collect();
+        let documented: Vec<(String, String, String)> = rows
+            .iter()
+            .map(|c| {
+                (
+                    c[1].trim_matches('`').into(),
+                    c[2].into(),
+                    c[3].trim_matches('`').into(),
+                )
+            })
+            .collect();
+        let code: Vec<(String, String, String)> = crate::error::Reason::ALL
+            .iter()
+            .map(|r| (r.as_str().into(), r.status().to_string(), r.code().into()))
+            .collect();
+        assert_eq!(documented, code);
+    }
+
+    #[test]
+    fn discovery_challenge_has_no_error() {
+        let c = challenges(&Refusal::NoCredentials, &oauth(), false);
+        assert_eq!(
+            c[0],
+            "Bearer resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\", scope=\"mcp:read x\""
+        );
+        assert!(c[1].starts_with("DPoP algs=\"RS256 "), "{}", c[1]);
+        assert!(!c[1].contains("error="));
+    }
+
+    #[test]
+    fn scope_challenge() {
+        let c = challenges(&Refusal::InsufficientScope, &oauth(), false).remove(0);
+        assert!(c.starts_with("Bearer error=\"insufficient_scope\""));
+        assert!(c.contains("scope=\"mcp:read x\""));
+        let key = Challenge::ApiKey {
+            header: "x-api-key".into(),
+        };
+        assert_eq!(
+            challenges(&Refusal::NoCredentials, &key, false),
+            vec!["ApiKey header=\"x-api-key\"".to_string()]
+        );
+        assert!(challenges(&Refusal::InsufficientScope, &key, false).is_empty());
+    }
+
+    #[test]
+    fn dpop_errors_go_on_the_dpop_challenge() {
+        let c = challenges(&Refusal::DpopProof("bad"), &oauth(), false);
+        assert!(!c[0].contains("error="), "{}", c[0]);
+        assert!(c[1].contains("error=\"invalid_dpop_proof\""), "{}", c[1]);
+        let c = challenges(&Refusal::InvalidToken("t"), &oauth(), true);
+        assert!(c[1].contains("error=\"invalid_token\""), "{}", c[1]);
+        let (h, _) = refusal(&Refusal::DpopNonce("n1".into()), Some(&oauth()), true);
+        assert_eq!(h.headers.get("dpop-nonce").unwrap(), "n1");
+        let (h, _) = refusal(&Refusal::MethodNotAllowed, Some(&oauth()), false);
+        assert_eq!(h.headers.get("allow").unwrap(), POLICY_ROUTE_ALLOW);
+    }
+
+    #[test]
+    fn unreadable_answer_is_a_jsonrpc_error() {
+        let e = UnreadableAnswer {
+            id: Some("7".into()),
+            message: "the upstream answer is \"odd\"",
+        };
+        let v: serde_json::Value = serde_json::from_slice(&unreadable_body(&e)).unwrap();
+        assert_eq!(v["jsonrpc"], "2.0");
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["error"]["code"], -32603);
+        assert_eq!(v["error"]["message"], "the upstream answer is \"odd\"");
+        let e = UnreadableAnswer {
+            id: None,
+            message: "x",
+        };
+        let (h, b) = unreadable(&e);
+        assert_eq!(h.status, 502);
+        assert_eq!(
+            h.headers.get("content-length").unwrap().to_str().unwrap(),
+            b.len().to_string()
+        );
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert!(v["id"].is_null());
+        let ev = unreadable_event(&e);
+        let ev = std::str::from_utf8(&ev).unwrap();
+        assert!(
+            ev.starts_with("event: message\ndata: {") && ev.ends_with("}\n\n"),
+            "{ev}"
+        );
+    }
+
+    /// The README's table of admin answers is the code's: one row per refusal, with its
+    /// status, `error` code and extra header.
+    #[test]
+    fn readme_admin_table_matches_the_code() {
+        let readme = include_str!("../README.md");
+        let rows: Vec<(String, String, String)> = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| admin answer | status | `error` | extra header |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let c: Vec<&str> = l.split('|').map(str::trim).collect();
+                (
+                    c[2].into(),
+                    c[3].trim_matches('`').into(),
+                    c[4].trim_matches('`').into(),
+                )
+            })
+            .collect();
+        let all = admin_refusals();
+        assert_eq!(rows.len(), all.len());
+        for (r, (status, code, header)) in all.iter().zip(&rows) {
+            assert_eq!(*status, r.status().to_string(), "{r:?}");
+            assert_eq!(*code, r.code(), "{r:?}");
+            let resp = admin_refusal(r);
+            let extra: Vec<String> = ["www-authenticate", "retry-after", "allow"]
+                .iter()
+                .filter_map(|n| resp.headers().get(*n).map(|v| (n, v)))
+                .map(|(n, v)| format!("{}: {}", canonical(n), v.to_str().unwrap()))
+                .collect();
+            assert_eq!(*header, extra.join(", "), "{r:?}");
+        }
+    }
+
+    fn canonical(n: &str) -> &'static str {
+        match n {
+            "www-authenticate" => "WWW-Authenticate",
+            "retry-after" => "Retry-After",
+            _ => "Allow",
+        }
+    }
+
+    /// Does not compile when a variant is added without a row here and in the README.
+    fn _every_admin_refusal_is_listed(r: &AdminRefusal) {
+        match r {
+            AdminRefusal::RevocationsDisabled
+            | AdminRefusal::TwoAuthorizations
+            | AdminRefusal::BadToken
+            | AdminRefusal::BodyTooLarge
+            | AdminRefusal::BodyUnreadable
+            | AdminRefusal::BodyTimeout
+            | AdminRefusal::InvalidRevocation(_)
+            | AdminRefusal::ListFull
+            | AdminRefusal::StoreUnavailable
+            | AdminRefusal::MethodNotAllowed
+            | AdminRefusal::Internal => {}
+        }
+    }
+
+    /// One of each admin refusal, in the README table's order.
+    fn admin_refusals() -> Vec<AdminRefusal> {
+        vec![
+            AdminRefusal::RevocationsDisabled,
+            AdminRefusal::TwoAuthorizations,
+            AdminRefusal::BadToken,
+            AdminRefusal::BodyTooLarge,
+            AdminRefusal::BodyUnreadable,
+            AdminRefusal::BodyTimeout,
+            AdminRefusal::InvalidRevocation("name exactly one".into()),
+            AdminRefusal::ListFull,
+            AdminRefusal::StoreUnavailable,
+            AdminRefusal::MethodNotAllowed,
+            AdminRefusal::Internal,
+        ]
+    }
+
+    #[test]
+    fn admin_refusals_are_json_with_their_headers() {
+        for r in admin_refusals() {
+            let resp = admin_refusal(&r);
+            assert_eq!(resp.status().as_u16(), r.status());
+            let v: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
+            assert_eq!(v["error"], r.code());
+            assert_eq!(v["error_description"], r.description());
+            let h = resp.headers();
+            assert_eq!(
+                h.contains_key("www-authenticate"),
+                r == AdminRefusal::BadToken
+            );
+            assert_eq!(
+                h.contains_key("retry-after"),
+                r == AdminRefusal::StoreUnavailable
+            );
+            assert_eq!(h.contains_key("allow"), r == AdminRefusal::MethodNotAllowed);
+        }
+    }
 
     #[test]
     fn disposal_by_declared_shape() {

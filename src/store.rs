@@ -1,4 +1,4 @@
-//! The shared state store: one Redis client per process, for what replicas must share
+//! The shared state store (the `state` section, which this module owns): one Redis client per process, for what replicas must share
 //! (issue 9): DPoP proof `jti`s and the revocation list.
 //!
 //! Side work, off the request path except for the one `SET NX PX` a DPoP request makes.
@@ -11,6 +11,7 @@
 //! made lazily and re-made by the `ConnectionManager` after errors.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,8 +20,302 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::config::RedisSettings;
+use serde::Deserialize;
+
+use crate::compile::{relative_to, strip_one_newline, CompileError};
+pub use crate::failmode::FailMode;
 use crate::metrics::{self, RedisOp, RedisResult};
+
+// ---------------------------------------------------------------------------------------------
+// The `state` section
+// ---------------------------------------------------------------------------------------------
+
+/// Background and admin calls (sync, writes) wait at least this long, whatever the
+/// request-path `timeout_ms`: they are not on a request's clock.
+const MIN_BACKGROUND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pauses of the connection manager between reconnection attempts: short, since the next
+/// call retries anyway.
+const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
+const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
+/// At most one "decided without Redis" line per this many milliseconds (with the count).
+const LOUD_LOG_EVERY_MS: u64 = 10_000;
+
+/// `state`: what replicas share, and what happens when the shared store is unreachable.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileState {
+    pub redis: Option<FileRedis>,
+    #[serde(default)]
+    pub dpop_replay: FileStateFeature,
+    #[serde(default)]
+    pub revocations: FileRevocations,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRedis {
+    /// `redis://[user:password@]host[:port][/db]` or `rediss://` (TLS).
+    pub url: String,
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Deadline of one call on the request path (the DPoP `SET NX`).
+    #[serde(default = "default_redis_timeout")]
+    pub timeout_ms: u64,
+    /// Deadline of one connection attempt.
+    #[serde(default = "default_redis_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// PEM CA bundle for `rediss://` (default: the system trust store).
+    pub ca_file: Option<PathBuf>,
+    /// Consecutive failed calls that open the circuit breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker fails calls at once before letting one probe through.
+    #[serde(default = "default_breaker_open_ms")]
+    pub breaker_open_ms: u64,
+    /// `/readyz` answers 503 while Redis is unreachable, or while this replica's
+    /// revocation list diverges from Redis's and cannot be reconciled.
+    #[serde(default)]
+    pub readyz: bool,
+    /// A secret (at least 32 bytes) every replica shares: revocation entries and the
+    /// list's head (epoch, version, digest) are authenticated with HMAC-SHA256 under it.
+    pub hmac_key_file: Option<PathBuf>,
+}
+
+fn default_key_prefix() -> String {
+    "mcpgate:".to_string()
+}
+fn default_redis_timeout() -> u64 {
+    50
+}
+fn default_redis_connect_timeout() -> u64 {
+    1000
+}
+fn default_breaker_failures() -> u32 {
+    3
+}
+fn default_breaker_open_ms() -> u64 {
+    1000
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStateFeature {
+    pub fail: Option<FailMode>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRevocations {
+    pub fail: Option<FailMode>,
+    /// How long the local copy may go unconfirmed against Redis before a request counts
+    /// as decided without Redis (refused with `fail: closed`, counted with `fail: open`).
+    pub max_stale_seconds: Option<u64>,
+}
+
+/// Compiled `state` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSettings {
+    pub redis: Option<RedisSettings>,
+    /// DPoP replay when Redis cannot answer (default closed).
+    pub dpop_replay_fail: FailMode,
+    /// Revocation checks when the local copy cannot be confirmed (default open).
+    pub revocations_fail: FailMode,
+    /// The longest the local copy may go unconfirmed before the fail policy applies.
+    pub revocations_max_stale: Duration,
+}
+
+/// Compiled `state.redis`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// The URL as configured, credentials included: never log it (see [`Self::redacted`]).
+    pub url: String,
+    /// The URL with its password replaced, for logs and `mcpgate check`.
+    pub redacted: String,
+    pub key_prefix: String,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub ca_file: Option<PathBuf>,
+    /// PEM read from `ca_file` when the config was compiled.
+    pub ca_pem: Option<Vec<u8>>,
+    pub breaker_failures: u32,
+    pub breaker_open: Duration,
+    pub readyz: bool,
+    pub hmac_key_file: Option<PathBuf>,
+    /// The key read from `hmac_key_file` when the config was compiled (never printed).
+    pub hmac_key: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &self.redacted)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSettings {
+    /// Deadline of background and admin calls (sync, writes): never below one second.
+    pub fn background_timeout(&self) -> Duration {
+        self.timeout.max(MIN_BACKGROUND_TIMEOUT)
+    }
+
+    /// Whether the connection is TLS (`rediss://`).
+    pub fn tls(&self) -> bool {
+        self.url.starts_with("rediss://")
+    }
+}
+
+/// The URL with any password replaced by `***`.
+pub fn redact_url(s: &str) -> String {
+    match url::Url::parse(s) {
+        // A URL with a password has a host, so setting it cannot fail.
+        Ok(mut u) if u.password().is_some() => match u.set_password(Some("***")) {
+            Ok(()) => u.to_string(),
+            Err(()) => "(unparsable URL)".to_string(),
+        },
+        Ok(u) => u.to_string(),
+        Err(_) => "(unparsable URL)".to_string(),
+    }
+}
+
+/// Check and compile the `state` section; `config_file` resolves relative paths.
+pub fn compile(config_file: &str, f: FileState) -> Result<StateSettings, CompileError> {
+    let redis = f.redis.map(|r| compile_redis(config_file, r)).transpose()?;
+    let max_stale = f.revocations.max_stale_seconds.unwrap_or(5);
+    if !(1..=3600).contains(&max_stale) {
+        return Err(CompileError::new(
+            "state.revocations.max_stale_seconds",
+            "state.revocations.max_stale_seconds must be between 1 and 3600",
+        ));
+    }
+    if redis.is_none()
+        && (f.dpop_replay.fail.is_some()
+            || f.revocations.fail.is_some()
+            || f.revocations.max_stale_seconds.is_some())
+    {
+        return Err(CompileError::new(
+            "state",
+            "state: fail policies need state.redis (without it, state is local)",
+        ));
+    }
+    Ok(StateSettings {
+        redis,
+        dpop_replay_fail: f.dpop_replay.fail.unwrap_or(FailMode::Closed),
+        revocations_fail: f.revocations.fail.unwrap_or(FailMode::Open),
+        revocations_max_stale: Duration::from_secs(max_stale),
+    })
+}
+
+/// `state.redis`: the URL (never logged with its password), bounds, and the files it names.
+fn compile_redis(config_file: &str, r: FileRedis) -> Result<RedisSettings, CompileError> {
+    let redacted = redact_url(&r.url);
+    let at =
+        |field: &str, reason: String| CompileError::new(format!("state.redis.{field}"), reason);
+    let u = url::Url::parse(&r.url)
+        .map_err(|e| at("url", format!("state.redis.url {redacted}: {e}")))?;
+    if u.scheme() != "redis" && u.scheme() != "rediss" {
+        return Err(at(
+            "url",
+            format!("state.redis.url {redacted}: the scheme must be redis:// or rediss:// (TLS)"),
+        ));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(at("url", format!("state.redis.url {redacted}: no host")));
+    }
+    redis::Client::open(r.url.as_str())
+        .map_err(|e| at("url", format!("state.redis.url {redacted}: {e}")))?;
+    if r.key_prefix.len() > 64 || r.key_prefix.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+        return Err(at(
+            "key_prefix",
+            "state.redis.key_prefix must be at most 64 visible ASCII characters".into(),
+        ));
+    }
+    for (field, value, range) in [
+        ("timeout_ms", r.timeout_ms, 1..=10_000),
+        ("connect_timeout_ms", r.connect_timeout_ms, 10..=30_000),
+        ("breaker_failures", u64::from(r.breaker_failures), 1..=100),
+        ("breaker_open_ms", r.breaker_open_ms, 100..=60_000),
+    ] {
+        if !range.contains(&value) {
+            return Err(at(
+                field,
+                format!(
+                    "state.redis.{field} must be between {} and {}",
+                    range.start(),
+                    range.end()
+                ),
+            ));
+        }
+    }
+    let ca_file = r.ca_file.map(|p| relative_to(config_file, p));
+    let ca_pem = match &ca_file {
+        None => None,
+        Some(_) if u.scheme() != "rediss" => {
+            return Err(at(
+                "ca_file",
+                "state.redis.ca_file needs a rediss:// URL".into(),
+            ))
+        }
+        Some(p) => Some(read_ca(p).map_err(|e| at("ca_file", e))?),
+    };
+    let hmac_key_file = r.hmac_key_file.map(|p| relative_to(config_file, p));
+    let hmac_key = hmac_key_file
+        .as_deref()
+        .map(read_hmac_key)
+        .transpose()
+        .map_err(|e| at("hmac_key_file", e))?;
+    Ok(RedisSettings {
+        url: r.url,
+        redacted,
+        key_prefix: r.key_prefix,
+        timeout: Duration::from_millis(r.timeout_ms),
+        connect_timeout: Duration::from_millis(r.connect_timeout_ms),
+        ca_file,
+        ca_pem,
+        breaker_failures: r.breaker_failures,
+        breaker_open: Duration::from_millis(r.breaker_open_ms),
+        readyz: r.readyz,
+        hmac_key_file,
+        hmac_key,
+    })
+}
+
+/// `state.redis.ca_file`: PEM with at least one certificate.
+fn read_ca(p: &Path) -> Result<Vec<u8>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let pem = std::fs::read(p).map_err(|e| format!("state.redis.ca_file {}: {e}", p.display()))?;
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("state.redis.ca_file {}: {e}", p.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "state.redis.ca_file {}: no certificate found",
+            p.display()
+        ));
+    }
+    Ok(pem)
+}
+
+/// `state.redis.hmac_key_file`: at least 32 bytes (one trailing newline stripped).
+fn read_hmac_key(p: &Path) -> Result<Vec<u8>, String> {
+    let raw =
+        std::fs::read(p).map_err(|e| format!("state.redis.hmac_key_file {}: {e}", p.display()))?;
+    let key = strip_one_newline(&raw);
+    if key.len() < 32 {
+        return Err(format!(
+            "state.redis.hmac_key_file {}: the key must be at least 32 bytes \
+             (e.g. `openssl rand -base64 48`)",
+            p.display()
+        ));
+    }
+    Ok(key.to_vec())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client
+// ---------------------------------------------------------------------------------------------
 
 /// Why a call gave no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,7 +433,7 @@ impl LoudLog {
             .unwrap_or(1)
             .max(1);
         let last = self.last_ms.load(Ordering::Acquire);
-        if (last == 0 || now.saturating_sub(last) >= 10_000)
+        if (last == 0 || now.saturating_sub(last) >= LOUD_LOG_EVERY_MS)
             && self
                 .last_ms
                 .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
@@ -197,8 +492,8 @@ impl Store {
             .set_response_timeout(Some(settings.background_timeout()))
             // Reconnection is retried by the next call; keep each attempt short.
             .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
+            .set_min_delay(RECONNECT_MIN_DELAY)
+            .set_max_delay(RECONNECT_MAX_DELAY);
         let conn = {
             // The manager spawns its reconnection tasks on the runtime it is made in.
             let _guard = runtime.enter();
@@ -329,7 +624,7 @@ impl Store {
 }
 
 fn is_loopback(url: &str) -> bool {
-    url::Url::parse(url).is_ok_and(|u| crate::config::is_loopback_url(&u))
+    url::Url::parse(url).is_ok_and(|u| crate::compile::is_loopback_url(&u))
 }
 
 #[cfg(test)]

@@ -32,9 +32,9 @@ use std::time::Duration;
 
 use pingora_http::ResponseHeader;
 
-use crate::auth::Principal;
+use crate::auth::revocation::Revocations;
 use crate::metrics;
-use crate::revocation::Revocations;
+use crate::principal::Principal;
 
 /// Why a stream was ended by the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,8 @@ pub fn is_open_ended(resp: &ResponseHeader, head_request: bool) -> bool {
     if head_request || (100..200).contains(&s) || s == 204 || s == 304 {
         return false;
     }
-    crate::lists::is_event_stream(resp) || resp.headers.get(http::header::CONTENT_LENGTH).is_none()
+    crate::mcp::lists::is_event_stream(resp)
+        || resp.headers.get(http::header::CONTENT_LENGTH).is_none()
 }
 
 struct Shared {
@@ -89,6 +90,7 @@ impl Shared {
         let Some(s) = socket.take() else {
             return false;
         };
+        // An error means the connection is already shut: the stream ends either way.
         let _ = s.shutdown(Shutdown::Both);
         self.closed.store(why as u8, Ordering::Release);
         true
@@ -139,7 +141,7 @@ impl Watchdog {
         self.task = Some(tokio::spawn(async move {
             let mut changes = revocations.changes();
             // A revocation between the request's check and this subscription.
-            if revocations.revoked(&p, crate::jwks::now_unix()).is_some() {
+            if revocations.revoked(&p, crate::clock::now_unix()).is_some() {
                 if shared.close(Closed::Revoked) {
                     metrics::stream_closed_revoked(&route);
                 }
@@ -161,7 +163,7 @@ impl Watchdog {
                             listening = false;
                             continue;
                         }
-                        if revocations.revoked(&p, crate::jwks::now_unix()).is_some() {
+                        if revocations.revoked(&p, crate::clock::now_unix()).is_some() {
                             if shared.close(Closed::Revoked) {
                                 metrics::stream_closed_revoked(&route);
                             }
@@ -197,10 +199,7 @@ impl Drop for Watchdog {
 
 /// How long until `until` (Unix seconds, sub-second precise), at most a year.
 fn seconds_until(until: i64) -> Duration {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
+    let now = crate::clock::now_unix_f64();
     Duration::from_secs_f64((until as f64 - now).clamp(0.0, 365.0 * 86_400.0))
 }
 
@@ -244,7 +243,7 @@ mod tests {
 
     #[test]
     fn open_ended_bodies() {
-        let mut h = crate::error::response_header(200);
+        let mut h = crate::respond::response_header(200);
         assert!(is_open_ended(&h, false));
         assert!(!is_open_ended(&h, true));
         h.insert_header("content-length", "5").unwrap();
@@ -252,14 +251,14 @@ mod tests {
         h.insert_header("content-type", "text/event-stream")
             .unwrap();
         assert!(is_open_ended(&h, false));
-        assert!(!is_open_ended(&crate::error::response_header(204), false));
+        assert!(!is_open_ended(&crate::respond::response_header(204), false));
     }
 
     #[test]
     fn deadlines_in_the_past_fire_at_once_and_far_ones_are_capped() {
         assert_eq!(seconds_until(0), Duration::ZERO);
         assert!(seconds_until(i64::MAX) <= Duration::from_secs(365 * 86_400));
-        let soon = seconds_until(crate::jwks::now_unix() + 10);
+        let soon = seconds_until(crate::clock::now_unix() + 10);
         assert!(soon > Duration::from_secs(8) && soon <= Duration::from_secs(10));
     }
 }

@@ -1,4 +1,5 @@
-//! Upstream addresses: parsed once from the config, resolved when a request needs them.
+//! Upstream addresses (a route's `upstream` and `upstream_tls`): parsed and loaded once
+//! from the config, resolved when a request needs them.
 //!
 //! An IP literal is used as is. A host name is resolved asynchronously at request time
 //! through a small cache (30 s), so a config naming a Kubernetes Service passes
@@ -6,13 +7,79 @@
 //! blocks a worker on the system resolver.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use moka::future::Cache;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+
+use crate::compile::{relative_to, CompileError};
+
+/// Deadline of resolving an upstream host name.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a resolved address is used before resolving again (follows DNS changes).
+const RESOLVE_TTL: Duration = Duration::from_secs(30);
+/// Host names whose addresses are cached at once (routes name a handful).
+const RESOLVE_CACHE_ENTRIES: u64 = 1024;
+
+/// A route's `upstream_tls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstreamTls {
+    /// PEM CA certificates that verify the upstream (instead of the system roots).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain and key presented to the upstream (mutual TLS).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+/// Where a route forwards: its `upstream`, and the TLS settings for an `https://` one.
+#[derive(Debug)]
+pub struct RouteUpstream {
+    pub addr: Upstream,
+    /// Private CA and client certificate for an `https://` upstream.
+    pub tls: Option<UpstreamTls>,
+    /// The files `tls` came from (watched for reloads).
+    pub tls_files: Vec<PathBuf>,
+}
+
+impl RouteUpstream {
+    /// Check and compile `upstream` and `upstream_tls` (files relative to `source`, the
+    /// config file, loaded and checked now).
+    pub fn compile(
+        upstream: &str,
+        tls: Option<FileUpstreamTls>,
+        source: &str,
+    ) -> Result<RouteUpstream, CompileError> {
+        let addr = Upstream::parse(upstream).map_err(|e| CompileError::new("upstream", e))?;
+        let (tls, tls_files) = match tls {
+            None => (None, Vec::new()),
+            Some(_) if !addr.tls => {
+                return Err(CompileError::new(
+                    "upstream_tls",
+                    "upstream_tls needs an https:// upstream",
+                ));
+            }
+            Some(t) => {
+                let ca = t.ca_file.map(|p| relative_to(source, p));
+                let cert = t.client_cert.map(|p| relative_to(source, p));
+                let key = t.client_key.map(|p| relative_to(source, p));
+                let loaded = UpstreamTls::load(ca.as_deref(), cert.as_deref(), key.as_deref())
+                    .map_err(|e| CompileError::new("upstream_tls", e))?;
+                let files = [ca, cert, key].into_iter().flatten().collect();
+                (Some(loaded), files)
+            }
+        };
+        Ok(RouteUpstream {
+            addr,
+            tls,
+            tls_files,
+        })
+    }
+}
 
 #[derive(Debug)]
 pub struct Upstream {
@@ -169,8 +236,8 @@ impl Default for Resolver {
     fn default() -> Self {
         Resolver {
             cache: Cache::builder()
-                .max_capacity(1024)
-                .time_to_live(Duration::from_secs(30))
+                .max_capacity(RESOLVE_CACHE_ENTRIES)
+                .time_to_live(RESOLVE_TTL)
                 .build(),
         }
     }
@@ -185,7 +252,7 @@ impl Resolver {
         self.cache
             .try_get_with(key, async {
                 let lookup = tokio::time::timeout(
-                    Duration::from_secs(5),
+                    RESOLVE_TIMEOUT,
                     tokio::net::lookup_host((up.host.as_str(), up.port)),
                 )
                 .await

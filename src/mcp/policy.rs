@@ -1,0 +1,373 @@
+//! MCP policy: the ordered tool, resource and prompt rules of a route, and whether a
+//! verified principal may do what a request asks.
+//!
+//! Runs after the token step on every request, cached token or not: every scope the route
+//! requires must be present, directly or through `scope_hierarchy` (MCP 2026-07-28:
+//! servers account for scope hierarchies), and each operation of an inspected body is
+//! matched against the route's glob patterns (first match, in config order) for the extra
+//! scopes it needs. The token's `aud` must contain one of the route's resource
+//! identifiers (RFC 8707, SPEC-CHECKLIST §9.1).
+
+use crate::compile::CompileError;
+use crate::error::Refusal;
+use crate::mcp::body::{Calls, Op};
+use crate::principal::Principal;
+use crate::scope::{check_scope_token, Hierarchy, RequiredScope};
+use serde::Deserialize;
+
+/// One ordered pattern of a tool, resource or prompt policy.
+#[derive(Debug)]
+pub struct Rule {
+    pub pattern: String,
+    matcher: wildmatch::WildMatch,
+    pub scopes: Vec<RequiredScope>,
+}
+
+impl Rule {
+    pub fn new(pattern: &str, scopes: Vec<RequiredScope>) -> Rule {
+        Rule {
+            pattern: pattern.to_string(),
+            matcher: wildmatch::WildMatch::new(pattern),
+            scopes,
+        }
+    }
+
+    /// A `resources` rule: its pattern is put in the canonical spelling the URIs are
+    /// matched in ([`crate::mcp::resource_uri::canonical_pattern`]).
+    pub fn resource(self) -> Result<Rule, String> {
+        let p = crate::mcp::resource_uri::canonical_pattern(&self.pattern).ok_or_else(|| {
+            format!(
+                "resources: pattern {:?} holds a malformed percent-encoding or a control character",
+                self.pattern
+            )
+        })?;
+        Ok(Rule::new(&p, self.scopes))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefaultPolicy {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// A route's MCP policy, compiled.
+#[derive(Debug, Default)]
+pub struct Policy {
+    pub tools: Vec<Rule>,
+    pub resources: Vec<Rule>,
+    pub prompts: Vec<Rule>,
+    pub default: DefaultPolicy,
+    pub filter_tools_list: bool,
+}
+
+/// What one operation needs beyond the route's scopes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Need<'a> {
+    Scopes(&'a [RequiredScope]),
+    /// No pattern matched and the default is deny.
+    Denied,
+}
+
+impl Policy {
+    /// Whether requests on the route must have their body inspected.
+    pub fn inspects(&self) -> bool {
+        !self.tools.is_empty()
+            || !self.resources.is_empty()
+            || !self.prompts.is_empty()
+            || self.default == DefaultPolicy::Deny
+            || self.filter_tools_list
+    }
+
+    fn lookup<'a>(&'a self, rules: &'a [Rule], name: &str) -> Need<'a> {
+        match rules.iter().find(|r| r.matcher.matches(name)) {
+            Some(r) => Need::Scopes(&r.scopes),
+            None if self.default == DefaultPolicy::Deny => Need::Denied,
+            None => Need::Scopes(&[]),
+        }
+    }
+
+    /// What calling tool `name` needs.
+    pub fn tool(&self, name: &str) -> Need<'_> {
+        self.lookup(&self.tools, name)
+    }
+
+    /// What an operation needs beyond the route's scopes: one entry per tool, resource
+    /// or prompt it names (first matching pattern, in config order), none when it names
+    /// nothing. A method not in the table is `Denied` under `default_tool_policy: deny`;
+    /// under `allow` it needs what its `params.name` would need as a tool and as a prompt
+    /// and what its `params.uri` would need as a resource, since the gateway cannot know
+    /// which the upstream will take it for.
+    pub fn needs<'a>(&'a self, op: &Op) -> Vec<Need<'a>> {
+        match op {
+            Op::ToolsCall(n) => vec![self.lookup(&self.tools, n)],
+            Op::ResourcesRead(u)
+            | Op::ResourcesSubscribe(u)
+            | Op::ResourcesUnsubscribe(u)
+            | Op::CompleteResource(u) => vec![self.lookup(&self.resources, u)],
+            Op::PromptsGet(n) | Op::CompletePrompt(n) => vec![self.lookup(&self.prompts, n)],
+            Op::SubscriptionsListen(uris) => uris
+                .iter()
+                .map(|u| self.lookup(&self.resources, u))
+                .collect(),
+            Op::Unknown { .. } if self.default == DefaultPolicy::Deny => vec![Need::Denied],
+            Op::Unknown { name, uri, .. } => {
+                let mut out = Vec::new();
+                if let Some(n) = name {
+                    out.push(self.lookup(&self.tools, n));
+                    out.push(self.lookup(&self.prompts, n));
+                }
+                if let Some(u) = uri {
+                    out.push(self.lookup(&self.resources, u));
+                }
+                out
+            }
+            Op::ToolsList | Op::Known(_) | Op::Response => Vec::new(),
+        }
+    }
+}
+
+/// A route's policy, as the file gives it: `tools`, `resources`, `prompts` (glob →
+/// scopes, in file order), `default_tool_policy`, `filter_tools_list`.
+pub struct FilePolicy<'a> {
+    pub tools: Option<&'a serde_yaml::Mapping>,
+    pub resources: Option<&'a serde_yaml::Mapping>,
+    pub prompts: Option<&'a serde_yaml::Mapping>,
+    pub default: DefaultPolicy,
+    pub filter_tools_list: bool,
+}
+
+/// The rules of one of `tools`, `resources`, `prompts` (`what`), scopes pre-resolved.
+fn rules(
+    what: &str,
+    m: Option<&serde_yaml::Mapping>,
+    hierarchy: &Hierarchy,
+) -> Result<Vec<Rule>, CompileError> {
+    let Some(m) = m else { return Ok(Vec::new()) };
+    let bad = |reason: String| CompileError::new(what, reason);
+    let mut out = Vec::new();
+    for (k, v) in m {
+        let pattern = k
+            .as_str()
+            .ok_or_else(|| bad(format!("{what}: pattern {k:?} must be a string")))?;
+        let list: Vec<String> = serde_yaml::from_value(v.clone())
+            .map_err(|_| bad(format!("{what}: {pattern:?} must map to a list of scopes")))?;
+        let mut scopes = Vec::new();
+        for sc in &list {
+            check_scope_token(sc).map_err(bad)?;
+            scopes.push(hierarchy.required(sc));
+        }
+        out.push(Rule::new(pattern, scopes));
+    }
+    Ok(out)
+}
+
+impl Policy {
+    /// Check and compile a route's policy. `oauth_only`: the route's `auth` is `oauth` (a
+    /// policy needs the token's scopes).
+    pub fn compile(
+        f: FilePolicy<'_>,
+        hierarchy: &Hierarchy,
+        oauth_only: bool,
+    ) -> Result<Policy, CompileError> {
+        let policy = Policy {
+            tools: rules("tools", f.tools, hierarchy)?,
+            resources: rules("resources", f.resources, hierarchy)?
+                .into_iter()
+                .map(Rule::resource)
+                .collect::<Result<_, _>>()
+                .map_err(|e| CompileError::new("resources", e))?,
+            prompts: rules("prompts", f.prompts, hierarchy)?,
+            default: f.default,
+            filter_tools_list: f.filter_tools_list,
+        };
+        if policy.inspects() && !oauth_only {
+            return Err(CompileError::new(
+                "auth",
+                "tool policies and filter_tools_list need auth: oauth",
+            ));
+        }
+        Ok(policy)
+    }
+
+    /// Every scope the rules name, in file order (for `scopes_supported`).
+    pub fn scope_names(&self) -> impl Iterator<Item = &str> {
+        self.tools
+            .iter()
+            .chain(&self.resources)
+            .chain(&self.prompts)
+            .flat_map(|r| r.scopes.iter().map(|s| s.name.as_str()))
+    }
+}
+
+fn satisfied(required: &RequiredScope, p: &Principal) -> bool {
+    required.satisfied(&p.scopes)
+}
+
+/// Every scope the route requires (`required`), directly or through `scope_hierarchy`.
+pub fn check_scopes(required: &[RequiredScope], p: &Principal) -> Result<(), Refusal> {
+    if required.iter().all(|r| satisfied(r, p)) {
+        Ok(())
+    } else {
+        Err(Refusal::InsufficientScope)
+    }
+}
+
+/// Route scopes plus what each MCP operation of the body needs. A refusal names every
+/// scope the operation requires, in one challenge, so the client can step up once.
+pub fn authorize_calls(
+    required: &[RequiredScope],
+    policy: &Policy,
+    p: &Principal,
+    calls: &Calls,
+) -> Result<(), Refusal> {
+    let mut extra: Vec<&RequiredScope> = Vec::new();
+    for op in &calls.ops {
+        for need in policy.needs(op) {
+            match need {
+                Need::Denied => return Err(Refusal::PolicyDenied),
+                Need::Scopes(s) => extra.extend(s.iter()),
+            }
+        }
+    }
+    if required
+        .iter()
+        .chain(extra.iter().copied())
+        .all(|r| satisfied(r, p))
+    {
+        return Ok(());
+    }
+    if extra.is_empty() {
+        return Err(Refusal::InsufficientScope);
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for r in required.iter().chain(extra.iter().copied()) {
+        if !names.contains(&r.name.as_str()) {
+            names.push(&r.name);
+        }
+    }
+    Err(Refusal::ScopeFor(names.join(" ").into_boxed_str()))
+}
+
+/// Whether `p` could call tool `name` on a route requiring `required` with `policy` (for
+/// `tools/list` filtering).
+pub fn tool_allowed(
+    required: &[RequiredScope],
+    policy: &Policy,
+    p: &Principal,
+    name: &str,
+) -> bool {
+    match policy.tool(name) {
+        Need::Denied => false,
+        Need::Scopes(s) => required.iter().chain(s.iter()).all(|r| satisfied(r, p)),
+    }
+}
+
+/// Whether a caller may see a tool in a list: [`tool_allowed`] for a principal; without one
+/// (an `auth: none` route), only a tool that needs no scope at all.
+pub fn tool_visible(
+    required: &[RequiredScope],
+    policy: &Policy,
+    p: Option<&Principal>,
+    name: &str,
+) -> bool {
+    match p {
+        Some(p) => tool_allowed(required, policy, p, name),
+        None => match policy.tool(name) {
+            Need::Denied => false,
+            Need::Scopes(s) => required.is_empty() && s.is_empty(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::config::Config;
+    use std::sync::Arc;
+
+    fn principal(aud: &str, scopes: &str) -> Principal {
+        Principal {
+            method: crate::principal::AuthMethod::Jwt,
+            any_audience: false,
+            iss: Arc::from("https://as"),
+            issuer_name: Arc::from("a"),
+            subject: None,
+            client_id: None,
+            scopes: crate::scope::ScopeSet::parse(scopes),
+            audiences: Arc::from(vec![crate::scope::canonical_audience(aud).into_boxed_str()]),
+            exp: i64::MAX / 2,
+            nbf: None,
+            skew: 0,
+            cnf_jkt: None,
+            jti: None,
+            iat: None,
+            azp: None,
+        }
+    }
+
+    fn config() -> Config {
+        Config::from_yaml(
+            "t",
+            "listen: {address: '127.0.0.1:1', public_url: 'https://mcp.example.com'}\nadmin: {address: '127.0.0.1:2'}\nscope_hierarchy: {files: ['files:read']}\nissuers: [{name: a, issuer: 'https://as'}]\nroutes:\n- {name: m, path_prefix: /mcp, upstream: 'http://127.0.0.1:3', scopes: ['mcp:read']}\n- {name: f, path_prefix: /files, upstream: 'http://127.0.0.1:3', scopes: ['files:read']}\n",
+        )
+        .unwrap()
+    }
+
+    fn scope(s: &str) -> RequiredScope {
+        RequiredScope::new(s, vec![s.into()])
+    }
+
+    impl Policy {
+        /// The one need of an operation that names at most one thing.
+        fn need<'a>(&'a self, op: &Op) -> Need<'a> {
+            let mut n = self.needs(op);
+            assert!(n.len() <= 1, "{op:?} names several things");
+            n.pop().unwrap_or(Need::Scopes(&[]))
+        }
+    }
+
+    #[test]
+    fn first_matching_pattern_wins() {
+        let p = Policy {
+            tools: vec![
+                Rule::new("read_*", vec![scope("repo:read")]),
+                Rule::new("delete_*", vec![scope("repo:admin")]),
+                Rule::new("*", vec![]),
+            ],
+            resources: vec![Rule::new("file:///secrets/*", vec![scope("secrets:read")])],
+            ..Policy::default()
+        };
+        assert!(
+            matches!(p.need(&Op::ToolsCall("read_x".into())), Need::Scopes(s) if s[0].name == "repo:read")
+        );
+        assert!(
+            matches!(p.need(&Op::ToolsCall("delete_x".into())), Need::Scopes(s) if s[0].name == "repo:admin")
+        );
+        assert_eq!(p.need(&Op::ToolsCall("other".into())), Need::Scopes(&[]));
+        assert!(
+            matches!(p.need(&Op::ResourcesRead("file:///secrets/a/b".into())), Need::Scopes(s) if s.len() == 1)
+        );
+        let deny = Policy {
+            tools: vec![Rule::new("safe_*", vec![])],
+            default: DefaultPolicy::Deny,
+            ..Policy::default()
+        };
+        assert_eq!(deny.need(&Op::ToolsCall("rm".into())), Need::Denied);
+        assert_eq!(deny.need(&Op::PromptsGet("p".into())), Need::Denied);
+        assert_eq!(deny.need(&Op::ToolsList), Need::Scopes(&[]));
+    }
+    #[test]
+    fn scopes_exact_tokens_and_hierarchy() {
+        let c = config();
+        let (m, f) = (&c.routes[0].auth.scopes, &c.routes[1].auth.scopes);
+        assert!(check_scopes(m, &principal("x", "mcp:read")).is_ok());
+        assert!(check_scopes(m, &principal("x", "mcp:readx")).is_err());
+        assert!(check_scopes(m, &principal("x", "a mcp:read b")).is_ok());
+        assert!(check_scopes(f, &principal("x", "files")).is_ok());
+        assert!(check_scopes(f, &principal("x", "files:write")).is_err());
+    }
+}

@@ -381,7 +381,10 @@ fn compile_list(
     let mut out: Vec<Arc<Limit>> = Vec::with_capacity(list.len());
     for (i, f) in list.iter().enumerate() {
         let at = format!("rate[{i}]");
-        let l = compile_limit(f, scope, shared).map_err(|e| e.within(&at))?;
+        let l = compile_limit(f, scope, shared).map_err(|e| {
+            e.within(&at)
+                .prefixed(&format!("limits.{at} ({:?}): ", f.name))
+        })?;
         if out.iter().any(|o| o.name == l.name) {
             return Err(CompileError::new(
                 format!("{at}.name"),

@@ -11,6 +11,13 @@
 //! - `dpop/…`: `dpop::verify` of an ES256 proof (parse, the proof's own key, signature,
 //!   claims; the replay check is separate), and `jwt::proof_key` alone (the JWK in the
 //!   proof header made into a verification key, on every request).
+//! - `limits/…` (issue 19): on the cached-JWT path, the cache hit alone and the cache hit
+//!   followed by `Limiter::admit` of one rate limit keyed `[issuer, subject]`: in this
+//!   replica's buckets (no `state.redis`) and through a real `redis-server` on loopback (one
+//!   Lua script call, awaited from a current-thread runtime as a pingora worker awaits it),
+//!   next to one `PING` through the same store (the loopback round trip the Redis-backed
+//!   check is measured against). The Redis benches are skipped when `redis-server` is not
+//!   on the PATH.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -325,12 +332,208 @@ fn bench_dpop(c: &mut Criterion) {
     g.finish();
 }
 
+/// A `redis-server` on a free loopback port, stopped when dropped.
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> Option<RedisServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let server = RedisServer { child, port };
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > std::time::Duration::from_secs(10) {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Some(server)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A gateway state with one JWT route limited by `per-user` (`[issuer, subject]`, never
+/// refusing at bench rates), `state` its `state:` block; the token cache primed.
+fn limited_state(
+    jwks_port: u16,
+    state: &str,
+    token: &str,
+) -> (
+    mcpgate::state::GatewayState,
+    Arc<mcpgate::state::Snapshot>,
+    Arc<mcpgate::config::Route>,
+) {
+    let yaml = format!(
+        r#"
+listen: {{address: "127.0.0.1:1", public_url: "https://mcp.bench.example", threads: 1}}
+admin: {{address: "127.0.0.1:2"}}
+{state}
+limits:
+  rate:
+    - {{name: per-user, key: [issuer, subject], rate: 1000000/second, burst: 1000000}}
+issuers:
+  - name: bench
+    issuer: "{ISS}"
+    jwks_uri: "http://127.0.0.1:{jwks_port}/jwks.json"
+    require_at_jwt: true
+routes:
+  - name: mcp
+    path_prefix: /mcp
+    upstream: "http://127.0.0.1:3"
+    scopes: [mcp:tools]
+"#
+    );
+    let config = mcpgate::config::Config::from_yaml("bench.yaml", &yaml).unwrap();
+    let gw = mcpgate::state::GatewayState::new(config).unwrap();
+    let snapshot = gw.snapshot.load_full();
+    let route = snapshot.config.routes[0].clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let h = mcpgate::principal::token_hash(token);
+    rt.block_on(
+        gw.auth
+            .authenticate(&snapshot.issuers, &route.auth.issuers, token, &h),
+    )
+    .unwrap();
+    (gw, snapshot, route)
+}
+
+fn bench_limits(c: &mut Criterion) {
+    mcpgate::install_crypto_provider();
+    let key = Key::new("RS256");
+    let port = serve_jwks(jwks(std::slice::from_ref(&key)));
+    let token = key.token(11);
+    let peer = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+
+    let (gw, snap, route) = limited_state(port, "", &token);
+    let hit = || {
+        let h = mcpgate::principal::token_hash(black_box(&token));
+        ready(
+            gw.auth
+                .authenticate(&snap.issuers, &route.auth.issuers, &token, &h),
+        )
+        .unwrap()
+    };
+    let mut g = c.benchmark_group("limits");
+    g.bench_function("cached JWT: token_hash + authenticate (no limit)", |b| {
+        b.iter(hit)
+    });
+    g.bench_function("cached JWT + local limit check (Limiter::admit)", |b| {
+        b.iter(|| {
+            let p = hit();
+            let r = mcpgate::quota::Request {
+                who: mcpgate::quota::Who {
+                    principal: Some(&p),
+                    route: &route.name,
+                    address: peer,
+                },
+                calls: None,
+            };
+            ready(gw.limiter.admit(&route.quotas, &r)).unwrap()
+        })
+    });
+    {
+        let p = hit();
+        g.bench_function("local limit check alone (Limiter::admit)", |b| {
+            b.iter(|| {
+                let r = mcpgate::quota::Request {
+                    who: mcpgate::quota::Who {
+                        principal: Some(&p),
+                        route: &route.name,
+                        address: peer,
+                    },
+                    calls: None,
+                };
+                ready(gw.limiter.admit(black_box(&route.quotas), &r)).unwrap()
+            })
+        });
+    }
+
+    let Some(redis) = RedisServer::start() else {
+        eprintln!("limits: redis-server not available, Redis-backed benches skipped");
+        g.finish();
+        return;
+    };
+    let state = format!(
+        "state:\n  redis: {{url: \"redis://127.0.0.1:{}/0\", timeout_ms: 1000}}",
+        redis.port
+    );
+    let (rgw, rsnap, rroute) = limited_state(port, &state, &token);
+    let store = rgw.store.clone().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let op = mcpgate::metrics::RedisOp::new("bench_ping");
+    let ping = || {
+        rt.block_on(
+            store.call(&op, std::time::Duration::from_secs(1), |mut c| async move {
+                redis::cmd("PING").query_async::<String>(&mut c).await
+            }),
+        )
+        .unwrap()
+    };
+    // Connect, and load the script into Redis's cache, before timing.
+    ping();
+    let rhit = || {
+        let h = mcpgate::principal::token_hash(black_box(&token));
+        ready(
+            rgw.auth
+                .authenticate(&rsnap.issuers, &rroute.auth.issuers, &token, &h),
+        )
+        .unwrap()
+    };
+    let admit = |p: &mcpgate::principal::Principal| {
+        let r = mcpgate::quota::Request {
+            who: mcpgate::quota::Who {
+                principal: Some(p),
+                route: &rroute.name,
+                address: peer,
+            },
+            calls: None,
+        };
+        rt.block_on(rgw.limiter.admit(&rroute.quotas, &r)).unwrap()
+    };
+    admit(&rhit());
+    g.bench_function("one PING through the store (loopback round trip)", |b| {
+        b.iter(ping)
+    });
+    g.bench_function(
+        "cached JWT + Redis-backed limit check (Limiter::admit)",
+        |b| b.iter(|| admit(&rhit())),
+    );
+    g.finish();
+    drop(redis);
+}
+
 criterion_group!(
     benches,
     bench_cache,
     bench_jwt,
     bench_dpop,
     bench_prm,
-    bench_mcp
+    bench_mcp,
+    bench_limits
 );
 criterion_main!(benches);

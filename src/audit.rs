@@ -23,6 +23,8 @@ pub struct Record<'a> {
     pub reason: &'a str,
     /// What the client was told (`error_description`), when refused.
     pub description: Option<&'a str>,
+    /// The rate limit (or `streams_per_subject`) that refused it.
+    pub limit: Option<&'a str>,
     pub status: u16,
     pub auth_method: Option<&'static str>,
     pub issuer: Option<&'a str>,
@@ -70,6 +72,7 @@ fn format(out: &mut String, r: &Record<'_>, f: Format, now: SystemTime) {
     line.str("decision", Some(r.decision));
     line.str("reason", Some(r.reason));
     line.str("description", r.description);
+    line.str("limit", r.limit);
     line.num("status", u64::from(r.status));
     line.str("auth_method", r.auth_method);
     line.str("issuer", r.issuer);
@@ -249,6 +252,7 @@ mod tests {
             decision: "allow",
             reason: "ok",
             description: None,
+            limit: None,
             status: 200,
             auth_method: Some("jwt"),
             issuer: Some("as"),

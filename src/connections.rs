@@ -68,6 +68,13 @@ pub struct FileLimits {
     /// Default: half the open-file limit ([`default_max_total`]).
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// Rate limits, the concurrency cap and the proxies trusted for `X-Forwarded-For`:
+    /// `quota`'s part of the section, compiled there.
+    #[serde(default)]
+    pub rate: Vec<crate::quota::FileRate>,
+    pub concurrency: Option<crate::quota::FileConcurrency>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for FileLimits {
@@ -79,6 +86,9 @@ impl Default for FileLimits {
             idle_timeout_seconds: default_idle_timeout(),
             max_connections_per_address: default_max_connections_per_address(),
             max_connections: None,
+            rate: Vec::new(),
+            concurrency: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

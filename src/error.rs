@@ -89,6 +89,10 @@ reasons! {
     StateUnavailable = ("state_unavailable", 503, "temporarily_unavailable"),
     /// A method the MCP transport does not use, on a policy route.
     MethodNotAllowed = ("method_not_allowed", 405, "method_not_allowed"),
+    /// A rate limit of `limits.rate` (or the route's) is spent.
+    RateLimited = ("rate_limited", 429, "rate_limited"),
+    /// The identity holds `streams_per_subject` open requests already.
+    StreamLimit = ("stream_limit", 429, "rate_limited"),
     /// The upstream refused, reset or closed the exchange, or did not answer HTTP.
     UpstreamError = ("upstream_error", 502, "bad_gateway"),
     /// The upstream did not connect or answer in time.
@@ -154,9 +158,31 @@ pub enum Refusal {
     /// A method the MCP transport does not use, on a route with an MCP policy: 405 with
     /// `Allow`.
     MethodNotAllowed,
+    /// A rate limit is spent: 429 with `Retry-After` and the RateLimit fields.
+    RateLimited(Box<Throttle>),
+    /// The identity has `streams_per_subject` requests open: 429 likewise.
+    TooManyStreams(Box<Throttle>),
     /// The request was let through but no answer came from the upstream: 502, 504 or 500
     /// (pingora's own error pages never reach clients).
     Gateway(GatewayFailure),
+}
+
+/// A request over a limit (429): which limit, when to retry, and the `RateLimit-Policy` and
+/// `RateLimit` field values (draft-ietf-httpapi-ratelimit-headers), built by the limit's
+/// owner; `respond` only writes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Throttle {
+    /// The limit that refused (the one with the longest wait).
+    pub limit: Box<str>,
+    /// Seconds until the request would be allowed (`Retry-After`).
+    pub retry_after: u64,
+    /// `RateLimit-Policy`: every limit that applied to the request.
+    pub policy: Box<str>,
+    /// `RateLimit`: what each of them has left.
+    pub state: Box<str>,
+    /// The request's JSON-RPC id when it was a single JSON-RPC request (the body is then a
+    /// JSON-RPC error an agent can act on), as raw JSON.
+    pub jsonrpc_id: Option<Box<str>>,
 }
 
 /// Why a forwarded request got no upstream answer.
@@ -197,6 +223,8 @@ impl Refusal {
             Refusal::Revoked => Reason::TokenRevoked,
             Refusal::StateUnavailable(_) => Reason::StateUnavailable,
             Refusal::MethodNotAllowed => Reason::MethodNotAllowed,
+            Refusal::RateLimited(_) => Reason::RateLimited,
+            Refusal::TooManyStreams(_) => Reason::StreamLimit,
             Refusal::Gateway(GatewayFailure::BadGateway) => Reason::UpstreamError,
             Refusal::Gateway(GatewayFailure::Timeout) => Reason::UpstreamTimeout,
             Refusal::Gateway(GatewayFailure::Internal) => Reason::InternalError,
@@ -243,6 +271,8 @@ impl Refusal {
             Refusal::MethodNotAllowed => {
                 "this method is not allowed on an MCP route (GET, POST, DELETE, OPTIONS are)"
             }
+            Refusal::RateLimited(_) => "rate limit exceeded: retry after the Retry-After delay",
+            Refusal::TooManyStreams(_) => "too many open requests and streams for this identity",
             Refusal::Gateway(GatewayFailure::BadGateway) => {
                 "the upstream could not be reached or sent no valid answer"
             }
@@ -250,6 +280,14 @@ impl Refusal {
             Refusal::Gateway(GatewayFailure::Internal) => {
                 "the gateway could not complete the request"
             }
+        }
+    }
+
+    /// The limit a 429 is about.
+    pub fn throttle(&self) -> Option<&Throttle> {
+        match self {
+            Refusal::RateLimited(t) | Refusal::TooManyStreams(t) => Some(t),
+            _ => None,
         }
     }
 
@@ -276,6 +314,10 @@ pub mod jsonrpc {
     pub const INTERNAL_ERROR: i64 = -32603;
     /// `Mcp-Method` / `Mcp-Name` disagree with the body (2026-07-28 `HeaderMismatch`).
     pub const HEADER_MISMATCH: i64 = -32020;
+    /// A rate limit refused the request. MCP 2026-07-28 reserves -32020 to -32099 for codes
+    /// it defines and asks others to stay outside JSON-RPC's -32768 to -32000; 429 mirrors
+    /// the HTTP status (ToolHive answers the same code).
+    pub const RATE_LIMITED: i64 = 429;
 }
 
 /// Why an MCP request was refused before reaching the upstream (400, JSON-RPC error body).
@@ -418,6 +460,14 @@ mod tests {
             Refusal::ScopeFor("a b".into()),
             Refusal::StateUnavailable("the DPoP replay store is unavailable"),
             Refusal::StateUnavailable("the revocation list is unavailable"),
+            Refusal::StateUnavailable("the rate limit store is unavailable"),
+            Refusal::RateLimited(Box::new(Throttle {
+                limit: "x".into(),
+                retry_after: 1,
+                policy: "".into(),
+                state: "".into(),
+                jsonrpc_id: None,
+            })),
         ];
         for r in all {
             assert!(r.description().bytes().all(|b| b == 0x20

@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod path;
 pub mod principal;
 pub mod proxy;
+pub mod quota;
 pub mod respond;
 pub mod routing;
 pub mod scope;

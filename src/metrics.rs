@@ -642,6 +642,94 @@ pub fn connection_timeout(kind: &str) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Rate limits and stream caps (`quota`).
+// ---------------------------------------------------------------------------------------------
+
+static LIMIT_DECISIONS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        &METRICS.registry,
+        "mcpgate_rate_limit_decisions_total",
+        "Rate-limit decisions by limit and result (allowed: this limit let the request through; \
+         limited: it refused it; unavailable: Redis could not answer and the limit fails closed). \
+         limit=\"streams_per_subject\" is the concurrency cap.",
+        &["limit", "result"],
+    )
+});
+
+static STREAMS_OPEN: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
+    gauge(
+        &METRICS.registry,
+        "mcpgate_streams_open",
+        "Requests holding a slot of limits.concurrency.streams_per_subject on this replica: \
+         open response streams and requests still waiting for their answer's head.",
+        &[],
+    )
+});
+
+/// How a limit decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitResult {
+    Allowed,
+    Limited,
+    Unavailable,
+}
+
+/// The decision counters of one limit, resolved when the config is compiled.
+#[derive(Debug)]
+pub struct LimitMetrics {
+    allowed: Option<IntCounter>,
+    limited: Option<IntCounter>,
+    unavailable: Option<IntCounter>,
+}
+
+impl LimitMetrics {
+    pub fn new(limit: &str) -> LimitMetrics {
+        let c = |result: &str| {
+            LIMIT_DECISIONS
+                .as_ref()
+                .map(|c| c.with_label_values(&[limit, result]))
+        };
+        LimitMetrics {
+            allowed: c("allowed"),
+            limited: c("limited"),
+            unavailable: c("unavailable"),
+        }
+    }
+
+    pub fn record(&self, result: LimitResult) {
+        let c = match result {
+            LimitResult::Allowed => &self.allowed,
+            LimitResult::Limited => &self.limited,
+            LimitResult::Unavailable => &self.unavailable,
+        };
+        if let Some(c) = c {
+            c.inc();
+        }
+    }
+}
+
+static STREAM_LIMIT: LazyLock<LimitMetrics> =
+    LazyLock::new(|| LimitMetrics::new("streams_per_subject"));
+
+/// Register the limit metrics so that they are exposed from the start.
+pub fn register_limit_metrics() {
+    LazyLock::force(&LIMIT_DECISIONS);
+    streams_open(0);
+}
+
+/// A decision of the concurrency cap.
+pub fn stream_limit(result: LimitResult) {
+    STREAM_LIMIT.record(result);
+}
+
+/// One more (`+1`) or one fewer (`-1`) slot of `streams_per_subject` held.
+pub fn streams_open(delta: i64) {
+    if let Some(g) = &*STREAMS_OPEN {
+        g.with_label_values(&[] as &[&str]).add(delta);
+    }
+}
+
 /// A divergence between Redis's revocation list and this replica's was found.
 pub fn revocations_divergence(reason: &str) {
     if let Some(c) = &*REVOCATIONS_DIVERGENCE {

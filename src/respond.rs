@@ -35,7 +35,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_http::ResponseHeader;
 
-use crate::error::{AdminRefusal, GatewayFailure, McpError, Refusal, UnreadableAnswer};
+use crate::error::{AdminRefusal, GatewayFailure, McpError, Refusal, Throttle, UnreadableAnswer};
 
 /// Most request body bytes read and discarded after an answer.
 pub const DRAIN_LIMIT: usize = 1024 * 1024;
@@ -215,6 +215,30 @@ fn error_body(code: &str, description: &str) -> Bytes {
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
+/// The body of a 429: for a single JSON-RPC request, a JSON-RPC error (code 429) whose
+/// `data` names the limit and the wait, so an agent can back off; otherwise the JSON error
+/// with the same two members added.
+fn throttle_body(refusal: &Refusal, t: &Throttle) -> Bytes {
+    let data = serde_json::json!({"limit": &*t.limit, "retry_after_seconds": t.retry_after});
+    let body = match &t.jsonrpc_id {
+        Some(id) => {
+            let id: serde_json::Value = serde_json::from_str(id).unwrap_or_default();
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {
+                "code": crate::error::jsonrpc::RATE_LIMITED,
+                "message": refusal.description(),
+                "data": data,
+            }})
+        }
+        None => serde_json::json!({
+            "error": refusal.code(),
+            "error_description": refusal.description(),
+            "limit": &*t.limit,
+            "retry_after_seconds": t.retry_after,
+        }),
+    };
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
 /// `{"jsonrpc":"2.0","id":…,"error":{"code":…,"message":…}}`; `id` is raw JSON.
 pub fn jsonrpc_error(id: Option<&str>, code: i64, message: &str) -> Bytes {
     let id = id.unwrap_or("null");
@@ -326,6 +350,7 @@ pub fn refusal(
 ) -> (ResponseHeader, Bytes) {
     let body = match refusal {
         Refusal::Mcp(e) => mcp_error_body(e),
+        Refusal::RateLimited(t) | Refusal::TooManyStreams(t) => throttle_body(refusal, t),
         _ => error_body(refusal.code(), refusal.description()),
     };
     let (mut resp, body) = json_response(refusal.status(), body);
@@ -350,6 +375,21 @@ pub fn refusal(
             &mut resp,
             http::header::RETRY_AFTER,
             RETRY_AFTER_SECONDS,
+            false,
+        );
+    }
+    if let Some(t) = refusal.throttle() {
+        set_header(&mut resp, http::header::RETRY_AFTER, t.retry_after, false);
+        set_header(
+            &mut resp,
+            HeaderName::from_static("ratelimit-policy"),
+            &*t.policy,
+            false,
+        );
+        set_header(
+            &mut resp,
+            HeaderName::from_static("ratelimit"),
+            &*t.state,
             false,
         );
     }
@@ -416,8 +456,8 @@ pub const CORS_ALLOW_METHODS: &str = "GET, POST, DELETE";
 pub const CORS_ALLOW_HEADERS: &str = "Authorization, DPoP, Content-Type, Mcp-Session-Id, \
      MCP-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID";
 /// Response headers a browser client must read.
-pub const CORS_EXPOSE_HEADERS: &str =
-    "Mcp-Session-Id, WWW-Authenticate, DPoP-Nonce, MCP-Protocol-Version";
+pub const CORS_EXPOSE_HEADERS: &str = "Mcp-Session-Id, WWW-Authenticate, DPoP-Nonce, \
+     MCP-Protocol-Version, Retry-After, RateLimit, RateLimit-Policy";
 /// How long a browser may cache a preflight answer, in seconds. An origin removed from
 /// `allowed_origins` is refused at once anyway: the real request is checked again.
 pub const CORS_MAX_AGE: &str = "600";
@@ -656,10 +696,53 @@ mod tests {
             Refusal::Revoked,
             Refusal::StateUnavailable("x"),
             Refusal::MethodNotAllowed,
+            Refusal::RateLimited(Box::new(throttled(None))),
+            Refusal::TooManyStreams(Box::new(throttled(Some("\"a\"")))),
             Refusal::Gateway(GatewayFailure::BadGateway),
             Refusal::Gateway(GatewayFailure::Timeout),
             Refusal::Gateway(GatewayFailure::Internal),
         ]
+    }
+
+    fn throttled(id: Option<&str>) -> Throttle {
+        Throttle {
+            limit: "per-user".into(),
+            retry_after: 3,
+            policy: "\"per-user\";q=600;w=60;mcpgate-burst=60".into(),
+            state: "\"per-user\";r=0;t=3".into(),
+            jsonrpc_id: id.map(Box::from),
+        }
+    }
+
+    /// A 429 says when to retry and why, in the RateLimit fields and in its body: a JSON-RPC
+    /// error for a single JSON-RPC request, the JSON error otherwise.
+    #[test]
+    fn throttles_carry_retry_after_the_fields_and_the_limit() {
+        for (id, jsonrpc) in [(None, false), (Some("7"), true), (Some("\"x\""), true)] {
+            let r = Refusal::RateLimited(Box::new(throttled(id)));
+            let (h, b) = refusal(&r, Some(&oauth()), false);
+            let get = |n: &str| h.headers.get(n).map(|v| v.to_str().unwrap().to_string());
+            assert_eq!(h.status.as_u16(), 429);
+            assert_eq!(get("retry-after").as_deref(), Some("3"));
+            assert_eq!(
+                get("ratelimit-policy").as_deref(),
+                Some("\"per-user\";q=600;w=60;mcpgate-burst=60")
+            );
+            assert_eq!(get("ratelimit").as_deref(), Some("\"per-user\";r=0;t=3"));
+            assert!(get("www-authenticate").is_none(), "no challenge on a 429");
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            if jsonrpc {
+                assert_eq!(v["jsonrpc"], "2.0");
+                assert_eq!(v["id"].to_string(), id.unwrap());
+                assert_eq!(v["error"]["code"], 429);
+                assert_eq!(v["error"]["data"]["limit"], "per-user");
+                assert_eq!(v["error"]["data"]["retry_after_seconds"], 3);
+            } else {
+                assert_eq!(v["error"], "rate_limited");
+                assert_eq!(v["limit"], "per-user");
+                assert_eq!(v["retry_after_seconds"], 3);
+            }
+        }
     }
 
     #[test]
@@ -692,12 +775,19 @@ mod tests {
                             assert_eq!(v["id"], 7);
                             assert_eq!(v["error"]["code"], e.code);
                         }
+                        Refusal::TooManyStreams(t) if t.jsonrpc_id.is_some() => {
+                            assert_eq!(v["jsonrpc"], "2.0");
+                            assert_eq!(v["error"]["message"], r.description());
+                        }
                         _ => {
                             assert_eq!(v["error"], r.code(), "{r:?}");
                             assert_eq!(v["error_description"], r.description());
                         }
                     }
-                    assert_eq!(get("retry-after").is_some(), r.retry_later());
+                    assert_eq!(
+                        get("retry-after").is_some(),
+                        r.retry_later() || r.throttle().is_some()
+                    );
                 }
             }
         }

@@ -131,6 +131,9 @@ pub struct Config {
     pub dpop: DpopSettings,
     /// Shared state (Redis) and the fail policies. Applies at restart.
     pub state: StateSettings,
+    /// The top-level rate limits, concurrency cap and trusted proxies (`limits`); each
+    /// route holds what applies to it.
+    pub quotas: crate::quota::Quotas,
     pub routes: Vec<Arc<Route>>,
     /// The routes' matching parts and the metadata paths they serve.
     pub table: Table,
@@ -170,6 +173,13 @@ impl Config {
             .map_err(|e| loc(CompileError::new("scope_hierarchy", e)))?;
         let dpop = crate::auth::dpop::compile(&file.dpop).map_err(loc)?;
         let state = crate::store::compile(name, file.state).map_err(loc)?;
+        let quotas = crate::quota::compile(
+            &file.limits.rate,
+            file.limits.concurrency.as_ref(),
+            &file.limits.trusted_proxies,
+            state.redis.is_some(),
+        )
+        .map_err(loc)?;
         let (issuers, issuer_index) = crate::auth::issuer::compile(file.issuers).map_err(loc)?;
         let api_keys = file
             .api_keys
@@ -183,6 +193,7 @@ impl Config {
             hierarchy: &hierarchy,
             dpop: &dpop,
             api_keys: api_keys.as_deref(),
+            quotas: &quotas,
             source: name,
         };
         let (routes, table) = compile_routes(file.routes, &cx).map_err(loc)?;
@@ -193,6 +204,7 @@ impl Config {
             token_cache_entries,
             dpop,
             state,
+            quotas,
             connections,
             requests,
             issuers,

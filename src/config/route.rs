@@ -90,6 +90,8 @@ pub struct FileRoute {
     pub dpop_nonce: bool,
     /// TLS to an `https://` upstream: a private CA, a client certificate.
     pub upstream_tls: Option<FileUpstreamTls>,
+    /// Rate limits and the concurrency cap of this route (overriding or adding to `limits`).
+    pub limits: Option<crate::quota::FileRouteLimits>,
 }
 
 /// A compiled route.
@@ -107,10 +109,18 @@ pub struct Route {
     pub cors: Origins,
     /// Seconds a response stream may outlive its token (`stream_expiry_grace_seconds`).
     pub stream_expiry_grace: i64,
+    /// The rate limits and concurrency cap that apply here.
+    pub quotas: crate::quota::RouteQuotas,
     pub metrics: RouteMetrics,
 }
 
 impl Route {
+    /// Whether every request body is read and judged before forwarding: an MCP policy, or a
+    /// limit that counts MCP operations.
+    pub fn inspects(&self) -> bool {
+        self.mcp.inspects() || self.quotas.needs_operation()
+    }
+
     /// The files this route's settings came from (watched for reloads).
     pub fn files(&self) -> impl Iterator<Item = &PathBuf> {
         self.upstream.tls_files.iter()
@@ -125,6 +135,8 @@ pub struct Context<'a> {
     pub hierarchy: &'a Hierarchy,
     pub dpop: &'a DpopSettings,
     pub api_keys: Option<&'a KeyStore>,
+    /// The top-level limits a route's `limits` override or add to.
+    pub quotas: &'a crate::quota::Quotas,
     /// The config file's name, to resolve relative paths.
     pub source: &'a str,
 }
@@ -193,6 +205,7 @@ pub fn compile(
     )
     .map_err(|e| CompileError::new("api_key_deprecated_at", e))?;
     let challenge = challenge(&auth, dpop, &resource, cx.dpop);
+    let quotas = crate::quota::compile_route(&fr.name, fr.limits.as_ref(), cx.quotas)?;
     Ok(Route {
         metrics: RouteMetrics::new(&fr.name),
         name: Arc::from(fr.name.as_str()),
@@ -206,6 +219,7 @@ pub fn compile(
         challenge,
         cors,
         stream_expiry_grace: fr.stream_expiry_grace_seconds.min(MAX_STREAM_GRACE_SECONDS) as i64,
+        quotas,
     })
 }
 

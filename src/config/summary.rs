@@ -36,6 +36,7 @@ impl Config {
                 }
             ));
         }
+        self.limits_summary(&mut s);
         if let Some(t) = &self.listeners.admin_token {
             s.push_str(&format!(
                 "  admin token: {} (POST /revocations enabled)\n",
@@ -55,6 +56,47 @@ impl Config {
             self.route_summary(r, &mut s);
         }
         s
+    }
+
+    /// Whether limits are shared by the replicas or each replica's own, and what they are.
+    fn limits_summary(&self, s: &mut String) {
+        let q = &self.quotas;
+        let routes_have = self.routes.iter().any(|r| !r.quotas.rate.is_empty());
+        if routes_have {
+            s.push_str(if q.shared {
+                "  rate limits: shared by every replica through Redis (state.redis), one round trip per decision\n"
+            } else {
+                "  rate limits: per replica (no state.redis): each replica allows the whole rate\n"
+            });
+        }
+        for l in &q.rate {
+            let fail = if q.shared {
+                format!(
+                    "; Redis down: {}",
+                    if l.fail == crate::failmode::FailMode::Open {
+                        "this replica's buckets (fail open)"
+                    } else {
+                        "503 (fail closed)"
+                    }
+                )
+            } else {
+                String::new()
+            };
+            s.push_str(&format!("    {}{fail}\n", l.describe()));
+        }
+        if let Some(c) = &q.streams {
+            s.push_str(&format!(
+                "  concurrency: {} open requests per identity (per replica)\n",
+                c.max
+            ));
+        }
+        if !q.trusted.is_empty() {
+            let nets: Vec<String> = q.trusted.nets().iter().map(|n| n.to_string()).collect();
+            s.push_str(&format!(
+                "  trusted proxies (X-Forwarded-For): {}\n",
+                nets.join(", ")
+            ));
+        }
     }
 
     fn issuers_summary(&self, s: &mut String) {
@@ -123,6 +165,26 @@ impl Config {
                 "      resource {}\n      metadata {}\n",
                 r.resource.resource, r.resource.metadata_url
             ));
+        }
+        let own: Vec<String> = r
+            .quotas
+            .rate
+            .iter()
+            .filter(|l| l.scope.is_some())
+            .map(|l| l.describe())
+            .collect();
+        if !r.quotas.is_empty() {
+            let names: Vec<&str> = r.quotas.rate.iter().map(|l| &*l.name).collect();
+            let streams = r
+                .quotas
+                .streams
+                .as_ref()
+                .map(|c| format!("; {} open requests per identity", c.max))
+                .unwrap_or_default();
+            s.push_str(&format!("      limits [{}]{streams}\n", names.join(", ")));
+            for d in own {
+                s.push_str(&format!("        route's own: {d}\n"));
+            }
         }
         if let Some(d) = &r.auth.deprecation {
             let text = |v: &http::HeaderValue| v.to_str().unwrap_or_default().to_string();

@@ -26,11 +26,12 @@ use crate::auth::AuthMode;
 use crate::config::{Config, Route};
 use crate::error::Refusal;
 use crate::identity::UpstreamRequest;
-use crate::mcp::body::Op;
+use crate::mcp::body::{Calls, Op};
 use crate::mcp::lists;
 use crate::mcp::policy::tool_visible;
 use crate::mcp::shape::Plan;
 use crate::principal::{hash_prefix, AuthMethod, Principal, TokenHash};
+use crate::quota::streams::Slot;
 use crate::respond;
 use crate::routing::cors::{self, Cors};
 use crate::routing::Target;
@@ -56,6 +57,9 @@ struct Forward {
     principal: Option<Arc<Principal>>,
     /// What the upstream receives (identity step).
     upstream: UpstreamRequest,
+    /// A slot of the route's `streams_per_subject`, held until the answer is known complete
+    /// or ends (dropped with the context however the exchange ends).
+    slot: Option<Slot>,
 }
 
 /// The audit line's facts, gathered across phases.
@@ -184,7 +188,8 @@ impl Gateway {
             principal.as_deref(),
         )
         .map_err(refuse)?;
-        self.judge_body(&route, principal.as_deref(), session, ctx)
+        let calls = self
+            .judge_body(&route, principal.as_deref(), session, ctx)
             .await
             .map_err(refuse)?;
         let req = session.req_header();
@@ -198,6 +203,16 @@ impl Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let req = session.req_header();
+        let slot = steps::limits(
+            &self.state.limiter,
+            &route,
+            principal.as_deref(),
+            calls.as_ref(),
+            client_ip,
+            &req.headers,
+        )
+        .await
+        .map_err(refuse)?;
         let public = &config.listeners.public;
         let upstream = steps::identity(
             &route,
@@ -212,6 +227,7 @@ impl Gateway {
             path,
             principal,
             upstream,
+            slot,
         };
         Ok(Decision::Forward(route, forward))
     }
@@ -261,13 +277,14 @@ impl Gateway {
     }
 
     /// The policy step: read the body when it must be judged, then judge the request.
+    /// Returns what the body asks for, when it was read.
     async fn judge_body(
         &self,
         route: &Route,
         principal: Option<&Principal>,
         session: &mut Session,
         ctx: &mut Ctx,
-    ) -> std::result::Result<(), Refusal> {
+    ) -> std::result::Result<Option<Calls>, Refusal> {
         let body_known_empty = session.as_mut().is_body_empty();
         let req = session.req_header();
         let plan = steps::policy_head(route, &req.method, &req.headers, body_known_empty)?;
@@ -281,13 +298,13 @@ impl Gateway {
         };
         let req = session.req_header();
         let calls = steps::policy(route, principal, &req.method, &req.headers, body.as_deref())?;
-        if let Some(calls) = calls {
+        if let Some(calls) = &calls {
             ctx.request.request_id = calls.id.clone();
             if !calls.batch {
-                ctx.audit.mcp_op = calls.ops.into_iter().next();
+                ctx.audit.mcp_op = calls.ops.first().cloned();
             }
         }
-        Ok(())
+        Ok(calls)
     }
 
     /// Answer a refusal: count it, render it with the route's challenge and CORS headers.
@@ -389,6 +406,11 @@ impl Gateway {
             },
             reason: audit.refused.as_ref().map_or("ok", |r| r.reason().as_str()),
             description: audit.refused.as_ref().map(|r| r.description()),
+            limit: audit
+                .refused
+                .as_ref()
+                .and_then(|r| r.throttle())
+                .map(|t| &*t.limit),
             status,
             auth_method: p.map(|p| p.method.as_str()),
             issuer: p.map(|p| &*p.issuer_name).filter(|n| !n.is_empty()),
@@ -596,6 +618,12 @@ impl ProxyHttp for Gateway {
             }
         }
         let head_request = session.req_header().method == http::Method::HEAD;
+        if !streams::is_open_ended(resp, head_request) {
+            // A complete answer is not an open stream: its `streams_per_subject` slot is free.
+            if let Some(f) = ctx.forward.as_mut() {
+                f.slot = None;
+            }
+        }
         self.watch_stream(ctx, resp, head_request);
         if route.mcp.filter_tools_list {
             // Every answer on a filter route is judged, whatever the request was.

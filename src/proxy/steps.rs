@@ -4,7 +4,7 @@
 //! `respond`; each is unit-tested here without a pingora `Session`.
 //!
 //! route → origin → credentials → token (in `auth::Authenticator`, async) → principal →
-//! dpop → session → policy (head, body, authorize) → body size → identity.
+//! dpop → session → policy (head, body, authorize) → body size → limits (async) → identity.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -26,6 +26,7 @@ use crate::mcp::body::Calls;
 use crate::mcp::sessions::{self, SessionBindings};
 use crate::mcp::shape::{self, Plan, RoutePolicy};
 use crate::principal::{Principal, TokenHash};
+use crate::quota::{self, streams::Slot, Limiter, Who};
 use crate::routing::cors::{self, Cors};
 use crate::routing::{self, Target};
 use crate::upstream::Upstream;
@@ -144,7 +145,7 @@ pub fn policy_head(
     headers: &HeaderMap,
     body_known_empty: bool,
 ) -> Result<Plan, Refusal> {
-    shape::head(route.mcp.inspects(), method, headers, body_known_empty)
+    shape::head(route.inspects(), method, headers, body_known_empty)
 }
 
 /// Policy, with the body when it was read: what the request asks for, and whether `p` (none
@@ -157,7 +158,7 @@ pub fn policy(
     body: Option<&[u8]>,
 ) -> Result<Option<Calls>, Refusal> {
     let calls = match body {
-        Some(b) => shape::body(route.mcp.inspects(), method, headers, b)?,
+        Some(b) => shape::body(route.inspects(), method, headers, b)?,
         None => None,
     };
     let rp = RoutePolicy {
@@ -175,6 +176,33 @@ pub fn body_size(limits: &RequestLimits, headers: &HeaderMap) -> Result<(), Refu
         return Err(Refusal::BodyTooLarge);
     }
     Ok(())
+}
+
+/// Limits: a slot of the route's concurrency cap and every rate limit that applies, keyed by
+/// the verified principal (none on `auth: none` routes), the route, the MCP operation and the
+/// client's address (`peer`, or `X-Forwarded-For` from a trusted proxy). The slot is held
+/// until the answer turns out complete, or ends.
+pub async fn limits(
+    limiter: &Limiter,
+    route: &Route,
+    p: Option<&Principal>,
+    calls: Option<&Calls>,
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+) -> Result<Option<Slot>, Refusal> {
+    if route.quotas.is_empty() {
+        return Ok(None);
+    }
+    let address = quota::key::client_address(peer, headers, &route.quotas.trusted);
+    let req = quota::Request {
+        who: Who {
+            principal: p,
+            route: &route.name,
+            address,
+        },
+        calls,
+    };
+    limiter.admit(&route.quotas, &req).await
 }
 
 /// Identity: what the upstream will receive (target, forwarding and identity headers),

@@ -40,6 +40,9 @@ pub struct GatewayState {
     pub store: Option<Arc<crate::store::Store>>,
     /// The revocation list, checked on every request.
     pub revocations: Arc<crate::auth::revocation::Revocations>,
+    /// Rate-limit buckets and stream slots (kept across reloads; shared through Redis when
+    /// `state.redis` is set).
+    pub limiter: crate::quota::Limiter,
     /// Requests between `request_filter` and the end of their response.
     in_flight: Arc<AtomicUsize>,
 }
@@ -89,6 +92,7 @@ impl GatewayState {
             store.clone(),
         ));
         revocations.start();
+        let limiter = crate::quota::Limiter::new(store.clone());
         let snapshot = build_snapshot(Arc::new(config), None, &fetcher);
         Ok(GatewayState {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -99,6 +103,7 @@ impl GatewayState {
             replay,
             store,
             revocations,
+            limiter,
             in_flight: Arc::new(AtomicUsize::new(0)),
         })
     }

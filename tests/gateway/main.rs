@@ -22,6 +22,7 @@ mod harness;
 mod introspection;
 mod jwks;
 mod jwt;
+mod limits;
 mod mcp;
 mod ops;
 mod paths;

@@ -48,6 +48,7 @@ AFTER_EVENTS = {
     "mcpgate_revocations_active": "after the revocation list is first loaded",
     "mcpgate_revocations_divergence_total": "after the first divergence",
     "mcpgate_revocations_integrity_failures_total": "after the first entry that does not authenticate",
+    "mcpgate_rate_limit_decisions_total": "when limits.rate or limits.concurrency is configured",
 }
 
 # Prometheus's own series, valid in any expression.

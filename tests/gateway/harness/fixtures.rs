@@ -20,6 +20,9 @@ pub const CONN_LIMITS: &str = include_str!("../fixtures/conn_limits.yaml");
 pub const DPOP: &str = include_str!("../fixtures/dpop.yaml");
 /// The DPoP fixture's `/mcp` route alone, with `{PUBLIC}` as the public URL.
 pub const DPOP_PUBLIC: &str = include_str!("../fixtures/dpop_public.yaml");
+/// Rate limits (issue 19): `/mcp` (OAuth), `/open` (`auth: none`); `{LIMITS}`: the lines under
+/// `limits:` (indented 2), `{STATE}`: a `state:` block or nothing, `{ROUTES}`: further routes.
+pub const LIMITS: &str = include_str!("../fixtures/limits.yaml");
 /// Issue 13's request side: `/mcp` (tools, resources, prompts, default deny), `/allow`,
 /// `/other` (no policy), `/keys` (API keys, `{KEYS}`), `/open`; TLS.
 pub const FAILCLOSED_REQUEST: &str = include_str!("../fixtures/failclosed_request.yaml");

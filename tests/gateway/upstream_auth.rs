@@ -177,6 +177,50 @@ async fn exchange_with_client_secret_post_and_jwt_subject_type() {
     assert!(u.header_all_loose("authorization").is_empty(), "{u:#?}");
 }
 
+/// `actor: true`: the gateway's own client-credentials token goes along as `actor_token`
+/// (delegation), fetched once for every caller.
+#[tokio::test]
+async fn exchange_with_the_gateways_token_as_actor() {
+    let ua = format!("{EXCHANGE}\n      actor: {{audience: gateway-actor, scopes: [act]}}");
+    let env = env_with(MockIdp::start(), &ua, NONE).await;
+    let (a, b) = (user(&env, "alice"), user(&env, "bob"));
+    assert_eq!(env.post_mcp(&a).await.status, 200);
+    assert_eq!(env.post_mcp(&b).await.status, 200);
+    let issued = env.idp.issued();
+    let own: Vec<_> = issued
+        .iter()
+        .filter(|i| i.grant_type == "client_credentials")
+        .collect();
+    assert_eq!(
+        own.len(),
+        1,
+        "one actor token for every caller: {issued:#?}"
+    );
+    let seen = env.idp.token_seen();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[0].param("grant_type"), Some("client_credentials"));
+    assert_eq!(seen[0].param("audience"), Some("gateway-actor"));
+    assert_eq!(seen[0].param("scope"), Some("act"));
+    for (s, subject) in [(&seen[1], &a), (&seen[2], &b)] {
+        assert_eq!(s.param("subject_token"), Some(subject.as_str()));
+        assert_eq!(s.param("actor_token"), Some(own[0].token.as_str()));
+        assert_eq!(
+            s.param("actor_token_type"),
+            Some("urn:ietf:params:oauth:token-type:access_token")
+        );
+    }
+    // The upstream gets each caller's exchanged token, never the actor token.
+    let reqs = env.up.requests();
+    assert_eq!(
+        upstream_bearer(&reqs[0]),
+        env.idp.exchanged_for(&a).unwrap()
+    );
+    assert_eq!(
+        upstream_bearer(&reqs[1]),
+        env.idp.exchanged_for(&b).unwrap()
+    );
+}
+
 #[tokio::test]
 async fn a_thousand_requests_of_ten_users_make_ten_exchanges() {
     let env = Arc::new(env_with(MockIdp::start(), EXCHANGE, NONE).await);
@@ -796,4 +840,49 @@ routes:
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("client_credentials"), "{out}");
     assert!(!out.contains("gw-secret-value"), "{out}");
+}
+
+/// An introspection `active: false` drops what was exchanged for that token: once the AS
+/// says it is active again, it is exchanged anew rather than served from the cache.
+#[tokio::test]
+async fn an_inactive_token_drops_its_exchanged_tokens() {
+    remember(UA_CLIENT_SECRET);
+    let mock = MockIdp::start();
+    let block = EXCHANGE.replace("issuer: as", "issuer: opaque");
+    let fixture = OPAQUE.replace(
+        "    scopes: [mcp:read]\n",
+        &format!("    scopes: [mcp:read]\n    upstream_auth:\n{block}\n"),
+    );
+    let env = Env::builder(&fixture)
+        .var("AS", mock.issuer())
+        .var("EP", mock.endpoint())
+        .var("INTRO", "      cache_max_seconds: 1")
+        .file("SECRET", "gw-secret", format!("{UA_CLIENT_SECRET}\n"))
+        .start()
+        .await;
+    let t = opaque();
+    mock.active(&t, good(json!({})));
+    assert_eq!(env.post_mcp(&t).await.status, 200);
+    assert_eq!(env.post_mcp(&t).await.status, 200);
+    assert_eq!(mock.token_calls(), 1);
+    let first = mock.exchanged_for(&t).unwrap();
+    assert_eq!(upstream_bearer(&env.up.last()), first);
+    // Inactive at the AS: refused once the introspection cache lets go.
+    mock.answer(&t, Answer::Json(json!({"active": false})));
+    eventually(Duration::from_secs(3), "refused as inactive", || async {
+        env.post_mcp(&t).await.status == 401
+    })
+    .await;
+    // Active again (after the negative cache): a new exchange, not the dropped token.
+    mock.active(&t, good(json!({})));
+    eventually(Duration::from_secs(4), "accepted again", || async {
+        env.post_mcp(&t).await.status == 200
+    })
+    .await;
+    assert_eq!(
+        mock.token_calls(),
+        2,
+        "the exchanged token outlived its subject's refusal"
+    );
+    assert_ne!(upstream_bearer(&env.up.last()), first);
 }

@@ -886,3 +886,40 @@ async fn an_inactive_token_drops_its_exchanged_tokens() {
     );
     assert_ne!(upstream_bearer(&env.up.last()), first);
 }
+
+/// The client secret file is watched: a rotated secret applies without a restart (and the
+/// AS's refusal of the old one is a 503: the gateway's client is at fault, not the caller).
+#[tokio::test]
+async fn a_rotated_client_secret_applies_without_a_restart() {
+    remember(UA_CLIENT_SECRET);
+    remember("ua-old-secret-0123456789");
+    let env = Env::builder(UPSTREAM_AUTH)
+        .var("UA", EXCHANGE)
+        .var("OPEN_UA", NONE)
+        .file("SECRET", "gw-secret", "ua-old-secret-0123456789\n")
+        .admin_token(ADMIN_TOKEN)
+        .start()
+        .await;
+    let r = env.post_mcp(&user(&env, "alice")).await;
+    assert_unavailable(&env, &r, "the AS refuses the old secret");
+    let m = env
+        .metric(
+            "mcpgate_upstream_token_requests_total",
+            &[
+                ("route", "mcp"),
+                ("grant", "token_exchange"),
+                ("result", "client_refused"),
+            ],
+        )
+        .await;
+    assert_eq!(m, 1.0);
+    std::fs::write(
+        env.files.path().join("gw-secret"),
+        format!("{UA_CLIENT_SECRET}\n"),
+    )
+    .unwrap();
+    eventually(Duration::from_secs(10), "the rotated secret", || async {
+        env.post_mcp(&user(&env, "alice")).await.status == 200
+    })
+    .await;
+}

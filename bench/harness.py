@@ -51,6 +51,7 @@ PORT = {
     "nginx": 18108,
     "mcpgate-mem": 18109,
     "introspection-mock": 18110,
+    "token-mock": 18111,
 }
 ADMIN = {k: v + 100 for k, v in PORT.items() if k.startswith("mcpgate")}
 PROXY_CPU, LOAD_CPU = "0", "1"
@@ -237,6 +238,39 @@ class IntrospectionMock(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class TokenMock(http.server.BaseHTTPRequestHandler):
+    """RFC 8693 token endpoint for the `token-exchange-cached` scenario: every exchange
+    gets a fresh access token valid for 2 hours; `calls` counts them (mcpgate caches the
+    exchanged token per subject token, so one call per distinct token is expected)."""
+
+    calls = 0
+    lock = threading.Lock()
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        form = urllib.parse.parse_qs(self.rfile.read(n).decode())
+        with TokenMock.lock:
+            TokenMock.calls += 1
+        grant = (form.get("grant_type") or [""])[0]
+        if grant != "urn:ietf:params:oauth:grant-type:token-exchange" or not form.get("subject_token"):
+            ans, status = {"error": "invalid_request"}, 400
+        else:
+            ans = {"access_token": "bench-exchanged-" + os.urandom(16).hex(),
+                   "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                   "token_type": "Bearer", "expires_in": 7200}
+            status = 200
+        body = json.dumps(ans).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
 # --------------------------------------------------------------------------------------
 # Setup
 # --------------------------------------------------------------------------------------
@@ -255,9 +289,31 @@ def render(template, out, **values):
     return out
 
 
-def mcpgate_config(work, name, cache_entries, introspection, threads=1):
+def mcpgate_config(work, name, cache_entries, introspection, threads=1, exchange=False):
     port, admin = PORT[name], ADMIN[name]
     up = f"http://{HOST}:{PORT['upstream']}"
+    secret = os.path.join(work, "token-exchange-secret")
+    if exchange:
+        with open(secret, "w") as f:
+            f.write("bench-exchange-secret\n")
+    # token-exchange-cached: the /mcp route plus an RFC 8693 exchange of the caller's token
+    # (the mock token endpoint answers once per token; then the cache answers).
+    xch_route = f"""
+  - name: xch
+    path_prefix: /xch
+    upstream: {up}
+    issuers: [bench]
+    audience_aliases: [{AUD}]
+    scopes: [mcp:tools]
+    upstream_auth:
+      mode: token_exchange
+      issuer: bench
+      token_endpoint: http://{HOST}:{PORT['token-mock']}/token
+      audience: https://api.bench.example
+      scopes: [api:read]
+      client_id: mcpgate-bench
+      client_secret_file: {secret}
+""" if exchange else ""
     intro_issuer = f"""
   - name: opaque
     issuer: {OPAQUE_ISS}
@@ -320,7 +376,7 @@ routes:
     issuers: [bench]
     audience_aliases: [{AUD}]
     scopes: [mcp:tools]
-{intro_route}"""
+{intro_route}{xch_route}"""
     path = os.path.join(work, f"{name}.yaml")
     with open(path, "w") as f:
         f.write(text)
@@ -330,6 +386,14 @@ routes:
 def mcpgate_supports_introspection(work):
     """Issue 3 is being implemented: use the scenario only if this build accepts it."""
     path = mcpgate_config(work, "mcpgate", 100000, True)
+    r = subprocess.run([os.path.join(BIN, "mcpgate"), "check", "--config", path],
+                       capture_output=True, text=True)
+    return r.returncode == 0
+
+
+def mcpgate_supports_exchange(work):
+    """Issue 16: use the token-exchange scenario only if this build accepts upstream_auth."""
+    path = mcpgate_config(work, "mcpgate", 100000, False, exchange=True)
     r = subprocess.run([os.path.join(BIN, "mcpgate"), "check", "--config", path],
                        capture_output=True, text=True)
     return r.returncode == 0
@@ -376,7 +440,7 @@ class Checks:
         self.expect(contender, case, want, status)
 
 
-def run_checks(tok, bodies, introspection, opaque):
+def run_checks(tok, bodies, introspection, opaque, exchange=False):
     c = Checks()
     rs, es = tok["rs256"], tok["es256"]
     for name in ("mcpgate", "mcpgate-noaudit", "mcpgate-nocache"):
@@ -426,6 +490,13 @@ def run_checks(tok, bodies, introspection, opaque):
     c.http("mcpgate DPoP", "tampered proof (htm edited after signing)", 401, p, "/mcp",
            d["token"], **dp(d["tampered"]))
     c.http("mcpgate DPoP", "bound token sent as Bearer", 401, p, "/mcp", d["token"])
+    if exchange:
+        c.http("mcpgate /xch", "valid token, exchanged", 200, p, "/xch", rs["valid"])
+        c.http("mcpgate /xch", "valid token again (exchanged token cached)", 200, p, "/xch",
+               rs["valid"])
+        c.expect("mcpgate /xch", "token endpoint calls for one token", 1, TokenMock.calls)
+        c.http("mcpgate /xch", "missing token", 401, p, "/xch")
+        c.http("mcpgate /xch", "expired token", 401, p, "/xch", rs["expired"])
     if introspection:
         c.http("mcpgate /intro", "active opaque token", 200, p, "/intro", opaque["valid"])
         c.http("mcpgate /intro", "missing token", 401, p, "/intro")
@@ -473,7 +544,7 @@ def measure(args, procs, contender, seconds):
     return res
 
 
-def scenarios(work, tok, bodies, introspection):
+def scenarios(work, tok, bodies, introspection, exchange=False):
     """Scenario → contenders (label, process, URL, wrk environment)."""
     u = lambda name, path: f"http://{HOST}:{PORT[name]}{path}"  # noqa: E731
     rs_valid = tok["rs256"]["valid"]
@@ -525,6 +596,16 @@ def scenarios(work, tok, bodies, introspection):
               BENCH_BEARER=rs_valid, BENCH_BODY=body),
         ],
     }
+    if exchange:
+        # The cost of a cached exchange: the same token and route settings with and
+        # without upstream_auth (the exchanged token comes from the cache).
+        s["token-exchange-cached"] = [
+            c("pass-through", "passthrough", u("passthrough", "/xch"), BENCH_BEARER=rs_valid),
+            c("mcpgate (jwt-cached, no upstream_auth)", "mcpgate", u("mcpgate", "/mcp"),
+              BENCH_BEARER=rs_valid),
+            c("mcpgate (token_exchange, cached)", "mcpgate", u("mcpgate", "/xch"),
+              BENCH_BEARER=rs_valid),
+        ]
     if introspection:
         s["introspection-hit"] = [
             c("pass-through", "passthrough", u("passthrough", "/intro"),
@@ -638,6 +719,8 @@ COMPONENTS = [
     ("  MCP body parse (`mcp::parse`)", r"^mcpgate::mcp::parse$"),
     ("  tool policy (`policy::authorize_calls`)", r"^mcpgate::policy::authorize_calls$"),
     ("identity headers (`identity::prepare_upstream`)", r"^mcpgate::identity::prepare_upstream$"),
+    ("upstream credential (`steps::upstream_credential`)",
+     r"^mcpgate::proxy::steps::upstream_credential::\{\{closure\}\}$"),
     ("`logging` hook (audit line, metrics)", r"mcpgate::Gateway>::logging::\{\{closure\}\}$"),
     ("  the audit line (`audit::format`)", r"^mcpgate::audit::format$"),
     ("other log events (tracing-subscriber: filter, format, buffer)",
@@ -657,7 +740,9 @@ PROFILE_CASES = [
     ("jwt-first-seen-rs256", "mcpgate", "/mcp", "rs256", False),
     ("jwt-first-seen-es256", "mcpgate", "/mcp", "es256", False),
     ("tool-policy", "mcpgate", "/tools", "same", True),
+    # Added when the build has upstream_auth (issue 16): the exchanged token from the cache.
 ]
+EXCHANGE_PROFILE = ("token-exchange-cached", "mcpgate", "/xch", "same", False)
 
 
 def callgrind_profiles(args, procs, work, bodies):
@@ -667,11 +752,16 @@ def callgrind_profiles(args, procs, work, bodies):
     n = 300 if args.smoke else 2000
     warm = 200
     port, admin = PORT["mcpgate-mem"], ADMIN["mcpgate-mem"]
-    cfg = mcpgate_config(work, "mcpgate-mem", 2_000_000, False)
+    exchange = mcpgate_supports_exchange(work)
+    cfg = mcpgate_config(work, "mcpgate-mem", 2_000_000, False, exchange=exchange)
     with open(os.path.join(work, "tokens", "rs256-valid.txt")) as f:
         same = f.read().strip()
     out = {}
-    for col, target, path, source, body in PROFILE_CASES:
+    cases = PROFILE_CASES + ([EXCHANGE_PROFILE] if exchange else [])
+    if args.only:
+        cases = [c for c in cases if c[0] in args.only or c[0] == "pass-through"
+                 or c[0] == "jwt-cached"]
+    for col, target, path, source, body in cases:
         if source == "same":
             toks = [same] * (warm + n)
         else:
@@ -982,7 +1072,11 @@ def report(args, meta, checks, results, mem, micro, prof):
                       for n, l, s in flagged) + ".")
         w("")
     for name, sc in results.items():
-        if sc["extra"]:
+        if "token_endpoint_calls" in sc["extra"]:
+            w(f"Token exchange check, {name}: the token endpoint was called "
+              f"{sc['extra']['token_endpoint_calls']:.0f} times during the scenario (every "
+              "request used the cached exchanged token).")
+        elif sc["extra"]:
             w(f"First-seen check, {name}: mcpgate's token cache saw "
               f"{sc['extra']['token_cache_hits']:.0f} hits and "
               f"{sc['extra']['token_cache_misses']:.0f} misses during the scenario.")
@@ -1163,6 +1257,10 @@ def run(args, work, procs):
     bodies = tool_bodies(work)
     introspection = mcpgate_supports_introspection(work)
     log(f"introspection scenario: {'yes' if introspection else 'no (not in this build)'}")
+    exchange = mcpgate_supports_exchange(work)
+    log(f"token-exchange scenario: {'yes' if exchange else 'no (not in this build)'}")
+    tmock = http.server.ThreadingHTTPServer((HOST, PORT["token-mock"]), TokenMock)
+    threading.Thread(target=tmock.serve_forever, daemon=True).start()
 
     # Mock AS for introspection (in this process; hit once per token).
     IntrospectionMock.valid = tok["opaque"]["valid"]
@@ -1194,7 +1292,8 @@ def run(args, work, procs):
     for name, entries, env in (("mcpgate", 100_000, {}),
                                ("mcpgate-noaudit", 100_000, {"RUST_LOG": "info,mcpgate::audit=off"}),
                                ("mcpgate-nocache", 1, {})):
-        cfg = mcpgate_config(work, name, entries, introspection and name == "mcpgate")
+        cfg = mcpgate_config(work, name, entries, introspection and name == "mcpgate",
+                             exchange=exchange and name == "mcpgate")
         procs.start(name, [mcpgate, "--log-format", "json", "run", "--config", cfg], PROXY_CPU,
                     env=dict(env), log_to="/dev/null" if not args.smoke else None)
     for name in ("mcpgate", "mcpgate-noaudit", "mcpgate-nocache"):
@@ -1203,7 +1302,7 @@ def run(args, work, procs):
         wait_http(PORT[name], "/")
 
     log("correctness checks")
-    checks = run_checks(tok, bodies, introspection, tok["opaque"])
+    checks = run_checks(tok, bodies, introspection, tok["opaque"], exchange)
     log(f"correctness: {len(checks.rows) - checks.failed}/{len(checks.rows)} passed")
     with open(os.path.join(work, "checks.json"), "w") as f:
         json.dump(checks.rows, f, indent=1)
@@ -1214,8 +1313,12 @@ def run(args, work, procs):
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine(), "load_before": loadavg(), "quiet": quiet,
             "introspection": introspection}
-    plan = scenarios(work, tok, bodies, introspection)
+    plan = scenarios(work, tok, bodies, introspection, exchange)
+    calls_before = TokenMock.calls
     results = summarize(run_scenarios(args, procs, plan))
+    if exchange and "token-exchange-cached" in results:
+        results["token-exchange-cached"]["extra"] = {
+            "token_endpoint_calls": TokenMock.calls - calls_before}
     for name in list(procs.procs):
         if name != "upstream":
             procs.stop(name)

@@ -5,7 +5,8 @@
 //! writes, with the decision under `fields`), but formatted here into a reused per-thread
 //! buffer and handed to the log sink: going through tracing's generic visitor and
 //! serde_json cost more per request than the rest of an `auth: none` request's own work.
-//! Never a token: `token` is a 12-hex-digit SHA-256 prefix.
+//! Never a token: `token` (and `upstream_credential`, the credential the upstream got) is a
+//! 12-hex-digit SHA-256 prefix.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
@@ -36,6 +37,11 @@ pub struct Record<'a> {
     pub mcp_name: Option<&'a str>,
     pub decision_us: u64,
     pub upstream_error: Option<&'a str>,
+    /// The route's `upstream_auth` mode, unless `none`.
+    pub upstream_auth: Option<&'static str>,
+    /// 12-hex-digit SHA-256 prefix of the credential the upstream received from us (or,
+    /// with `forward`, of the client's token), never the credential.
+    pub upstream_credential: Option<&'a str>,
 }
 
 /// Whether `RUST_LOG` lets audit lines through.
@@ -84,6 +90,8 @@ fn format(out: &mut String, r: &Record<'_>, f: Format, now: SystemTime) {
     line.str("mcp_name", r.mcp_name);
     line.num("decision_us", r.decision_us);
     line.str("upstream_error", r.upstream_error);
+    line.str("upstream_auth", r.upstream_auth);
+    line.str("upstream_credential", r.upstream_credential);
     match f {
         Format::Json => line.out.push_str("},\"target\":\"mcpgate::audit\"}\n"),
         Format::Pretty => line.out.push('\n'),
@@ -264,6 +272,8 @@ mod tests {
             mcp_name: Some("ré"),
             decision_us: 17,
             upstream_error: None,
+            upstream_auth: None,
+            upstream_credential: None,
         }
     }
 
@@ -308,6 +318,16 @@ mod tests {
         assert_eq!(f["mcp_name"], "ré");
         assert!(f.get("client_id").is_none());
         assert_eq!(f.as_object().unwrap().len(), 13);
+        let r = Record {
+            upstream_auth: Some("token_exchange"),
+            upstream_credential: Some("a1b2c3d4e5f6"),
+            ..record()
+        };
+        let mut s = String::new();
+        format(&mut s, &r, Format::Json, t);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["fields"]["upstream_auth"], "token_exchange");
+        assert_eq!(v["fields"]["upstream_credential"], "a1b2c3d4e5f6");
     }
 
     #[test]

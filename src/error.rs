@@ -9,6 +9,8 @@
 //! and it fixes the status and the OAuth error code, all from the one table in
 //! `reasons!`; the README's table of refusals is tested against it.
 
+use std::borrow::Cow;
+
 /// Declares [`Reason`] from one table: variant, metric label, status, OAuth error code.
 macro_rules! reasons {
     ($( $(#[$doc:meta])* $variant:ident = ($label:literal, $status:literal, $code:literal), )*) => {
@@ -61,6 +63,12 @@ reasons! {
     KeysUnavailable = ("keys_unavailable", 503, "temporarily_unavailable"),
     /// The issuer could not be asked about an opaque token.
     IntrospectionUnavailable = ("introspection_unavailable", 503, "temporarily_unavailable"),
+    /// The authorization server refused to issue the route's upstream credential (an RFC
+    /// 8693 exchange refused with `invalid_grant`, `invalid_target`...).
+    UpstreamCredentialRefused = ("upstream_credential_refused", 403, "access_denied"),
+    /// The route's upstream credential could not be obtained (the AS unreachable, slow,
+    /// answering garbage, refusing the gateway's own client; its breaker open).
+    UpstreamCredentialUnavailable = ("upstream_credential_unavailable", 503, "temporarily_unavailable"),
     /// An unknown, expired or sunset API key.
     InvalidApiKey = ("invalid_api_key", 401, "invalid_api_key"),
     /// Request headers over `limits.max_header_bytes`.
@@ -126,6 +134,15 @@ pub enum Refusal {
     IntrospectionUnavailable(&'static str),
     /// An unknown or expired API key.
     InvalidApiKey(&'static str),
+    /// The authorization server refused to issue the credential the route sends upstream:
+    /// 403 naming the route and the AS's error code (one of a fixed set, never its text).
+    UpstreamCredentialRefused {
+        route: std::sync::Arc<str>,
+        as_error: &'static str,
+    },
+    /// The credential the route sends upstream could not be obtained: 503 with
+    /// Retry-After.
+    UpstreamCredentialUnavailable(&'static str),
     /// Request headers over `limits.max_header_bytes`.
     HeadersTooLarge,
     /// Request body over `limits.max_body_bytes`.
@@ -210,6 +227,8 @@ impl Refusal {
             Refusal::Unavailable(_) => Reason::KeysUnavailable,
             Refusal::IntrospectionUnavailable(_) => Reason::IntrospectionUnavailable,
             Refusal::InvalidApiKey(_) => Reason::InvalidApiKey,
+            Refusal::UpstreamCredentialRefused { .. } => Reason::UpstreamCredentialRefused,
+            Refusal::UpstreamCredentialUnavailable(_) => Reason::UpstreamCredentialUnavailable,
             Refusal::HeadersTooLarge => Reason::HeadersTooLarge,
             Refusal::BodyTooLarge => Reason::BodyTooLarge,
             Refusal::OriginDenied => Reason::OriginDenied,
@@ -240,10 +259,16 @@ impl Refusal {
         self.reason().code()
     }
 
-    /// The `error_description`: a short static string that fits the challenge grammar (no
-    /// `"` or `\`); details go to the log.
-    pub fn description(&self) -> &'static str {
-        match self {
+    /// The `error_description`: a short string that fits the challenge grammar (no `"` or
+    /// `\`); details go to the log. Static but for an upstream credential refusal, which
+    /// names its route and the AS's error code.
+    pub fn description(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            Refusal::UpstreamCredentialRefused { route, as_error } => {
+                return Cow::Owned(format!(
+                    "the authorization server refused to issue the upstream credential of route {route} ({as_error})"
+                ))
+            }
             Refusal::BadPath(d)
             | Refusal::Credentials(d)
             | Refusal::BadRequest(d)
@@ -252,6 +277,7 @@ impl Refusal {
             | Refusal::IntrospectionUnavailable(d)
             | Refusal::InvalidApiKey(d)
             | Refusal::StateUnavailable(d)
+            | Refusal::UpstreamCredentialUnavailable(d)
             | Refusal::DpopProof(d) => d,
             Refusal::Revoked => "token has been revoked",
             Refusal::DpopNonce(_) => "the DPoP proof must carry the nonce in the DPoP-Nonce header",
@@ -280,7 +306,7 @@ impl Refusal {
             Refusal::Gateway(GatewayFailure::Internal) => {
                 "the gateway could not complete the request"
             }
-        }
+        })
     }
 
     /// The limit a 429 is about.
@@ -298,6 +324,7 @@ impl Refusal {
             Refusal::Unavailable(_)
                 | Refusal::IntrospectionUnavailable(_)
                 | Refusal::StateUnavailable(_)
+                | Refusal::UpstreamCredentialUnavailable(_)
         )
     }
 }

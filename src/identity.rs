@@ -275,6 +275,9 @@ pub struct Forwarding {
     pub rewrite: Option<String>,
     /// The API key header, stripped unless `forward_token`.
     pub api_key_header: Option<http::HeaderName>,
+    /// The header `upstream_auth` sets (lower-case, `_` as `-`): a client-sent copy is
+    /// stripped in every spelling, so an upstream folding `_` never reads the client's.
+    pub credential_header: Option<String>,
     /// The `Host` the upstream receives (its authority) unless `preserve_host`.
     pub upstream_host: http::HeaderValue,
 }
@@ -288,6 +291,8 @@ pub struct FileForwarding<'a> {
     pub rewrite_prefix: Option<&'a str>,
     pub api_key_header: Option<&'a http::HeaderName>,
     pub upstream_authority: &'a str,
+    /// The header the route's `upstream_auth` sets, if any.
+    pub credential_header: Option<&'a http::HeaderName>,
 }
 
 impl Forwarding {
@@ -298,6 +303,15 @@ impl Forwarding {
         }
         let headers = compile_headers(f.identity_headers)
             .map_err(|e| CompileError::new("identity_headers", e))?;
+        let credential_header = f.credential_header.map(|h| fold_header_name(h.as_str()));
+        if let Some(c) = &credential_header {
+            if headers.folded.contains(c) || DEFAULT_IDENTITY.contains(&c.as_str()) {
+                return Err(CompileError::new(
+                    "upstream_auth.header",
+                    format!("upstream_auth.header {c:?} is an identity header"),
+                ));
+            }
+        }
         let upstream_host = http::HeaderValue::from_str(f.upstream_authority).map_err(|_| {
             CompileError::new(
                 "upstream",
@@ -311,6 +325,7 @@ impl Forwarding {
             path_prefix: f.path_prefix.to_string(),
             rewrite: f.rewrite_prefix.map(str::to_string),
             api_key_header: f.api_key_header.cloned(),
+            credential_header,
             upstream_host,
         })
     }
@@ -430,6 +445,7 @@ fn doomed(req: &RequestHeader, fwd: &Forwarding) -> Vec<http::HeaderName> {
                 || DEFAULT_IDENTITY.iter().any(|t| is(t))
                 || fwd.headers.folded.iter().any(|t| is(t))
                 || connection_listed.iter().any(|t| is(t))
+                || fwd.credential_header.as_deref().is_some_and(is)
                 || (!fwd.forward_token
                     && (n == "authorization"
                         || fwd.api_key_header.as_ref().is_some_and(|h| *name == *h)))

@@ -46,6 +46,7 @@ pub mod state;
 pub mod store;
 pub mod streams;
 pub mod upstream;
+pub mod upstream_auth;
 
 pub use proxy::Gateway;
 pub use server::{build_server, install_crypto_provider, RunOptions};

@@ -21,6 +21,8 @@ struct Metrics {
     token_miss: Option<IntCounter>,
     introspection_hit: Option<IntCounter>,
     introspection_miss: Option<IntCounter>,
+    upstream_token_hit: Option<IntCounter>,
+    upstream_token_miss: Option<IntCounter>,
     introspections: Option<IntCounterVec>,
     introspection_seconds: Option<HistogramVec>,
     reloads: Option<IntCounterVec>,
@@ -97,6 +99,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         introspection_miss: cache_counter
             .as_ref()
             .map(|c| c.with_label_values(&["introspection", "miss"])),
+        upstream_token_hit: cache_counter
+            .as_ref()
+            .map(|c| c.with_label_values(&["upstream_token", "hit"])),
+        upstream_token_miss: cache_counter
+            .as_ref()
+            .map(|c| c.with_label_values(&["upstream_token", "miss"])),
         introspections: counter(
             &registry,
             "mcpgate_introspection_requests_total",
@@ -235,6 +243,72 @@ pub fn introspection_call(issuer: &str, result: &str, seconds: f64) {
 pub fn introspection_refused(issuer: &str, result: &str) {
     if let Some(c) = &METRICS.introspections {
         c.with_label_values(&[issuer, result]).inc();
+    }
+}
+
+/// An exchanged-token cache lookup (waiting for an exchange already in flight counts as a
+/// hit).
+pub fn upstream_token_cache(hit: bool) {
+    let c = if hit {
+        &METRICS.upstream_token_hit
+    } else {
+        &METRICS.upstream_token_miss
+    };
+    if let Some(c) = c {
+        c.inc();
+    }
+}
+
+static UPSTREAM_TOKEN_REQUESTS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        &METRICS.registry,
+        "mcpgate_upstream_token_requests_total",
+        "Token endpoint calls for upstream credentials, by route, grant (token_exchange, \
+         client_credentials) and result (issued, refused, client_refused, invalid_response, \
+         timeout, error; circuit_open: not made).",
+        &["route", "grant", "result"],
+    )
+});
+
+static UPSTREAM_TOKEN_SECONDS: LazyLock<Option<HistogramVec>> = LazyLock::new(|| {
+    let h = HistogramVec::new(
+        HistogramOpts::new(
+            "mcpgate_upstream_token_request_seconds",
+            "Duration of token endpoint calls for upstream credentials, by route and grant.",
+        )
+        .buckets(vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]),
+        &["route", "grant"],
+    )
+    .ok()?;
+    METRICS.registry.register(Box::new(h.clone())).ok()?;
+    Some(h)
+});
+
+static UPSTREAM_TOKEN_RENEWALS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        &METRICS.registry,
+        "mcpgate_upstream_token_renewals_total",
+        "Client-credentials tokens renewed in the background ahead of their expiry, by route.",
+        &["route"],
+    )
+});
+
+/// A token endpoint call for an upstream credential (`seconds`: none when not made).
+pub fn upstream_token_request(route: &str, grant: &str, result: &str, seconds: Option<f64>) {
+    if let Some(c) = &*UPSTREAM_TOKEN_REQUESTS {
+        c.with_label_values(&[route, grant, result]).inc();
+    }
+    if let (Some(h), Some(s)) = (&*UPSTREAM_TOKEN_SECONDS, seconds) {
+        h.with_label_values(&[route, grant]).observe(s);
+    }
+}
+
+/// A client-credentials token renewed ahead of its expiry.
+pub fn upstream_token_renewal(route: &str) {
+    if let Some(c) = &*UPSTREAM_TOKEN_RENEWALS {
+        c.with_label_values(&[route]).inc();
     }
 }
 

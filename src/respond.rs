@@ -351,7 +351,17 @@ pub fn refusal(
     let body = match refusal {
         Refusal::Mcp(e) => mcp_error_body(e),
         Refusal::RateLimited(t) | Refusal::TooManyStreams(t) => throttle_body(refusal, t),
-        _ => error_body(refusal.code(), refusal.description()),
+        // The route and the AS's error code also as members of their own, for programs.
+        Refusal::UpstreamCredentialRefused { route, as_error } => {
+            let body = serde_json::json!({
+                "error": refusal.code(),
+                "error_description": refusal.description(),
+                "route": &**route,
+                "as_error": as_error,
+            });
+            Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+        }
+        _ => error_body(refusal.code(), &refusal.description()),
     };
     let (mut resp, body) = json_response(refusal.status(), body);
     if let Some(c) = challenge {
@@ -679,6 +689,11 @@ mod tests {
             Refusal::Unavailable("the issuer's signing keys are unavailable"),
             Refusal::IntrospectionUnavailable("x"),
             Refusal::InvalidApiKey("the API key is not valid"),
+            Refusal::UpstreamCredentialRefused {
+                route: "github".into(),
+                as_error: "invalid_grant",
+            },
+            Refusal::UpstreamCredentialUnavailable("x"),
             Refusal::HeadersTooLarge,
             Refusal::BodyTooLarge,
             Refusal::OriginDenied,
@@ -777,11 +792,19 @@ mod tests {
                         }
                         Refusal::TooManyStreams(t) if t.jsonrpc_id.is_some() => {
                             assert_eq!(v["jsonrpc"], "2.0");
-                            assert_eq!(v["error"]["message"], r.description());
+                            assert_eq!(v["error"]["message"], *r.description());
+                        }
+                        Refusal::UpstreamCredentialRefused { route, as_error } => {
+                            assert_eq!(v["error"], "access_denied");
+                            assert_eq!(v["error_description"], *r.description());
+                            assert_eq!(v["route"], **route);
+                            assert_eq!(v["as_error"], *as_error);
+                            let d = r.description();
+                            assert!(d.contains("github") && d.contains("invalid_grant"), "{d}");
                         }
                         _ => {
                             assert_eq!(v["error"], r.code(), "{r:?}");
-                            assert_eq!(v["error_description"], r.description());
+                            assert_eq!(v["error_description"], *r.description());
                         }
                     }
                     assert_eq!(

@@ -29,6 +29,7 @@ use crate::routing::cors::Origins;
 use crate::routing::RouteMatch;
 use crate::scope::{check_scope_token, Hierarchy};
 use crate::upstream::{FileUpstreamTls, RouteUpstream};
+use crate::upstream_auth::{self, FileUpstreamAuth, UpstreamAuth};
 
 /// Longest `stream_expiry_grace_seconds` honoured: a day.
 const MAX_STREAM_GRACE_SECONDS: u64 = 86_400;
@@ -92,6 +93,8 @@ pub struct FileRoute {
     pub upstream_tls: Option<FileUpstreamTls>,
     /// Rate limits and the concurrency cap of this route (overriding or adding to `limits`).
     pub limits: Option<crate::quota::FileRouteLimits>,
+    /// The credential the upstream receives (`forward_token: true` is `mode: forward`).
+    pub upstream_auth: Option<FileUpstreamAuth>,
 }
 
 /// A compiled route.
@@ -105,6 +108,8 @@ pub struct Route {
     pub dpop: RouteDpop,
     pub mcp: Policy,
     pub forwarding: Forwarding,
+    /// The credential the upstream receives.
+    pub upstream_auth: UpstreamAuth,
     pub challenge: Challenge,
     pub cors: Origins,
     /// Seconds a response stream may outlive its token (`stream_expiry_grace_seconds`).
@@ -123,7 +128,10 @@ impl Route {
 
     /// The files this route's settings came from (watched for reloads).
     pub fn files(&self) -> impl Iterator<Item = &PathBuf> {
-        self.upstream.tls_files.iter()
+        self.upstream
+            .tls_files
+            .iter()
+            .chain(self.upstream_auth.files())
     }
 }
 
@@ -187,9 +195,34 @@ pub fn compile(
     let doc = document(&resource, &auth, dpop, &supported, cx);
     let resource = resource.with_document(doc);
     let cors = Origins::compile(fr.allowed_origins.as_deref(), cx.public)?;
+    if fr.forward_token && fr.upstream_auth.is_some() {
+        return Err(CompileError::new(
+            "forward_token",
+            "forward_token and upstream_auth both say what the upstream receives: write \
+             upstream_auth: {mode: forward} alone",
+        ));
+    }
+    let upstream_auth = if fr.forward_token {
+        UpstreamAuth::Forward
+    } else {
+        UpstreamAuth::compile(
+            fr.upstream_auth,
+            &upstream_auth::Context {
+                route: &fr.name,
+                auth: fr.auth,
+                route_issuers: &auth.issuers,
+                issuers: cx.issuers,
+                issuer_index: cx.issuer_index,
+                hierarchy: cx.hierarchy,
+                source: cx.source,
+            },
+        )
+        .map_err(|e| e.within("upstream_auth"))?
+    };
     let forwarding = Forwarding::compile(FileForwarding {
         identity_headers: fr.identity_headers,
-        forward_token: fr.forward_token,
+        forward_token: upstream_auth.mode() == upstream_auth::Mode::Forward,
+        credential_header: upstream_auth.header(),
         preserve_host: fr.preserve_host,
         path_prefix: &fr.path_prefix,
         rewrite_prefix: fr.rewrite_prefix.as_deref(),
@@ -216,6 +249,7 @@ pub fn compile(
         dpop,
         mcp,
         forwarding,
+        upstream_auth,
         challenge,
         cors,
         stream_expiry_grace: fr.stream_expiry_grace_seconds.min(MAX_STREAM_GRACE_SECONDS) as i64,

@@ -186,6 +186,12 @@ impl Config {
                 s.push_str(&format!("        route's own: {d}\n"));
             }
         }
+        if r.upstream_auth.mode() != crate::upstream_auth::Mode::None {
+            s.push_str(&format!(
+                "      upstream credential {}\n",
+                r.upstream_auth.describe()
+            ));
+        }
         if let Some(d) = &r.auth.deprecation {
             let text = |v: &http::HeaderValue| v.to_str().unwrap_or_default().to_string();
             s.push_str(&format!(

@@ -1,7 +1,7 @@
 //! `impl ProxyHttp`: sequences the steps of the request flow and nothing else.
 //!
 //! listener → route → origin → credentials → token → principal → DPoP → session → policy
-//! → body size → identity → upstream. Each decision is a plain function in [`steps`] (over
+//! → body size → identity → upstream credential → upstream. Each decision is a plain function in [`steps`] (over
 //! headers, method, path, body bytes and the part of the route it reads); every refusal is
 //! rendered by `respond`. The decision is made in `request_filter`, before pingora connects
 //! upstream, so a refused request sends nothing upstream, not even headers. The body is
@@ -24,7 +24,7 @@ use pingora_proxy::{ProxyHttp, Session};
 use crate::auth::dpop;
 use crate::auth::AuthMode;
 use crate::config::{Config, Route};
-use crate::error::Refusal;
+use crate::error::{Reason, Refusal};
 use crate::identity::UpstreamRequest;
 use crate::mcp::body::{Calls, Op};
 use crate::mcp::lists;
@@ -36,6 +36,7 @@ use crate::respond;
 use crate::routing::cors::{self, Cors};
 use crate::routing::Target;
 use crate::state::{GatewayState, InFlight, Snapshot};
+use crate::upstream_auth::Mode;
 use crate::{metrics, streams};
 
 /// Deadline of the TCP connection to an upstream.
@@ -77,6 +78,8 @@ struct Audit {
     dpop_jkt: Option<String>,
     /// The MCP method and name of an inspected single-message request.
     mcp_op: Option<Op>,
+    /// Short hash of the credential the upstream received (`upstream_auth`).
+    upstream_credential: Option<Arc<str>>,
 }
 
 /// What the request looked like, for later phases.
@@ -173,11 +176,16 @@ impl Gateway {
         let principal = if route.auth.mode == AuthMode::None {
             None
         } else {
-            Some(
-                self.authenticate(snapshot, &route, &path, session, ctx)
-                    .await
-                    .map_err(refuse)?,
-            )
+            match self
+                .authenticate(snapshot, &route, &path, session, ctx)
+                .await
+            {
+                Ok(p) => Some(p),
+                Err(r) => {
+                    self.forget_exchanged(snapshot, &r, ctx).await;
+                    return Err(refuse(r));
+                }
+            }
         };
         let req = session.req_header();
         let upstream = &route.upstream.addr;
@@ -214,7 +222,7 @@ impl Gateway {
         .await
         .map_err(refuse)?;
         let public = &config.listeners.public;
-        let upstream = steps::identity(
+        let mut upstream = steps::identity(
             &route,
             principal.as_deref(),
             &path,
@@ -223,6 +231,28 @@ impl Gateway {
             public,
         )
         .map_err(refuse)?;
+        let sent = steps::upstream_credential(
+            &snapshot.upstream,
+            &self.state.upstream_tokens,
+            &route,
+            principal.as_ref(),
+            &req.headers,
+            req.uri.query(),
+            ctx.audit.token.as_ref(),
+        )
+        .await
+        .map_err(refuse)?;
+        ctx.audit.upstream_credential = match sent {
+            Some(s) => {
+                upstream.headers.push((s.header, s.value));
+                Some(s.hash)
+            }
+            // `forward`: the client's own token is what the upstream gets.
+            None if route.upstream_auth.mode() == Mode::Forward => {
+                ctx.audit.token.as_ref().map(|h| Arc::from(hash_prefix(h)))
+            }
+            None => None,
+        };
         let forward = Forward {
             path,
             principal,
@@ -274,6 +304,18 @@ impl Gateway {
             ctx.audit.dpop_jkt = Some(c.jkt);
         }
         Ok(principal)
+    }
+
+    /// A token refused as invalid or revoked (an introspection `active: false` included)
+    /// drops what was exchanged for it: the exchanged tokens die with their subject.
+    async fn forget_exchanged(&self, snapshot: &Snapshot, r: &Refusal, ctx: &Ctx) {
+        let dead = matches!(r.reason(), Reason::InvalidToken | Reason::TokenRevoked);
+        if let (true, Some(hash)) = (dead, ctx.audit.token.as_ref()) {
+            self.state
+                .upstream_tokens
+                .forget(hash, snapshot.upstream.exchange_fingerprints())
+                .await;
+        }
     }
 
     /// The policy step: read the body when it must be judged, then judge the request.
@@ -394,6 +436,7 @@ impl Gateway {
         let upstream_error = e.map(|e| e.to_string());
         let req = session.req_header();
         let path = ctx.forward.as_ref().map_or(req.uri.path(), |f| &f.path);
+        let description = audit.refused.as_ref().map(|r| r.description());
         // One line per auth decision: what was decided, why, and for whom. Never a token.
         crate::audit::write(&crate::audit::Record {
             route: &route.name,
@@ -405,7 +448,7 @@ impl Gateway {
                 "allow"
             },
             reason: audit.refused.as_ref().map_or("ok", |r| r.reason().as_str()),
-            description: audit.refused.as_ref().map(|r| r.description()),
+            description: description.as_deref(),
             limit: audit
                 .refused
                 .as_ref()
@@ -422,6 +465,10 @@ impl Gateway {
             mcp_name: audit.mcp_op.as_ref().and_then(|o| o.name()),
             decision_us,
             upstream_error: upstream_error.as_deref(),
+            upstream_auth: Some(route.upstream_auth.mode())
+                .filter(|m| *m != Mode::None)
+                .map(Mode::as_str),
+            upstream_credential: audit.upstream_credential.as_deref(),
         });
     }
 }

@@ -4,7 +4,8 @@
 //! `respond`; each is unit-tested here without a pingora `Session`.
 //!
 //! route → origin → credentials → token (in `auth::Authenticator`, async) → principal →
-//! dpop → session → policy (head, body, authorize) → body size → limits (async) → identity.
+//! dpop → session → policy (head, body, authorize) → body size → limits (async) → identity →
+//! upstream credential (async).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::quota::{self, streams::Slot, Limiter, Who};
 use crate::routing::cors::{self, Cors};
 use crate::routing::{self, Target};
 use crate::upstream::Upstream;
+use crate::upstream_auth::{self, Caller, Clients, ExchangeCache, Mode, Sent};
 
 /// Route: what the request is for. Malformed credentials outrank a missing route
 /// (SPEC-CHECKLIST §7.12): a request with a bad `Authorization` on no route gets the 400.
@@ -216,6 +218,34 @@ pub fn identity(
     public: &PublicUrl,
 ) -> Result<UpstreamRequest, Refusal> {
     identity::upstream_request(&route.forwarding, p, path, query, client_ip, public)
+}
+
+/// Upstream credential: what the route's `upstream_auth` sends upstream for this caller (a
+/// static value, the route's own token, or the caller's token exchanged: cached, or asked
+/// of the AS on the fetch runtime). A refusal here sends nothing upstream.
+#[allow(clippy::too_many_arguments)]
+pub async fn upstream_credential(
+    clients: &Clients,
+    cache: &ExchangeCache,
+    route: &Route,
+    p: Option<&Arc<Principal>>,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    hash: Option<&TokenHash>,
+) -> Result<Option<Sent>, Refusal> {
+    let token = match route.upstream_auth.mode() {
+        Mode::TokenExchange => match credentials::extract(headers, query) {
+            Ok(Credentials::Bearer(t) | Credentials::Dpop(t)) => Some(t),
+            _ => None,
+        },
+        _ => None,
+    };
+    let caller = Caller {
+        principal: p,
+        token,
+        hash,
+    };
+    upstream_auth::credential(clients, cache, &route.upstream_auth, caller).await
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ use crate::upstream::Resolver;
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub issuers: Issuers,
+    /// The clients of the routes' authorization servers for upstream credentials.
+    pub upstream: crate::upstream_auth::Clients,
 }
 
 pub struct GatewayState {
@@ -43,6 +45,9 @@ pub struct GatewayState {
     /// Rate-limit buckets and stream slots (kept across reloads; shared through Redis when
     /// `state.redis` is set).
     pub limiter: crate::quota::Limiter,
+    /// Tokens exchanged for upstreams (`upstream_auth: token_exchange`), sized at start
+    /// by `token_cache.max_entries`, swept when the revocation list changes.
+    pub upstream_tokens: Arc<crate::upstream_auth::ExchangeCache>,
     /// Requests between `request_filter` and the end of their response.
     in_flight: Arc<AtomicUsize>,
 }
@@ -93,6 +98,8 @@ impl GatewayState {
         ));
         revocations.start();
         let limiter = crate::quota::Limiter::new(store.clone());
+        let upstream_tokens = crate::upstream_auth::ExchangeCache::new(config.token_cache_entries);
+        upstream_tokens.start_eviction(revocations.clone(), &fetcher);
         let snapshot = build_snapshot(Arc::new(config), None, &fetcher);
         Ok(GatewayState {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -104,6 +111,7 @@ impl GatewayState {
             store,
             revocations,
             limiter,
+            upstream_tokens,
             in_flight: Arc::new(AtomicUsize::new(0)),
         })
     }
@@ -201,5 +209,14 @@ fn build_snapshot(config: Arc<Config>, old: Option<&Snapshot>, fetcher: &Arc<Fet
         old.map(|o| &o.issuers),
         fetcher,
     );
-    Snapshot { config, issuers }
+    let upstream = crate::upstream_auth::Clients::build(
+        config.routes.iter().map(|r| &r.upstream_auth),
+        old.map(|o| &o.upstream),
+        fetcher,
+    );
+    Snapshot {
+        config,
+        issuers,
+        upstream,
+    }
 }

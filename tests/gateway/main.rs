@@ -30,5 +30,6 @@ mod prm;
 mod routing_exact;
 mod scaleout;
 mod upstream;
+mod upstream_auth;
 mod upstream_tls;
 mod verdicts;

@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { SignJWT, calculateJwkThumbprint, exportJWK, generateKeyPair } from 'jose';
-import Provider from 'oidc-provider';
+import { SignJWT, calculateJwkThumbprint, createLocalJWKSet, exportJWK, generateKeyPair, jwtVerify } from 'jose';
+import Provider, { errors as oidcErrors } from 'oidc-provider';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
@@ -26,6 +26,10 @@ export const GATEWAY_CLIENT_ID = 'mcpgate-gateway';
 export const GATEWAY_CLIENT_SECRET = 'gateway-secret-0123456789';
 /** How long the gateway caches an introspection answer in this test (cache_max_seconds). */
 export const INTROSPECTION_CACHE_SECONDS = 2;
+/** The gateway's client for RFC 8693 token exchange (`private_key_jwt`), when asked for. */
+export const EXCHANGER_ID = 'mcpgate-exchanger';
+export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+export const TYPE_ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
 /** A resource path for which the AS issues opaque tokens bound to it (aud) instead of JWTs. */
 export const OPAQUE_RESOURCE_PATH = '/opaque-aud';
 /** Gateway route with `dpop: required` (rewritten to the upstream's /mcp). */
@@ -63,7 +67,7 @@ export async function freePort() {
  * DPoP (RFC 9449) is on and its token endpoint requires its own server nonce in every proof:
  * a token request with a proof gets a DPoP-bound token (`token_type: DPoP`, `cnf.jkt`).
  */
-export async function startAuthServer() {
+export async function startAuthServer({ exchangerJwks } = {}) {
   const server = http.createServer();
   const port = await listen(server);
   const issuer = `http://${LOOPBACK}:${port}`;
@@ -88,7 +92,17 @@ export async function startAuthServer() {
       redirect_uris: [],
       token_endpoint_auth_method: 'client_secret_basic',
       id_token_signed_response_alg: 'ES256',
-    }],
+    }, ...(exchangerJwks ? [{
+      // The gateway exchanging its callers' tokens (RFC 8693), authenticated by RFC 7523
+      // client assertion; it also gets its own token (client_credentials) as the actor.
+      client_id: EXCHANGER_ID,
+      grant_types: ['client_credentials', TOKEN_EXCHANGE],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'private_key_jwt',
+      jwks: exchangerJwks,
+      id_token_signed_response_alg: 'ES256',
+    }] : [])],
     scopes: ['openid', 'offline_access', ROUTE_SCOPE, 'other:scope', ADMIN_SCOPE],
     jwks: { keys: [signingKey] },
     cookies: { keys: [randomUUID()] },
@@ -111,24 +125,18 @@ export async function startAuthServer() {
         defaultResource: () => undefined,
         useGrantedResource: () => true,
         // Any loopback http(s) URL is a resource server here; the gateway decides what it accepts.
-        getResourceServerInfo: (_ctx, resource) => {
-          const url = new URL(resource);
-          if (url.hostname !== LOOPBACK) throw new Error(`unexpected resource ${resource}`);
-          if (url.pathname === OPAQUE_RESOURCE_PATH) {
-            return { scope: `${ROUTE_SCOPE} other:scope`, audience: resource, accessTokenFormat: 'opaque', accessTokenTTL: 300 };
-          }
-          return {
-            scope: `${ROUTE_SCOPE} other:scope ${ADMIN_SCOPE}`,
-            audience: resource,
-            accessTokenFormat: 'jwt',
-            accessTokenTTL: 300,
-            jwt: { sign: { alg: 'ES256' } },
-          };
-        },
+        getResourceServerInfo: (_ctx, resource) => resourceInfo(resource),
       },
     },
-    ttl: { ClientCredentials: 300 },
+    ttl: { ClientCredentials: 300, AccessToken: 300 },
+    // A token's own `extra` (the exchange grant's `act`) into its claims: the default
+    // replaces it with nothing.
+    extraTokenClaims: (_ctx, token) => token.extra,
   });
+  const exchanges = [];
+  if (exchangerJwks) {
+    registerTokenExchange(provider, issuer, signingKey, exchanges);
+  }
   provider.on('server_error', (_ctx, err) => console.error('oidc-provider server_error:', err));
   server.on('request', provider.callback());
 
@@ -191,7 +199,92 @@ export async function startAuthServer() {
     if (res.status !== 200) throw new Error(`revocation endpoint ${res.status}: ${await res.text()}`);
   }
 
-  return { issuer, getToken, getDpopToken, revoke, close: () => closeServer(server) };
+  return { issuer, getToken, getDpopToken, revoke, exchanges, close: () => closeServer(server) };
+}
+
+/** What oidc-provider issues for a resource (any loopback URL is a resource server here). */
+function resourceInfo(resource) {
+  const url = new URL(resource);
+  if (url.hostname !== LOOPBACK) throw new Error(`unexpected resource ${resource}`);
+  if (url.pathname === OPAQUE_RESOURCE_PATH) {
+    return { scope: `${ROUTE_SCOPE} other:scope`, audience: resource, accessTokenFormat: 'opaque', accessTokenTTL: 300 };
+  }
+  return {
+    scope: `${ROUTE_SCOPE} other:scope ${ADMIN_SCOPE}`,
+    audience: resource,
+    accessTokenFormat: 'jwt',
+    accessTokenTTL: 300,
+    jwt: { sign: { alg: 'ES256' } },
+  };
+}
+
+/**
+ * RFC 8693 token exchange, which oidc-provider does not have: registered with its
+ * `registerGrantType`. Client authentication, token issuance, signing and JWKS stay
+ * oidc-provider's; the handler validates the subject token (a JWT access token this provider
+ * issued: jose against its own key, since JWT access tokens are not stored), and the actor
+ * token likewise, and issues an access token for the requested resource with the subject's
+ * `sub` and, when an actor token came, `act: {sub: <actor>}`. Every exchange is recorded in
+ * `exchanges`.
+ */
+function registerTokenExchange(provider, issuer, signingKey, exchanges) {
+  const { d: _d, ...publicJwk } = signingKey;
+  const keys = createLocalJWKSet({ keys: [publicJwk] });
+  const verify = async (token, what) => {
+    try {
+      const { payload } = await jwtVerify(token, keys, { issuer, typ: 'at+jwt' });
+      return payload;
+    } catch (e) {
+      throw new oidcErrors.InvalidGrant(`${what} is not a valid access token of this issuer (${e.code ?? e.message})`);
+    }
+  };
+  const params = ['audience', 'resource', 'scope', 'requested_token_type', 'subject_token', 'subject_token_type',
+    'actor_token', 'actor_token_type'];
+  provider.registerGrantType(TOKEN_EXCHANGE, async (ctx) => {
+    const p = ctx.oidc.params;
+    if (p.subject_token_type !== TYPE_ACCESS_TOKEN) {
+      throw new oidcErrors.InvalidRequest('subject_token_type must be an access token');
+    }
+    if (p.requested_token_type && p.requested_token_type !== TYPE_ACCESS_TOKEN) {
+      throw new oidcErrors.InvalidRequest('only access tokens are issued');
+    }
+    const subject = await verify(p.subject_token, 'subject_token');
+    let act;
+    if (p.actor_token) {
+      if (p.actor_token_type !== TYPE_ACCESS_TOKEN) throw new oidcErrors.InvalidRequest('actor_token_type');
+      const actor = await verify(p.actor_token, 'actor_token');
+      // Only the authenticated client may act, with its own token.
+      if (actor.client_id !== ctx.oidc.client.clientId) throw new oidcErrors.InvalidGrant('actor_token is not the client\'s');
+      act = { sub: actor.sub };
+    } else if (p.actor_token_type) {
+      throw new oidcErrors.InvalidRequest('actor_token_type without actor_token');
+    }
+    const resources = [p.resource].flat().filter(Boolean);
+    if (resources.length !== 1) throw new oidcErrors.InvalidTarget('exactly one resource is supported');
+    let info;
+    try { info = resourceInfo(resources[0]); } catch { throw new oidcErrors.InvalidTarget('unknown resource'); }
+    const allowed = new Set(info.scope.split(' '));
+    const scopes = (p.scope ?? '').split(' ').filter(Boolean);
+    const bad = scopes.find((s) => !allowed.has(s));
+    if (bad) throw new oidcErrors.InvalidScope('scope not allowed for this resource', bad);
+    const at = new provider.AccessToken({
+      accountId: subject.sub,
+      client: ctx.oidc.client,
+      scope: scopes.join(' ') || undefined,
+      gty: TOKEN_EXCHANGE,
+      extra: act ? { act } : undefined,
+    });
+    at.resourceServer = new provider.ResourceServer(resources[0], info);
+    const value = await at.save();
+    exchanges.push({ subject: p.subject_token, actor: p.actor_token, resource: resources[0], scope: p.scope, token: value });
+    ctx.body = {
+      access_token: value,
+      issued_token_type: TYPE_ACCESS_TOKEN,
+      token_type: at.tokenType,
+      expires_in: at.expiration,
+      scope: at.scope,
+    };
+  }, params, ['audience', 'resource']);
 }
 
 /** Claims of a JWT, unverified (for assertions only). */

@@ -72,6 +72,9 @@ pub const SCALEOUT_REDISS: &str = include_str!("../fixtures/scaleout_rediss.yaml
 /// Two issuer entries sharing one `issuer`: `prod` (RFC 9068 only) and `staging`
 /// (`{STAGING_JWKS}`), a route for each and one for both.
 pub const TWO_ENTRIES: &str = include_str!("../fixtures/two_entries.yaml");
+/// Upstream credentials: `/mcp` (OAuth, `mcp:read`) with `upstream_auth` lines `{UA}`, `/open`
+/// (`auth: none`) with `{OPEN_UA}` (each indented 6); an admin token.
+pub const UPSTREAM_AUTH: &str = include_str!("../fixtures/upstream_auth.yaml");
 /// `/secure` in front of a TLS upstream on `{UPSTREAM_PORT}`, `{UPSTREAM_TLS}`: its
 /// `upstream_tls` lines.
 pub const UPSTREAM_TLS: &str = include_str!("../fixtures/upstream_tls.yaml");

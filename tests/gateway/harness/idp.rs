@@ -5,6 +5,11 @@
 //! request format and the gateway's client credentials and answers per token. The key set is
 //! swappable, every request is recorded, and failure modes (500, hang-up, redirect, slowness)
 //! can be switched on, so each test can assert exactly what the gateway asked and how often.
+//! Its token endpoint (`<issuer>/token`, in the metadata) serves the gateway's own requests
+//! for upstream credentials: RFC 8693 token exchange and client credentials, with the
+//! gateway's client authenticated by secret (Basic or post) or `private_key_jwt`; it issues
+//! fresh random tokens (remembered for the log checks), or refuses, stalls, hangs up or
+//! answers garbage as the test says ([`TokenMode`]), and records every request.
 //!
 //! Also [`Canary`]: a host that must never be contacted.
 
@@ -23,6 +28,44 @@ use super::tokens::{attacker_jwks, default_jwks, now, percent_decode, random_hex
 pub const CLIENT_ID: &str = "mcpgate";
 /// Its secret. Has characters RFC 6749 §2.3.1 form-encodes before Basic.
 pub const CLIENT_SECRET: &str = "s3cret:+/ é";
+
+/// The gateway's client id at the token endpoint (`upstream_auth` tests).
+pub const UA_CLIENT_ID: &str = "mcp-gateway";
+/// Its secret (form-encoded before Basic: `+`, `/`, `:`, space and `%` change).
+pub const UA_CLIENT_SECRET: &str = "ua-s3cret:+/ %x-0123456789";
+/// The description the mock puts in its refusals: the gateway must never repeat it.
+pub const AS_TEXT: &str = "mock-as-private-detail-7f3a";
+
+/// What the token endpoint does.
+#[derive(Clone, Debug)]
+pub enum TokenMode {
+    /// Issue a token to an authenticated client.
+    Issue,
+    /// Refuse: this status and `error` code (with [`AS_TEXT`] as `error_description`).
+    Refuse(u16, &'static str),
+    /// Status, content type, body.
+    Raw(u16, &'static str, &'static str),
+    /// Close the connection without answering.
+    Hangup,
+}
+
+/// How the gateway must authenticate at the token endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenAuth {
+    Basic,
+    Post,
+    /// `client_assertion` of the right type (its claims are checked by the test).
+    PrivateKeyJwt,
+}
+
+/// A token the token endpoint issued.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    pub grant_type: String,
+    /// The subject token of an exchange.
+    pub subject: Option<String>,
+    pub token: String,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IdpMode {
@@ -80,6 +123,12 @@ struct IdpState {
     delay: Mutex<Duration>,
     /// Expect client_secret_post instead of Basic.
     post_auth: Mutex<bool>,
+    token_mode: Mutex<TokenMode>,
+    token_auth: Mutex<TokenAuth>,
+    /// `expires_in` of issued tokens (`None`: the member is left out).
+    token_expires_in: Mutex<Option<u64>>,
+    token_delay: Mutex<Duration>,
+    issued: Mutex<Vec<Issued>>,
 }
 
 /// The mock authorization server; stops when dropped.
@@ -192,6 +241,15 @@ impl IdpState {
         {
             return Reply::json(200, &metadata());
         }
+        if path == format!("{ipath}/token") {
+            let reply = self.token(&seen(req));
+            let delay = *self.token_delay.lock().unwrap();
+            return if delay.is_zero() {
+                reply
+            } else {
+                Reply::Delayed(delay, Box::new(reply))
+            };
+        }
         if path == format!("{ipath}/introspect") {
             let reply = self.introspect(&seen(req));
             let delay = *self.delay.lock().unwrap();
@@ -241,6 +299,78 @@ impl IdpState {
     }
 }
 
+impl IdpState {
+    fn token(&self, seen: &Seen) -> Reply {
+        let form_ct = seen
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+        if seen.method != "POST" || !form_ct {
+            return json_reply(400, r#"{"error":"invalid_request"}"#.into());
+        }
+        let authenticated = match *self.token_auth.lock().unwrap() {
+            TokenAuth::Basic => {
+                seen.header("authorization") == Some(basic(UA_CLIENT_ID, UA_CLIENT_SECRET).as_str())
+                    && seen.param("client_secret").is_none()
+            }
+            TokenAuth::Post => {
+                seen.param("client_id") == Some(UA_CLIENT_ID)
+                    && seen.param("client_secret") == Some(UA_CLIENT_SECRET)
+                    && seen.header("authorization").is_none()
+            }
+            TokenAuth::PrivateKeyJwt => {
+                seen.param("client_assertion_type")
+                    == Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+                    && seen.param("client_assertion").is_some()
+                    && seen.header("authorization").is_none()
+            }
+        };
+        if !authenticated {
+            return json_reply(401, r#"{"error":"invalid_client"}"#.into());
+        }
+        match self.token_mode.lock().unwrap().clone() {
+            TokenMode::Issue => {}
+            TokenMode::Refuse(status, code) => {
+                let body = json!({"error": code, "error_description": AS_TEXT});
+                return json_reply(status, body.to_string());
+            }
+            TokenMode::Raw(status, ctype, body) => {
+                return Reply::Full {
+                    status,
+                    headers: vec![("Content-Type".into(), ctype.into())],
+                    body: body.as_bytes().to_vec(),
+                }
+            }
+            TokenMode::Hangup => return Reply::Hangup,
+        }
+        let grant = seen.param("grant_type").unwrap_or("").to_string();
+        let (prefix, subject) = match grant.as_str() {
+            "urn:ietf:params:oauth:grant-type:token-exchange" => {
+                let Some(subject) = seen.param("subject_token") else {
+                    return json_reply(400, r#"{"error":"invalid_request"}"#.into());
+                };
+                ("xch", Some(subject.to_string()))
+            }
+            "client_credentials" => ("own", None),
+            _ => return json_reply(400, r#"{"error":"unsupported_grant_type"}"#.into()),
+        };
+        let token = format!("{prefix}_{}", random_hex(16));
+        super::tokens::remember(&token);
+        let mut body = json!({"access_token": token, "token_type": "Bearer"});
+        if subject.is_some() {
+            body["issued_token_type"] = json!("urn:ietf:params:oauth:token-type:access_token");
+        }
+        if let Some(e) = *self.token_expires_in.lock().unwrap() {
+            body["expires_in"] = json!(e);
+        }
+        self.issued.lock().unwrap().push(Issued {
+            grant_type: grant,
+            subject,
+            token,
+        });
+        json_reply(200, body.to_string())
+    }
+}
+
 impl MockIdp {
     /// An IdP whose issuer is `http://127.0.0.1:<port>` serving [`default_jwks`].
     pub fn start() -> MockIdp {
@@ -262,6 +392,11 @@ impl MockIdp {
             answers: Mutex::default(),
             delay: Mutex::new(Duration::ZERO),
             post_auth: Mutex::new(false),
+            token_mode: Mutex::new(TokenMode::Issue),
+            token_auth: Mutex::new(TokenAuth::Basic),
+            token_expires_in: Mutex::new(Some(300)),
+            token_delay: Mutex::new(Duration::ZERO),
+            issued: Mutex::default(),
         });
         let st = state.clone();
         let server = Server::start_on(listener, Arc::new(move |req: &Request| st.handle(req)));
@@ -349,6 +484,52 @@ impl MockIdp {
     /// Expect `client_secret_post` credentials instead of Basic.
     pub fn expect_post_auth(&self, on: bool) {
         *self.state.post_auth.lock().unwrap() = on;
+    }
+}
+
+impl MockIdp {
+    // Token endpoint
+
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/token", self.state.issuer)
+    }
+    /// Requests received on the token endpoint.
+    pub fn token_calls(&self) -> usize {
+        self.count(&format!("{}/token", self.state.issuer_path))
+    }
+    /// The token endpoint requests received, in order.
+    pub fn token_seen(&self) -> Vec<Seen> {
+        let path = format!("{}/token", self.state.issuer_path);
+        self.server
+            .requests()
+            .iter()
+            .filter(|r| r.path() == path)
+            .map(seen)
+            .collect()
+    }
+    /// The tokens issued, in order.
+    pub fn issued(&self) -> Vec<Issued> {
+        self.state.issued.lock().unwrap().clone()
+    }
+    /// The last token issued for `subject` by exchange.
+    pub fn exchanged_for(&self, subject: &str) -> Option<String> {
+        self.issued()
+            .into_iter()
+            .rev()
+            .find(|i| i.subject.as_deref() == Some(subject))
+            .map(|i| i.token)
+    }
+    pub fn set_token_mode(&self, m: TokenMode) {
+        *self.state.token_mode.lock().unwrap() = m;
+    }
+    pub fn set_token_auth(&self, a: TokenAuth) {
+        *self.state.token_auth.lock().unwrap() = a;
+    }
+    pub fn set_token_expires_in(&self, e: Option<u64>) {
+        *self.state.token_expires_in.lock().unwrap() = e;
+    }
+    pub fn set_token_delay(&self, d: Duration) {
+        *self.state.token_delay.lock().unwrap() = d;
     }
 }
 

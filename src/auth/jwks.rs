@@ -60,12 +60,16 @@ pub struct IssuerKeys {
     epoch: Instant,
     started: AtomicBool,
     fetcher: Arc<Fetcher>,
+    /// The HTTP client of this issuer (its `ca_file`, or the shared one).
+    client: reqwest::Client,
 }
 
 impl IssuerKeys {
     pub fn new(config: Arc<IssuerConfig>, fetcher: Arc<Fetcher>) -> Arc<IssuerKeys> {
         let jwks_uri = config.jwks_uri.clone().map(Arc::new);
+        let client = fetcher.client_for(config.ca.as_ref());
         Arc::new(IssuerKeys {
+            client,
             config,
             current: ArcSwapOption::new(None),
             jwks_uri: ArcSwapOption::new(jwks_uri),
@@ -166,16 +170,16 @@ impl IssuerKeys {
     }
 
     async fn fetch(&self) -> Result<(Vec<VerifyKey>, Vec<String>, Option<u64>), String> {
-        let client = self.fetcher.client();
+        let client = &self.client;
         let uri = match self.jwks_uri.load_full() {
             Some(u) => u,
             None => {
-                let u = Arc::new(discover_jwks_uri(&client, &self.config.issuer).await?);
+                let u = Arc::new(discover_jwks_uri(client, &self.config.issuer).await?);
                 self.jwks_uri.store(Some(u.clone()));
                 u
             }
         };
-        let (body, max_age) = get_json(&client, &uri).await?;
+        let (body, max_age) = get_json(client, &uri).await?;
         let (keys, skipped) = parse_jwks(&body, &self.config.algorithms)?;
         if keys.is_empty() {
             return Err(format!(

@@ -20,6 +20,7 @@ mod failclosed_request;
 mod failclosed_response;
 mod harness;
 mod introspection;
+mod issuers;
 mod jwks;
 mod jwt;
 mod mcp;

@@ -1,4 +1,4 @@
-//! The `mcpgate` command: `run`, `check`, `dev`, `hash-key`, `revoke`. Parses arguments,
+//! The `mcpgate` command: `run`, `check`, `dev`, `schema`, `hash-key`, `revoke`. Parses arguments,
 //! sets up logging and dispatches to `mcpgate::server::run` or `mcpgate::cli`. No logic
 //! lives here.
 
@@ -50,6 +50,8 @@ enum Command {
     },
     /// Run the embedded default: gateway, development issuer and demo MCP server.
     Dev,
+    /// Print the JSON Schema of the config file (generated from the types the parser uses).
+    Schema,
     /// Read an API key on stdin (one trailing newline is stripped) and print the key
     /// file entry to paste under `keys:`. The key itself is never printed or stored.
     HashKey {
@@ -152,6 +154,7 @@ fn main() -> ExitCode {
             reason,
             list,
         }),
+        Command::Schema => cli::schema::run(),
         Command::Dev => {
             init_logging(cli.log_format);
             cli::dev::run()

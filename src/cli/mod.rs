@@ -1,8 +1,9 @@
 //! The subcommands of `mcpgate` other than serving, each a plain function `main.rs` calls:
-//! [`check`], [`dev`] (the embedded default with a development issuer and a demo MCP
+//! [`check`], [`schema`], [`dev`] (the embedded default with a development issuer and a demo MCP
 //! server), [`hash_key`] and [`revoke`] (a client of the admin listener).
 
 pub mod check;
 pub mod dev;
 pub mod hash_key;
 pub mod revoke;
+pub mod schema;

@@ -29,6 +29,7 @@ mod paths;
 mod prm;
 mod routing_exact;
 mod scaleout;
+mod schema;
 mod upstream;
 mod upstream_tls;
 mod verdicts;

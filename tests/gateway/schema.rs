@@ -125,7 +125,7 @@ fn the_schema_refuses_what_check_refuses_by_shape() {
     for (what, text, want) in cases {
         let f = dir.path().join("c.yaml");
         std::fs::write(&f, &text).unwrap();
-        let (code, out) = validate(&[f.clone()]);
+        let (code, out) = validate(std::slice::from_ref(&f));
         // mcpgate check agrees with the schema on each of them.
         let (check, _, _) = run_cli(&["check", "--config", f.to_str().unwrap()], "");
         match want {

@@ -165,7 +165,7 @@ pub async fn get_json(
         .header("accept", "application/json")
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
+        .map_err(|e| format!("GET {url}: {}", describe(&e)))?;
     if !resp.status().is_success() {
         return Err(format!("GET {url}: HTTP {}", resp.status().as_u16()));
     }
@@ -175,13 +175,99 @@ pub async fn get_json(
         .and_then(|v| v.to_str().ok())
         .and_then(parse_max_age);
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("GET {url}: {}", describe(&e)))?
+    {
         if body.len() + chunk.len() > MAX_BODY {
             return Err(format!("GET {url}: body larger than {MAX_BODY} bytes"));
         }
         body.extend_from_slice(&chunk);
     }
     Ok((body, max_age))
+}
+
+/// The cause of a failed outbound request, named by kind so an operator knows where to
+/// look: `DNS: …` (the host does not resolve), `connect: …` (refused, unreachable),
+/// `TLS: …` (with the certificate problem: unknown CA, wrong host, expired), `timed out`,
+/// else reqwest's own chain. The URL is left out (callers name it).
+pub fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    // The chain, each error's own message; an io::Error's inner error is reached through
+    // get_ref (its source() skips it).
+    let mut chain: Vec<&(dyn std::error::Error + 'static)> = Vec::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(err) = next {
+        chain.push(err);
+        next = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|i| i as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    for err in &chain {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return format!("TLS: {}", tls_problem(t));
+        }
+    }
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    let innermost = chain
+        .last()
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| e.to_string());
+    if chain.iter().any(|c| c.to_string().starts_with("dns error")) {
+        return format!("DNS: the host does not resolve ({innermost})");
+    }
+    if e.is_connect() {
+        return format!("connect: {innermost}");
+    }
+    let mut out = without_url(e);
+    for c in &chain {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+    }
+    out
+}
+
+/// reqwest's message without the URL it appends (callers name the URL themselves).
+fn without_url(e: &reqwest::Error) -> String {
+    let s = e.to_string();
+    match e.url() {
+        Some(u) => s.replace(&format!(" ({u})"), ""),
+        None => s,
+    }
+}
+
+/// A TLS failure in words, the certificate problem first.
+fn tls_problem(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(c) => {
+            let what = match c {
+                C::UnknownIssuer => {
+                    "the server's certificate is signed by an unknown CA (a private CA? set the \
+                     issuer's ca_file)"
+                        .to_string()
+                }
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    format!("the server's certificate is not valid for this host name ({c:?})")
+                }
+                C::Expired | C::ExpiredContext { .. } => {
+                    format!("the server's certificate has expired ({c:?})")
+                }
+                C::NotValidYet | C::NotValidYetContext { .. } => {
+                    format!("the server's certificate is not valid yet ({c:?})")
+                }
+                other => format!("the server's certificate is refused: {other:?}"),
+            };
+            format!("certificate problem: {what}")
+        }
+        other => other.to_string(),
+    }
 }
 
 fn parse_max_age(cc: &str) -> Option<u64> {

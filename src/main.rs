@@ -47,6 +47,11 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// Then fetch each issuer's metadata, key set and introspection endpoint, and
+        /// report the precise cause of each failure (DNS, connect, TLS, HTTP status, JSON,
+        /// issuer mismatch, no usable key).
+        #[arg(long)]
+        online: bool,
     },
     /// Run the embedded default: gateway, development issuer and demo MCP server.
     Dev,
@@ -115,7 +120,7 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => cli::check::run(&config),
+        Command::Check { config, online } => cli::check::run(&config, online),
         Command::Run { config } => {
             init_logging(cli.log_format);
             mcpgate::server::run(&config)

@@ -541,7 +541,7 @@ impl Introspector {
 }
 
 /// POST the token; returns the status and (capped) body.
-async fn post(
+pub async fn post(
     client: reqwest::Client,
     endpoint: String,
     config: IntrospectionConfig,
@@ -602,8 +602,8 @@ fn transport(e: reqwest::Error) -> Failure {
     if e.is_timeout() {
         Failure::Timeout
     } else {
-        // Without the URL: it is in the config, and the error chain is enough.
-        Failure::Transport(e.without_url().to_string())
+        // Without the URL: it is in the config; the cause by kind (DNS, connect, TLS).
+        Failure::Transport(crate::background::describe(&e))
     }
 }
 

@@ -179,15 +179,7 @@ impl IssuerKeys {
                 u
             }
         };
-        let (body, max_age) = get_json(client, &uri).await?;
-        let (keys, skipped) = parse_jwks(&body, &self.config.algorithms)?;
-        if keys.is_empty() {
-            return Err(format!(
-                "JWKS at {uri} has no usable signing key ({})",
-                skipped.join("; ")
-            ));
-        }
-        Ok((keys, skipped, max_age))
+        fetch_key_set(client, &uri, &self.config.algorithms).await
     }
 
     pub fn is_started(&self) -> bool {
@@ -235,6 +227,29 @@ impl IssuerKeys {
     pub fn key_count(&self) -> usize {
         self.current.load().as_ref().map_or(0, |s| s.keys.len())
     }
+}
+
+/// GET and parse a key set: the keys usable with `algorithms`, why the others were
+/// skipped, and the response's `max-age`. A set without one usable key is an error.
+/// (`mcpgate check --online` calls this too.)
+pub async fn fetch_key_set(
+    client: &reqwest::Client,
+    uri: &str,
+    algorithms: &[crate::auth::jwt::Algorithm],
+) -> Result<(Vec<VerifyKey>, Vec<String>, Option<u64>), String> {
+    let (body, max_age) = get_json(client, uri).await?;
+    let (keys, skipped) = parse_jwks(&body, algorithms).map_err(|e| format!("{uri}: {e}"))?;
+    if keys.is_empty() {
+        return Err(format!(
+            "JWKS at {uri} has no usable signing key ({})",
+            if skipped.is_empty() {
+                "the key set is empty".to_string()
+            } else {
+                skipped.join("; ")
+            }
+        ));
+    }
+    Ok((keys, skipped, max_age))
 }
 
 /// RFC 8414 §3 metadata URL (path insertion), then OIDC discovery. The document's

@@ -13,6 +13,7 @@
 
 mod apikeys;
 mod challenges;
+mod check_online;
 mod cli;
 mod connections;
 mod dpop;

@@ -1,4 +1,4 @@
-//! The `mcpgate` command: `run`, `check`, `dev`, `schema`, `hash-key`, `revoke`. Parses arguments,
+//! The `mcpgate` command: `run`, `check`, `doctor`, `dev`, `schema`, `hash-key`, `revoke`. Parses arguments,
 //! sets up logging and dispatches to `mcpgate::server::run` or `mcpgate::cli`. No logic
 //! lives here.
 
@@ -52,6 +52,18 @@ enum Command {
         /// issuer mismatch, no usable key).
         #[arg(long)]
         online: bool,
+    },
+    /// Explain, check by check, why a token would be accepted or refused on a route
+    /// (never printing the token); exit 0 when accepted, 1 when refused.
+    Doctor {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The route's `name`.
+        #[arg(long)]
+        route: String,
+        /// A file holding the access token (one trailing newline is ignored).
+        #[arg(long)]
+        token: PathBuf,
     },
     /// Run the embedded default: gateway, development issuer and demo MCP server.
     Dev,
@@ -160,6 +172,15 @@ fn main() -> ExitCode {
             list,
         }),
         Command::Schema => cli::schema::run(),
+        Command::Doctor {
+            config,
+            route,
+            token,
+        } => cli::doctor::run(cli::doctor::Args {
+            config,
+            route,
+            token_file: token,
+        }),
         Command::Dev => {
             init_logging(cli.log_format);
             cli::dev::run()

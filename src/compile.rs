@@ -150,17 +150,60 @@ pub fn is_loopback_url(u: &url::Url) -> bool {
     }
 }
 
+/// Parse a URL the config names (`what`: the setting). A value without `scheme://` (`127.0.0.1:9000`,
+/// `idp.example.com/realms/x`) is refused with the URL to write instead, with `scheme`.
+pub fn parse_url(what: &str, s: &str, scheme: &str) -> Result<url::Url, String> {
+    if !s.contains("://") {
+        let bare = s.trim_start_matches('/');
+        return Err(format!(
+            "{what} {s:?} is not a URL: write {scheme}://{bare}"
+        ));
+    }
+    url::Url::parse(s).map_err(|e| format!("{what} {s:?}: {e}"))
+}
+
 /// A URL the gateway fetches from (issuer, JWKS, introspection): https, or plain http on
 /// loopback only.
 pub fn check_fetch_url(what: &str, s: &str) -> Result<(), String> {
-    let u = url::Url::parse(s).map_err(|e| format!("{what} {s:?}: {e}"))?;
+    let u = parse_url(what, s, "https")?;
     match u.scheme() {
         "https" => Ok(()),
         "http" if is_loopback_url(&u) => Ok(()),
         "http" => Err(format!(
-            "{what} {s:?}: must be https (plain http is allowed only for loopback hosts)"
+            "{what} {s:?}: must be https (plain http is allowed only for loopback hosts): write {}",
+            s.replacen("http://", "https://", 1)
         )),
-        other => Err(format!("{what} {s:?}: unsupported scheme {other}")),
+        other => Err(format!(
+            "{what} {s:?}: unsupported scheme {other} (write https://)"
+        )),
+    }
+}
+
+/// The candidate closest to `word`, when it is close enough to be a likely typo.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let lower = word.to_ascii_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| {
+            let d = strsim::osa_distance(&lower, &c.to_ascii_lowercase());
+            (d, c)
+        })
+        .filter(|(d, c)| {
+            // A third of the longer word, at least one edit, at most three.
+            let limit = (word.len().max(c.len()) / 3).clamp(1, 3);
+            *d <= limit
+        })
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// `names` for a message: `"a", "b"`, or `none` when empty.
+pub fn list_names<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let v: Vec<String> = names.into_iter().map(|n| format!("{n:?}")).collect();
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.join(", ")
     }
 }
 

@@ -42,6 +42,7 @@ use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::compile::{At, CompileError};
@@ -52,7 +53,7 @@ use crate::metrics;
 // ---------------------------------------------------------------------------------------------
 
 /// `limits`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileLimits {
     #[serde(default = "default_max_header_bytes")]

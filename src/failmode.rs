@@ -3,10 +3,11 @@
 //!
 //! Bottom layer: it imports nothing of ours.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// What a feature does when Redis cannot answer.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FailMode {
     /// Refuse what cannot be checked (503).

@@ -23,6 +23,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use pingora_http::RequestHeader;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::compile::CompileError;
@@ -189,7 +190,7 @@ fn is_safe(b: u8) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 /// A route's `identity_headers`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct FileIdentityHeaders {
     pub subject: Option<String>,

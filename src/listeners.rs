@@ -18,6 +18,7 @@ use std::sync::Arc;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::compile::{check_socket_addr, relative_to, strip_one_newline, At, CompileError};
@@ -27,7 +28,7 @@ use crate::compile::{check_socket_addr, relative_to, strip_one_newline, At, Comp
 // ---------------------------------------------------------------------------------------------
 
 /// `listen`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileListen {
     pub address: String,
@@ -37,7 +38,7 @@ pub struct FileListen {
 }
 
 /// `listen.tls`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileTls {
     pub cert: PathBuf,
@@ -45,7 +46,7 @@ pub struct FileTls {
 }
 
 /// `admin`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileAdmin {
     pub address: String,
@@ -54,7 +55,7 @@ pub struct FileAdmin {
 }
 
 /// `shutdown`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileShutdown {
     #[serde(default = "default_grace")]
@@ -230,11 +231,25 @@ fn load_admin_token(file: PathBuf) -> Result<AdminToken, String> {
 }
 
 fn parse_public_url(s: &str) -> Result<PublicUrl, String> {
-    let u = url::Url::parse(s).map_err(|e| format!("listen.public_url {s:?}: {e}"))?;
-    if u.scheme() != "https" && u.scheme() != "http" {
-        return Err(format!(
-            "listen.public_url {s:?}: scheme must be http or https"
-        ));
+    let u = crate::compile::parse_url("listen.public_url", s, "https")?;
+    match u.scheme() {
+        "https" => {}
+        // Like an issuer: clients send their tokens to this origin, so plain http only
+        // where nothing leaves the machine.
+        "http" if crate::compile::is_loopback_url(&u) => {}
+        "http" => {
+            return Err(format!(
+                "listen.public_url {s:?}: must be https (plain http is allowed only for \
+                 loopback hosts; with TLS terminated in front of the gateway, the public URL \
+                 is still https): write {}",
+                s.replacen("http://", "https://", 1)
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "listen.public_url {s:?}: scheme must be http or https"
+            ))
+        }
     }
     if u.path() != "/" || u.query().is_some() || u.fragment().is_some() {
         return Err(format!(

@@ -1,4 +1,4 @@
-//! The `mcpgate` command: `run`, `check`, `dev`, `hash-key`, `revoke`. Parses arguments,
+//! The `mcpgate` command: `run`, `check`, `doctor`, `dev`, `schema`, `hash-key`, `revoke`. Parses arguments,
 //! sets up logging and dispatches to `mcpgate::server::run` or `mcpgate::cli`. No logic
 //! lives here.
 
@@ -47,9 +47,28 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// Then fetch each issuer's metadata, key set and introspection endpoint, and
+        /// report the precise cause of each failure (DNS, connect, TLS, HTTP status, JSON,
+        /// issuer mismatch, no usable key).
+        #[arg(long)]
+        online: bool,
+    },
+    /// Explain, check by check, why a token would be accepted or refused on a route
+    /// (never printing the token); exit 0 when accepted, 1 when refused.
+    Doctor {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The route's `name`.
+        #[arg(long)]
+        route: String,
+        /// A file holding the access token (one trailing newline is ignored).
+        #[arg(long)]
+        token: PathBuf,
     },
     /// Run the embedded default: gateway, development issuer and demo MCP server.
     Dev,
+    /// Print the JSON Schema of the config file (generated from the types the parser uses).
+    Schema,
     /// Read an API key on stdin (one trailing newline is stripped) and print the key
     /// file entry to paste under `keys:`. The key itself is never printed or stored.
     HashKey {
@@ -113,7 +132,7 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => cli::check::run(&config),
+        Command::Check { config, online } => cli::check::run(&config, online),
         Command::Run { config } => {
             init_logging(cli.log_format);
             mcpgate::server::run(&config)
@@ -151,6 +170,16 @@ fn main() -> ExitCode {
             expires_in,
             reason,
             list,
+        }),
+        Command::Schema => cli::schema::run(),
+        Command::Doctor {
+            config,
+            route,
+            token,
+        } => cli::doctor::run(cli::doctor::Args {
+            config,
+            route,
+            token_file: token,
         }),
         Command::Dev => {
             init_logging(cli.log_format);

@@ -20,6 +20,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::compile::{relative_to, strip_one_newline, CompileError};
@@ -41,7 +42,7 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
 const LOUD_LOG_EVERY_MS: u64 = 10_000;
 
 /// `state`: what replicas share, and what happens when the shared store is unreachable.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileState {
     pub redis: Option<FileRedis>,
@@ -51,7 +52,7 @@ pub struct FileState {
     pub revocations: FileRevocations,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileRedis {
     /// `redis://[user:password@]host[:port][/db]` or `rediss://` (TLS).
@@ -97,13 +98,13 @@ fn default_breaker_open_ms() -> u64 {
     1000
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileStateFeature {
     pub fail: Option<FailMode>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileRevocations {
     pub fail: Option<FailMode>,

@@ -14,6 +14,7 @@ use std::time::Duration;
 use moka::future::Cache;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::compile::{relative_to, CompileError};
@@ -26,7 +27,7 @@ const RESOLVE_TTL: Duration = Duration::from_secs(30);
 const RESOLVE_CACHE_ENTRIES: u64 = 1024;
 
 /// A route's `upstream_tls`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileUpstreamTls {
     /// PEM CA certificates that verify the upstream (instead of the system roots).
@@ -106,7 +107,7 @@ impl Upstream {
     }
 
     pub fn parse(s: &str) -> Result<Upstream, String> {
-        let u = url::Url::parse(s).map_err(|e| format!("upstream {s:?}: {e}"))?;
+        let u = crate::compile::parse_url("upstream", s, "http")?;
         let tls = match u.scheme() {
             "http" => false,
             "https" => true,

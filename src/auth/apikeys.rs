@@ -17,6 +17,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use http::{HeaderName, HeaderValue};
 use pingora_http::ResponseHeader;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -30,7 +31,7 @@ use crate::respond::set_header;
 pub const DEFAULT_HEADER: &str = "X-API-Key";
 
 /// `api_keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileApiKeys {
     /// The key file (hashed entries), relative to the config file.

@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::auth::issuer::{Fingerprint, IssuerConfig};
@@ -24,7 +25,7 @@ use crate::principal::{Principal, TokenHash};
 use crate::scope::ScopeSet;
 
 /// `token_cache`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileTokenCache {
     #[serde(default = "default_cache_entries")]

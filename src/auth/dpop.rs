@@ -22,6 +22,7 @@ use aws_lc_rs::hmac;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use moka::sync::Cache;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -36,7 +37,7 @@ use crate::principal::Principal;
 // ---------------------------------------------------------------------------------------------
 
 /// DPoP proof settings shared by every route (RFC 9449).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileDpop {
     /// Proof algorithms accepted (asymmetric only).
@@ -79,7 +80,7 @@ fn default_replay_entries() -> u64 {
 }
 
 /// Whether a route accepts DPoP-bound tokens.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum DpopMode {
     /// Only Bearer tokens; the DPoP scheme is refused and never advertised.

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -40,7 +41,7 @@ const MAX_BODY: usize = 64 * 1024;
 const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
 
 /// A secret from the config: never printed.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -57,7 +58,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// How the gateway authenticates to the introspection endpoint (RFC 7662 §2.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuth {
     /// HTTP Basic with the form-encoded client id and secret (RFC 6749 §2.3.1).
@@ -87,7 +88,7 @@ pub struct IntrospectionConfig {
 }
 
 /// An issuer's `introspection` block.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileIntrospection {
     /// Default: the `introspection_endpoint` of the issuer's metadata.
@@ -152,6 +153,8 @@ pub struct Issuer {
     pub issuer: Arc<str>,
     pub clock_skew: u64,
     pub config: IntrospectionConfig,
+    /// The issuer's `ca_file`: the CA its endpoints are verified with.
+    pub ca: Option<crate::background::TrustRoots>,
 }
 
 /// Validate the `introspection` block of an issuer.
@@ -315,6 +318,8 @@ pub struct Introspector {
     pub issuer: Issuer,
     capacity: u64,
     fetcher: Arc<Fetcher>,
+    /// The HTTP client of this issuer (its `ca_file`, or the shared one).
+    client: reqwest::Client,
     endpoint: tokio::sync::OnceCell<String>,
     /// Milliseconds since `epoch` of the last failed discovery (`u64::MAX`: none).
     discovery_failed_ms: AtomicU64,
@@ -338,6 +343,7 @@ impl Introspector {
         Arc::new(Introspector {
             budget: Bucket::new(config.max_calls_per_second, config.burst, Instant::now()),
             breaker: crate::store::Breaker::new(config.breaker_failures, config.breaker_open),
+            client: fetcher.client_for(issuer.ca.as_ref()),
             issuer,
             capacity,
             fetcher,
@@ -434,7 +440,7 @@ impl Introspector {
         let started = Instant::now();
         let result = match self.endpoint().await {
             Ok(endpoint) => {
-                let client = self.fetcher.client();
+                let client = self.client.clone();
                 let config = self.issuer.config.clone();
                 self.fetcher
                     .run(post(client, endpoint, config, token))
@@ -505,7 +511,7 @@ impl Introspector {
                 "failed recently; not retrying yet".into(),
             ));
         }
-        let client = self.fetcher.client();
+        let client = self.client.clone();
         let issuer = self.issuer.issuer.clone();
         let found = self
             .endpoint
@@ -535,7 +541,7 @@ impl Introspector {
 }
 
 /// POST the token; returns the status and (capped) body.
-async fn post(
+pub async fn post(
     client: reqwest::Client,
     endpoint: String,
     config: IntrospectionConfig,
@@ -596,8 +602,8 @@ fn transport(e: reqwest::Error) -> Failure {
     if e.is_timeout() {
         Failure::Timeout
     } else {
-        // Without the URL: it is in the config, and the error chain is enough.
-        Failure::Transport(e.without_url().to_string())
+        // Without the URL: it is in the config; the cause by kind (DNS, connect, TLS).
+        Failure::Transport(crate::background::describe(&e))
     }
 }
 

@@ -7,18 +7,21 @@
 //! reuses an old verdict.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::auth::introspect;
-use crate::auth::jwt::Algorithm;
+use crate::auth::jwt::{Algorithm, ScopeClaim};
 use crate::auth::AuthMode;
-use crate::compile::{check_fetch_url, CompileError};
+use crate::background::TrustRoots;
+use crate::compile::{check_fetch_url, relative_to, CompileError};
 
 /// One entry of `issuers`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileIssuer {
     pub name: String,
@@ -38,10 +41,15 @@ pub struct FileIssuer {
     pub token_format: TokenFormat,
     /// RFC 7662 introspection of opaque tokens.
     pub introspection: Option<introspect::FileIntrospection>,
+    /// The JWT claims that carry the token's scopes (default `[scope, scp]`).
+    pub scope_claims: Option<Vec<ScopeClaim>>,
+    /// PEM CA certificates that verify the issuer's discovery, JWKS and introspection
+    /// endpoints instead of the system roots (relative to the config file).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How an issuer's access tokens are validated.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenFormat {
     /// JWTs are verified with the issuer's keys; other tokens are introspected when the
@@ -80,6 +88,10 @@ pub struct IssuerConfig {
     pub max_stale: Duration,
     pub token_format: TokenFormat,
     pub introspection: Option<introspect::IntrospectionConfig>,
+    /// The claims a JWT's scopes are read from, in this order.
+    pub scope_claims: Vec<ScopeClaim>,
+    /// The CA that verifies this issuer's endpoints (`ca_file`), instead of the system roots.
+    pub ca: Option<TrustRoots>,
 }
 
 impl IssuerConfig {
@@ -113,6 +125,7 @@ impl IssuerConfig {
             issuer: self.issuer.clone(),
             clock_skew: self.clock_skew,
             config: self.introspection.clone()?,
+            ca: self.ca.clone(),
         })
     }
 }
@@ -123,17 +136,21 @@ pub type NameIndex = HashMap<String, usize>;
 /// Check and compile `issuers`: every entry, and that names are unique. Returns the entries
 /// and the index of each name.
 pub fn compile(
+    config_file: &str,
     entries: Vec<FileIssuer>,
 ) -> Result<(Vec<Arc<IssuerConfig>>, NameIndex), CompileError> {
     let mut issuers = Vec::new();
     let mut index = HashMap::new();
     for (i, fi) in entries.into_iter().enumerate() {
         let at = format!("issuers[{i}]");
-        let ic = compile_issuer(fi).map_err(|e| CompileError::new(&at, e))?;
-        if index.insert(ic.name.to_string(), i).is_some() {
+        let ic = compile_issuer(config_file, fi).map_err(|e| e.within(&at))?;
+        if let Some(first) = index.insert(ic.name.to_string(), i) {
             return Err(CompileError::new(
                 format!("{at}.name"),
-                format!("issuer name {:?} is used twice", ic.name),
+                format!(
+                    "issuer name {:?} is already the name of issuers[{first}]",
+                    ic.name
+                ),
             ));
         }
         issuers.push(Arc::new(ic));
@@ -141,53 +158,99 @@ pub fn compile(
     Ok((issuers, index))
 }
 
-fn compile_issuer(fi: FileIssuer) -> Result<IssuerConfig, String> {
-    let ctx = |e: String| format!("issuer {:?}: {e}", fi.name);
+fn compile_issuer(config_file: &str, fi: FileIssuer) -> Result<IssuerConfig, CompileError> {
+    let name = fi.name.clone();
+    let bad = |field: &str, e: String| CompileError::new(field, format!("issuer {name:?}: {e}"));
     if fi.name.is_empty() {
-        return Err("issuer name must not be empty".into());
+        return Err(CompileError::new("name", "issuer name must not be empty"));
     }
-    check_fetch_url("issuer", &fi.issuer).map_err(ctx)?;
+    check_fetch_url("issuer", &fi.issuer).map_err(|e| bad("issuer", e))?;
     if let Some(j) = &fi.jwks_uri {
-        check_fetch_url("jwks_uri", j).map_err(ctx)?;
+        check_fetch_url("jwks_uri", j).map_err(|e| bad("jwks_uri", e))?;
     }
     let algorithms = match &fi.algorithms {
         None => Algorithm::DEFAULT.to_vec(),
-        Some(list) if list.is_empty() => return Err(ctx("algorithms must not be empty".into())),
+        Some(list) if list.is_empty() => {
+            return Err(bad("algorithms", "algorithms must not be empty".into()))
+        }
         Some(list) => list
             .iter()
-            .map(|a| {
+            .enumerate()
+            .map(|(j, a)| {
                 Algorithm::parse(a).ok_or_else(|| {
-                    ctx(format!(
-                        "algorithm {a:?} is not allowed (allowed: {}; never none or HS*)",
-                        Algorithm::ALL
-                            .iter()
-                            .map(|a| a.name())
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    ))
+                    bad(
+                        &format!("algorithms[{j}]"),
+                        format!(
+                            "algorithm {a:?} is not allowed (allowed: {}; never none or HS*)",
+                            Algorithm::ALL
+                                .iter()
+                                .map(|a| a.name())
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        ),
+                    )
                 })
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
     if fi.jwks_refresh_seconds < 10 {
-        return Err(ctx("jwks_refresh_seconds must be at least 10".into()));
+        return Err(bad(
+            "jwks_refresh_seconds",
+            "jwks_refresh_seconds must be at least 10".into(),
+        ));
     }
     if fi.jwks_max_stale_seconds < fi.jwks_refresh_seconds {
-        return Err(ctx(
+        return Err(bad(
+            "jwks_max_stale_seconds",
             "jwks_max_stale_seconds must be at least jwks_refresh_seconds".into(),
         ));
     }
     if fi.clock_skew_seconds > 600 {
-        return Err(ctx("clock_skew_seconds must be at most 600".into()));
+        return Err(bad(
+            "clock_skew_seconds",
+            "clock_skew_seconds must be at most 600".into(),
+        ));
     }
     let introspection = fi
         .introspection
         .map(introspect::compile)
         .transpose()
-        .map_err(ctx)?;
+        .map_err(|e| bad("introspection", e))?;
     if fi.token_format == TokenFormat::Opaque && introspection.is_none() {
-        return Err(ctx(
-            "token_format: opaque needs an introspection block".into()
+        return Err(bad(
+            "token_format",
+            "token_format: opaque needs an introspection block".into(),
+        ));
+    }
+    let scope_claims = match fi.scope_claims {
+        None => ScopeClaim::DEFAULT.to_vec(),
+        Some(list) if list.is_empty() => {
+            return Err(bad(
+                "scope_claims",
+                "scope_claims must name at least one claim (scope, scp, roles)".into(),
+            ))
+        }
+        Some(list) => {
+            for (j, c) in list.iter().enumerate() {
+                if list[..j].contains(c) {
+                    return Err(bad(
+                        &format!("scope_claims[{j}]"),
+                        format!("scope_claims names {} twice", c.name()),
+                    ));
+                }
+            }
+            list
+        }
+    };
+    let ca = fi
+        .ca_file
+        .map(|p| TrustRoots::load(relative_to(config_file, p)))
+        .transpose()
+        .map_err(|e| bad("ca_file", format!("ca_file {e}")))?;
+    if ca.is_some() && !fi.issuer.starts_with("https://") {
+        return Err(bad(
+            "ca_file",
+            "ca_file needs an https issuer (it verifies the issuer's TLS certificate)".into(),
         ));
     }
     let mut ic = IssuerConfig {
@@ -202,6 +265,8 @@ fn compile_issuer(fi: FileIssuer) -> Result<IssuerConfig, String> {
         max_stale: Duration::from_secs(fi.jwks_max_stale_seconds),
         token_format: fi.token_format,
         introspection,
+        scope_claims,
+        ca,
     };
     ic.fingerprint = ic.verdict_fingerprint();
     Ok(ic)

@@ -60,12 +60,16 @@ pub struct IssuerKeys {
     epoch: Instant,
     started: AtomicBool,
     fetcher: Arc<Fetcher>,
+    /// The HTTP client of this issuer (its `ca_file`, or the shared one).
+    client: reqwest::Client,
 }
 
 impl IssuerKeys {
     pub fn new(config: Arc<IssuerConfig>, fetcher: Arc<Fetcher>) -> Arc<IssuerKeys> {
         let jwks_uri = config.jwks_uri.clone().map(Arc::new);
+        let client = fetcher.client_for(config.ca.as_ref());
         Arc::new(IssuerKeys {
+            client,
             config,
             current: ArcSwapOption::new(None),
             jwks_uri: ArcSwapOption::new(jwks_uri),
@@ -166,24 +170,16 @@ impl IssuerKeys {
     }
 
     async fn fetch(&self) -> Result<(Vec<VerifyKey>, Vec<String>, Option<u64>), String> {
-        let client = self.fetcher.client();
+        let client = &self.client;
         let uri = match self.jwks_uri.load_full() {
             Some(u) => u,
             None => {
-                let u = Arc::new(discover_jwks_uri(&client, &self.config.issuer).await?);
+                let u = Arc::new(discover_jwks_uri(client, &self.config.issuer).await?);
                 self.jwks_uri.store(Some(u.clone()));
                 u
             }
         };
-        let (body, max_age) = get_json(&client, &uri).await?;
-        let (keys, skipped) = parse_jwks(&body, &self.config.algorithms)?;
-        if keys.is_empty() {
-            return Err(format!(
-                "JWKS at {uri} has no usable signing key ({})",
-                skipped.join("; ")
-            ));
-        }
-        Ok((keys, skipped, max_age))
+        fetch_key_set(client, &uri, &self.config.algorithms).await
     }
 
     pub fn is_started(&self) -> bool {
@@ -231,6 +227,29 @@ impl IssuerKeys {
     pub fn key_count(&self) -> usize {
         self.current.load().as_ref().map_or(0, |s| s.keys.len())
     }
+}
+
+/// GET and parse a key set: the keys usable with `algorithms`, why the others were
+/// skipped, and the response's `max-age`. A set without one usable key is an error.
+/// (`mcpgate check --online` calls this too.)
+pub async fn fetch_key_set(
+    client: &reqwest::Client,
+    uri: &str,
+    algorithms: &[crate::auth::jwt::Algorithm],
+) -> Result<(Vec<VerifyKey>, Vec<String>, Option<u64>), String> {
+    let (body, max_age) = get_json(client, uri).await?;
+    let (keys, skipped) = parse_jwks(&body, algorithms).map_err(|e| format!("{uri}: {e}"))?;
+    if keys.is_empty() {
+        return Err(format!(
+            "JWKS at {uri} has no usable signing key ({})",
+            if skipped.is_empty() {
+                "the key set is empty".to_string()
+            } else {
+                skipped.join("; ")
+            }
+        ));
+    }
+    Ok((keys, skipped, max_age))
 }
 
 /// RFC 8414 §3 metadata URL (path insertion), then OIDC discovery. The document's

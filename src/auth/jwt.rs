@@ -14,6 +14,7 @@
 use aws_lc_rs::signature::{self, ParsedPublicKey, VerificationAlgorithm};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use schemars::JsonSchema;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
@@ -395,7 +396,34 @@ pub struct RawClaims {
     pub azp: Option<String>,
     pub scope: Option<String>,
     pub scp: Option<ScpClaim>,
+    /// Read only when the issuer's `scope_claims` names it (its shape varies by IdP).
+    pub roles: Option<serde_json::Value>,
     pub cnf: Option<serde_json::Value>,
+}
+
+/// A JWT claim that carries scopes.
+#[derive(Debug, Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeClaim {
+    /// `scope`: one space-delimited string (RFC 9068, RFC 8693).
+    Scope,
+    /// `scp`: a space-delimited string (Entra delegated tokens) or an array of strings (Okta).
+    Scp,
+    /// `roles`: an array of strings (Entra app-only tokens: the application roles granted).
+    Roles,
+}
+
+impl ScopeClaim {
+    /// The default: `scope`, then `scp`.
+    pub const DEFAULT: [ScopeClaim; 2] = [ScopeClaim::Scope, ScopeClaim::Scp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ScopeClaim::Scope => "scope",
+            ScopeClaim::Scp => "scp",
+            ScopeClaim::Roles => "roles",
+        }
+    }
 }
 
 /// `scp` is an array of strings (Okta) or one space-separated string (Entra).

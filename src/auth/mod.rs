@@ -32,10 +32,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::HeaderName;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::background::Fetcher;
-use crate::compile::CompileError;
+use crate::compile::{closest, list_names, CompileError};
 use crate::error::Refusal;
 use crate::principal::{Principal, TokenHash};
 use crate::scope::{check_scope_token, Hierarchy, RequiredScope};
@@ -46,7 +47,7 @@ use jwks::IssuerKeys;
 pub use token::Authenticator;
 
 /// A route's `auth`: which credentials it takes.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMode {
     #[default]
@@ -124,11 +125,20 @@ impl RouteAuth {
         let issuers: Vec<usize> = match issuer_names {
             Some(list) => list
                 .iter()
-                .map(|n| {
+                .enumerate()
+                .map(|(j, n)| {
                     known.issuer_index.get(n).copied().ok_or_else(|| {
+                        let names = known.issuers.iter().map(|ic| &*ic.name);
+                        let hint = closest(n, names.clone())
+                            .map(|c| format!(" (did you mean {c:?}?)"))
+                            .unwrap_or_default();
                         CompileError::new(
-                            "issuers",
-                            format!("names issuer {n:?}, which is not configured"),
+                            format!("issuers[{j}]"),
+                            format!(
+                                "names issuer {n:?}, which is not configured{hint}; the issuers \
+                                 configured are: {}",
+                                list_names(names)
+                            ),
                         )
                     })
                 })
@@ -142,11 +152,11 @@ impl RouteAuth {
             ));
         }
         let mut required = Vec::new();
-        for s in scopes {
-            check_scope_token(s).map_err(|e| CompileError::new("scopes", e))?;
+        for (j, s) in scopes.iter().enumerate() {
+            check_scope_token(s).map_err(|e| CompileError::new(format!("scopes[{j}]"), e))?;
             if s == "offline_access" {
                 return Err(CompileError::new(
-                    "scopes",
+                    format!("scopes[{j}]"),
                     "offline_access cannot be a required scope",
                 ));
             }
@@ -217,6 +227,7 @@ fn same_key_source(a: &IssuerConfig, b: &IssuerConfig) -> bool {
         && a.algorithms == b.algorithms
         && a.refresh == b.refresh
         && a.max_stale == b.max_stale
+        && a.ca == b.ca
 }
 
 impl Issuers {

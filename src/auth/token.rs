@@ -284,16 +284,7 @@ impl Authenticator {
                 "token lacks a claim RFC 9068 requires (sub, client_id, iat, jti)",
             ));
         }
-        let scp: Vec<&str> = match &c.scp {
-            Some(jwt::ScpClaim::One(s)) => vec![s.as_str()],
-            Some(jwt::ScpClaim::Many(v)) => v
-                .iter()
-                .filter(|s| !s.contains(' '))
-                .map(String::as_str)
-                .collect(),
-            None => Vec::new(),
-        };
-        let scopes = crate::scope::merge(c.scope.as_deref().into_iter().chain(scp));
+        let scopes = crate::scope::merge(scope_claims(c, &issuer.scope_claims).map_err(invalid)?);
         let cnf_jkt = jwt::cnf_jkt(c.cnf.as_ref()).map_err(invalid)?;
         let (scopes, client_id, audiences) = self.cache.intern(&scopes, client_id, &audiences);
         Ok(Principal {
@@ -319,6 +310,48 @@ impl Authenticator {
     pub fn cached_tokens(&self) -> u64 {
         self.cache.len()
     }
+}
+
+/// The scope strings of a token, from the claims its issuer's `scope_claims` names, in that
+/// order: `scope` (a space-delimited string), `scp` (the same, or an array), `roles` (an
+/// array). Array members that are not one scope token (a space inside) are left out; a
+/// `roles` claim that is not an array of strings refuses the token, since the issuer was
+/// said to carry scopes in it.
+pub fn scope_claims<'c>(
+    c: &'c jwt::RawClaims,
+    claims: &[jwt::ScopeClaim],
+) -> Result<Vec<&'c str>, TokenError> {
+    let mut out = Vec::new();
+    for claim in claims {
+        match claim {
+            jwt::ScopeClaim::Scope => out.extend(c.scope.as_deref()),
+            jwt::ScopeClaim::Scp => match &c.scp {
+                Some(jwt::ScpClaim::One(s)) => out.push(s.as_str()),
+                Some(jwt::ScpClaim::Many(v)) => {
+                    out.extend(v.iter().filter(|s| !s.contains(' ')).map(String::as_str))
+                }
+                None => {}
+            },
+            jwt::ScopeClaim::Roles => match &c.roles {
+                None => {}
+                Some(serde_json::Value::Array(v)) => {
+                    for r in v {
+                        match r {
+                            serde_json::Value::String(s) if !s.contains(' ') => out.push(s),
+                            serde_json::Value::String(_) => {}
+                            _ => {
+                                return Err(TokenError(
+                                    "token roles claim is not an array of strings",
+                                ))
+                            }
+                        }
+                    }
+                }
+                Some(_) => return Err(TokenError("token roles claim is not an array of strings")),
+            },
+        }
+    }
+    Ok(out)
 }
 
 /// The signature against the entry's current keys, with one single-flight refetch for a

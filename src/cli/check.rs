@@ -1,5 +1,5 @@
 //! `mcpgate check`: exactly the validation `mcpgate run` does, then a summary; errors as
-//! `FILE:LINE:COLUMN: reason`.
+//! `FILE:LINE:COLUMN: reason`. With `--online`, then asks each issuer (see [`super::online`]).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -7,13 +7,16 @@ use std::process::ExitCode;
 use crate::config::Config;
 
 /// Validate the config at `path`, print its summary and warnings (stdout) or the error
-/// (stderr).
-pub fn run(path: &Path) -> ExitCode {
+/// (stderr); with `online`, then check each issuer's endpoints.
+pub fn run(path: &Path, online: bool) -> ExitCode {
     match Config::load(path) {
         Ok(c) => {
             print!("{}", c.summary());
             for w in crate::config::case_warnings(&c.routes) {
                 println!("  warning: {w}");
+            }
+            if online && !super::online::run(&c) {
+                return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
         }

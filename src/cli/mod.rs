@@ -1,8 +1,11 @@
 //! The subcommands of `mcpgate` other than serving, each a plain function `main.rs` calls:
-//! [`check`], [`dev`] (the embedded default with a development issuer and a demo MCP
+//! [`check`] (and its [`online`] checks), [`doctor`], [`schema`], [`dev`] (the embedded default with a development issuer and a demo MCP
 //! server), [`hash_key`] and [`revoke`] (a client of the admin listener).
 
 pub mod check;
 pub mod dev;
+pub mod doctor;
 pub mod hash_key;
+pub mod online;
 pub mod revoke;
+pub mod schema;

@@ -9,7 +9,9 @@
 //! YAML path of the setting for a refused value, in `at`, for a later line lookup). The hot
 //! path never touches raw YAML. No domain module imports this one.
 
+mod locate;
 mod route;
+pub mod schema;
 mod summary;
 
 use std::collections::BTreeMap;
@@ -17,6 +19,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::auth::apikeys::{FileApiKeys, KeyStore};
@@ -74,6 +77,22 @@ impl ConfigError {
     }
 }
 
+impl ConfigError {
+    /// The error with the line and column of its YAML path (`at`) in the file's text: the
+    /// text as written, or as expanded when `${...}` made the written one unparsable.
+    fn in_text(mut self, name: &str, text: &str, expanded: &str) -> Self {
+        if self.line.is_some() || self.file != name {
+            return self;
+        }
+        let spans = locate::Spans::parse(text).or_else(|| locate::Spans::parse(expanded));
+        if let Some((line, column)) = spans.and_then(|s| s.find(&self.at)) {
+            self.line = Some(line);
+            self.column = Some(column);
+        }
+        self
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.line, self.column) {
@@ -87,7 +106,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// The file: exactly the YAML keys, each section's type owned by its module.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: FileListen,
@@ -156,10 +175,10 @@ impl Config {
             ConfigError {
                 line,
                 column,
-                ..ConfigError::new(name, reason)
+                ..ConfigError::new(name, locate::did_you_mean(&reason))
             }
         })?;
-        Config::compile(name, file)
+        Config::compile(name, file).map_err(|e| e.in_text(name, text, &expanded))
     }
 
     /// Hand each section to its owner and assemble the compiled config.
@@ -180,7 +199,8 @@ impl Config {
             state.redis.is_some(),
         )
         .map_err(loc)?;
-        let (issuers, issuer_index) = crate::auth::issuer::compile(file.issuers).map_err(loc)?;
+        let (issuers, issuer_index) =
+            crate::auth::issuer::compile(name, file.issuers).map_err(loc)?;
         let api_keys = file
             .api_keys
             .map(|k| crate::auth::apikeys::compile(name, k))
@@ -240,6 +260,11 @@ impl Config {
         if let Some(t) = &self.listeners.admin_token {
             v.push(t.file.clone());
         }
+        v.extend(
+            self.issuers
+                .iter()
+                .filter_map(|i| Some(i.ca.as_ref()?.file.clone())),
+        );
         for r in &self.routes {
             v.extend(r.files().cloned());
         }
@@ -554,6 +579,138 @@ routes:
         assert!(t.matches("0123456789abcdef-admin"));
         assert!(!t.matches("0123456789abcdef-admin\n"));
         assert!(!t.matches("0123456789abcdef-admiN"));
+    }
+
+    /// Bad configs → the exact `FILE:LINE:COLUMN: reason` `mcpgate check` prints: every
+    /// refused value located, unknown names with "did you mean", the other party named,
+    /// URLs with what to write.
+    #[test]
+    fn bad_configs_have_exact_located_messages() {
+        const TWO: &str = r#"listen:
+  address: 127.0.0.1:8080
+  public_url: https://mcp.example.com
+admin:
+  address: 127.0.0.1:9090
+issuers:
+  - name: corp
+    issuer: https://auth.example.com
+  - name: staging
+    issuer: https://staging.example.com
+routes:
+  - name: mcp
+    path_prefix: /mcp
+    upstream: http://127.0.0.1:3001
+    scopes: [mcp:read]
+  - name: files
+    path_prefix: /files
+    upstream: http://127.0.0.1:3002
+    issuers: [corp]
+"#;
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "issuers: [corp]",
+                "issuers: [staging, crop]",
+                r#"t.yaml:19:24: route "files": names issuer "crop", which is not configured (did you mean "corp"?); the issuers configured are: "corp", "staging""#,
+            ),
+            (
+                "path_prefix: /files",
+                "path_prefix: /MCP",
+                r#"t.yaml:17:18: route "files": path_prefix "/MCP" is already claimed by route "mcp" (on any host, in any letter case)"#,
+            ),
+            (
+                "upstream: http://127.0.0.1:3002",
+                "upstream: 127.0.0.1:3002",
+                r#"t.yaml:18:15: route "files": upstream "127.0.0.1:3002" is not a URL: write http://127.0.0.1:3002"#,
+            ),
+            (
+                "upstream: http://127.0.0.1:3002",
+                "upstream: localhost:3002",
+                r#"t.yaml:18:15: route "files": upstream "localhost:3002" is not a URL: write http://localhost:3002"#,
+            ),
+            (
+                "scopes: [mcp:read]",
+                "scopez: [mcp:read]",
+                "t.yaml:15:5: routes[0]: unknown field `scopez` (did you mean `scopes`?)",
+            ),
+            (
+                "scopes: [mcp:read]",
+                "scopes: [mcp:read, 'a b']",
+                r#"t.yaml:15:24: route "mcp": scope "a b" is not a valid scope token (printable ASCII without space, '"' or '\')"#,
+            ),
+            (
+                "public_url: https://mcp.example.com",
+                "public_url: http://mcp.example.com",
+                r#"t.yaml:3:15: listen.public_url "http://mcp.example.com": must be https (plain http is allowed only for loopback hosts; with TLS terminated in front of the gateway, the public URL is still https): write https://mcp.example.com"#,
+            ),
+            (
+                "issuer: https://staging.example.com",
+                "issuer: http://staging.example.com",
+                r#"t.yaml:10:13: issuer "staging": issuer "http://staging.example.com": must be https (plain http is allowed only for loopback hosts): write https://staging.example.com"#,
+            ),
+            (
+                "  - name: files",
+                "  - name: mcp",
+                r#"t.yaml:16:11: route "mcp": route name "mcp" is already the name of routes[0]"#,
+            ),
+            (
+                "  - name: staging",
+                "  - name: corp",
+                r#"t.yaml:9:11: issuer name "corp" is already the name of issuers[0]"#,
+            ),
+            (
+                "    issuers: [corp]",
+                "    auth: oauht",
+                "t.yaml:19:11: routes[1].auth: unknown variant `oauht` (did you mean `oauth`?)",
+            ),
+            (
+                "admin:",
+                "admn:",
+                "t.yaml:4:1: unknown field `admn` (did you mean `admin`?)",
+            ),
+            (
+                "    issuer: https://auth.example.com",
+                "    issuer: https://auth.example.com\n    scope_claims: [scope, role]",
+                "t.yaml:9:27: issuers[0].scope_claims[1]: unknown variant `role` (did you mean `roles`?)",
+            ),
+            (
+                "    issuer: https://auth.example.com",
+                "    issuer: https://auth.example.com\n    scope_claims: []",
+                r#"t.yaml:9:19: issuer "corp": scope_claims must name at least one claim (scope, scp, roles)"#,
+            ),
+            (
+                "    issuer: https://auth.example.com",
+                "    issuer: https://auth.example.com\n    jwks_uri: auth.example.com/jwks",
+                r#"t.yaml:9:15: issuer "corp": jwks_uri "auth.example.com/jwks" is not a URL: write https://auth.example.com/jwks"#,
+            ),
+            (
+                "  address: 127.0.0.1:9090",
+                "  address: 127.0.0.1:8080",
+                "t.yaml:5:12: admin.address must differ from listen.address: the admin listener is never public",
+            ),
+            (
+                "upstream: http://127.0.0.1:3001",
+                "upstream: http://127.0.0.1:3001/mcp",
+                r#"t.yaml:14:15: route "mcp": upstream "http://127.0.0.1:3001/mcp": must be an origin with no path (use rewrite_prefix to change paths)"#,
+            ),
+            (
+                "routes:",
+                "scope_hierarchy: {a: [b], b: [a]}\nroutes:",
+                r#"t.yaml:11:18: scope_hierarchy has a cycle through "b""#,
+            ),
+            // `${...}` in the file: located in the text as written.
+            (
+                "upstream: http://127.0.0.1:3002",
+                "upstream: ${MCPGATE_TEST_LOCATE_UPSTREAM}",
+                r#"t.yaml:18:15: route "files": upstream "example.com" is not a URL: write http://example.com"#,
+            ),
+        ];
+        std::env::set_var("MCPGATE_TEST_LOCATE_UPSTREAM", "example.com");
+        for (from, to, want) in cases {
+            assert!(TWO.contains(from), "{from}");
+            let text = TWO.replacen(from, to, 1);
+            let e = Config::from_yaml("t.yaml", &text).unwrap_err();
+            assert_eq!(e.to_string(), *want, "{from} -> {to}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::auth::apikeys::{Deprecation, KeyStore};
@@ -35,7 +36,7 @@ use crate::upstream_auth::{self, FileUpstreamAuth, UpstreamAuth};
 const MAX_STREAM_GRACE_SECONDS: u64 = 86_400;
 
 /// One entry of `routes`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileRoute {
     pub name: String,
@@ -70,10 +71,13 @@ pub struct FileRoute {
     /// RFC 3339: when API keys on this route stop working (`Sunset` header).
     pub api_key_sunset: Option<String>,
     /// Glob on the tool name → extra scopes for `tools/call` (in file order).
+    #[schemars(with = "Option<std::collections::BTreeMap<String, Vec<String>>>")]
     pub tools: Option<serde_yaml::Mapping>,
     /// Glob on the URI → extra scopes for `resources/read`.
+    #[schemars(with = "Option<std::collections::BTreeMap<String, Vec<String>>>")]
     pub resources: Option<serde_yaml::Mapping>,
     /// Glob on the prompt name → extra scopes for `prompts/get`.
+    #[schemars(with = "Option<std::collections::BTreeMap<String, Vec<String>>>")]
     pub prompts: Option<serde_yaml::Mapping>,
     #[serde(default)]
     pub default_tool_policy: DefaultPolicy,
@@ -176,8 +180,8 @@ pub fn compile(
         &fr.audience_aliases,
     )?;
     let mut auth = RouteAuth::compile(fr.auth, fr.issuers.as_deref(), &fr.scopes, &cx.known())?;
-    for s in &fr.scopes_supported {
-        check_scope_token(s).map_err(|e| CompileError::new("scopes_supported", e))?;
+    for (j, s) in fr.scopes_supported.iter().enumerate() {
+        check_scope_token(s).map_err(|e| CompileError::new(format!("scopes_supported[{j}]"), e))?;
     }
     let dpop = RouteDpop::compile(fr.dpop, fr.dpop_nonce)?;
     let mcp = Policy::compile(

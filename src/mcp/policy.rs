@@ -13,6 +13,7 @@ use crate::error::Refusal;
 use crate::mcp::body::{Calls, Op};
 use crate::principal::Principal;
 use crate::scope::{check_scope_token, Hierarchy, RequiredScope};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// One ordered pattern of a tool, resource or prompt policy.
@@ -45,7 +46,7 @@ impl Rule {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DefaultPolicy {
     #[default]

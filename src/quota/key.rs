@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::principal::{AuthMethod, Principal};
 
 /// One part of a limit's `key`.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone, Copy, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyPart {
     /// The token's `iss` (API keys have none).

@@ -58,7 +58,7 @@ const MAX_TOLERANCE_US: u64 = 10 * 366 * 86_400 * 1_000_000;
 // ---------------------------------------------------------------------------------------------
 
 /// One entry of `limits.rate` (or of a route's `limits.rate`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileRate {
     pub name: String,
@@ -78,7 +78,7 @@ pub struct FileRate {
 }
 
 /// `limits.concurrency` (or a route's).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileConcurrency {
     pub streams_per_subject: u32,
@@ -86,7 +86,7 @@ pub struct FileConcurrency {
 
 /// A route's `limits`: its own limits (a name of `limits.rate` overrides that one on this
 /// route) and its own concurrency cap.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileRouteLimits {
     #[serde(default)]

@@ -93,9 +93,11 @@ impl RouteMatch {
 #[derive(Debug, Default)]
 pub struct Table {
     routes: Vec<RouteMatch>,
-    names: HashSet<String>,
-    /// (host, lower-cased prefix): case variants of one prefix would tie.
-    prefixes: HashSet<(Option<String>, String)>,
+    /// Route name → its index.
+    names: HashMap<String, usize>,
+    /// (host, lower-cased prefix) → the route claiming it: case variants of one prefix
+    /// would tie.
+    prefixes: HashMap<(Option<String>, String), String>,
     /// PRM path (path-inserted well-known URL path) → route index.
     metadata: HashMap<(Option<String>, String), usize>,
     /// Hosts with a `root_metadata` route.
@@ -105,22 +107,29 @@ pub struct Table {
 impl Table {
     /// Add route `name` (the next index); refused when its name or prefix is taken.
     pub fn add(&mut self, name: &str, m: RouteMatch) -> Result<usize, CompileError> {
-        if !self.names.insert(name.to_string()) {
-            return Err(CompileError::new("name", "route name is used twice"));
+        if let Some(other) = self.names.get(name) {
+            return Err(CompileError::new(
+                "name",
+                format!("route name {name:?} is already the name of routes[{other}]"),
+            ));
         }
         // Case variants of one prefix would tie: one route per prefix in any case.
-        if !self
-            .prefixes
-            .insert((m.host.clone(), m.path_prefix.to_ascii_lowercase()))
-        {
+        let key = (m.host.clone(), m.path_prefix.to_ascii_lowercase());
+        if let Some(other) = self.prefixes.get(&key) {
+            let host = match &m.host {
+                Some(h) => format!("host {h:?}"),
+                None => "any host".to_string(),
+            };
             return Err(CompileError::new(
                 "path_prefix",
                 format!(
-                    "path_prefix {:?} is already claimed (in some letter case) by another route on the same host",
+                    "path_prefix {:?} is already claimed by route {other:?} (on {host}, in any letter case)",
                     m.path_prefix
                 ),
             ));
         }
+        self.prefixes.insert(key, name.to_string());
+        self.names.insert(name.to_string(), self.routes.len());
         self.routes.push(m);
         Ok(self.routes.len() - 1)
     }
@@ -133,14 +142,17 @@ impl Table {
         root: bool,
     ) -> Result<(), CompileError> {
         let host = self.routes.get(index).and_then(|m| m.host.clone());
-        if self
+        if let Some(other) = self
             .metadata
             .insert((host.clone(), path.to_string()), index)
-            .is_some()
         {
+            let other = self.names.iter().find(|(_, &i)| i == other).map_or_else(
+                || format!("routes[{other}]"),
+                |(n, _)| format!("route {n:?}"),
+            );
             return Err(CompileError::new(
                 "resource",
-                format!("its metadata path {path} is already served for another route"),
+                format!("its metadata path {path} is already served for {other}"),
             ));
         }
         if root && path != metadata::WELL_KNOWN {

@@ -45,7 +45,7 @@ impl std::fmt::Debug for SecretText {
 }
 
 /// How a client secret is presented.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum SecretMethod {
     /// HTTP Basic with the form-encoded client id and secret (RFC 6749 §2.3.1).
@@ -56,7 +56,7 @@ pub enum SecretMethod {
 }
 
 /// `private_key_jwt` as the file gives it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilePrivateKeyJwt {
     /// PEM private key (PKCS#8; PKCS#1 for RSA), relative to the config file.

@@ -57,7 +57,7 @@ pub type Fingerprint = [u8; 16];
 // ---------------------------------------------------------------------------------------------
 
 /// Which credential the upstream receives.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// None: the client's credentials are stripped, nothing is added.
@@ -86,7 +86,7 @@ impl Mode {
 }
 
 /// One string or a list of them.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -103,7 +103,7 @@ impl OneOrMany {
 }
 
 /// What the actor token (the gateway's own, sent as `actor_token`) is requested for.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct FileActorTarget {
     pub audience: Option<OneOrMany>,
@@ -112,7 +112,7 @@ pub struct FileActorTarget {
 }
 
 /// `actor: true`, or the target of the actor token.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum FileActor {
     Flag(bool),
@@ -120,7 +120,7 @@ pub enum FileActor {
 }
 
 /// `subject_token_type` of an exchange.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum SubjectTokenType {
     /// `urn:ietf:params:oauth:token-type:access_token`, whatever its format (RFC 8693 §3;
@@ -134,7 +134,7 @@ pub enum SubjectTokenType {
 
 /// A route's `upstream_auth`. Every field is optional so that one that does not apply to
 /// the mode is an error rather than silently ignored.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct FileUpstreamAuth {
     #[serde(default)]

@@ -453,19 +453,6 @@ print(server.port, flush=True)
 server.serve_forever()
 "#;
 
-/// The Python with Flask: `MCPGATE_TEST_PYTHON`, else the venv `.ci/test` makes
-/// (`tests/gateway/.venv`, from `tests/gateway/requirements.txt`), else `python3`.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("MCPGATE_TEST_PYTHON") {
-        return p.into();
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/gateway/.venv/bin/python");
-    if venv.exists() {
-        return venv;
-    }
-    "python3".into()
-}
-
 struct Flask {
     child: std::process::Child,
     addr: std::net::SocketAddr,
@@ -480,7 +467,7 @@ impl Flask {
         let (app, ran) = (dir.path().join("app.py"), dir.path().join("ran.txt"));
         std::fs::write(&app, FLASK_APP).unwrap();
         std::fs::write(&ran, "").unwrap();
-        let py = python();
+        let py = test_python();
         let mut child = std::process::Command::new(&py)
             .arg(&app)
             .arg(&ran)

@@ -13,13 +13,16 @@
 
 mod apikeys;
 mod challenges;
+mod check_online;
 mod cli;
 mod connections;
+mod doctor;
 mod dpop;
 mod failclosed_request;
 mod failclosed_response;
 mod harness;
 mod introspection;
+mod issuers;
 mod jwks;
 mod jwt;
 mod limits;
@@ -29,6 +32,7 @@ mod paths;
 mod prm;
 mod routing_exact;
 mod scaleout;
+mod schema;
 mod upstream;
 mod upstream_auth;
 mod upstream_tls;

@@ -19,4 +19,4 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
   echo "$want" > "$stamp"
 fi
-"$venv/bin/python" -c 'import flask'
+"$venv/bin/python" -c 'import flask, jsonschema, yaml'

@@ -9,6 +9,9 @@
 /// `/mcp` needs `mcp:read`, `/admin/mcp` needs `admin`, `/open` has `auth: none`; public URL
 /// `https://mcp.example.com` (TLS terminated in front, or `{TLS}`).
 pub const STANDARD: &str = include_str!("../fixtures/standard.yaml");
+/// One issuer found by discovery (no `jwks_uri`), `{ISSUER}`: further lines of its entry,
+/// indented 4 (`scope_claims`, `ca_file`); `/mcp` needs `mcp:read`.
+pub const ISSUER_SETTINGS: &str = include_str!("../fixtures/issuer_settings.yaml");
 /// Legacy API keys: `/mcp` accepts OAuth or keys (sunset announced), `/legacy` keys only,
 /// `/oauth` OAuth only, `/gone` past its sunset. `{KEYS}`: the key file.
 pub const API_KEYS: &str = include_str!("../fixtures/api_keys.yaml");

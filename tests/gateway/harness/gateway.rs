@@ -49,6 +49,20 @@ fn command(args: &[&str]) -> Command {
     c
 }
 
+/// The Python of the integration tests (Flask, jsonschema, PyYAML): `MCPGATE_TEST_PYTHON`,
+/// else the venv `.ci/test` makes (`tests/gateway/.venv`, from
+/// `tests/gateway/requirements.txt`), else `python3`.
+pub fn test_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("MCPGATE_TEST_PYTHON") {
+        return p.into();
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/gateway/.venv/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    "python3".into()
+}
+
 /// Runs `mcpgate <args>` to its end with `stdin`: (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str], stdin: &str) -> (i32, String, String) {
     let mut child = command(args)

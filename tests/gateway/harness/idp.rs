@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 
 use super::http::Request;
 use super::server::{Reply, Server};
+use super::tls::Pki;
 use super::tokens::{attacker_jwks, default_jwks, now, percent_decode, random_hex};
 
 /// The gateway's introspection client id in the fixtures.
@@ -379,10 +380,27 @@ impl MockIdp {
 
     /// Same with an issuer path (e.g. `/tenant`).
     pub fn start_at(issuer_path: &str) -> MockIdp {
+        MockIdp::start_with(issuer_path, None)
+    }
+
+    /// An IdP at `https://127.0.0.1:<port>` presenting a certificate of `pki` (for
+    /// 127.0.0.1), so only a client trusting that CA can fetch from it.
+    pub fn start_tls(pki: &Pki) -> MockIdp {
+        MockIdp::start_with(
+            "",
+            Some(pki.acceptor(
+                "idp",
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            )),
+        )
+    }
+
+    fn start_with(issuer_path: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> MockIdp {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let state = Arc::new(IdpState {
-            issuer: format!("http://{addr}{issuer_path}"),
+            issuer: format!("{scheme}://{addr}{issuer_path}"),
             issuer_path: issuer_path.to_string(),
             jwks: Mutex::new(default_jwks()),
             mode: Mutex::new(IdpMode::Ok),
@@ -399,7 +417,11 @@ impl MockIdp {
             issued: Mutex::default(),
         });
         let st = state.clone();
-        let server = Server::start_on(listener, Arc::new(move |req: &Request| st.handle(req)));
+        let handler: super::server::Handler = Arc::new(move |req: &Request| st.handle(req));
+        let server = match tls {
+            None => Server::start_on(listener, handler),
+            Some(tls) => Server::start_tls_on(listener, handler, tls),
+        };
         MockIdp { server, state }
     }
 

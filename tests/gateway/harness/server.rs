@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use super::http::{header, read_body, read_head, Request};
@@ -134,6 +134,24 @@ impl Server {
 
     /// Serves `handler` on `listener` from the background runtime until dropped.
     pub fn start_on(listener: StdListener, handler: Handler) -> Server {
+        Server::start_with(listener, handler, None)
+    }
+
+    /// The same over TLS: every connection is accepted by `tls` first (a connection whose
+    /// handshake fails is counted, then closed).
+    pub fn start_tls_on(
+        listener: StdListener,
+        handler: Handler,
+        tls: tokio_rustls::TlsAcceptor,
+    ) -> Server {
+        Server::start_with(listener, handler, Some(tls))
+    }
+
+    fn start_with(
+        listener: StdListener,
+        handler: Handler,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Server {
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
         let stats = Arc::new(Stats::default());
@@ -146,10 +164,19 @@ impl Server {
                 };
                 st.accepted.fetch_add(1, Ordering::SeqCst);
                 st.open.fetch_add(1, Ordering::SeqCst);
-                let (handler, st) = (handler.clone(), st.clone());
+                let (handler, st, tls) = (handler.clone(), st.clone(), tls.clone());
                 tokio::spawn(async move {
                     let _open = Open(st.clone());
-                    let _ = serve(stream, handler, &st).await;
+                    match tls {
+                        None => {
+                            let _ = serve(stream, handler, &st).await;
+                        }
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                let _ = serve(stream, handler, &st).await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -206,7 +233,11 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-async fn serve(mut stream: TcpStream, handler: Handler, st: &Stats) -> std::io::Result<()> {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    handler: Handler,
+    st: &Stats,
+) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut counted = |n: usize| {
         st.bytes.fetch_add(n, Ordering::SeqCst);
@@ -295,7 +326,7 @@ async fn serve(mut stream: TcpStream, handler: Handler, st: &Stats) -> std::io::
     }
 }
 
-async fn write_chunk(stream: &mut TcpStream, data: &[u8]) -> std::io::Result<()> {
+async fn write_chunk<S: AsyncWrite + Unpin>(stream: &mut S, data: &[u8]) -> std::io::Result<()> {
     let mut chunk = format!("{:x}\r\n", data.len()).into_bytes();
     chunk.extend_from_slice(data);
     chunk.extend_from_slice(b"\r\n");

@@ -150,6 +150,30 @@ impl Pki {
         )
     }
 
+    /// A TLS acceptor for a mock server presenting a certificate of this CA with the
+    /// X.509 extensions `ext` (e.g. `subjectAltName=IP:127.0.0.1`), under `name`.
+    pub fn acceptor(&self, name: &str, ext: &str) -> tokio_rustls::TlsAcceptor {
+        use rustls_pki_types::pem::PemObject as _;
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let (pem, key) = self.issue(name, ext);
+        let chain = rustls_pki_types::CertificateDer::pem_file_iter(pem)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+        let mut cfg = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+    }
+
+    /// The CA certificate's file (`ca.pem`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
     /// A leaf certificate for the gateway written to `dir` as `cert.pem`/`key.pem`, and the
     /// `tls:` lines of `listen` that name them.
     pub fn gateway_tls(&self, dir: &Path) -> String {

@@ -15,6 +15,7 @@ mod apikeys;
 mod challenges;
 mod cli;
 mod connections;
+mod dev;
 mod dpop;
 mod failclosed_request;
 mod failclosed_response;

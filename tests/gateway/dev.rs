@@ -101,8 +101,12 @@ async fn run_busy_port_is_one_line_and_exit_1() {
 #[tokio::test]
 async fn dev_issuer_serves_before_the_first_key_fetch() {
     let dev = Dev::start(&[]).await;
+    // Log lines reach stderr up to 50 ms after their event.
+    eventually(START_LIMIT, "the JWKS fetch logged", || async {
+        dev.logs().contains("JWKS fetched")
+    })
+    .await;
     let logs = dev.logs();
-    assert!(logs.contains("JWKS fetched"), "{logs}");
     assert!(!logs.contains("JWKS fetch failed"), "{logs}");
     assert!(!logs.contains(" WARN "), "no warning at start:\n{logs}");
     assert!(!logs.contains("panicked"), "{logs}");

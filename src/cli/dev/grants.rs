@@ -34,7 +34,8 @@ const MAX_REDIRECT_URIS: usize = 10;
 /// Longest `client_name` kept.
 const MAX_NAME: usize = 200;
 /// A scope a client may ask for that the issuer grants nothing for: it says "give me a
-/// refresh token", which the issuer does for every authorization code anyway.
+/// refresh token", which the issuer does for every client that registered the
+/// `refresh_token` grant anyway (and for no other).
 const OFFLINE_ACCESS: &str = "offline_access";
 
 /// An OAuth error answer: status, `error` code and `error_description`.
@@ -227,7 +228,8 @@ pub struct Granted {
     pub subject: String,
     pub scope: String,
     pub resource: String,
-    pub refresh_token: String,
+    /// A refresh token, for a client that registered the `refresh_token` grant.
+    pub refresh_token: Option<String>,
 }
 
 /// What `/authorize` answers.
@@ -751,7 +753,9 @@ impl Grants {
         now: i64,
     ) -> Result<Granted, OAuthError> {
         self.purge(now);
-        let client_id = self.client(auth)?.id.clone();
+        let client = self.client(auth)?;
+        let client_id = client.id.clone();
+        let refreshes = client.grant_types.iter().any(|g| g == "refresh_token");
         let code = form.required("code")?;
         let verifier = form.one("code_verifier")?;
         let redirect_uri = form.one("redirect_uri")?;
@@ -818,11 +822,17 @@ impl Grants {
                 "resource differs from the authorization request's",
             ));
         }
-        let (family, refresh_token) =
-            self.new_family(&client_id, &request.scope, &request.resource, now)?;
-        if let Some(entry) = self.codes.get_mut(code) {
-            entry.redeemed = Some(Some(family));
-        }
+        // RFC 7591 §2: a client that did not register the refresh_token grant gets none.
+        let refresh_token = if refreshes {
+            let (family, token) =
+                self.new_family(&client_id, &request.scope, &request.resource, now)?;
+            if let Some(entry) = self.codes.get_mut(code) {
+                entry.redeemed = Some(Some(family));
+            }
+            Some(token)
+        } else {
+            None
+        };
         Ok(Granted {
             client_id,
             subject: SUBJECT.to_string(),
@@ -842,7 +852,15 @@ impl Grants {
         now: i64,
     ) -> Result<Granted, OAuthError> {
         self.purge(now);
-        let client_id = self.client(auth)?.id.clone();
+        let client = self.client(auth)?;
+        if !client.grant_types.iter().any(|g| g == "refresh_token") {
+            return Err(oauth_error(
+                400,
+                "unauthorized_client",
+                "the client did not register the refresh_token grant",
+            ));
+        }
+        let client_id = client.id.clone();
         let token = form.required("refresh_token")?;
         let hash = sha256(token);
         let Some(family_id) = self.refresh.get(&hash).cloned() else {
@@ -901,7 +919,7 @@ impl Grants {
             subject: SUBJECT.to_string(),
             scope,
             resource,
-            refresh_token: next,
+            refresh_token: Some(next),
         })
     }
 }
@@ -1305,7 +1323,9 @@ mod tests {
         assert_eq!(e.code, "invalid_grant");
         assert!(e.description.contains("already used"), "{e:?}");
         assert_eq!(
-            refresh(&mut g, &c, &first.refresh_token).unwrap_err().code,
+            refresh(&mut g, &c, first.refresh_token.as_deref().unwrap())
+                .unwrap_err()
+                .code,
             "invalid_grant"
         );
     }
@@ -1315,14 +1335,20 @@ mod tests {
         let mut g = Grants::default();
         let c = public_client(&mut g);
         let k = code(&mut g, &c);
-        let r0 = redeem(&mut g, &c, &k, &[]).unwrap().refresh_token;
+        let r0 = redeem(&mut g, &c, &k, &[])
+            .unwrap()
+            .refresh_token
+            .clone()
+            .unwrap();
         let r1 = refresh(&mut g, &c, &r0).unwrap();
-        assert_ne!(r1.refresh_token, r0);
+        assert_ne!(r1.refresh_token.clone().unwrap(), r0);
         assert_eq!(r1.scope, "mcp:tools");
         assert_eq!(r1.resource, RES);
-        let r2 = refresh(&mut g, &c, &r1.refresh_token)
+        let r2 = refresh(&mut g, &c, r1.refresh_token.as_deref().unwrap())
             .unwrap()
-            .refresh_token;
+            .refresh_token
+            .clone()
+            .unwrap();
         // r0 again: reuse. The family is revoked, so r2 (the current one) no longer works.
         let e = refresh(&mut g, &c, &r0).unwrap_err();
         assert!(e.description.contains("already used"), "{e:?}");
@@ -1331,9 +1357,37 @@ mod tests {
         // Another client cannot use a token, and that does not count as reuse.
         let c2 = public_client(&mut g);
         let k = code(&mut g, &c);
-        let r = redeem(&mut g, &c, &k, &[]).unwrap().refresh_token;
+        let r = redeem(&mut g, &c, &k, &[])
+            .unwrap()
+            .refresh_token
+            .clone()
+            .unwrap();
         assert_eq!(refresh(&mut g, &c2, &r).unwrap_err().code, "invalid_grant");
         assert!(refresh(&mut g, &c, &r).is_ok());
+    }
+
+    #[test]
+    fn no_refresh_token_without_the_refresh_grant() {
+        let mut g = Grants::default();
+        // RFC 7591: grant_types defaults to authorization_code alone.
+        let r = register(&mut g, json!({"redirect_uris": [CB]})).unwrap();
+        let c = r["client_id"].as_str().unwrap().to_string();
+        let k = code(&mut g, &c);
+        let granted = redeem(&mut g, &c, &k, &[]).unwrap();
+        assert_eq!(granted.refresh_token, None);
+        // A refresh token of another client's family is refused as unauthorized first.
+        let other = public_client(&mut g);
+        let k = code(&mut g, &other);
+        let theirs = redeem(&mut g, &other, &k, &[])
+            .unwrap()
+            .refresh_token
+            .unwrap();
+        assert_eq!(
+            refresh(&mut g, &c, &theirs).unwrap_err().code,
+            "unauthorized_client"
+        );
+        // The one that registered it gets one, and it works.
+        assert!(refresh(&mut g, &other, &theirs).is_ok());
     }
 
     #[test]
@@ -1362,7 +1416,7 @@ mod tests {
         assert_eq!(r.scope, "mcp:tools mcp:admin");
         let form = q(&[
             ("grant_type", "refresh_token"),
-            ("refresh_token", &r.refresh_token),
+            ("refresh_token", r.refresh_token.as_deref().unwrap()),
             ("client_id", &c),
             ("scope", "mcp:tools"),
         ]);
@@ -1377,7 +1431,7 @@ mod tests {
         let r = redeem(&mut g, &c, &k, &[]).unwrap();
         let form = q(&[
             ("grant_type", "refresh_token"),
-            ("refresh_token", &r.refresh_token),
+            ("refresh_token", r.refresh_token.as_deref().unwrap()),
             ("client_id", &c),
             ("scope", "mcp:tools mcp:admin"),
         ]);

@@ -293,13 +293,16 @@ impl DevIssuer {
             &g.scope,
             INTERACTIVE_TTL,
         ) {
-            Ok(t) => json_response(
-                200,
-                &json!({
+            Ok(t) => {
+                let mut answer = json!({
                     "access_token": t, "token_type": "Bearer", "expires_in": INTERACTIVE_TTL,
-                    "scope": g.scope, "refresh_token": g.refresh_token,
-                }),
-            ),
+                    "scope": g.scope,
+                });
+                if let Some(r) = g.refresh_token {
+                    answer["refresh_token"] = json!(r);
+                }
+                json_response(200, &answer)
+            }
             Err(e) => error_response(&grants::oauth_error(500, "server_error", e)),
         }
     }

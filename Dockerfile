@@ -22,13 +22,16 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 
+# The git revision `mcpgate --version` reports (build.rs; the build context has no .git).
+ARG REVISION=unknown
+
 # --locked: build exactly the dependency versions of Cargo.lock (fails if it is out of date).
 # The cache mounts keep the registry and target/ between builds; the binary is copied out of
 # the cached target/ in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked --bin mcpgate \
+    MCPGATE_REVISION="${REVISION}" cargo build --release --locked --bin mcpgate \
  && install -D -m 0755 target/release/mcpgate /out/mcpgate
 
 ########## runtime ##########

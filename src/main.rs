@@ -1,11 +1,11 @@
-//! The `mcpgate` command: `run`, `check`, `doctor`, `dev`, `schema`, `hash-key`, `revoke`. Parses arguments,
-//! sets up logging and dispatches to `mcpgate::server::run` or `mcpgate::cli`. No logic
-//! lives here.
+//! The `mcpgate` command: `run`, `check`, `doctor`, `dev`, `schema`, `hash-key`, `revoke`,
+//! `completions`. Parses arguments, sets up logging and dispatches to `mcpgate::server::run` or
+//! `mcpgate::cli`. No logic lives here.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum, ValueHint};
 
 use mcpgate::cli;
 
@@ -16,10 +16,18 @@ use mcpgate::cli;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `--version`: the package version and the git revision it was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("MCPGATE_REVISION"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "mcpgate",
-    version,
+    version = VERSION,
     about = "OAuth 2.1 resource-server gateway for MCP servers"
 )]
 struct Cli {
@@ -32,20 +40,24 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
+    /// One JSON object per line.
     Json,
+    /// Human-readable lines.
     Pretty,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve with a config file.
+    /// Serve with a config file; reload it when it changes or on SIGHUP.
     Run {
-        #[arg(long, short, default_value_os_t = mcpgate::config::default_config_path())]
+        /// The config file (YAML; see the README's configuration reference).
+        #[arg(long, short, value_hint = ValueHint::FilePath, default_value_os_t = mcpgate::config::default_config_path())]
         config: PathBuf,
     },
     /// Validate a config file and print a summary; exit 1 on error.
     Check {
-        #[arg(long, short)]
+        /// The config file to validate.
+        #[arg(long, short, value_hint = ValueHint::FilePath)]
         config: PathBuf,
         /// Then fetch each issuer's metadata, key set and introspection endpoint, and
         /// report the precise cause of each failure (DNS, connect, TLS, HTTP status, JSON,
@@ -56,7 +68,8 @@ enum Command {
     /// Explain, check by check, why a token would be accepted or refused on a route
     /// (never printing the token); exit 0 when accepted, 1 when refused.
     Doctor {
-        #[arg(long, short)]
+        /// The config file the route is read from.
+        #[arg(long, short, value_hint = ValueHint::FilePath)]
         config: PathBuf,
         /// The route's `name`.
         #[arg(long)]
@@ -65,8 +78,22 @@ enum Command {
         #[arg(long)]
         token: PathBuf,
     },
-    /// Run the embedded default: gateway, development issuer and demo MCP server.
-    Dev,
+    /// Run the embedded default: gateway, development issuer and demo MCP server, on
+    /// 127.0.0.1. Port 0 picks a free port; the banner shows the ports in use.
+    Dev {
+        /// The gateway's port.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// The admin listener's port (/metrics, /healthz, /readyz).
+        #[arg(long, default_value_t = 9090)]
+        admin_port: u16,
+        /// The development issuer's port.
+        #[arg(long, default_value_t = 8081)]
+        issuer_port: u16,
+        /// The demo MCP server's port.
+        #[arg(long, default_value_t = 8082)]
+        demo_port: u16,
+    },
     /// Print the JSON Schema of the config file (generated from the types the parser uses).
     Schema,
     /// Read an API key on stdin (one trailing newline is stripped) and print the key
@@ -90,13 +117,13 @@ enum Command {
     #[command(group(clap::ArgGroup::new("what").required(true).args(["jti", "subject", "client_id", "list"])))]
     Revoke {
         /// Take the admin address and `admin.token_file` from this config.
-        #[arg(long, short)]
+        #[arg(long, short, value_hint = ValueHint::FilePath)]
         config: Option<PathBuf>,
         /// The admin listener, e.g. http://127.0.0.1:9090 (default: from the config).
         #[arg(long)]
         admin_url: Option<String>,
         /// File holding the admin token (default: the config's `admin.token_file`).
-        #[arg(long)]
+        #[arg(long, value_hint = ValueHint::FilePath)]
         token_file: Option<PathBuf>,
         /// Revoke the token with this `jti`.
         #[arg(long)]
@@ -119,6 +146,13 @@ enum Command {
         /// List the current revocations instead.
         #[arg(long)]
         list: bool,
+    },
+    /// Print a shell completion script, e.g. `mcpgate completions bash >
+    /// /etc/bash_completion.d/mcpgate`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -181,9 +215,68 @@ fn main() -> ExitCode {
             route,
             token_file: token,
         }),
-        Command::Dev => {
+        Command::Dev {
+            port,
+            admin_port,
+            issuer_port,
+            demo_port,
+        } => {
             init_logging(cli.log_format);
-            cli::dev::run()
+            cli::dev::run(cli::dev::Ports {
+                gateway: port,
+                admin: admin_port,
+                issuer: issuer_port,
+                demo: demo_port,
+            })
         }
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "mcpgate", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// Every subcommand, flag and positional argument of the whole command tree, with the
+    /// help text it lacks: none may lack one.
+    fn missing_help(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            // clap's own --help and --version carry their help.
+            if id == "help" || id == "version" {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path} {id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let name = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                out.push(name.clone());
+            }
+            missing_help(sub, &name, out);
+        }
+    }
+
+    #[test]
+    fn every_flag_and_subcommand_has_help() {
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        missing_help(&cmd, "mcpgate", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+        // The check itself finds a missing help.
+        let bare = clap::Command::new("x")
+            .arg(clap::Arg::new("flag").long("flag"))
+            .subcommand(clap::Command::new("sub"));
+        let mut found = Vec::new();
+        missing_help(&bare, "x", &mut found);
+        assert_eq!(found, vec!["x flag", "x sub"]);
     }
 }

@@ -1,17 +1,28 @@
 //! The process: the pingora `Server` with the public proxy and the admin listener, the
 //! certificate resolver of the public listener, and draining on SIGTERM.
 //!
+//! Every listening socket is bound here, before pingora starts ([`Bound`]): an address that
+//! cannot be had is one error line and a non-zero exit, not pingora's minute of retries and
+//! panicking service threads in a process that goes on running. The bound sockets reach
+//! pingora through its table of listening file descriptors (the one a graceful upgrade
+//! fills), so it never binds them itself.
+//!
 //! Top layer: used by `mcpgate run` and `mcpgate dev` (and the benches). Nothing here
 //! decides a request.
 
+use std::net::{TcpListener, ToSocketAddrs};
+use std::os::fd::IntoRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+use pingora_core::apps::ServerApp;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::ServerConf;
-use pingora_core::server::Server;
+use pingora_core::server::{ListenFds, RuntimeOpts, Server, ShutdownWatch};
 use pingora_core::services::listening::Service;
+use pingora_core::services::{ServiceReadyNotifier, ServiceWithDependents};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
@@ -37,6 +48,157 @@ pub fn install_crypto_provider() {
 pub struct RunOptions {
     /// Watch this file (and what it references) and reload on change or SIGHUP.
     pub watch: Option<PathBuf>,
+    /// The public and admin sockets, when the caller bound them already (`mcpgate dev`
+    /// binds every port before it writes its config); bound from the config otherwise.
+    pub sockets: Option<GatewaySockets>,
+}
+
+/// A TCP socket bound and listening before pingora starts, under the address text pingora
+/// is given for it.
+#[derive(Debug)]
+pub struct Bound {
+    addr: String,
+    listener: TcpListener,
+}
+
+impl Bound {
+    /// Binds `addr` (`host:port`; the first address it resolves to, as pingora does) and
+    /// listens. The error is one line naming the address: `127.0.0.1:8080 is in use`.
+    pub fn bind(addr: &str) -> Result<Bound, String> {
+        let resolved = addr
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("cannot listen on {addr}: it resolves to no address"))?;
+        // std sets SO_REUSEADDR on Unix, as pingora does: a restart does not wait out the
+        // TIME_WAIT connections of the previous process.
+        let listener = TcpListener::bind(resolved).map_err(|e| bind_error(addr, &e))?;
+        // pingora hands the descriptor to tokio, which needs it non-blocking.
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        Ok(Bound {
+            addr: addr.to_string(),
+            listener,
+        })
+    }
+
+    /// The address as given (the key pingora looks the socket up by).
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The address the socket is bound to (its port when port 0 was asked for).
+    pub fn local_addr(&self) -> Result<std::net::SocketAddr, String> {
+        self.listener
+            .local_addr()
+            .map_err(|e| format!("{}: {e}", self.addr))
+    }
+
+    /// The same socket known under another address text (`127.0.0.1:0` bound, then named
+    /// by its real port so that the config and the listener agree).
+    pub fn rename(self, addr: String) -> Bound {
+        Bound {
+            addr,
+            listener: self.listener,
+        }
+    }
+}
+
+/// The one line for a socket that cannot be had.
+fn bind_error(addr: &str, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!("{addr} is in use"),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("cannot listen on {addr}: permission denied (ports below 1024 need privileges)")
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("cannot listen on {addr}: not an address of this machine")
+        }
+        _ => format!("cannot listen on {addr}: {e}"),
+    }
+}
+
+/// The gateway's own two sockets.
+#[derive(Debug)]
+pub struct GatewaySockets {
+    pub public: Bound,
+    pub admin: Bound,
+}
+
+impl GatewaySockets {
+    /// Binds `listen.address` and `admin.address` of `config`, naming the setting that
+    /// holds an address that cannot be had.
+    pub fn bind(config: &Config) -> Result<GatewaySockets, String> {
+        let l = &config.listeners;
+        let public = Bound::bind(&l.address).map_err(|e| format!("{e} (listen.address)"))?;
+        let admin = Bound::bind(&l.admin_address).map_err(|e| format!("{e} (admin.address)"))?;
+        Ok(GatewaySockets { public, admin })
+    }
+}
+
+/// A pingora service whose sockets were bound before the server started: they are put in
+/// the server's table of listening descriptors, where pingora's listener setup takes them
+/// instead of binding (and instead of retrying for a minute when the address is taken).
+struct Prebound<S> {
+    inner: S,
+    sockets: Vec<Bound>,
+}
+
+#[async_trait]
+impl<S: ServiceWithDependents> ServiceWithDependents for Prebound<S> {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        listeners_per_fd: usize,
+        ready_notifier: ServiceReadyNotifier,
+    ) {
+        match &fds {
+            Some(table) => {
+                let mut table = table.lock();
+                for b in self.sockets.drain(..) {
+                    table.add(b.addr, b.listener.into_raw_fd());
+                }
+            }
+            // Never on Unix (pingora always passes its table there); pingora binds the
+            // addresses itself, so ours are closed first.
+            None => self.sockets.clear(),
+        }
+        self.inner
+            .start_service(fds, shutdown, listeners_per_fd, ready_notifier)
+            .await
+    }
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn threads(&self) -> Option<usize> {
+        self.inner.threads()
+    }
+    fn runtime_opts_override(&self, global: &RuntimeOpts) -> Option<RuntimeOpts> {
+        self.inner.runtime_opts_override(global)
+    }
+    fn on_startup_delay(&self, time_waited: Duration) {
+        self.inner.on_startup_delay(time_waited)
+    }
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        self.inner.listen_addresses()
+    }
+}
+
+/// Adds `app` to `server` as a plain TCP service on the already bound `socket`.
+pub fn add_service<A: ServerApp + Send + Sync + 'static>(
+    server: &mut Server,
+    name: &str,
+    app: A,
+    socket: Bound,
+) {
+    let mut service = Service::new(name.to_string(), app);
+    service.add_tcp(socket.addr());
+    server.add_service(Prebound {
+        inner: service,
+        sockets: vec![socket],
+    });
 }
 
 /// Serves the certificate of the current config snapshot at each TLS handshake, so a
@@ -86,7 +248,9 @@ fn drain_on_sigterm(state: &Arc<GatewayState>, grace: u64) {
 fn proxy_service(
     server: &Server,
     state: &Arc<GatewayState>,
-) -> Result<Service<connections::Guard<pingora_proxy::HttpProxy<proxy::Gateway>>>, String> {
+    socket: Bound,
+) -> Result<Prebound<Service<connections::Guard<pingora_proxy::HttpProxy<proxy::Gateway>>>>, String>
+{
     let config = state.config();
     let listeners = &config.listeners;
     let gateway = proxy::Gateway {
@@ -113,11 +277,14 @@ fn proxy_service(
             state: state.clone(),
         }));
         settings.enable_h2();
-        proxy.add_tls_with_settings(&listeners.address, None, settings);
+        proxy.add_tls_with_settings(socket.addr(), None, settings);
     } else {
-        proxy.add_tcp(&listeners.address);
+        proxy.add_tcp(socket.addr());
     }
-    Ok(proxy)
+    Ok(Prebound {
+        inner: proxy,
+        sockets: vec![socket],
+    })
 }
 
 /// Assemble a pingora server with the public proxy and the admin listener.
@@ -125,6 +292,11 @@ pub fn build_server(
     config: Config,
     opts: RunOptions,
 ) -> Result<(Server, Arc<GatewayState>), String> {
+    // First of all, before anything starts or logs: the sockets.
+    let sockets = match opts.sockets {
+        Some(s) => s,
+        None => GatewaySockets::bind(&config)?,
+    };
     install_crypto_provider();
     let grace = config.listeners.shutdown_grace_seconds;
     let conf = ServerConf {
@@ -138,23 +310,18 @@ pub fn build_server(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     crate::config::log_warnings(&config);
-    let admin_addr = config.listeners.admin_address.clone();
     let state = Arc::new(GatewayState::new(config)?);
     metrics::config_state(true);
     drain_on_sigterm(&state, grace);
     if let Some(path) = opts.watch {
         state::reload::spawn(path, state.clone())?;
     }
-    let proxy = proxy_service(&server, &state)?;
+    let proxy = proxy_service(&server, &state, sockets.public)?;
     server.add_service(proxy);
-    let mut admin = Service::new(
-        "mcpgate admin".to_string(),
-        admin::Admin {
-            state: state.clone(),
-        },
-    );
-    admin.add_tcp(&admin_addr);
-    server.add_service(admin);
+    let admin = admin::Admin {
+        state: state.clone(),
+    };
+    add_service(&mut server, "mcpgate admin", admin, sockets.admin);
     Ok((server, state))
 }
 
@@ -169,6 +336,7 @@ pub fn run(path: &std::path::Path) -> std::process::ExitCode {
     };
     let opts = RunOptions {
         watch: Some(path.to_path_buf()),
+        sockets: None,
     };
     match build_server(config, opts) {
         Ok((server, _)) => server.run_forever(),

@@ -163,7 +163,11 @@ impl IssuerKeys {
             }
             Err(e) => {
                 metrics::jwks_fetch(name, false, 0);
-                tracing::warn!(issuer = %name, error = %e, "JWKS fetch failed; keeping last good keys");
+                if self.current.load().is_some() {
+                    tracing::warn!(issuer = %name, error = %e, "JWKS fetch failed; keeping the last good keys");
+                } else {
+                    tracing::warn!(issuer = %name, error = %e, "JWKS fetch failed; no keys yet, so this issuer's tokens get 503 until a fetch succeeds");
+                }
                 Err(e)
             }
         }

@@ -45,6 +45,9 @@ async fn c4_18_cold_start_jwks_500_gives_503() {
     let r = env.post_mcp(&env.tok().build()).await;
     assert_outage(&env, &r);
     assert_eq!(env.admin("/readyz").await.status, 503);
+    // The log says what the failure means: there are no keys to fall back on.
+    let logs = env.gw.wait_log("JWKS fetch failed; no keys yet", 1).await;
+    assert!(!logs.contains("last good keys"), "{logs}");
 }
 
 #[tokio::test]

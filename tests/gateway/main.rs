@@ -16,6 +16,7 @@ mod challenges;
 mod check_online;
 mod cli;
 mod connections;
+mod dev;
 mod doctor;
 mod dpop;
 mod failclosed_request;

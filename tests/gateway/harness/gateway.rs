@@ -484,3 +484,184 @@ impl Gateway {
         }
     }
 }
+
+/// Runs `mcpgate <args>` with no input until it exits, at most `limit`: (exit code, stdout,
+/// stderr), or `None` (and the process killed) when it is still running then.
+pub async fn run_cli_within(args: &[&str], limit: Duration) -> Option<(i32, String, String)> {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (tmp.path().join("stdout"), tmp.path().join("stderr"));
+    let mut child = command(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(&out_path).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&err_path).unwrap()))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", gateway_bin().display()));
+    let mut status = None;
+    let _ = within(limit, || {
+        status = child.try_wait().ok().flatten();
+        std::future::ready(status.is_some())
+    })
+    .await;
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    status.map(|s| (s.code().unwrap_or(-1), read(&out_path), read(&err_path)))
+}
+
+/// A running `mcpgate dev` that the test owns (killed on drop, its log checked for
+/// credentials as [`Gateway`]'s is), on ports the kernel picked (`--port 0` and the others),
+/// which the test reads from the banner.
+pub struct Dev {
+    child: Child,
+    /// What it printed on stdout: the banner.
+    pub banner: String,
+    /// `http://127.0.0.1:<port>`: the gateway's public URL.
+    pub gateway: String,
+    /// The MCP route's URL (`<gateway>/mcp`).
+    pub mcp: String,
+    pub issuer: String,
+    pub demo: String,
+    pub admin: String,
+    log_path: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let logs = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        if std::thread::panicking() {
+            eprintln!("---- mcpgate dev stdout ----\n{}", self.banner);
+            eprintln!("---- mcpgate dev stderr ----\n{}", tail(&logs, 8000));
+        } else {
+            assert_no_tokens(&logs);
+        }
+    }
+}
+
+/// The URL that follows `label` at the start of a banner line (`  dev issuer       http://…`).
+fn banner_url(banner: &str, label: &str) -> String {
+    banner
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix(label))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {label:?} line in the banner:\n{banner}"))
+        .to_string()
+}
+
+/// `scheme://host:port` of a URL.
+fn origin_of(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let host = rest.split('/').next().unwrap_or(rest);
+    format!("http://{host}")
+}
+
+impl Dev {
+    /// Starts `mcpgate dev` with every port 0 plus `args`, waits (bounded) for the whole
+    /// banner and for `/readyz` to answer 200.
+    pub async fn start(args: &[&str]) -> Dev {
+        let tmp = tempfile::tempdir().unwrap();
+        let out_path = tmp.path().join("stdout");
+        let log_path = tmp.path().join("stderr.log");
+        let mut all = vec![
+            "dev",
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+            "--issuer-port",
+            "0",
+            "--demo-port",
+            "0",
+        ];
+        all.extend_from_slice(args);
+        let child = command(&all)
+            .env(
+                "RUST_LOG",
+                std::env::var("MCPGATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(std::fs::File::create(&out_path).unwrap()))
+            .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", gateway_bin().display()));
+        let mut dev = Dev {
+            child,
+            banner: String::new(),
+            gateway: String::new(),
+            mcp: String::new(),
+            issuer: String::new(),
+            demo: String::new(),
+            admin: String::new(),
+            log_path,
+            _tmp: tmp,
+        };
+        // The banner's last line marks it complete.
+        let read = || std::fs::read_to_string(&out_path).unwrap_or_default();
+        let printed = within(START_LIMIT, || async {
+            read().contains("--tool-name whoami")
+        })
+        .await;
+        dev.banner = read();
+        if printed.is_err() {
+            panic!("mcpgate dev printed no banner within {START_LIMIT:?}");
+        }
+        dev.mcp = banner_url(&dev.banner, "gateway");
+        dev.gateway = origin_of(&dev.mcp);
+        dev.issuer = banner_url(&dev.banner, "dev issuer");
+        dev.demo = origin_of(&banner_url(&dev.banner, "demo MCP server"));
+        dev.admin = origin_of(&banner_url(&dev.banner, "admin"));
+        for t in [dev.token("READER_TOKEN"), dev.token("ADMIN_TOKEN")] {
+            super::tokens::remember(&t);
+        }
+        let admin = dev.admin_addr();
+        let ready = within(START_LIMIT, || async move {
+            admin_status(admin, "/readyz").await == Some(200)
+        })
+        .await;
+        if ready.is_err() {
+            panic!("mcpgate dev: /readyz not 200 within {START_LIMIT:?}");
+        }
+        dev
+    }
+
+    /// The value the banner exports as `name`.
+    pub fn token(&self, name: &str) -> String {
+        let prefix = format!("export {name}='");
+        self.banner
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix(prefix.as_str()))
+            .and_then(|rest| rest.strip_suffix('\''))
+            .unwrap_or_else(|| panic!("no {name} in the banner:\n{}", self.banner))
+            .to_string()
+    }
+
+    fn addr_of(url: &str) -> SocketAddr {
+        origin_of(url)
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+    pub fn gateway_addr(&self) -> SocketAddr {
+        Dev::addr_of(&self.gateway)
+    }
+    pub fn issuer_addr(&self) -> SocketAddr {
+        Dev::addr_of(&self.issuer)
+    }
+    pub fn admin_addr(&self) -> SocketAddr {
+        Dev::addr_of(&self.admin)
+    }
+
+    /// Its log (stderr) so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}

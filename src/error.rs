@@ -71,7 +71,7 @@ reasons! {
     OriginDenied = ("origin_denied", 403, "access_denied"),
     /// A malformed MCP request (JSON-RPC error body).
     McpMalformed = ("mcp_malformed", 400, "invalid_request"),
-    /// An inspected MCP body over the 64 KiB the gateway can inspect.
+    /// An inspected MCP body over `limits.max_inspected_body_bytes` (64 KiB without a length).
     McpBodyTooLarge = ("mcp_body_too_large", 413, "invalid_request"),
     /// An MCP operation needs a scope the token lacks (step-up challenge).
     ToolScope = ("tool_scope", 403, "insufficient_scope"),
@@ -235,7 +235,7 @@ impl Refusal {
             Refusal::OriginDenied => "this Origin may not call this resource",
             Refusal::Mcp(e) => e.message,
             Refusal::McpBodyTooLarge => {
-                "MCP request body is larger than the 64 KiB the gateway inspects"
+                "MCP request body is larger than the gateway inspects (limits.max_inspected_body_bytes, or 64 KiB without a Content-Length)"
             }
             Refusal::ScopeFor(_) => "the access token lacks a scope this operation requires",
             Refusal::PolicyDenied => "the gateway policy does not allow this operation",

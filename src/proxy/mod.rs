@@ -24,6 +24,7 @@ use pingora_proxy::{ProxyHttp, Session};
 use crate::auth::dpop;
 use crate::auth::AuthMode;
 use crate::config::{Config, Route};
+use crate::connections::RequestLimits;
 use crate::error::Refusal;
 use crate::identity::UpstreamRequest;
 use crate::mcp::body::Op;
@@ -82,8 +83,9 @@ struct RequestState {
     dpop_used: bool,
     /// The allowed `Origin` of a browser's request, echoed on every response of the route.
     cors_origin: Option<http::HeaderValue>,
-    /// The body was read (and any `100 Continue` answered) before forwarding.
-    body_inspected: bool,
+    /// The body, when it was read (and any `100 Continue` answered) before forwarding: it
+    /// goes upstream whole in place of pingora's retry buffer.
+    inspected: body::Inspected,
     /// Request body bytes seen so far (for `limits.max_body_bytes` on streamed bodies).
     body_bytes: u64,
     /// The JSON-RPC id of a single-message request, for an error written in its answer's place.
@@ -184,14 +186,16 @@ impl Gateway {
             principal.as_deref(),
         )
         .map_err(refuse)?;
-        self.judge_body(&route, principal.as_deref(), session, ctx)
+        self.judge_body(&route, &config.requests, principal.as_deref(), session, ctx)
             .await
             .map_err(refuse)?;
         let req = session.req_header();
         steps::body_size(&config.requests, &req.headers).map_err(refuse)?;
-        if !ctx.request.body_inspected && body::h2_body_to_check(session) {
-            body::read(session).await.map_err(refuse)?;
-            ctx.request.body_inspected = true;
+        if !ctx.request.inspected.is_read() && body::h2_body_to_check(session) {
+            let b = body::read(session, body::REPLAY_LIMIT)
+                .await
+                .map_err(refuse)?;
+            ctx.request.inspected = body::Inspected::new(b);
         }
         let client_ip = session
             .client_addr()
@@ -264,6 +268,7 @@ impl Gateway {
     async fn judge_body(
         &self,
         route: &Route,
+        limits: &RequestLimits,
         principal: Option<&Principal>,
         session: &mut Session,
         ctx: &mut Ctx,
@@ -274,8 +279,8 @@ impl Gateway {
         let body = match plan {
             Plan::Forward => None,
             Plan::ReadBody => {
-                let b = body::read(session).await?;
-                ctx.request.body_inspected = true;
+                let b = body::read(session, limits.max_inspected_body_bytes).await?;
+                ctx.request.inspected = body::Inspected::new(b.clone());
                 Some(b)
             }
         };
@@ -515,6 +520,10 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        // A body read before the decision goes upstream whole (it was bounded when read).
+        if ctx.request.inspected.substitute(body) {
+            return Ok(());
+        }
         // Content-Length over the limit was refused before connecting; this catches
         // chunked bodies that grow past it (the upstream sees a truncated request, the
         // client the 413 of `respond::for_failure`).
@@ -549,7 +558,7 @@ impl ProxyHttp for Gateway {
                 "the upstream request could not be prepared",
             ));
         }
-        if ctx.request.body_inspected {
+        if ctx.request.inspected.is_read() {
             // We already answered 100 Continue and hold the whole body.
             upstream_request.remove_header(&http::header::EXPECT);
         }

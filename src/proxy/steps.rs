@@ -494,6 +494,7 @@ routes:
         let limits = RequestLimits {
             max_header_bytes: 1024,
             max_body_bytes: 10,
+            max_inspected_body_bytes: 1024,
         };
         assert!(body_size(&limits, &headers(&[("content-length", "10")])).is_ok());
         assert_eq!(

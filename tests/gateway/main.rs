@@ -23,6 +23,7 @@ mod introspection;
 mod jwks;
 mod jwt;
 mod mcp;
+mod mcp2026;
 mod ops;
 mod paths;
 mod prm;

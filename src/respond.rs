@@ -217,16 +217,22 @@ fn error_body(code: &str, description: &str) -> Bytes {
 
 /// `{"jsonrpc":"2.0","id":…,"error":{"code":…,"message":…}}`; `id` is raw JSON.
 pub fn jsonrpc_error(id: Option<&str>, code: i64, message: &str) -> Bytes {
+    jsonrpc_error_with(id, code, message, None)
+}
+
+/// [`jsonrpc_error`] with the error's `data` (raw JSON).
+fn jsonrpc_error_with(id: Option<&str>, code: i64, message: &str, data: Option<&str>) -> Bytes {
     let id = id.unwrap_or("null");
+    let data = data.map(|d| format!(r#","data":{d}"#)).unwrap_or_default();
     Bytes::from(format!(
-        r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{}}}}}"#,
+        r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{}{data}}}}}"#,
         serde_json::Value::from(message)
     ))
 }
 
 /// The JSON-RPC error body of a refused MCP request.
 pub fn mcp_error_body(e: &McpError) -> Bytes {
-    jsonrpc_error(e.id.as_deref(), e.code, e.message)
+    jsonrpc_error_with(e.id.as_deref(), e.code, e.message, e.data.as_deref())
 }
 
 /// How a route challenges (RFC 6750 §3, RFC 9449 §7.1, RFC 9728 `resource_metadata`),
@@ -646,10 +652,18 @@ mod tests {
                 code: -32700,
                 message: "Parse error",
                 id: Some("7".into()),
+                data: None,
+            }),
+            Refusal::Mcp(McpError {
+                code: -32022,
+                message: "Unsupported protocol version",
+                id: Some("7".into()),
+                data: Some(r#"{"supported":["2025-11-25"],"requested":"1900-01-01"}"#.into()),
             }),
             Refusal::McpBodyTooLarge,
             Refusal::ScopeFor("mcp:read mcp:admin".into()),
             Refusal::PolicyDenied,
+            Refusal::ToolChanged,
             Refusal::UnknownSession,
             Refusal::DpopProof("the request has no DPoP proof"),
             Refusal::DpopNonce("bm9uY2U".into()),

@@ -160,6 +160,7 @@ pub fn policy(
         Some(b) => shape::body(route.mcp.inspects(), method, headers, b)?,
         None => None,
     };
+    shape::versions(&route.mcp, headers, calls.as_ref())?;
     let rp = RoutePolicy {
         required: &route.auth.scopes,
         policy: &route.mcp,

@@ -362,6 +362,44 @@ pub fn refusal(
     (resp, body)
 }
 
+/// The SEP-2643 `_meta` key of an authorization denial.
+pub const AUTHORIZATION_META: &str = "io.modelcontextprotocol/authorization";
+
+/// A refused `tools/call` on a `structured_denials` route (SEP-2643, draft, latest revision:
+/// the Extensions Track text): the same status and `WWW-Authenticate` as [`refusal`] (the
+/// challenge stays authoritative), with a body that is a `CallToolResult` with
+/// `isError: true` whose `_meta` carries the authorization envelope: `remediation:
+/// "available"` when the challenge names the scopes to ask for, `"undisclosed"` otherwise.
+/// Other refusals are answered as [`refusal`] does.
+pub fn tool_refusal(
+    refusal: &Refusal,
+    challenge: Option<&Challenge>,
+    dpop_used: bool,
+    id: Option<&str>,
+) -> (ResponseHeader, Bytes) {
+    let (mut resp, body) = self::refusal(refusal, challenge, dpop_used);
+    let remediation = match refusal {
+        Refusal::ScopeFor(_) => "available",
+        Refusal::PolicyDenied | Refusal::ToolChanged => "undisclosed",
+        _ => return (resp, body),
+    };
+    let result = serde_json::json!({
+        "resultType": "complete",
+        "isError": true,
+        "content": [{"type": "text", "text": refusal.description()}],
+        "_meta": {AUTHORIZATION_META: {
+            "reason": "insufficient_authorization",
+            "remediation": remediation,
+        }},
+    });
+    let body = Bytes::from(format!(
+        r#"{{"jsonrpc":"2.0","id":{},"result":{result}}}"#,
+        id.unwrap_or("null")
+    ));
+    set_header(&mut resp, http::header::CONTENT_LENGTH, body.len(), false);
+    (resp, body)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Metadata documents and CORS preflights
 // ---------------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@
 //! - [`lists`]: the way back: tool, resource and prompt lists filtered (and marked
 //!   private), unreadable answers refused;
 //! - [`catalog`]: what the lists that passed said of each tool, per upstream server;
-//! - [`pins`]: tool-definition pinning (`pin_tools`).
+//! - [`pins`]: tool-definition pinning (`pin_tools`);
+//! - [`view`]: what one caller may see of a list, and what a list teaches the catalog.
 
 pub mod body;
 pub mod catalog;
@@ -32,3 +33,4 @@ pub mod protocol;
 pub mod resource_uri;
 pub mod sessions;
 pub mod shape;
+pub mod view;

@@ -104,10 +104,14 @@ impl Policy {
         self.filter_tools_list
             || self.filter_resources_list
             || self.filter_prompts_list
-            || self
-                .pins
-                .as_ref()
-                .is_some_and(|p| p.mode == crate::mcp::pins::PinMode::Enforce)
+            || self.pins_enforced()
+    }
+
+    /// `pin_tools` in `enforce` mode.
+    pub fn pins_enforced(&self) -> bool {
+        self.pins
+            .as_ref()
+            .is_some_and(|p| p.mode == crate::mcp::pins::PinMode::Enforce)
     }
 
     fn lookup<'a>(&'a self, rules: &'a [Rule], name: &str) -> Need<'a> {

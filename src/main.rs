@@ -1,4 +1,4 @@
-//! The `mcpgate` command: `run`, `check`, `dev`, `hash-key`, `revoke`. Parses arguments,
+//! The `mcpgate` command: `run`, `check`, `dev`, `hash-key`, `pin`, `revoke`. Parses arguments,
 //! sets up logging and dispatches to `mcpgate::server::run` or `mcpgate::cli`. No logic
 //! lives here.
 
@@ -65,6 +65,27 @@ enum Command {
         /// RFC 3339 date-time or date after which the key is refused.
         #[arg(long)]
         expires: Option<String>,
+    },
+    /// Ask a route's MCP server for its tools and write the pinned file for the route's
+    /// `pin_tools.file` (SHA-256 of each tool's definition).
+    Pin {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The route whose server is asked (its upstream and the path it forwards to).
+        #[arg(long)]
+        route: String,
+        /// Ask this URL instead (e.g. the gateway's URL of the route).
+        #[arg(long)]
+        url: Option<String>,
+        /// A file holding a token sent as `Authorization: Bearer`.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// A further request header, `Name: value` (repeatable).
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// Write the file here (default: standard output).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
     },
     /// Revoke tokens at a running gateway (`POST /revocations` on its admin listener;
     /// with `state.redis` every replica applies it), or list the revocations.
@@ -151,6 +172,21 @@ fn main() -> ExitCode {
             expires_in,
             reason,
             list,
+        }),
+        Command::Pin {
+            config,
+            route,
+            url,
+            token_file,
+            headers,
+            out,
+        } => cli::pin::run(cli::pin::Args {
+            config,
+            route,
+            url,
+            token_file,
+            headers,
+            out,
         }),
         Command::Dev => {
             init_logging(cli.log_format);

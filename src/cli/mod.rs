@@ -1,8 +1,10 @@
 //! The subcommands of `mcpgate` other than serving, each a plain function `main.rs` calls:
 //! [`check`], [`dev`] (the embedded default with a development issuer and a demo MCP
-//! server), [`hash_key`] and [`revoke`] (a client of the admin listener).
+//! server), [`hash_key`], [`revoke`] (a client of the admin listener) and [`pin`] (the
+//! pinned tool definitions of a route's server).
 
 pub mod check;
 pub mod dev;
 pub mod hash_key;
+pub mod pin;
 pub mod revoke;

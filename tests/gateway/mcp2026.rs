@@ -646,3 +646,95 @@ async fn i17_6_pinned_tools_enforce_and_report() {
     assert_eq!(changes, 2.0, "one list, one call");
     env.gw.wait_log("differs from its pin", 1).await;
 }
+
+/// Item 6 with a pinned file: a tool the file pins differently is hidden and refused from the
+/// first answer; `mcpgate pin --route` writes the file from the live upstream, and the
+/// gateway reloads it (watched) and lets the tool through.
+#[tokio::test]
+async fn i17_6_pinned_file_written_by_mcpgate_pin_and_reloaded() {
+    let wrong = "tools:\n- name: read_file\n  sha256: 0000000000000000000000000000000000000000000000000000000000000000\n";
+    let template = format!(
+        "{MCP2026}  - name: pinned\n    path_prefix: /pinned\n    upstream: {{UP}}\n    scopes: [mcp:read]\n    pin_tools: {{mode: enforce, file: {{PINS}}}}\n"
+    );
+    let env = Env::builder(&template)
+        .upstream(lists_upstream())
+        .file("PINS", "pins.yaml", wrong)
+        .start()
+        .await;
+    let t = tok(&env, "mcp:read mcp:admin");
+    let list = || modern("/pinned", &t, "tools/list", serde_json::json!({}));
+    let call = |name: &str| {
+        modern(
+            "/pinned",
+            &t,
+            "tools/call",
+            serde_json::json!({"name": name, "arguments": {"path": "/a"}}),
+        )
+    };
+    // read_file is pinned to another definition; delete_ab is not in the file at all.
+    let r = env.send(list()).await;
+    assert_eq!(
+        names(&r.json(), "tools", "name"),
+        Vec::<String>::new(),
+        "{r}"
+    );
+    let m = mark(&env);
+    for tool in ["read_file", "delete_ab"] {
+        let r = env.send(call(tool)).await;
+        assert_eq!(r.status, 403, "{tool}: {r}");
+        assert_eq!(r.json()["error"], "access_denied", "{r}");
+        untouched(&env, m, tool);
+    }
+    // The operator pins what the upstream serves now.
+    let config = env.gw.config_path.display().to_string();
+    let pins = env.files.path().join("pins.yaml").display().to_string();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        run_cli(
+            &[
+                "pin", "--config", &config, "--route", "pinned", "--out", &pins,
+            ],
+            "",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let written = std::fs::read_to_string(env.files.path().join("pins.yaml")).unwrap();
+    assert!(
+        written.contains("name: delete_ab") && written.contains("name: read_file"),
+        "{written}"
+    );
+    // The upstream got initialize, initialized, tools/list at the route's path.
+    let seen: Vec<String> = env.up.requests()[m.1..]
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r.path(),
+                serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["method"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "/pinned \"initialize\"",
+            "/pinned \"notifications/initialized\"",
+            "/pinned \"tools/list\""
+        ]
+    );
+    // Reloaded: both tools listed and callable.
+    eventually(
+        Duration::from_secs(10),
+        "the pinned file is reloaded",
+        || async { names(&env.send(list()).await.json(), "tools", "name").len() == 2 },
+    )
+    .await;
+    assert_eq!(env.send(call("read_file")).await.status, 200);
+    // The upstream changes read_file: hidden and refused again.
+    let r = env.send(list().h("X-Test-Variant", "2")).await;
+    assert_eq!(names(&r.json(), "tools", "name"), ["delete_ab"], "{r}");
+    let m = mark(&env);
+    assert_eq!(env.send(call("read_file")).await.status, 403);
+    untouched(&env, m, "changed after pinning");
+}

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::error::McpError;
 use crate::mcp::catalog::Catalog;
 use crate::mcp::lists::{Kind, View};
 use crate::mcp::pins::{Hash, PinMode, Verdict};
@@ -170,7 +171,15 @@ pub fn check_calls(
     use crate::mcp::body::Op;
     let mut notes = CallNotes::default();
     for op in &calls.ops {
-        let Op::ToolsCall(name) = op else { continue };
+        // A method not in the table that names something may be taken for a tool call by the
+        // upstream (`Tools/Call`): its name is held to the tool's pin as well.
+        let name = match op {
+            Op::ToolsCall(name)
+            | Op::Unknown {
+                name: Some(name), ..
+            } => name,
+            _ => continue,
+        };
         match call_verdict(policy, catalog, server, name) {
             Some((PinMode::Enforce, v)) if v != Verdict::Pinned => {
                 return Err(crate::error::Refusal::ToolChanged)
@@ -179,15 +188,22 @@ pub fn check_calls(
             _ => {}
         }
     }
+    let sent = headers
+        .keys()
+        .any(|k| k.as_str().starts_with(crate::mcp::params::PREFIX));
+    if calls.batch && sent {
+        // The headers mirror one message; on a batch they could describe any element.
+        return Err(crate::error::Refusal::Mcp(McpError::new(
+            crate::error::jsonrpc::HEADER_MISMATCH,
+            "Header mismatch: Mcp-Param headers on a batch",
+        )));
+    }
     let (Some(mirror), false) = (calls.mirror.as_ref(), calls.batch) else {
         return Ok(notes);
     };
     let Some(Op::ToolsCall(name)) = calls.ops.first() else {
         return Ok(notes);
     };
-    let sent = headers
-        .keys()
-        .any(|k| k.as_str().starts_with(crate::mcp::params::PREFIX));
     let decls = catalog.seen(server, name).and_then(|s| s.params.clone());
     let Some(decls) = decls else {
         notes.params_unchecked = sent;
@@ -211,4 +227,100 @@ pub fn check_calls(
     )
     .map_err(crate::error::Refusal::Mcp)?;
     Ok(notes)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::error::Refusal;
+    use crate::mcp::body::parse;
+    use crate::mcp::pins::Pins;
+    use serde_json::json;
+
+    fn policy(mode: Option<PinMode>) -> Policy {
+        Policy {
+            pins: mode.map(|mode| Pins { mode, file: None }),
+            ..Policy::default()
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn calls_against_pins_and_params() {
+        let catalog = Catalog::default();
+        let server: Arc<str> = Arc::from("http://u/mcp");
+        let v1 = json!({"name":"t","inputSchema":{"properties":{"r":{"type":"string","x-mcp-header":"R"}}}});
+        let v2 = json!({"name":"t","description":"changed","inputSchema":{"properties":{"r":{"type":"string","x-mcp-header":"R"}}}});
+        let enforce = policy(Some(PinMode::Enforce));
+        let check = |p: &Policy, h: &[(&str, &str)], body: &str| {
+            check_calls(
+                p,
+                &catalog,
+                &server,
+                &headers(h),
+                body.as_bytes(),
+                &parse(body.as_bytes()).unwrap(),
+            )
+        };
+        let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"r":"x"}}}"#;
+        // Unknown tool: headers forwarded, noted.
+        assert!(
+            check(&enforce, &[("mcp-param-r", "y")], call)
+                .unwrap()
+                .params_unchecked
+        );
+        catalog.learn(&server, "t", v1.as_object().unwrap());
+        assert_eq!(
+            check(&enforce, &[("mcp-param-r", "x")], call).unwrap(),
+            CallNotes::default()
+        );
+        assert!(matches!(
+            check(&enforce, &[("mcp-param-r", "y")], call),
+            Err(Refusal::Mcp(_))
+        ));
+        // Mcp-Param headers on a batch: refused; a batch without them is judged on pins.
+        let batch = format!("[{call}]");
+        assert!(matches!(
+            check(&enforce, &[("mcp-param-r", "x")], &batch),
+            Err(Refusal::Mcp(_))
+        ));
+        assert!(check(&enforce, &[], &batch).is_ok());
+        // The definition changes: enforce refuses (a misspelt method too), report notes.
+        catalog.learn(&server, "t", v2.as_object().unwrap());
+        assert!(matches!(
+            check(&enforce, &[("mcp-param-r", "x")], call),
+            Err(Refusal::ToolChanged)
+        ));
+        assert!(matches!(
+            check(&enforce, &[], &batch),
+            Err(Refusal::ToolChanged)
+        ));
+        let odd = r#"{"jsonrpc":"2.0","id":1,"method":"Tools/Call","params":{"name":"t"}}"#;
+        assert!(matches!(
+            check(&enforce, &[], odd),
+            Err(Refusal::ToolChanged)
+        ));
+        let report = policy(Some(PinMode::Report));
+        assert_eq!(
+            check(&report, &[("mcp-param-r", "x")], call)
+                .unwrap()
+                .changed,
+            ["t"]
+        );
+        assert_eq!(
+            check(&policy(None), &[("mcp-param-r", "x")], call).unwrap(),
+            CallNotes::default()
+        );
+    }
 }

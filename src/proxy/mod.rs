@@ -300,7 +300,7 @@ impl Gateway {
             })?;
         if let (Some(calls), Some(body)) = (calls.as_ref(), body.as_deref()) {
             ctx.request.request_id = calls.id.clone();
-            ctx.request.calls_tool = calls.ops.iter().any(|o| matches!(o, Op::ToolsCall(_)));
+            ctx.request.calls_tool = !calls.batch && matches!(calls.ops[..], [Op::ToolsCall(_)]);
             let notes = steps::tool_calls(route, &self.state.catalog, &req.headers, body, calls)?;
             report_calls(route, &notes);
             ctx.request.lists_tools = !calls.batch && matches!(calls.ops[..], [Op::ToolsList]);

@@ -189,7 +189,7 @@ pub fn denied_tool_call(route: &Route, body: Option<&[u8]>) -> Option<(Option<Bo
         return None;
     }
     let calls = crate::mcp::body::parse(body?).ok()?;
-    let tool = calls.ops.iter().any(|o| matches!(o, Op::ToolsCall(_)));
+    let tool = !calls.batch && matches!(calls.ops[..], [Op::ToolsCall(_)]);
     Some((calls.id, tool))
 }
 

@@ -738,3 +738,80 @@ async fn i17_6_pinned_file_written_by_mcpgate_pin_and_reloaded() {
     assert_eq!(env.send(call("read_file")).await.status, 403);
     untouched(&env, m, "changed after pinning");
 }
+
+/// Other shapes with the same intent: the same checks over HTTP/2; Mcp-Param headers on a
+/// batch (they mirror one message); a misspelt method naming a changed tool.
+#[tokio::test]
+async fn i17_2_6_other_shapes_http2_batch_and_misspelt_method() {
+    let env = Env::builder(MCP2026)
+        .upstream(lists_upstream())
+        .tls()
+        .start()
+        .await;
+    let t = tok(&env, "mcp:read");
+    let send = |req: Req| {
+        let env = &env;
+        async move {
+            let mut send = h2_connect(env.gw.addr(), env.ca()).await;
+            let body = req.body.clone().unwrap_or_default();
+            let mut b =
+                h2_req("POST", &req.target).header("content-length", body.len().to_string());
+            for (n, v) in &req.headers {
+                b = b.header(n.to_ascii_lowercase(), v);
+            }
+            h2_send(&mut send, b.body(()).unwrap(), Some(&body))
+                .await
+                .unwrap()
+        }
+    };
+    let r = send(modern("/lists", &t, "tools/list", serde_json::json!({}))).await;
+    assert_eq!(r.status, 200);
+    let call = |region: &str| {
+        modern(
+            "/lists",
+            &t,
+            "tools/call",
+            serde_json::json!({"name": "read_file", "arguments": {"region": "us", "limit": 1}}),
+        )
+        .h("Mcp-Param-Region", region)
+        .h("Mcp-Param-Limit", "1")
+    };
+    assert_eq!(send(call("us")).await.status, 200, "HTTP/2 match");
+    let m = mark(&env);
+    let r = send(call("eu")).await;
+    assert_eq!(r.status, 400, "HTTP/2 mismatch");
+    assert_eq!(r.json()["error"]["code"], -32020);
+    untouched(&env, m, "HTTP/2 mismatch");
+    // A batch carrying Mcp-Param headers (legacy: no protocol header, listed version).
+    let batch = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"region":"us"}}}]"#;
+    let req = Req::post("/lists")
+        .bearer(&t)
+        .h("MCP-Protocol-Version", "2025-11-25")
+        .h("Mcp-Param-Region", "us")
+        .body(batch.to_vec());
+    let r = send(req.clone()).await;
+    assert_eq!(r.status, 400, "batch with Mcp-Param");
+    assert_eq!(r.json()["error"]["code"], -32020);
+    let r = h1(&env, &req.to_bytes()).await.unwrap();
+    assert_eq!(r.status, 400, "batch with Mcp-Param over HTTP/1.1: {r}");
+    untouched(&env, m, "batch with Mcp-Param");
+    // read_file changes; a misspelt method naming it is held to the pin too.
+    let r =
+        send(modern("/lists", &t, "tools/list", serde_json::json!({})).h("X-Test-Variant", "2"))
+            .await;
+    assert_eq!(r.status, 200);
+    let m = mark(&env);
+    let odd = Req::post("/lists")
+        .bearer(&t)
+        .h("MCP-Protocol-Version", "2025-11-25")
+        .body(
+            br#"{"jsonrpc":"2.0","id":1,"method":"Tools/Call","params":{"name":"read_file"}}"#
+                .to_vec(),
+        );
+    let r = send(odd.clone()).await;
+    assert_eq!(r.status, 403, "misspelt method, changed tool");
+    assert_eq!(r.json()["error"], "access_denied");
+    let r = send(call("us")).await;
+    assert_eq!(r.status, 403, "changed tool over HTTP/2");
+    untouched(&env, m, "changed tool");
+}

@@ -811,6 +811,74 @@ mod tests {
         assert_eq!(v["result"]["tools"][0]["inputSchema"]["type"], "object");
     }
 
+    /// A route filtering resources and prompts (not tools), hiding names with `secret`,
+    /// with 60 s left on the caller's token.
+    struct Lists;
+    impl View for Lists {
+        fn filters(&self, kind: Kind) -> bool {
+            kind != Kind::Tools
+        }
+        fn keep(&self, _kind: Kind, name: &str, _item: &Map<String, Value>) -> bool {
+            !name.contains("secret")
+        }
+        fn ttl_cap_ms(&self) -> Option<u64> {
+            Some(60_000)
+        }
+    }
+
+    #[test]
+    fn resource_and_prompt_lists_are_filtered_and_made_private() {
+        let judge = |doc: &str| filter_json(doc.as_bytes(), &Lists);
+        for (member, key) in [
+            ("resources", "uri"),
+            ("resourceTemplates", "uriTemplate"),
+            ("prompts", "name"),
+        ] {
+            let doc = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"result":{{"{member}":[{{"{key}":"a"}},{{"{key}":"secret"}},{{"other":"x"}}],"ttlMs":600000,"cacheScope":"public"}}}}"#
+            );
+            let Judged::Filtered(b) = judge(&doc).unwrap() else {
+                panic!("{member} not filtered")
+            };
+            let v: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(
+                v["result"][member],
+                serde_json::json!([{key: "a"}]),
+                "{member}"
+            );
+            assert_eq!(v["result"]["cacheScope"], "private");
+            assert_eq!(v["result"]["ttlMs"], 60_000, "bounded by the token");
+            // Not an array: refused; a cacheScope spelled twice: ambiguous.
+            let bad = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"{member}":{{}}}}}}"#);
+            assert!(matches!(judge(&bad), Err(Unreadable::NotAList)), "{member}");
+            let twice = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"result":{{"{member}":[],"cacheScope":"public","CacheScope":"public"}}}}"#
+            );
+            assert!(judge(&twice).is_err(), "{member}");
+        }
+        // A shorter ttlMs is kept, a negative one becomes 0; none stays none.
+        for (ttl, want) in [("5", Value::from(5)), ("-3", Value::from(0))] {
+            let doc =
+                format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"prompts":[],"ttlMs":{ttl}}}}}"#);
+            let Judged::Filtered(b) = judge(&doc).unwrap() else {
+                panic!()
+            };
+            let v: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(v["result"]["ttlMs"], want);
+        }
+        let Judged::Filtered(b) =
+            judge(r#"{"jsonrpc":"2.0","id":1,"result":{"prompts":[]}}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert!(serde_json::from_slice::<Value>(&b).unwrap()["result"]
+            .get("ttlMs")
+            .is_none());
+        // A list the route does not filter passes byte for byte, public scope and all.
+        let tools = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"secret"}],"cacheScope":"public"}}"#;
+        assert!(matches!(judge(tools), Ok(Judged::Unchanged)));
+    }
+
     #[test]
     fn batches_are_judged_element_by_element() {
         let batch = format!(r#"[{{"jsonrpc":"2.0","id":0,"result":{{}}}},{LIST}]"#);

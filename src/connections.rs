@@ -60,6 +60,9 @@ pub struct FileLimits {
     pub max_header_bytes: usize,
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
+    /// Largest body read and judged before forwarding on routes that inspect MCP bodies.
+    #[serde(default = "default_max_inspected_body_bytes")]
+    pub max_inspected_body_bytes: usize,
     #[serde(default = "default_request_head_timeout")]
     pub request_head_timeout_seconds: u64,
     #[serde(default = "default_idle_timeout")]
@@ -83,6 +86,7 @@ impl Default for FileLimits {
         FileLimits {
             max_header_bytes: default_max_header_bytes(),
             max_body_bytes: default_max_body_bytes(),
+            max_inspected_body_bytes: default_max_inspected_body_bytes(),
             request_head_timeout_seconds: default_request_head_timeout(),
             idle_timeout_seconds: default_idle_timeout(),
             max_connections_per_address: default_max_connections_per_address(),
@@ -100,6 +104,12 @@ fn default_max_header_bytes() -> usize {
 fn default_max_body_bytes() -> u64 {
     10 * 1024 * 1024
 }
+fn default_max_inspected_body_bytes() -> usize {
+    1024 * 1024
+}
+/// The most `limits.max_inspected_body_bytes` may be: each inspected body is held whole in
+/// memory while it is judged.
+pub const MAX_INSPECTED_BODY_BYTES: usize = 64 * 1024 * 1024;
 fn default_request_head_timeout() -> u64 {
     10
 }
@@ -117,6 +127,9 @@ pub struct RequestLimits {
     pub max_header_bytes: usize,
     /// Request bodies larger than this get 413.
     pub max_body_bytes: u64,
+    /// Bodies the gateway reads and judges before forwarding (MCP policy routes, mirrored
+    /// headers) larger than this get 413.
+    pub max_inspected_body_bytes: usize,
 }
 
 /// Check and compile `limits`: the connection caps and deadlines, and the request sizes.
@@ -134,9 +147,18 @@ pub fn compile(f: &FileLimits) -> Result<(Limits, RequestLimits), CompileError> 
         f.max_connections,
     )
     .at("limits")?;
+    if !(1024..=MAX_INSPECTED_BODY_BYTES).contains(&f.max_inspected_body_bytes) {
+        return Err(CompileError::new(
+            "limits.max_inspected_body_bytes",
+            format!(
+                "limits.max_inspected_body_bytes must be between 1024 and {MAX_INSPECTED_BODY_BYTES}"
+            ),
+        ));
+    }
     let requests = RequestLimits {
         max_header_bytes: f.max_header_bytes,
         max_body_bytes: f.max_body_bytes,
+        max_inspected_body_bytes: f.max_inspected_body_bytes,
     };
     Ok((connections, requests))
 }

@@ -79,12 +79,16 @@ reasons! {
     OriginDenied = ("origin_denied", 403, "access_denied"),
     /// A malformed MCP request (JSON-RPC error body).
     McpMalformed = ("mcp_malformed", 400, "invalid_request"),
-    /// An inspected MCP body over the 64 KiB the gateway can inspect.
+    /// A request for an MCP protocol version the route does not let through (`protocol_versions`).
+    UnsupportedProtocolVersion = ("unsupported_protocol_version", 400, "invalid_request"),
+    /// An inspected MCP body over `limits.max_inspected_body_bytes` (64 KiB without a length).
     McpBodyTooLarge = ("mcp_body_too_large", 413, "invalid_request"),
     /// An MCP operation needs a scope the token lacks (step-up challenge).
     ToolScope = ("tool_scope", 403, "insufficient_scope"),
     /// No tool/resource/prompt pattern matches and the route's default is deny.
     PolicyDenied = ("policy_denied", 403, "access_denied"),
+    /// A `tools/call` of a tool whose definition no longer matches its pin (`pin_tools`).
+    ToolChanged = ("tool_changed", 403, "access_denied"),
     /// An `Mcp-Session-Id` opened by another identity.
     SessionMismatch = ("session_mismatch", 404, "not_found"),
     /// A missing, invalid or replayed DPoP proof.
@@ -159,6 +163,8 @@ pub enum Refusal {
     ScopeFor(Box<str>),
     /// No tool/resource/prompt pattern matches and the route's default is deny.
     PolicyDenied,
+    /// The tool's definition changed since it was pinned (`pin_tools: {mode: enforce}`).
+    ToolChanged,
     /// An `Mcp-Session-Id` that belongs to another subject: answered as unknown.
     UnknownSession,
     /// A missing or invalid DPoP proof (RFC 9449 `invalid_dpop_proof`): 401.
@@ -232,10 +238,14 @@ impl Refusal {
             Refusal::HeadersTooLarge => Reason::HeadersTooLarge,
             Refusal::BodyTooLarge => Reason::BodyTooLarge,
             Refusal::OriginDenied => Reason::OriginDenied,
+            Refusal::Mcp(e) if e.code == jsonrpc::UNSUPPORTED_PROTOCOL_VERSION => {
+                Reason::UnsupportedProtocolVersion
+            }
             Refusal::Mcp(_) => Reason::McpMalformed,
             Refusal::McpBodyTooLarge => Reason::McpBodyTooLarge,
             Refusal::ScopeFor(_) => Reason::ToolScope,
             Refusal::PolicyDenied => Reason::PolicyDenied,
+            Refusal::ToolChanged => Reason::ToolChanged,
             Refusal::UnknownSession => Reason::SessionMismatch,
             Refusal::DpopProof(_) => Reason::InvalidDpopProof,
             Refusal::DpopNonce(_) => Reason::UseDpopNonce,
@@ -289,10 +299,13 @@ impl Refusal {
             Refusal::OriginDenied => "this Origin may not call this resource",
             Refusal::Mcp(e) => e.message,
             Refusal::McpBodyTooLarge => {
-                "MCP request body is larger than the 64 KiB the gateway inspects"
+                "MCP request body is larger than the gateway inspects (limits.max_inspected_body_bytes, or 64 KiB without a Content-Length)"
             }
             Refusal::ScopeFor(_) => "the access token lacks a scope this operation requires",
             Refusal::PolicyDenied => "the gateway policy does not allow this operation",
+            Refusal::ToolChanged => {
+                "the definition of this tool changed since it was approved (pinned)"
+            }
             Refusal::UnknownSession => "unknown session",
             Refusal::MethodNotAllowed => {
                 "this method is not allowed on an MCP route (GET, POST, DELETE, OPTIONS are)"
@@ -339,21 +352,27 @@ pub mod jsonrpc {
     pub const INVALID_PARAMS: i64 = -32602;
     /// The server side (the gateway in front of the server) failed: an unreadable answer.
     pub const INTERNAL_ERROR: i64 = -32603;
-    /// `Mcp-Method` / `Mcp-Name` disagree with the body (2026-07-28 `HeaderMismatch`).
+    /// `Mcp-Method` / `Mcp-Name` / `MCP-Protocol-Version` / `Mcp-Param-*` disagree with the
+    /// body, or one the body needs is missing (2026-07-28 `HeaderMismatch`).
     pub const HEADER_MISMATCH: i64 = -32020;
     /// A rate limit refused the request. MCP 2026-07-28 reserves -32020 to -32099 for codes
     /// it defines and asks others to stay outside JSON-RPC's -32768 to -32000; 429 mirrors
     /// the HTTP status (ToolHive answers the same code).
     pub const RATE_LIMITED: i64 = 429;
+    /// A protocol version the route does not let through (2026-07-28
+    /// `UnsupportedProtocolVersion`, `data: {supported, requested}`).
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 }
 
 /// Why an MCP request was refused before reaching the upstream (400, JSON-RPC error body).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct McpError {
     pub code: i64,
     pub message: &'static str,
     /// The request id, as raw JSON, when known.
     pub id: Option<Box<str>>,
+    /// The error's `data`, as raw JSON, when the spec defines one.
+    pub data: Option<Box<str>>,
 }
 
 impl McpError {
@@ -361,7 +380,7 @@ impl McpError {
         McpError {
             code,
             message,
-            id: None,
+            ..McpError::default()
         }
     }
 }

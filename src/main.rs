@@ -1,6 +1,6 @@
-//! The `mcpgate` command: `run`, `check`, `doctor`, `dev`, `schema`, `hash-key`, `revoke`,
-//! `completions`. Parses arguments, sets up logging and dispatches to `mcpgate::server::run` or
-//! `mcpgate::cli`. No logic lives here.
+//! The `mcpgate` command: `run`, `check`, `doctor`, `dev`, `schema`, `hash-key`, `pin`,
+//! `revoke`, `completions`. Parses arguments, sets up logging and dispatches to
+//! `mcpgate::server::run` or `mcpgate::cli`. No logic lives here.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -112,6 +112,27 @@ enum Command {
         #[arg(long)]
         expires: Option<String>,
     },
+    /// Ask a route's MCP server for its tools and write the pinned file for the route's
+    /// `pin_tools.file` (SHA-256 of each tool's definition).
+    Pin {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The route whose server is asked (its upstream and the path it forwards to).
+        #[arg(long)]
+        route: String,
+        /// Ask this URL instead (e.g. the gateway's URL of the route).
+        #[arg(long)]
+        url: Option<String>,
+        /// A file holding a token sent as `Authorization: Bearer`.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// A further request header, `Name: value` (repeatable).
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// Write the file here (default: standard output).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
     /// Revoke tokens at a running gateway (`POST /revocations` on its admin listener;
     /// with `state.redis` every replica applies it), or list the revocations.
     #[command(group(clap::ArgGroup::new("what").required(true).args(["jti", "subject", "client_id", "list"])))]
@@ -214,6 +235,21 @@ fn main() -> ExitCode {
             config,
             route,
             token_file: token,
+        }),
+        Command::Pin {
+            config,
+            route,
+            url,
+            token_file,
+            headers,
+            out,
+        } => cli::pin::run(cli::pin::Args {
+            config,
+            route,
+            url,
+            token_file,
+            headers,
+            out,
         }),
         Command::Dev {
             port,

@@ -338,6 +338,8 @@ impl RouteMetrics {
         let m = &*METRICS;
         LazyLock::force(&STREAMS_EXPIRED);
         LazyLock::force(&ANSWERS_REFUSED);
+        LazyLock::force(&PARAMS_UNCHECKED);
+        LazyLock::force(&TOOL_CHANGES);
         let counter = |decision: &str, reason: &str| {
             m.requests
                 .as_ref()
@@ -403,6 +405,40 @@ static ANSWERS_REFUSED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
         &["route", "reason"],
     )
 });
+
+static PARAMS_UNCHECKED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        &METRICS.registry,
+        "mcpgate_mcp_param_unchecked_total",
+        "tools/call requests whose Mcp-Param-* headers were forwarded unchecked because no \
+         tools/list answer that passed gave the tool's schema (or gave an invalid one), by route.",
+        &["route"],
+    )
+});
+
+static TOOL_CHANGES: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        &METRICS.registry,
+        "mcpgate_tool_definition_changes_total",
+        "Tool definitions that differ from their pin (pin_tools), seen in a tools/list answer \
+         or called, by route and mode (enforce: hidden and refused; report: let through).",
+        &["route", "mode"],
+    )
+});
+
+/// A `tools/call` whose `Mcp-Param-*` headers were forwarded unchecked (schema unknown).
+pub fn mcp_params_unchecked(route: &str) {
+    if let Some(c) = &*PARAMS_UNCHECKED {
+        c.with_label_values(&[route]).inc();
+    }
+}
+
+/// A tool definition that differs from its pin.
+pub fn tool_definition_changed(route: &str, mode: &str) {
+    if let Some(c) = &*TOOL_CHANGES {
+        c.with_label_values(&[route, mode]).inc();
+    }
+}
 
 /// An upstream answer the gateway could not read and replaced (`lists`).
 pub fn answer_refused(route: &str, reason: &str) {

@@ -241,16 +241,22 @@ fn throttle_body(refusal: &Refusal, t: &Throttle) -> Bytes {
 
 /// `{"jsonrpc":"2.0","id":…,"error":{"code":…,"message":…}}`; `id` is raw JSON.
 pub fn jsonrpc_error(id: Option<&str>, code: i64, message: &str) -> Bytes {
+    jsonrpc_error_with(id, code, message, None)
+}
+
+/// [`jsonrpc_error`] with the error's `data` (raw JSON).
+fn jsonrpc_error_with(id: Option<&str>, code: i64, message: &str, data: Option<&str>) -> Bytes {
     let id = id.unwrap_or("null");
+    let data = data.map(|d| format!(r#","data":{d}"#)).unwrap_or_default();
     Bytes::from(format!(
-        r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{}}}}}"#,
+        r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{}{data}}}}}"#,
         serde_json::Value::from(message)
     ))
 }
 
 /// The JSON-RPC error body of a refused MCP request.
 pub fn mcp_error_body(e: &McpError) -> Bytes {
-    jsonrpc_error(e.id.as_deref(), e.code, e.message)
+    jsonrpc_error_with(e.id.as_deref(), e.code, e.message, e.data.as_deref())
 }
 
 /// How a route challenges (RFC 6750 §3, RFC 9449 §7.1, RFC 9728 `resource_metadata`),
@@ -403,6 +409,44 @@ pub fn refusal(
             false,
         );
     }
+    (resp, body)
+}
+
+/// The SEP-2643 `_meta` key of an authorization denial.
+pub const AUTHORIZATION_META: &str = "io.modelcontextprotocol/authorization";
+
+/// A refused `tools/call` on a `structured_denials` route (SEP-2643, draft, latest revision:
+/// the Extensions Track text): the same status and `WWW-Authenticate` as [`refusal`] (the
+/// challenge stays authoritative), with a body that is a `CallToolResult` with
+/// `isError: true` whose `_meta` carries the authorization envelope: `remediation:
+/// "available"` when the challenge names the scopes to ask for, `"undisclosed"` otherwise.
+/// Other refusals are answered as [`refusal`] does.
+pub fn tool_refusal(
+    refusal: &Refusal,
+    challenge: Option<&Challenge>,
+    dpop_used: bool,
+    id: Option<&str>,
+) -> (ResponseHeader, Bytes) {
+    let (mut resp, body) = self::refusal(refusal, challenge, dpop_used);
+    let remediation = match refusal {
+        Refusal::ScopeFor(_) => "available",
+        Refusal::PolicyDenied | Refusal::ToolChanged => "undisclosed",
+        _ => return (resp, body),
+    };
+    let result = serde_json::json!({
+        "resultType": "complete",
+        "isError": true,
+        "content": [{"type": "text", "text": refusal.description()}],
+        "_meta": {AUTHORIZATION_META: {
+            "reason": "insufficient_authorization",
+            "remediation": remediation,
+        }},
+    });
+    let body = Bytes::from(format!(
+        r#"{{"jsonrpc":"2.0","id":{},"result":{result}}}"#,
+        id.unwrap_or("null")
+    ));
+    set_header(&mut resp, http::header::CONTENT_LENGTH, body.len(), false);
     (resp, body)
 }
 
@@ -701,10 +745,18 @@ mod tests {
                 code: -32700,
                 message: "Parse error",
                 id: Some("7".into()),
+                data: None,
+            }),
+            Refusal::Mcp(McpError {
+                code: -32022,
+                message: "Unsupported protocol version",
+                id: Some("7".into()),
+                data: Some(r#"{"supported":["2025-11-25"],"requested":"1900-01-01"}"#.into()),
             }),
             Refusal::McpBodyTooLarge,
             Refusal::ScopeFor("mcp:read mcp:admin".into()),
             Refusal::PolicyDenied,
+            Refusal::ToolChanged,
             Refusal::UnknownSession,
             Refusal::DpopProof("the request has no DPoP proof"),
             Refusal::DpopNonce("bm9uY2U".into()),

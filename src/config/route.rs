@@ -83,6 +83,19 @@ pub struct FileRoute {
     pub default_tool_policy: DefaultPolicy,
     #[serde(default)]
     pub filter_tools_list: bool,
+    /// Filter `resources/list` and `resources/templates/list` answers by the `resources` rules.
+    #[serde(default)]
+    pub filter_resources_list: bool,
+    /// Filter `prompts/list` answers by the `prompts` rules.
+    #[serde(default)]
+    pub filter_prompts_list: bool,
+    /// MCP protocol versions the upstream speaks; others are refused (-32022).
+    pub protocol_versions: Option<Vec<String>>,
+    /// Tool-definition pinning.
+    pub pin_tools: Option<crate::mcp::pins::FilePins>,
+    /// A refused `tools/call` carries the SEP-2643 (draft) authorization envelope.
+    #[serde(default)]
+    pub structured_denials: bool,
     /// Browser origins allowed to call the route (default: the public origin only).
     pub allowed_origins: Option<Vec<String>>,
     /// Seconds a response stream may outlive its token's `exp` before the gateway closes it.
@@ -116,6 +129,9 @@ pub struct Route {
     pub upstream_auth: UpstreamAuth,
     pub challenge: Challenge,
     pub cors: Origins,
+    /// The MCP server behind the route: the upstream origin and the path forwarded to (what
+    /// the gateway learns from lists is kept per server).
+    pub server: Arc<str>,
     /// Seconds a response stream may outlive its token (`stream_expiry_grace_seconds`).
     pub stream_expiry_grace: i64,
     /// The rate limits and concurrency cap that apply here.
@@ -136,6 +152,7 @@ impl Route {
             .tls_files
             .iter()
             .chain(self.upstream_auth.files())
+            .chain(self.mcp.pins.as_ref().and_then(|p| p.path()))
     }
 }
 
@@ -172,6 +189,11 @@ pub fn compile(
     cx: &Context<'_>,
 ) -> Result<Route, CompileError> {
     let upstream = RouteUpstream::compile(&fr.upstream, fr.upstream_tls, cx.source)?;
+    let server = Arc::from(format!(
+        "{}{}",
+        upstream.addr.origin(),
+        fr.rewrite_prefix.as_deref().unwrap_or(&fr.path_prefix)
+    ));
     let resource = Resource::compile(
         cx.public,
         fr.host.as_deref(),
@@ -191,6 +213,12 @@ pub fn compile(
             prompts: fr.prompts.as_ref(),
             default: fr.default_tool_policy,
             filter_tools_list: fr.filter_tools_list,
+            filter_resources_list: fr.filter_resources_list,
+            filter_prompts_list: fr.filter_prompts_list,
+            protocol_versions: fr.protocol_versions.as_deref(),
+            pin_tools: fr.pin_tools,
+            structured_denials: fr.structured_denials,
+            source: cx.source,
         },
         cx.hierarchy,
         fr.auth == AuthMode::Oauth,
@@ -256,6 +284,7 @@ pub fn compile(
         upstream_auth,
         challenge,
         cors,
+        server,
         stream_expiry_grace: fr.stream_expiry_grace_seconds.min(MAX_STREAM_GRACE_SECONDS) as i64,
         quotas,
     })

@@ -71,6 +71,11 @@ fn walk_members<'de, A: serde::de::MapAccess<'de>>(
 struct Params<'a> {
     name: Option<Cow<'a, str>>,
     uri: Option<Cow<'a, str>>,
+    /// `tools/call`'s `arguments`, kept raw (the `Mcp-Param-*` check reads them when the
+    /// tool declares headers).
+    arguments: Option<&'a RawValue>,
+    /// `_meta`, read for the 2026-07-28 protocol version claim.
+    meta: Option<&'a RawValue>,
     /// `completion/complete`'s `ref`, read once the method is known.
     reference: Option<&'a RawValue>,
     /// `subscriptions/listen`'s `notifications`, read once the method is known.
@@ -90,11 +95,14 @@ impl<'de> Deserialize<'de> for Params<'de> {
                 map: A,
             ) -> Result<Params<'de>, A::Error> {
                 let mut p = Params::default();
-                walk_members(map, &["name", "uri", "ref", "notifications"], |k, m| {
+                let policed = ["name", "uri", "ref", "notifications", "arguments", "_meta"];
+                walk_members(map, &policed, |k, m| {
                     match k {
                         "name" => p.name = Some(m.next_value::<Str<'de>>()?.0),
                         "uri" => p.uri = Some(m.next_value::<Str<'de>>()?.0),
                         "ref" => p.reference = Some(m.next_value::<&'de RawValue>()?),
+                        "arguments" => p.arguments = Some(m.next_value::<&'de RawValue>()?),
+                        "_meta" => p.meta = Some(m.next_value::<&'de RawValue>()?),
                         _ => p.notifications = Some(m.next_value::<&'de RawValue>()?),
                     }
                     Ok(())
@@ -135,6 +143,39 @@ impl<'de> Deserialize<'de> for Reference<'de> {
                         "name" => r.name = v,
                         _ => r.uri = v,
                     }
+                    Ok(())
+                })?;
+                Ok(r)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The key of a 2026-07-28 request's protocol version claim in `params._meta`.
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// `params._meta`: the protocol version a 2026-07-28 request claims.
+#[derive(Default)]
+struct Meta<'a> {
+    version: Option<Cow<'a, str>>,
+}
+
+impl<'de> Deserialize<'de> for Meta<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Meta<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a _meta object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Meta<'de>, A::Error> {
+                let mut r = Meta::default();
+                walk_members(map, &[META_PROTOCOL_VERSION], |_, m| {
+                    r.version = Some(m.next_value::<Str<'de>>()?.0);
                     Ok(())
                 })?;
                 Ok(r)
@@ -323,14 +364,19 @@ impl Op {
     }
 }
 
-/// The raw values of a single message that `Mcp-Method` and `Mcp-Name` mirror.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The raw values of a single message that the mirrored headers (`Mcp-Method`, `Mcp-Name`,
+/// `MCP-Protocol-Version`, `Mcp-Param-*`) must agree with.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Mirror {
     /// `None` for a JSON-RPC response.
     pub method: Option<String>,
     /// `params.name` or `params.uri` as sent, for the methods whose name is mirrored
     /// (`tools/call`, `resources/read`, `prompts/get`).
     pub name: Option<String>,
+    /// `params._meta["io.modelcontextprotocol/protocolVersion"]` (2026-07-28 requests).
+    pub version: Option<String>,
+    /// Where `params.arguments` of a `tools/call` sits in the body (byte range).
+    pub arguments: Option<std::ops::Range<usize>>,
 }
 
 /// A parsed request body: one message or a batch.
@@ -349,15 +395,13 @@ fn uri_of(raw: &str) -> Result<String, McpError> {
         .map_err(|e| McpError::new(INVALID_PARAMS, e.describe()))
 }
 
-fn op_of(m: Message<'_>) -> Result<(Op, Mirror), McpError> {
+/// The operation of one message, and what its mirrored headers must agree with. `body` is
+/// the whole request body `m` was parsed from (raw values are located in it).
+fn op_of(m: Message<'_>, body: &[u8]) -> Result<(Op, Mirror), McpError> {
     let Some(method) = m.method else {
         if m.response {
             // A JSON-RPC response from the client (allowed before 2026-07-28): asks nothing.
-            let mirror = Mirror {
-                method: None,
-                name: None,
-            };
-            return Ok((Op::Response, mirror));
+            return Ok((Op::Response, Mirror::default()));
         }
         return Err(McpError::new(
             INVALID_REQUEST,
@@ -369,6 +413,24 @@ fn op_of(m: Message<'_>) -> Result<(Op, Mirror), McpError> {
             .ok_or_else(|| McpError::new(INVALID_REQUEST, what))
     };
     let params = m.params.unwrap_or_default();
+    let version = match params.meta {
+        None => None,
+        Some(raw) => serde_json::from_str::<Meta<'_>>(raw.get())
+            .map_err(|_| {
+                McpError::new(
+                    INVALID_PARAMS,
+                    "params._meta must be an object whose protocol version is a string",
+                )
+            })?
+            .version
+            .map(Cow::into_owned),
+    };
+    // A raw value borrows from the body: its place in it (checked, never assumed).
+    let arguments = params.arguments.and_then(|a| {
+        let at = (a.get().as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+        let range = at..at + a.get().len();
+        (body.get(range.clone()) == Some(a.get().as_bytes())).then_some(range)
+    });
     let mut mirrored = None;
     let op = match method.as_ref() {
         "tools/call" => {
@@ -441,6 +503,12 @@ fn op_of(m: Message<'_>) -> Result<(Op, Mirror), McpError> {
     let mirror = Mirror {
         method: Some(method.into_owned()),
         name: mirrored,
+        version,
+        arguments: if matches!(op, Op::ToolsCall(_)) {
+            arguments
+        } else {
+            None
+        },
     };
     Ok((op, mirror))
 }
@@ -457,7 +525,7 @@ pub fn parse(body: &[u8]) -> Result<Calls, McpError> {
         }
         let ops = msgs
             .into_iter()
-            .map(|m| op_of(m).map(|(op, _)| op))
+            .map(|m| op_of(m, body).map(|(op, _)| op))
             .collect::<Result<Vec<_>, _>>()?;
         return Ok(Calls {
             ops,
@@ -469,7 +537,7 @@ pub fn parse(body: &[u8]) -> Result<Calls, McpError> {
     let m: Message<'_> = serde_json::from_slice(body)
         .map_err(|_| McpError::new(PARSE_ERROR, "Parse error: body is not a JSON-RPC message"))?;
     let id = m.id.map(|r| Box::from(r.get()));
-    let (op, mirror) = op_of(m).map_err(|mut e| {
+    let (op, mirror) = op_of(m, body).map_err(|mut e| {
         e.id = id.clone();
         e
     })?;

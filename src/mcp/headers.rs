@@ -34,6 +34,9 @@ pub fn decode_header_value(raw: &[u8]) -> Option<String> {
 
 /// Check the mirrored headers against the body (2026-07-28 Server Validation).
 /// `protocol` is the `MCP-Protocol-Version` header, `method`/`name` the mirrored headers.
+/// A request is modern (method and name must be mirrored) when either the header or the
+/// body's `_meta` claims 2026-07-28 or later; a body that claims it needs the header too,
+/// with the same value.
 pub fn check_headers(
     calls: &Calls,
     protocol: Option<&[u8]>,
@@ -44,7 +47,22 @@ pub fn check_headers(
         code: HEADER_MISMATCH,
         message,
         id: calls.id.clone(),
+        data: None,
     };
+    let body_version = calls.mirror.as_ref().and_then(|m| m.version.as_deref());
+    match (protocol, body_version) {
+        (Some(h), Some(b)) if h != b.as_bytes() => {
+            return Err(mismatch(
+                "Header mismatch: MCP-Protocol-Version does not match the body's _meta protocol version",
+            ))
+        }
+        (None, Some(b)) if b >= HEADERS_REQUIRED_FROM => {
+            return Err(mismatch(
+                "Header mismatch: MCP-Protocol-Version header is missing",
+            ))
+        }
+        _ => {}
+    }
     let modern = protocol
         .and_then(|p| std::str::from_utf8(p).ok())
         .is_some_and(|p| p >= HEADERS_REQUIRED_FROM);
@@ -114,11 +132,7 @@ impl Mirrored<'_> {
 
 /// A `HeaderMismatch` refusal (400, JSON-RPC -32020).
 pub fn mismatch(message: &'static str) -> Refusal {
-    Refusal::Mcp(McpError {
-        code: HEADER_MISMATCH,
-        message,
-        id: None,
-    })
+    Refusal::Mcp(McpError::new(HEADER_MISMATCH, message))
 }
 
 const MIRRORED: [&str; 3] = ["mcp-method", "mcp-name", "mcp-protocol-version"];
@@ -186,5 +200,47 @@ mod tests {
         .unwrap();
         assert!(check_headers(&c, None, Some(b"tools/call"), Some(b"read_file")).is_err());
         assert!(check_headers(&c, Some(b"2025-11-25"), None, None).is_ok());
+    }
+
+    /// Item 1 of issue 17: the header and the body's `_meta` claim must agree, and a body
+    /// that claims 2026-07-28 needs the header.
+    #[test]
+    fn protocol_version_header_and_body_agree() {
+        let modern = |v: &str| {
+            parse(format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"_meta":{{"io.modelcontextprotocol/protocolVersion":"{v}"}}}}}}"#
+            ).as_bytes())
+            .unwrap()
+        };
+        let c = modern("2026-07-28");
+        let m = Some(&b"tools/list"[..]);
+        assert!(check_headers(&c, Some(b"2026-07-28"), m, None).is_ok());
+        for (h, why) in [
+            (Some(&b"2025-11-25"[..]), "differs"),
+            (Some(b"2026-07-29"), "differs"),
+            (None, "missing"),
+        ] {
+            let e = check_headers(&c, h, m, None).unwrap_err();
+            assert_eq!(
+                (e.code, e.id.as_deref()),
+                (HEADER_MISMATCH, Some("1")),
+                "{why}"
+            );
+        }
+        // An older claim in the body without the header is the legacy shape: no rule.
+        assert!(check_headers(&modern("2025-11-25"), None, None, None).is_ok());
+        assert!(check_headers(&modern("2025-11-25"), Some(b"2026-07-28"), m, None).is_err());
+        // A body without a claim: only the header speaks.
+        let legacy = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).unwrap();
+        assert!(check_headers(&legacy, Some(b"2025-11-25"), None, None).is_ok());
+        // A claim that is not a string, or a _meta that is not an object: refused.
+        for bad in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":20260728}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":[]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{},"_Meta":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"a","io.modelcontextprotocol/protocolversion":"b"}}}"#,
+        ] {
+            assert!(parse(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 }

@@ -22,10 +22,10 @@
 
 use bytes::Bytes;
 use pingora_http::ResponseHeader;
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::error::UnreadableAnswer;
+use crate::mcp::json::Strict;
 
 /// Largest answer buffered to be judged whole (a JSON answer, any content type).
 pub const BODY_LIMIT: usize = 8 * 1024 * 1024;
@@ -97,65 +97,6 @@ impl Unreadable {
 // One JSON document
 // ---------------------------------------------------------------------------------------------
 
-/// A JSON value parsed strictly: a member repeated in one object is an error (serde_json's
-/// `Value` keeps the last copy; a client may read the first, and would see what was not judged).
-struct Strict(Value);
-
-impl<'de> Deserialize<'de> for Strict {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(Strict)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut out = Vec::new();
-        while let Some(Strict(v)) = seq.next_element()? {
-            out.push(v);
-        }
-        Ok(Value::Array(out))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
-        while let Some(k) = map.next_key::<String>()? {
-            if out.contains_key(&k) {
-                return Err(serde::de::Error::custom("repeated member"));
-            }
-            let Strict(v) = map.next_value()?;
-            out.insert(k, v);
-        }
-        Ok(Value::Object(out))
-    }
-}
-
 /// The one member of `obj` named `name` in any letter case (clients in some languages match
 /// member names case-insensitively). Two such members: ambiguous.
 fn member(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, Unreadable> {
@@ -169,13 +110,103 @@ fn member(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, Unread
     Ok(found)
 }
 
-/// Filter one JSON-RPC message in place. `Ok(true)` when it carried a tool list.
+/// A list an answer may carry: the member of `result` that holds it, and the member of each
+/// item that names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `tools/list`: `tools`, by `name`.
+    Tools,
+    /// `resources/list`: `resources`, by `uri`.
+    Resources,
+    /// `resources/templates/list`: `resourceTemplates`, by `uriTemplate`.
+    ResourceTemplates,
+    /// `prompts/list`: `prompts`, by `name`.
+    Prompts,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [
+        Kind::Tools,
+        Kind::Resources,
+        Kind::ResourceTemplates,
+        Kind::Prompts,
+    ];
+
+    /// The member of `result` holding the list.
+    pub fn member(self) -> &'static str {
+        match self {
+            Kind::Tools => "tools",
+            Kind::Resources => "resources",
+            Kind::ResourceTemplates => "resourceTemplates",
+            Kind::Prompts => "prompts",
+        }
+    }
+
+    /// The member of an item that names it.
+    pub fn key(self) -> &'static str {
+        match self {
+            Kind::Tools | Kind::Prompts => "name",
+            Kind::Resources => "uri",
+            Kind::ResourceTemplates => "uriTemplate",
+        }
+    }
+}
+
+/// What the judge asks of the route and the caller.
+pub trait View {
+    /// Whether lists of `kind` are filtered for the caller (their answers are then private).
+    fn filters(&self, kind: Kind) -> bool;
+    /// Whether the caller may see an item of a filtered list, named `name`.
+    fn keep(&self, kind: Kind, name: &str, item: &Map<String, Value>) -> bool;
+    /// Every tool of a tool list, filtered or not, before any filtering.
+    fn saw_tool(&self, _name: &str, _item: &Map<String, Value>) {}
+    /// The largest `ttlMs` a private answer may keep: what is left of the caller's token.
+    fn ttl_cap_ms(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// A plain name filter: tool lists only (the filter of a route with `filter_tools_list`
+/// alone, and of the tests).
+impl<F: Fn(&str) -> bool> View for F {
+    fn filters(&self, kind: Kind) -> bool {
+        kind == Kind::Tools
+    }
+    fn keep(&self, _kind: Kind, name: &str, _item: &Map<String, Value>) -> bool {
+        self(name)
+    }
+}
+
+/// A filtered list's answer may be reused only by the same caller (SEP-2549,
+/// server/utilities/caching): `cacheScope` becomes `"private"`, and a `ttlMs` is bounded by
+/// the caller's token (a negative or non-numeric one becomes 0). Members spelled in another
+/// letter case are replaced.
+fn make_private(result: &mut Map<String, Value>, cap: Option<u64>) -> Result<(), Unreadable> {
+    if let Some(k) = member(result, "cacheScope")? {
+        result.remove(&k);
+    }
+    result.insert("cacheScope".into(), Value::from("private"));
+    if let Some(k) = member(result, "ttlMs")? {
+        let ttl = result.remove(&k).and_then(|v| v.as_f64()).unwrap_or(0.0);
+        let ttl = if ttl.is_finite() && ttl > 0.0 {
+            ttl.min(u64::MAX as f64) as u64
+        } else {
+            0
+        };
+        result.insert("ttlMs".into(), Value::from(cap.map_or(ttl, |c| ttl.min(c))));
+    }
+    Ok(())
+}
+
+/// Filter one JSON-RPC message in place. `Ok(true)` when it was changed (it carried a list
+/// the route filters).
 ///
-/// A tool list is a `result` object with a `tools` member, unless the result also has
-/// `content`: that is a `tools/call` result, whose output is the tool's and is not rewritten.
-/// A `tools` member that is not an array cannot be judged. A tool without a string `name`
-/// cannot be judged either, and is removed.
-fn filter_message(msg: &mut Value, keep: &dyn Fn(&str) -> bool) -> Result<bool, Unreadable> {
+/// A list is a `result` object with one of the [`Kind`] members, unless the result also has
+/// `content`: that is a `tools/call` result, whose output is the tool's and is not
+/// rewritten. A filtered list that is not an array cannot be judged; nor can an item without
+/// a string name, which is removed. Every tool of a tool list is shown to
+/// [`View::saw_tool`] first, filtered or not.
+fn filter_message(msg: &mut Value, view: &dyn View) -> Result<bool, Unreadable> {
     let Some(obj) = msg.as_object_mut() else {
         return Ok(false);
     };
@@ -185,25 +216,51 @@ fn filter_message(msg: &mut Value, keep: &dyn Fn(&str) -> bool) -> Result<bool, 
     let Some(result) = obj.get_mut(&rk).and_then(Value::as_object_mut) else {
         return Ok(false);
     };
-    let Some(tk) = member(result, "tools")? else {
-        return Ok(false);
-    };
     if member(result, "content")?.is_some() {
         return Ok(false);
     }
-    let Some(tools) = result.get_mut(&tk).and_then(Value::as_array_mut) else {
-        return Err(Unreadable::NotAList);
-    };
-    tools.retain(|t| {
-        let Some(o) = t.as_object() else {
-            return false;
+    let mut changed = false;
+    for kind in Kind::ALL {
+        let Some(lk) = member(result, kind.member())? else {
+            continue;
         };
-        match member(o, "name") {
-            Ok(Some(k)) => o.get(&k).and_then(Value::as_str).is_some_and(keep),
-            _ => false,
+        let filtered = view.filters(kind);
+        let Some(items) = result.get_mut(&lk).and_then(Value::as_array_mut) else {
+            if filtered {
+                return Err(Unreadable::NotAList);
+            }
+            continue;
+        };
+        let visible = |t: &Value| -> bool {
+            let Some(o) = t.as_object() else {
+                return false;
+            };
+            match member(o, kind.key()) {
+                Ok(Some(k)) => o
+                    .get(&k)
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| view.keep(kind, n, o)),
+                _ => false,
+            }
+        };
+        if kind == Kind::Tools {
+            for t in items.iter() {
+                if let Some(o) = t.as_object() {
+                    if let Some(n) = o.get("name").and_then(Value::as_str) {
+                        view.saw_tool(n, o);
+                    }
+                }
+            }
         }
-    });
-    Ok(true)
+        if filtered {
+            items.retain(visible);
+            changed = true;
+        }
+    }
+    if changed {
+        make_private(result, view.ttl_cap_ms())?;
+    }
+    Ok(changed)
 }
 
 /// What [`filter_json`] made of a document.
@@ -211,7 +268,7 @@ fn filter_message(msg: &mut Value, keep: &dyn Fn(&str) -> bool) -> Result<bool, 
 pub enum Judged {
     /// No tool list in it: forward the original bytes.
     Unchanged,
-    /// It held a tool list: forward these bytes (re-serialized, compact).
+    /// It held a list the route filters: forward these bytes (re-serialized, compact).
     Filtered(Vec<u8>),
 }
 
@@ -220,7 +277,7 @@ fn is_json_space(b: &u8) -> bool {
 }
 
 /// Judge one JSON document: a JSON-RPC message or a batch (array) of them.
-pub fn filter_json(doc: &[u8], keep: &dyn Fn(&str) -> bool) -> Result<Judged, Unreadable> {
+pub fn filter_json(doc: &[u8], keep: &dyn View) -> Result<Judged, Unreadable> {
     if doc.starts_with(BOM) {
         return Err(Unreadable::Bom);
     }
@@ -299,7 +356,7 @@ impl SseFilter {
     pub fn push(
         &mut self,
         mut chunk: &[u8],
-        keep: &dyn Fn(&str) -> bool,
+        keep: &dyn View,
         out: &mut Vec<u8>,
     ) -> Result<(), Unreadable> {
         if self.failed {
@@ -346,11 +403,7 @@ impl SseFilter {
 
     /// The stream ended: judge what is held (an event without its blank line is judged as if
     /// it had one).
-    pub fn finish(
-        &mut self,
-        keep: &dyn Fn(&str) -> bool,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Unreadable> {
+    pub fn finish(&mut self, keep: &dyn View, out: &mut Vec<u8>) -> Result<(), Unreadable> {
         if self.failed {
             return Ok(());
         }
@@ -375,7 +428,7 @@ impl SseFilter {
     fn end_line(
         &mut self,
         term: &[u8],
-        keep: &dyn Fn(&str) -> bool,
+        keep: &dyn View,
         out: &mut Vec<u8>,
     ) -> Result<(), Unreadable> {
         let line = std::mem::take(&mut self.line);
@@ -447,11 +500,7 @@ impl SseFilter {
     }
 
     /// Judge the held event and forward it (filtered when it holds a tool list).
-    fn dispatch(
-        &mut self,
-        keep: &dyn Fn(&str) -> bool,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Unreadable> {
+    fn dispatch(&mut self, keep: &dyn View, out: &mut Vec<u8>) -> Result<(), Unreadable> {
         let event = std::mem::take(&mut self.event);
         let lines = std::mem::take(&mut self.lines);
         let mut data = std::mem::take(&mut self.data);
@@ -502,6 +551,9 @@ enum Mode {
     Replace(Option<Bytes>),
     /// Refused after its head: nothing more goes out.
     Ended,
+    /// Passed on as it comes, a copy kept (at most [`BODY_LIMIT`]; `None` past it) and read
+    /// at its end only to learn the tools it lists (`true`: an SSE stream).
+    Learn(Option<Vec<u8>>, bool),
 }
 
 /// What the caller does after a piece.
@@ -594,13 +646,36 @@ impl Judge {
         (judge, None)
     }
 
+    /// Read an answer only to learn the tools it lists ([`View::saw_tool`]), changing
+    /// nothing: its head and every piece pass as they are, and an answer the gateway cannot
+    /// read teaches it nothing. For the answers to `tools/list` on routes that filter
+    /// nothing.
+    pub fn learn(resp: &ResponseHeader, head_request: bool) -> Judge {
+        let readable = has_body(resp, head_request)
+            && resp.status.is_success()
+            && !resp
+                .headers
+                .get_all(http::header::CONTENT_ENCODING)
+                .iter()
+                .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
+        Judge {
+            mode: if readable {
+                Mode::Learn(Some(Vec::new()), is_event_stream(resp))
+            } else {
+                Mode::Pass
+            },
+            lenient: true,
+            id: None,
+        }
+    }
+
     /// Judge a piece of the body in place: `body` becomes what the client gets now. `Err`
     /// tells why the answer was refused here (it is refused once; the error is in `body`).
     pub fn body(
         &mut self,
         body: &mut Option<Bytes>,
         end: bool,
-        keep: &dyn Fn(&str) -> bool,
+        keep: &dyn View,
     ) -> (Flow, Option<Unreadable>) {
         match &mut self.mode {
             Mode::Pass => (Flow::Continue, None),
@@ -610,6 +685,30 @@ impl Judge {
             }
             Mode::Ended => {
                 *body = None;
+                (Flow::Continue, None)
+            }
+            Mode::Learn(copy, sse) => {
+                if let (Some(buf), Some(piece)) = (copy.as_mut(), body.as_ref()) {
+                    if buf.len() + piece.len() > BODY_LIMIT {
+                        *copy = None;
+                    } else {
+                        buf.extend_from_slice(piece);
+                    }
+                }
+                if end {
+                    if let Some(buf) = copy.take() {
+                        // Nothing filtered: the output is the input; only the tools seen count.
+                        if *sse {
+                            let mut f = SseFilter::new();
+                            let mut sink = Vec::new();
+                            let _ = f
+                                .push(&buf, keep, &mut sink)
+                                .and_then(|()| f.finish(keep, &mut sink));
+                        } else {
+                            let _ = filter_json(&buf, keep);
+                        }
+                    }
+                }
                 (Flow::Continue, None)
             }
             Mode::Json(buf) => {
@@ -710,6 +809,74 @@ mod tests {
         assert_eq!(v["result"]["nextCursor"], "c");
         assert_eq!(v["id"], 1);
         assert_eq!(v["result"]["tools"][0]["inputSchema"]["type"], "object");
+    }
+
+    /// A route filtering resources and prompts (not tools), hiding names with `secret`,
+    /// with 60 s left on the caller's token.
+    struct Lists;
+    impl View for Lists {
+        fn filters(&self, kind: Kind) -> bool {
+            kind != Kind::Tools
+        }
+        fn keep(&self, _kind: Kind, name: &str, _item: &Map<String, Value>) -> bool {
+            !name.contains("secret")
+        }
+        fn ttl_cap_ms(&self) -> Option<u64> {
+            Some(60_000)
+        }
+    }
+
+    #[test]
+    fn resource_and_prompt_lists_are_filtered_and_made_private() {
+        let judge = |doc: &str| filter_json(doc.as_bytes(), &Lists);
+        for (member, key) in [
+            ("resources", "uri"),
+            ("resourceTemplates", "uriTemplate"),
+            ("prompts", "name"),
+        ] {
+            let doc = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"result":{{"{member}":[{{"{key}":"a"}},{{"{key}":"secret"}},{{"other":"x"}}],"ttlMs":600000,"cacheScope":"public"}}}}"#
+            );
+            let Judged::Filtered(b) = judge(&doc).unwrap() else {
+                panic!("{member} not filtered")
+            };
+            let v: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(
+                v["result"][member],
+                serde_json::json!([{key: "a"}]),
+                "{member}"
+            );
+            assert_eq!(v["result"]["cacheScope"], "private");
+            assert_eq!(v["result"]["ttlMs"], 60_000, "bounded by the token");
+            // Not an array: refused; a cacheScope spelled twice: ambiguous.
+            let bad = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"{member}":{{}}}}}}"#);
+            assert!(matches!(judge(&bad), Err(Unreadable::NotAList)), "{member}");
+            let twice = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"result":{{"{member}":[],"cacheScope":"public","CacheScope":"public"}}}}"#
+            );
+            assert!(judge(&twice).is_err(), "{member}");
+        }
+        // A shorter ttlMs is kept, a negative one becomes 0; none stays none.
+        for (ttl, want) in [("5", Value::from(5)), ("-3", Value::from(0))] {
+            let doc =
+                format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"prompts":[],"ttlMs":{ttl}}}}}"#);
+            let Judged::Filtered(b) = judge(&doc).unwrap() else {
+                panic!()
+            };
+            let v: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(v["result"]["ttlMs"], want);
+        }
+        let Judged::Filtered(b) =
+            judge(r#"{"jsonrpc":"2.0","id":1,"result":{"prompts":[]}}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert!(serde_json::from_slice::<Value>(&b).unwrap()["result"]
+            .get("ttlMs")
+            .is_none());
+        // A list the route does not filter passes byte for byte, public scope and all.
+        let tools = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"secret"}],"cacheScope":"public"}}"#;
+        assert!(matches!(judge(tools), Ok(Judged::Unchanged)));
     }
 
     #[test]

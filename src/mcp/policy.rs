@@ -62,6 +62,18 @@ pub struct Policy {
     pub prompts: Vec<Rule>,
     pub default: DefaultPolicy,
     pub filter_tools_list: bool,
+    /// `filter_resources_list`: `resources/list` and `resources/templates/list` answers lose
+    /// what the `resources` rules do not let the caller read.
+    pub filter_resources_list: bool,
+    /// `filter_prompts_list`: `prompts/list` answers lose what the `prompts` rules do not let
+    /// the caller get.
+    pub filter_prompts_list: bool,
+    /// The protocol versions the route lets through (`protocol_versions`); empty: any.
+    pub protocol_versions: Vec<String>,
+    /// Tool-definition pinning (`pin_tools`).
+    pub pins: Option<crate::mcp::pins::Pins>,
+    /// `structured_denials`: a refused `tools/call` carries the SEP-2643 envelope.
+    pub structured_denials: bool,
 }
 
 /// What one operation needs beyond the route's scopes.
@@ -80,6 +92,27 @@ impl Policy {
             || !self.prompts.is_empty()
             || self.default == DefaultPolicy::Deny
             || self.filter_tools_list
+            || self.filter_resources_list
+            || self.filter_prompts_list
+            || !self.protocol_versions.is_empty()
+            || self.pins.is_some()
+            || self.structured_denials
+    }
+
+    /// Whether every answer on the route is judged, and refused when it cannot be read: a
+    /// list is filtered, or changed tools are hidden (`pin_tools` in `enforce` mode).
+    pub fn judges_answers(&self) -> bool {
+        self.filter_tools_list
+            || self.filter_resources_list
+            || self.filter_prompts_list
+            || self.pins_enforced()
+    }
+
+    /// `pin_tools` in `enforce` mode.
+    pub fn pins_enforced(&self) -> bool {
+        self.pins
+            .as_ref()
+            .is_some_and(|p| p.mode == crate::mcp::pins::PinMode::Enforce)
     }
 
     fn lookup<'a>(&'a self, rules: &'a [Rule], name: &str) -> Need<'a> {
@@ -138,6 +171,13 @@ pub struct FilePolicy<'a> {
     pub prompts: Option<&'a serde_yaml::Mapping>,
     pub default: DefaultPolicy,
     pub filter_tools_list: bool,
+    pub filter_resources_list: bool,
+    pub filter_prompts_list: bool,
+    pub protocol_versions: Option<&'a [String]>,
+    pub pin_tools: Option<crate::mcp::pins::FilePins>,
+    pub structured_denials: bool,
+    /// The config file's name, to resolve a relative pinned file.
+    pub source: &'a str,
 }
 
 /// The rules of one of `tools`, `resources`, `prompts` (`what`), scopes pre-resolved.
@@ -183,11 +223,19 @@ impl Policy {
             prompts: rules("prompts", f.prompts, hierarchy)?,
             default: f.default,
             filter_tools_list: f.filter_tools_list,
+            filter_resources_list: f.filter_resources_list,
+            filter_prompts_list: f.filter_prompts_list,
+            protocol_versions: crate::mcp::protocol::compile(f.protocol_versions)?,
+            pins: f
+                .pin_tools
+                .map(|p| crate::mcp::pins::Pins::compile(p, f.source))
+                .transpose()?,
+            structured_denials: f.structured_denials,
         };
         if policy.inspects() && !oauth_only {
             return Err(CompileError::new(
                 "auth",
-                "tool policies and filter_tools_list need auth: oauth",
+                "tool policies, list filters and protocol_versions need auth: oauth",
             ));
         }
         Ok(policy)
@@ -263,6 +311,37 @@ pub fn tool_allowed(
     match policy.tool(name) {
         Need::Denied => false,
         Need::Scopes(s) => required.iter().chain(s.iter()).all(|r| satisfied(r, p)),
+    }
+}
+
+/// The rules a listed item is judged by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed {
+    Tool,
+    /// A resource URI or URI template, in its canonical spelling.
+    Resource,
+    Prompt,
+}
+
+/// Whether a caller may see an item of a list: the route's scopes and what the matching rule
+/// needs, as for calling, reading or getting it; without a principal (an `auth: none`
+/// route), only an item that needs no scope at all.
+pub fn visible(
+    required: &[RequiredScope],
+    policy: &Policy,
+    p: Option<&Principal>,
+    what: Listed,
+    name: &str,
+) -> bool {
+    let rules = match what {
+        Listed::Tool => &policy.tools,
+        Listed::Resource => &policy.resources,
+        Listed::Prompt => &policy.prompts,
+    };
+    match (policy.lookup(rules, name), p) {
+        (Need::Denied, _) => false,
+        (Need::Scopes(s), Some(p)) => required.iter().chain(s.iter()).all(|r| satisfied(r, p)),
+        (Need::Scopes(s), None) => required.is_empty() && s.is_empty(),
     }
 }
 

@@ -152,6 +152,17 @@ pub fn body(
     Ok(Some(calls))
 }
 
+/// The protocol versions the route lets through (`protocol_versions`), from the
+/// `MCP-Protocol-Version` header and the body's claim (see [`crate::mcp::protocol`]).
+pub fn versions(
+    policy: &Policy,
+    headers: &HeaderMap,
+    calls: Option<&Calls>,
+) -> Result<(), Refusal> {
+    let header = headers.get("mcp-protocol-version").map(|v| v.as_bytes());
+    crate::mcp::protocol::check(&policy.protocol_versions, header, calls)
+}
+
 /// Route scopes, and what each operation of the body needs. `principal` is `None` on
 /// `auth: none` routes, which cannot have an MCP policy (refused anyway if one did).
 pub fn authorize(
@@ -181,6 +192,7 @@ pub fn judge(
         Plan::Forward => None,
         Plan::ReadBody => body(inspects, method, headers, request_body)?,
     };
+    versions(route.policy, headers, calls.as_ref())?;
     authorize(route, principal, calls.as_ref())?;
     Ok(calls)
 }

@@ -24,12 +24,13 @@ use pingora_proxy::{ProxyHttp, Session};
 use crate::auth::dpop;
 use crate::auth::AuthMode;
 use crate::config::{Config, Route};
+use crate::connections::RequestLimits;
 use crate::error::{Reason, Refusal};
 use crate::identity::UpstreamRequest;
 use crate::mcp::body::{Calls, Op};
 use crate::mcp::lists;
-use crate::mcp::policy::tool_visible;
 use crate::mcp::shape::Plan;
+use crate::mcp::view::{CallNotes, CallerView, Change};
 use crate::principal::{hash_prefix, AuthMethod, Principal, TokenHash};
 use crate::quota::streams::Slot;
 use crate::respond;
@@ -89,12 +90,18 @@ struct RequestState {
     dpop_used: bool,
     /// The allowed `Origin` of a browser's request, echoed on every response of the route.
     cors_origin: Option<http::HeaderValue>,
-    /// The body was read (and any `100 Continue` answered) before forwarding.
-    body_inspected: bool,
+    /// The body, when it was read (and any `100 Continue` answered) before forwarding: it
+    /// goes upstream whole in place of pingora's retry buffer.
+    inspected: body::Inspected,
     /// Request body bytes seen so far (for `limits.max_body_bytes` on streamed bodies).
     body_bytes: u64,
     /// The JSON-RPC id of a single-message request, for an error written in its answer's place.
     request_id: Option<Box<str>>,
+    /// The request is a single `tools/list` on an inspecting route: its answer teaches the
+    /// catalog the tools' schemas and definitions.
+    lists_tools: bool,
+    /// The request holds a `tools/call` (for structured denials).
+    calls_tool: bool,
 }
 
 /// The way back.
@@ -105,7 +112,8 @@ struct ResponseState {
     /// Ends this response stream at its token's expiry or revocation, or when `judge`
     /// refuses it mid-way.
     watchdog: Option<streams::Watchdog>,
-    /// The judgment of the answer on a `filter_tools_list` route.
+    /// The judgment of the answer on a route that filters lists or pins tools, or the
+    /// reading of a `tools/list` answer to learn its tools.
     judge: Option<lists::Judge>,
     /// The revocation list generation the principal was last checked against (a stream
     /// re-checks when it changes).
@@ -197,14 +205,16 @@ impl Gateway {
         )
         .map_err(refuse)?;
         let calls = self
-            .judge_body(&route, principal.as_deref(), session, ctx)
+            .judge_body(&route, &config.requests, principal.as_deref(), session, ctx)
             .await
             .map_err(refuse)?;
         let req = session.req_header();
         steps::body_size(&config.requests, &req.headers).map_err(refuse)?;
-        if !ctx.request.body_inspected && body::h2_body_to_check(session) {
-            body::read(session).await.map_err(refuse)?;
-            ctx.request.body_inspected = true;
+        if !ctx.request.inspected.is_read() && body::h2_body_to_check(session) {
+            let b = body::read(session, body::REPLAY_LIMIT)
+                .await
+                .map_err(refuse)?;
+            ctx.request.inspected = body::Inspected::new(b);
         }
         let client_ip = session
             .client_addr()
@@ -323,6 +333,7 @@ impl Gateway {
     async fn judge_body(
         &self,
         route: &Route,
+        limits: &RequestLimits,
         principal: Option<&Principal>,
         session: &mut Session,
         ctx: &mut Ctx,
@@ -333,15 +344,27 @@ impl Gateway {
         let body = match plan {
             Plan::Forward => None,
             Plan::ReadBody => {
-                let b = body::read(session).await?;
-                ctx.request.body_inspected = true;
+                let b = body::read(session, limits.max_inspected_body_bytes).await?;
+                ctx.request.inspected = body::Inspected::new(b.clone());
                 Some(b)
             }
         };
         let req = session.req_header();
-        let calls = steps::policy(route, principal, &req.method, &req.headers, body.as_deref())?;
-        if let Some(calls) = &calls {
+        let calls = steps::policy(route, principal, &req.method, &req.headers, body.as_deref())
+            .inspect_err(|_| {
+                if let Some((id, calls_tool)) = steps::denied_tool_call(route, body.as_deref()) {
+                    ctx.request.request_id = id;
+                    ctx.request.calls_tool = calls_tool;
+                }
+            })?;
+        if let (Some(calls), Some(body)) = (calls.as_ref(), body.as_deref()) {
             ctx.request.request_id = calls.id.clone();
+            ctx.request.calls_tool = !calls.batch && matches!(calls.ops[..], [Op::ToolsCall(_)]);
+            let notes = steps::tool_calls(route, &self.state.catalog, &req.headers, body, calls)?;
+            report_calls(route, &notes);
+            ctx.request.lists_tools = !calls.batch && matches!(calls.ops[..], [Op::ToolsList]);
+        }
+        if let Some(calls) = &calls {
             if !calls.batch {
                 ctx.audit.mcp_op = calls.ops.first().cloned();
             }
@@ -357,7 +380,14 @@ impl Gateway {
             None => metrics::UNROUTED.deny(refusal.reason(), seconds),
         }
         let challenge = route.as_deref().map(|r| &r.challenge);
-        let (mut h, b) = respond::refusal(&refusal, challenge, ctx.request.dpop_used);
+        let structured =
+            ctx.request.calls_tool && route.as_ref().is_some_and(|r| r.mcp.structured_denials);
+        let (mut h, b) = if structured {
+            let id = ctx.request.request_id.as_deref();
+            respond::tool_refusal(&refusal, challenge, ctx.request.dpop_used, id)
+        } else {
+            respond::refusal(&refusal, challenge, ctx.request.dpop_used)
+        };
         if route.is_some() {
             cors::decorate(&mut h, ctx.request.cors_origin.as_ref());
         }
@@ -412,7 +442,7 @@ impl Gateway {
             return;
         };
         let principal = ctx.forward.as_ref().and_then(|f| f.principal.clone());
-        let filtered = route.mcp.filter_tools_list;
+        let filtered = route.mcp.judges_answers();
         if (principal.is_none() && !filtered) || !streams::is_open_ended(resp, head_request) {
             return;
         }
@@ -471,6 +501,31 @@ impl Gateway {
             upstream_credential: audit.upstream_credential.as_deref(),
         });
     }
+}
+
+/// Count and log what [`steps::tool_calls`] let through unchecked.
+fn report_calls(route: &Route, notes: &CallNotes) {
+    if notes.params_unchecked {
+        metrics::mcp_params_unchecked(&route.name);
+    }
+    for tool in &notes.changed {
+        metrics::tool_definition_changed(&route.name, "report");
+        tracing::warn!(target: "mcpgate::audit", route = %route.name, tool = %tool,
+            "tools/call of a tool whose definition differs from its pin (pin_tools mode report): forwarded");
+    }
+}
+
+/// Count and log a tool definition that differs from its pin, seen in a list.
+fn report_change(route: &Route, c: &Change) {
+    let mode = route
+        .mcp
+        .pins
+        .as_ref()
+        .map_or("report", |p| p.mode.as_str());
+    metrics::tool_definition_changed(&route.name, mode);
+    tracing::warn!(target: "mcpgate::audit", route = %route.name, tool = %c.tool,
+        verdict = ?c.verdict, definition = %crate::mcp::pins::to_hex(&c.seen), mode,
+        "a tools/list answer gives a tool definition other than its pin");
 }
 
 /// The error that makes pingora end a response stream without its clean end.
@@ -584,6 +639,10 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        // A body read before the decision goes upstream whole (it was bounded when read).
+        if ctx.request.inspected.substitute(body) {
+            return Ok(());
+        }
         // Content-Length over the limit was refused before connecting; this catches
         // chunked bodies that grow past it (the upstream sees a truncated request, the
         // client the 413 of `respond::for_failure`).
@@ -618,12 +677,12 @@ impl ProxyHttp for Gateway {
                 "the upstream request could not be prepared",
             ));
         }
-        if ctx.request.body_inspected {
+        if ctx.request.inspected.is_read() {
             // We already answered 100 Continue and hold the whole body.
             upstream_request.remove_header(&http::header::EXPECT);
         }
-        if route.mcp.filter_tools_list {
-            // Every answer on the route is read to be filtered: ask for it unencoded.
+        if route.mcp.judges_answers() || ctx.request.lists_tools {
+            // The answer is read (to be filtered, or to learn its tools): ask for it unencoded.
             upstream_request.remove_header(&http::header::ACCEPT_ENCODING);
         }
         Ok(())
@@ -672,7 +731,7 @@ impl ProxyHttp for Gateway {
             }
         }
         self.watch_stream(ctx, resp, head_request);
-        if route.mcp.filter_tools_list {
+        if route.mcp.judges_answers() {
             // Every answer on a filter route is judged, whatever the request was.
             let id = ctx.request.request_id.clone();
             let (judge, refused) = lists::Judge::start(resp, head_request, id);
@@ -680,6 +739,8 @@ impl ProxyHttp for Gateway {
                 metrics::answer_refused(&route.name, why.reason());
             }
             ctx.response.judge = Some(judge);
+        } else if ctx.request.lists_tools {
+            ctx.response.judge = Some(lists::Judge::learn(resp, head_request));
         }
         // Callers still on API keys learn that they are deprecated, and where OAuth is.
         if ctx
@@ -703,11 +764,22 @@ impl ProxyHttp for Gateway {
         // The watchdog ends an idle stream; this catches the first piece after the deadline.
         self.check_stream(ctx)?;
         if let (Some(judge), Some(route)) = (ctx.response.judge.as_mut(), ctx.route.as_ref()) {
-            let p = ctx.forward.as_ref().and_then(|f| f.principal.as_deref());
-            let keep = |name: &str| tool_visible(&route.auth.scopes, &route.mcp, p, name);
-            let (flow, refused) = judge.body(body, end_of_stream, &keep);
+            let view = CallerView {
+                required: &route.auth.scopes,
+                policy: &route.mcp,
+                principal: ctx.forward.as_ref().and_then(|f| f.principal.as_deref()),
+                catalog: &self.state.catalog,
+                server: &route.server,
+                learn: ctx.request.lists_tools,
+                now: crate::clock::now_unix(),
+                changes: Default::default(),
+            };
+            let (flow, refused) = judge.body(body, end_of_stream, &view);
             if let Some(why) = refused {
                 metrics::answer_refused(&route.name, why.reason());
+            }
+            for c in view.changes.into_inner() {
+                report_change(route, &c);
             }
             if flow == lists::Flow::End {
                 // The error event goes out with this piece; then the stream ends (without a

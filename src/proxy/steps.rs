@@ -23,9 +23,11 @@ use crate::connections::RequestLimits;
 use crate::error::Refusal;
 use crate::identity::{self, UpstreamRequest};
 use crate::listeners::PublicUrl;
-use crate::mcp::body::Calls;
+use crate::mcp::body::{Calls, Op};
+use crate::mcp::catalog::Catalog;
 use crate::mcp::sessions::{self, SessionBindings};
 use crate::mcp::shape::{self, Plan, RoutePolicy};
+use crate::mcp::view::{self, CallNotes};
 use crate::principal::{Principal, TokenHash};
 use crate::quota::{self, streams::Slot, Limiter, Who};
 use crate::routing::cors::{self, Cors};
@@ -163,12 +165,35 @@ pub fn policy(
         Some(b) => shape::body(route.inspects(), method, headers, b)?,
         None => None,
     };
+    shape::versions(&route.mcp, headers, calls.as_ref())?;
     let rp = RoutePolicy {
         required: &route.auth.scopes,
         policy: &route.mcp,
     };
     shape::authorize(rp, p, calls.as_ref())?;
     Ok(calls)
+}
+
+/// Tool calls, against what the lists that passed taught (`pin_tools`, `Mcp-Param-*`).
+pub fn tool_calls(
+    route: &Route,
+    catalog: &Catalog,
+    headers: &HeaderMap,
+    body: &[u8],
+    calls: &Calls,
+) -> Result<CallNotes, Refusal> {
+    view::check_calls(&route.mcp, catalog, &route.server, headers, body, calls)
+}
+
+/// For the answer to a refused request on a `structured_denials` route: the request's id
+/// and whether it holds a `tools/call` (`None`: the body is not read, or not parsed).
+pub fn denied_tool_call(route: &Route, body: Option<&[u8]>) -> Option<(Option<Box<str>>, bool)> {
+    if !route.mcp.structured_denials {
+        return None;
+    }
+    let calls = crate::mcp::body::parse(body?).ok()?;
+    let tool = !calls.batch && matches!(calls.ops[..], [Op::ToolsCall(_)]);
+    Some((calls.id, tool))
 }
 
 /// Body size: a declared body over `limits.max_body_bytes` (after authentication, so that
@@ -552,6 +577,7 @@ routes:
         let limits = RequestLimits {
             max_header_bytes: 1024,
             max_body_bytes: 10,
+            max_inspected_body_bytes: 1024,
         };
         assert!(body_size(&limits, &headers(&[("content-length", "10")])).is_ok());
         assert_eq!(

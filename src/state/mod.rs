@@ -35,6 +35,8 @@ pub struct GatewayState {
     pub fetcher: Arc<Fetcher>,
     pub resolver: Resolver,
     pub sessions: crate::mcp::sessions::SessionBindings,
+    /// What the tool lists that passed said of each tool, per upstream MCP server.
+    pub catalog: crate::mcp::catalog::Catalog,
     /// DPoP proof `jti`s already seen (sized and timed by the config at start; shared
     /// through Redis when `state.redis` is set).
     pub replay: Box<dyn crate::auth::dpop::ReplayStore>,
@@ -107,6 +109,7 @@ impl GatewayState {
             fetcher,
             resolver: Resolver::default(),
             sessions: crate::mcp::sessions::SessionBindings::default(),
+            catalog: crate::mcp::catalog::Catalog::default(),
             replay,
             store,
             revocations,

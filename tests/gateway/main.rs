@@ -28,6 +28,7 @@ mod jwks;
 mod jwt;
 mod limits;
 mod mcp;
+mod mcp2026;
 mod ops;
 mod paths;
 mod prm;

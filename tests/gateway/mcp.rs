@@ -1,6 +1,6 @@
 //! MCP-aware authorization (issue 6): tool/resource/prompt scopes decided before the upstream
 //! sees anything, step-up challenges, `default_tool_policy: deny`, malformed bodies and batches,
-//! the 2026-07-28 mirrored headers, the 64 KiB inspection limit, byte-identical forwarding,
+//! the 2026-07-28 mirrored headers, the inspection limit, byte-identical forwarding,
 //! `tools/list` filtering (JSON and SSE), `Origin`, `Mcp-Session-Id` binding, and streams closed
 //! when their token expires. SPEC-CHECKLIST §1.11–1.16.
 //!
@@ -714,9 +714,9 @@ pub(crate) fn padded_call(len: usize) -> Vec<u8> {
     b
 }
 
-/// pingora 0.9 can send upstream a body that `request_filter` already read only from its retry
-/// buffer, which holds 64 KiB (cloudflare/pingora#575); so an inspected route caps bodies at
-/// 64 KiB and answers 413 above that, before connecting upstream.
+/// An inspected route caps bodies at `limits.max_inspected_body_bytes` (64 KiB in this
+/// fixture; the 1 MiB default is `mcp2026::i17_7_...`) and answers 413 above that, before
+/// connecting upstream.
 #[tokio::test]
 async fn inspected_body_over_64_kib_gets_413_and_nothing_forwarded() {
     let env = McpEnv::start().await;

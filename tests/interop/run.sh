@@ -43,5 +43,5 @@ fi
 
 # Hard cap for the whole run; timeout signals the whole process group (test processes, gateways
 # and the browser too). The files run one after the other, each under 90 s.
-exec timeout -k 5 240 "$node" --test --test-concurrency=1 --test-reporter=spec --test-timeout=90000 \
-  interop.test.js exchange.test.js routing.test.js devlogin.test.js browser.test.js
+exec timeout -k 5 420 "$node" --test --test-concurrency=1 --test-reporter=spec --test-timeout=90000 \
+  interop.test.js exchange.test.js routing.test.js devlogin.test.js v2.test.js browser.test.js

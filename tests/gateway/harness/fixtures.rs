@@ -52,6 +52,9 @@ pub const LOOSE: &str = include_str!("../fixtures/loose.yaml");
 /// filtering, one allowed origin), `/strict` (default deny), `/plain` (no policy).
 /// `{SKEW}`: the issuer's clock skew.
 pub const MCP: &str = include_str!("../fixtures/mcp.yaml");
+/// MCP 2026-07-28 in front of older servers (issue 17): `/mcp` (a tool policy) and `/plain`
+/// (no policy), the default inspection limit (1 MiB); TLS (`{TLS}`).
+pub const MCP2026: &str = include_str!("../fixtures/mcp2026.yaml");
 /// Issuer `as` verifies its JWTs locally and introspects its opaque tokens at `{EP}`; issuer
 /// `legacy` (`{AS}`) is opaque only.
 pub const MIXED: &str = include_str!("../fixtures/mixed.yaml");

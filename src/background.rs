@@ -262,6 +262,10 @@ fn tls_problem(e: &rustls::Error) -> String {
                 C::NotValidYet | C::NotValidYetContext { .. } => {
                     format!("the server's certificate is not valid yet ({c:?})")
                 }
+                C::BadSignature => "the server's certificate does not verify with the trusted CA \
+                                    of its issuer's name (another CA of the same name? check \
+                                    ca_file)"
+                    .to_string(),
                 other => format!("the server's certificate is refused: {other:?}"),
             };
             format!("certificate problem: {what}")

@@ -14,7 +14,7 @@
 //! ([`MAX_TOKEN_SCOPES`]), and a principal with a scope that got no id falls back to
 //! comparing its text, so a full table costs speed, never a wrong answer.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, LazyLock, RwLock};
 
 /// RFC 6749 scope-token: %x21 / %x23-5B / %x5D-7E.
@@ -173,7 +173,8 @@ impl Hierarchy {
         }
         let mut ancestors: HashMap<String, Vec<String>> = HashMap::new();
         // Walk up from each child; the graph is small, so a simple DFS per child is fine.
-        let all_children: HashSet<&String> = h.values().flatten().collect();
+        // In sorted order, so a cycle is always reported through the same scope.
+        let all_children: BTreeSet<&String> = h.values().flatten().collect();
         for child in all_children {
             let mut seen = HashSet::new();
             let mut stack = vec![child.clone()];

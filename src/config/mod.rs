@@ -695,7 +695,7 @@ routes:
             (
                 "routes:",
                 "scope_hierarchy: {a: [b], b: [a]}\nroutes:",
-                r#"t.yaml:11:18: scope_hierarchy has a cycle through "b""#,
+                r#"t.yaml:11:18: scope_hierarchy has a cycle through "a""#,
             ),
             // `${...}` in the file: located in the text as written.
             (

@@ -143,6 +143,15 @@ async fn without_its_ca_the_issuer_is_not_trusted() {
             "{extra:?}: a request got through TLS"
         );
         assert!(env.admin("/readyz").await.status != 200);
+        // The log names the cause by kind, as `check --online` does: an unknown CA, or
+        // another CA of the same name (the two test PKIs name their CAs alike).
+        let why = if extra.is_empty() {
+            "TLS: certificate problem: the server's certificate is signed by an unknown CA"
+        } else {
+            "TLS: certificate problem: the server's certificate does not verify with the \
+             trusted CA of its issuer's name"
+        };
+        env.gw.wait_log(why, 1).await;
     }
 }
 

@@ -34,6 +34,12 @@ pub struct Record<'a> {
     pub mcp_name: Option<&'a str>,
     pub decision_us: u64,
     pub upstream_error: Option<&'a str>,
+    /// `X-Request-Id` (the client's when sane, else generated).
+    pub request_id: Option<&'a str>,
+    /// The client's address (the peer of the public listener).
+    pub client: Option<&'a str>,
+    /// `User-Agent`, bounded (`observe::user_agent`); escaped like every value.
+    pub user_agent: Option<&'a str>,
 }
 
 /// Whether `RUST_LOG` lets audit lines through.
@@ -64,6 +70,7 @@ fn format(out: &mut String, r: &Record<'_>, f: Format, now: SystemTime) {
             line.out.push_str("  INFO mcpgate::audit:");
         }
     }
+    line.str("request_id", r.request_id);
     line.str("route", Some(r.route));
     line.str("method", Some(r.method));
     line.str("path", Some(r.path));
@@ -81,6 +88,8 @@ fn format(out: &mut String, r: &Record<'_>, f: Format, now: SystemTime) {
     line.str("mcp_name", r.mcp_name);
     line.num("decision_us", r.decision_us);
     line.str("upstream_error", r.upstream_error);
+    line.str("client", r.client);
+    line.str("user_agent", r.user_agent);
     match f {
         Format::Json => line.out.push_str("},\"target\":\"mcpgate::audit\"}\n"),
         Format::Pretty => line.out.push('\n'),
@@ -260,6 +269,9 @@ mod tests {
             mcp_name: Some("ré"),
             decision_us: 17,
             upstream_error: None,
+            request_id: None,
+            client: None,
+            user_agent: None,
         }
     }
 

@@ -185,6 +185,9 @@ fn compile_issuer(fi: FileIssuer) -> Result<IssuerConfig, String> {
         .map(introspect::compile)
         .transpose()
         .map_err(ctx)?;
+    if introspection.is_some() {
+        crate::metrics::introspection_series(&fi.name);
+    }
     if fi.token_format == TokenFormat::Opaque && introspection.is_none() {
         return Err(ctx(
             "token_format: opaque needs an introspection block".into()

@@ -194,7 +194,7 @@ pub fn compile(
     .map_err(|e| CompileError::new("api_key_deprecated_at", e))?;
     let challenge = challenge(&auth, dpop, &resource, cx.dpop);
     Ok(Route {
-        metrics: RouteMetrics::new(&fr.name),
+        metrics: RouteMetrics::new(&fr.name, crate::mcp::lists::Unreadable::REASONS),
         name: Arc::from(fr.name.as_str()),
         matching,
         upstream,

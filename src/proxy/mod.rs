@@ -73,6 +73,12 @@ struct Audit {
     dpop_jkt: Option<String>,
     /// The MCP method and name of an inspected single-message request.
     mcp_op: Option<Op>,
+    /// The verified principal, kept for the audit line of a later refusal too.
+    principal: Option<Arc<Principal>>,
+    /// The gateway's own answer to a forwarded request the upstream failed (502, 504...).
+    failure: Option<Refusal>,
+    /// `X-Request-Id`: the client's when sane, else generated (`observe::request_id`).
+    request_id: Option<Box<str>>,
 }
 
 /// What the request looked like, for later phases.
@@ -103,6 +109,10 @@ struct ResponseState {
     /// The revocation list generation the principal was last checked against (a stream
     /// re-checks when it changes).
     revocation_gen: u64,
+    /// The upstream's response header arrived (the answer is the upstream's).
+    from_upstream: bool,
+    /// An open-ended answer, counted in `mcpgate_streams_open` while it lasts.
+    stream: Option<metrics::Held>,
 }
 
 /// Per-request state, carried across phases.
@@ -116,6 +126,7 @@ pub struct Ctx {
     request: RequestState,
     response: ResponseState,
     _in_flight: Option<InFlight>,
+    _in_flight_gauge: Option<metrics::Held>,
 }
 
 impl Ctx {
@@ -175,6 +186,7 @@ impl Gateway {
                     .map_err(refuse)?,
             )
         };
+        ctx.audit.principal = principal.clone();
         let req = session.req_header();
         let upstream = &route.upstream.addr;
         steps::session(
@@ -280,12 +292,16 @@ impl Gateway {
             }
         };
         let req = session.req_header();
-        let calls = steps::policy(route, principal, &req.method, &req.headers, body.as_deref())?;
+        let calls = steps::policy(
+            route,
+            principal,
+            &req.method,
+            &req.headers,
+            body.as_deref(),
+            &mut ctx.audit.mcp_op,
+        )?;
         if let Some(calls) = calls {
-            ctx.request.request_id = calls.id.clone();
-            if !calls.batch {
-                ctx.audit.mcp_op = calls.ops.into_iter().next();
-            }
+            ctx.request.request_id = calls.id;
         }
         Ok(())
     }
@@ -302,6 +318,7 @@ impl Gateway {
         if route.is_some() {
             cors::decorate(&mut h, ctx.request.cors_origin.as_ref());
         }
+        tag(&mut h, ctx);
         ctx.audit.audited = route.is_some();
         ctx.audit.refused = Some(refusal);
         ctx.route = route;
@@ -372,8 +389,15 @@ impl Gateway {
             (Some(s), Some(d)) => (d - s).as_micros() as u64,
             _ => 0,
         };
-        let p = ctx.principal().map(|p| &**p);
+        let p = audit.principal.as_deref();
         let token = audit.token.as_ref().map(hash_prefix);
+        let outcome = audit.refused.as_ref().or(audit.failure.as_ref());
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let mut client_buf = [0u8; 48];
+        let client = client.and_then(|ip| ip_str(ip, &mut client_buf));
         let upstream_error = e.map(|e| e.to_string());
         let req = session.req_header();
         let path = ctx.forward.as_ref().map_or(req.uri.path(), |f| &f.path);
@@ -387,8 +411,8 @@ impl Gateway {
             } else {
                 "allow"
             },
-            reason: audit.refused.as_ref().map_or("ok", |r| r.reason().as_str()),
-            description: audit.refused.as_ref().map(|r| r.description()),
+            reason: outcome.map_or("ok", |r| r.reason().as_str()),
+            description: outcome.map(|r| r.description()),
             status,
             auth_method: p.map(|p| p.method.as_str()),
             issuer: p.map(|p| &*p.issuer_name).filter(|n| !n.is_empty()),
@@ -400,11 +424,30 @@ impl Gateway {
             mcp_name: audit.mcp_op.as_ref().and_then(|o| o.name()),
             decision_us,
             upstream_error: upstream_error.as_deref(),
+            request_id: audit.request_id.as_deref(),
+            client,
+            user_agent: crate::observe::user_agent(&req.headers),
         });
     }
 }
 
 /// The error that makes pingora end a response stream without its clean end.
+/// The request id on a response the gateway writes itself.
+fn tag(h: &mut ResponseHeader, ctx: &Ctx) {
+    if let Some(id) = ctx.audit.request_id.as_deref() {
+        respond::set_header(h, crate::observe::REQUEST_ID, id, false);
+    }
+}
+
+/// `ip` in text, in `buf` (no allocation on the audit path).
+fn ip_str(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> Option<&str> {
+    use std::io::Write as _;
+    let mut w = &mut buf[..];
+    write!(w, "{ip}").ok()?;
+    let n = 48 - w.len();
+    std::str::from_utf8(&buf[..n]).ok()
+}
+
 fn closing(why: streams::Closed) -> Box<pingora_core::Error> {
     pingora_core::Error::explain(pingora_core::ErrorType::InternalError, why.describe())
 }
@@ -440,7 +483,8 @@ impl ProxyHttp for Gateway {
                 ctx.forward = Some(forward);
                 Ok(false)
             }
-            Ok(Decision::Respond(h, b)) => {
+            Ok(Decision::Respond(mut h, b)) => {
+                tag(&mut h, ctx);
                 // Every answer the gateway writes itself goes through `respond::answer`,
                 // which also disposes of the unread request body.
                 respond::answer(session.as_mut(), h, b).await;
@@ -453,9 +497,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         // HTTP/1.1 requests pipelined behind this one are answered in order.
         session.as_mut().set_pipelining_enabled(true);
+        ctx._in_flight_gauge = Some(metrics::request_in_flight());
+        ctx.audit.request_id = Some(crate::observe::request_id(&session.req_header().headers));
         crate::connections::request_started(session.as_ref());
         Ok(())
     }
@@ -478,6 +524,10 @@ impl ProxyHttp for Gateway {
         let (mut h, b) = respond::refusal(&refusal, challenge, ctx.request.dpop_used);
         if ctx.route.is_some() {
             cors::decorate(&mut h, ctx.request.cors_origin.as_ref());
+        }
+        tag(&mut h, ctx);
+        if ctx.audit.audited && ctx.audit.refused.is_none() {
+            ctx.audit.failure = Some(refusal.clone());
         }
         // The upstream exchange broke off: never reuse this connection.
         session.as_mut().set_keepalive(None);
@@ -549,6 +599,9 @@ impl ProxyHttp for Gateway {
                 "the upstream request could not be prepared",
             ));
         }
+        if let Some(id) = ctx.audit.request_id.as_deref() {
+            upstream_request.insert_header(crate::observe::REQUEST_ID, id)?;
+        }
         if ctx.request.body_inspected {
             // We already answered 100 Continue and hold the whole body.
             upstream_request.remove_header(&http::header::EXPECT);
@@ -585,6 +638,19 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         cors::decorate(resp, ctx.request.cors_origin.as_ref());
+        if let Some(id) = ctx.audit.request_id.as_deref() {
+            respond::set_header(resp, crate::observe::REQUEST_ID, id, false);
+        }
+        let head_request = session.req_header().method == http::Method::HEAD;
+        if !ctx.response.from_upstream && resp.status.as_u16() >= 200 {
+            ctx.response.from_upstream = true;
+            if let Some(d) = ctx.audit.decided {
+                route.metrics.ttfb(d.elapsed().as_secs_f64());
+            }
+            if streams::is_open_ended(resp, head_request) {
+                ctx.response.stream = Some(metrics::stream_open());
+            }
+        }
         if ctx.audit.refused.is_none() {
             if let Some(sid) = resp
                 .headers
@@ -595,7 +661,6 @@ impl ProxyHttp for Gateway {
                 self.state.sessions.bind(&route.upstream.addr, sid, p);
             }
         }
-        let head_request = session.req_header().method == http::Method::HEAD;
         self.watch_stream(ctx, resp, head_request);
         if route.mcp.filter_tools_list {
             // Every answer on a filter route is judged, whatever the request was.
@@ -651,6 +716,16 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&pingora_core::Error>, ctx: &mut Ctx) {
         crate::connections::request_done(session.as_ref());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let m = ctx
+            .route
+            .as_deref()
+            .map_or(&*metrics::UNROUTED, |r| &r.metrics);
+        let source = match ctx.response.from_upstream {
+            true => metrics::Source::Upstream,
+            false => metrics::Source::Gateway,
+        };
+        m.response(source, status);
         let Some(route) = ctx.route.clone() else {
             return;
         };
@@ -658,8 +733,18 @@ impl ProxyHttp for Gateway {
             return;
         }
         if ctx.audit.refused.is_none() {
-            if let Some(d) = ctx.audit.decided {
-                route.metrics.upstream(d.elapsed().as_secs_f64());
+            if let Some(kind) = e.and_then(crate::observe::upstream_error_kind) {
+                route.metrics.upstream_error(kind);
+            }
+            route
+                .metrics
+                .forwarded(ctx.audit.failure.as_ref().map(|r| r.reason()));
+            if let (Some(d), true) = (ctx.audit.decided, ctx.response.from_upstream) {
+                let seconds = d.elapsed().as_secs_f64();
+                match ctx.response.stream.take() {
+                    Some(_) => route.metrics.stream(seconds),
+                    None => route.metrics.upstream(seconds),
+                }
             }
         }
         if crate::audit::enabled() {

@@ -23,6 +23,7 @@ mod introspection;
 mod jwks;
 mod jwt;
 mod mcp;
+mod observability;
 mod ops;
 mod paths;
 mod prm;

@@ -493,3 +493,136 @@ async fn audit_line_pretty_names_who_and_what() {
         "{n}"
     );
 }
+
+/// A config with every optional family: an introspecting issuer, and `state.redis` (on a
+/// closed port: the Redis families exist whether or not it answers).
+const EVERY_FAMILY: &str = r#"listen:
+  address: 127.0.0.1:{PORT}
+  public_url: https://mcp.example.com
+  threads: 1
+admin:
+  address: 127.0.0.1:{ADMIN}
+state:
+  redis:
+    url: redis://127.0.0.1:{REDIS}/0
+issuers:
+  - name: as
+    issuer: {IDP}
+    jwks_uri: {JWKS}
+    introspection:
+      endpoint: {IDP}/introspect
+      client_id: mcpgate
+      client_secret: not-a-secret
+routes:
+  - name: mcp
+    path_prefix: /mcp
+    upstream: {UP}
+    scopes: [mcp:read]
+"#;
+
+/// One row of the README's metric table: name, type, labels, help.
+type Family = (String, String, String, String);
+
+/// The README's metric table (between its `metrics-table` markers).
+fn readme_families() -> Vec<Family> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("<!-- metrics-table -->")
+        .expect("README has no metrics-table marker");
+    let end = readme
+        .find("<!-- /metrics-table -->")
+        .expect("README has no /metrics-table marker");
+    readme[start..end]
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+            assert_eq!(cells.len(), 4, "a metric row has 4 cells: {l}");
+            let name = cells[0].trim_matches('`').to_string();
+            let labels = cells[2].replace('`', "");
+            let help = cells[3].replace("\\|", "|");
+            (name, cells[1].to_string(), labels, help)
+        })
+        .collect()
+}
+
+/// The families a fresh gateway exposes (`mcpgate_*` and `process_*`), as README rows.
+fn scraped_families(ex: &Exposition) -> Vec<Family> {
+    let mut out: Vec<Family> = ex
+        .types
+        .iter()
+        .filter(|(name, _)| name.starts_with("mcpgate_") || name.starts_with("process_"))
+        .map(|(name, ty)| {
+            let mut labels: Vec<String> = ex
+                .samples
+                .iter()
+                .filter(|s| {
+                    s.name == *name
+                        || (ty == "histogram"
+                            && s.name
+                                .strip_prefix(name.as_str())
+                                .is_some_and(|r| ["_bucket", "_sum", "_count"].contains(&r)))
+                })
+                .flat_map(|s| s.labels.iter().map(|(k, _)| k.clone()))
+                .filter(|k| k != "le")
+                .collect();
+            labels.sort();
+            labels.dedup();
+            let labels = if labels.is_empty() {
+                "–".to_string()
+            } else {
+                labels.join(", ")
+            };
+            (name.clone(), ty.clone(), labels, ex.help[name].clone())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The README's metric table is what a fresh gateway exposes: the same families, types,
+/// labels and help texts (on a mismatch the message holds the table to paste).
+#[tokio::test]
+async fn readme_metric_table_matches_metrics() {
+    let redis = ClosedPort::new();
+    let env = Env::builder(EVERY_FAMILY)
+        .var("REDIS", redis.port())
+        .not_ready()
+        .start()
+        .await;
+    let ex = env.metrics().await;
+    let scraped = scraped_families(&ex);
+    let mut documented = readme_families();
+    documented.sort();
+    if documented != scraped {
+        let table: Vec<String> = scraped
+            .iter()
+            .map(|(n, t, l, h)| {
+                let l = if l == "–" {
+                    l.clone()
+                } else {
+                    l.split(", ")
+                        .map(|x| format!("`{x}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                format!("| `{n}` | {t} | {l} | {} |", h.replace('|', "\\|"))
+            })
+            .collect();
+        let names = |v: &[Family]| {
+            v.iter()
+                .map(|f| f.0.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let (d, s) = (names(&documented), names(&scraped));
+        panic!(
+            "README metric table differs from /metrics.\nonly in README: {:?}\nonly in /metrics: {:?}\n\
+             differing rows: {:?}\nthe table:\n| metric | type | labels | help |\n|---|---|---|---|\n{}",
+            d.difference(&s).collect::<Vec<_>>(),
+            s.difference(&d).collect::<Vec<_>>(),
+            documented.iter().filter(|r| !scraped.contains(r)).collect::<Vec<_>>(),
+            table.join("\n")
+        );
+    }
+}

@@ -186,7 +186,6 @@ impl Gateway {
                     .map_err(refuse)?,
             )
         };
-        ctx.audit.principal = principal.clone();
         let req = session.req_header();
         let upstream = &route.upstream.addr;
         steps::session(
@@ -252,6 +251,8 @@ impl Gateway {
             &mut ctx.audit.token,
         )
         .await?;
+        // Verified: whatever refuses it later, the audit line names who it was.
+        ctx.audit.principal = Some(principal.clone());
         let now = crate::clock::now_unix();
         ctx.response.revocation_gen = self.state.revocations.generation();
         steps::principal(&self.state.revocations, route, &principal, now)?;

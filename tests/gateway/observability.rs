@@ -390,13 +390,18 @@ async fn audit_lines(json: bool) -> String {
                 .to_vec(),
         );
     let deny_none = Req::post("/mcp").h("X-Request-Id", "req-none");
+    let weak = Req::post("/mcp")
+        .bearer(&mint(env.tok().scope("other")))
+        .h("Accept", accept)
+        .h("X-Request-Id", "req-weak");
     let r = env.send(allow).await;
     let before = env.up.count();
     assert_eq!(before, 1, "the allowed call was not forwarded: {r}");
     assert_eq!(env.send(deny_scope).await.status, 403);
     assert_eq!(env.send(deny_none).await.status, 401);
+    assert_eq!(env.send(weak).await.status, 403);
     assert_eq!(env.up.count(), before, "a refusal reached the upstream");
-    let logs = env.gw.wait_log("mcpgate::audit", 3).await;
+    let logs = env.gw.wait_log("mcpgate::audit", 4).await;
     if json {
         let lines = json_audit_lines(&logs);
         let by_id = |id: &str| {
@@ -430,6 +435,11 @@ async fn audit_lines(json: bool) -> String {
         assert_eq!(d["mcp_name"], "delete_repo", "{d}");
         assert_eq!(d["user_agent"], "cli/2", "{d}");
         assert_eq!(d["client"], "127.0.0.1", "{d}");
+        let w = by_id("req-weak");
+        assert_eq!(w["reason"], "insufficient_scope", "{w}");
+        assert_eq!(w["subject"], "alice", "{w}");
+        assert_eq!(w["issuer"], "as", "{w}");
+        assert_eq!(w["mcp_method"], "tools/list", "{w}");
         let n = by_id("req-none");
         assert_eq!(n["decision"], "deny");
         assert_eq!(n["reason"], "no_credentials");

@@ -432,7 +432,6 @@ impl Gateway {
     }
 }
 
-/// The error that makes pingora end a response stream without its clean end.
 /// The request id on a response the gateway writes itself.
 fn tag(h: &mut ResponseHeader, ctx: &Ctx) {
     if let Some(id) = ctx.audit.request_id.as_deref() {
@@ -449,6 +448,7 @@ fn ip_str(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> Option<&str> {
     std::str::from_utf8(&buf[..n]).ok()
 }
 
+/// The error that makes pingora end a response stream without its clean end.
 fn closing(why: streams::Closed) -> Box<pingora_core::Error> {
     pingora_core::Error::explain(pingora_core::ErrorType::InternalError, why.describe())
 }

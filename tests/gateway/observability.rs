@@ -636,3 +636,32 @@ async fn readme_metric_table_matches_metrics() {
         );
     }
 }
+
+/// Over HTTP/2 too: the id is kept (or replaced when malformed), forwarded and returned, on
+/// the upstream's answers and the gateway's own refusals.
+#[tokio::test]
+async fn request_id_over_http2() {
+    let env = Env::builder(STANDARD).tls().start().await;
+    let mut send = h2_connect(env.gw.addr(), env.ca()).await;
+    let tok = mint(env.tok());
+    let req = h2_req("GET", "/mcp")
+        .header("authorization", format!("Bearer {tok}"))
+        .header("x-request-id", "h2-id")
+        .body(())
+        .unwrap();
+    let r = h2_send(&mut send, req, None).await.unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.headers.get_all("x-request-id").iter().count(), 1);
+    assert_eq!(r.headers["x-request-id"], "h2-id");
+    assert_eq!(env.up.last().header_all("x-request-id"), ["h2-id"]);
+    let before = env.up.count();
+    let req = h2_req("GET", "/mcp")
+        .header("x-request-id", "not ok")
+        .body(())
+        .unwrap();
+    let r = h2_send(&mut send, req, None).await.unwrap();
+    assert_eq!(r.status, 401, "{r:?}");
+    let id = r.headers["x-request-id"].to_str().unwrap();
+    assert!(is_generated_id(id), "{id}");
+    assert_eq!(env.up.count(), before, "a refusal reached the upstream");
+}

@@ -665,3 +665,47 @@ async fn request_id_over_http2() {
     assert!(is_generated_id(id), "{id}");
     assert_eq!(env.up.count(), before, "a refusal reached the upstream");
 }
+
+/// An `https://` upstream that speaks plain HTTP and waits for a request head: the TLS
+/// handshake never completes, so the gateway answers 504, counted as `upstream_timeout` (not
+/// `ok`) with an upstream error of kind `timeout`.
+#[tokio::test]
+async fn upstream_timeout_counts_as_upstream_timeout() {
+    let up = Upstream::start();
+    let env = Env::builder(STANDARD)
+        .var("UP", format!("https://127.0.0.1:{}", up.addr().port()))
+        .start()
+        .await;
+    let r = env.post_mcp(&mint(env.tok())).await;
+    assert_eq!(r.status, 504, "{r}");
+    assert_eq!(r.json()["error"], "gateway_timeout", "{r}");
+    eventually(
+        Duration::from_secs(5),
+        "the upstream error counted",
+        || async {
+            env.metrics()
+                .await
+                .sum("mcpgate_upstream_errors_total", &[("route", "mcp")])
+                == 1.0
+        },
+    )
+    .await;
+    let ex = env.metrics().await;
+    let kinds: Vec<String> = ex
+        .samples
+        .iter()
+        .filter(|s| s.name == "mcpgate_upstream_errors_total" && s.value > 0.0)
+        .map(|s| format!("{:?}", s.labels))
+        .collect();
+    assert_eq!(
+        ex.value(
+            "mcpgate_upstream_errors_total",
+            &[("route", "mcp"), ("kind", "timeout")]
+        ),
+        1.0,
+        "{kinds:?}"
+    );
+    assert_eq!(requests(&ex, "allow", "upstream_timeout"), 1.0);
+    assert_eq!(requests(&ex, "allow", "ok"), 0.0);
+    assert_eq!(responses(&ex, "mcp", "gateway", "5xx"), 1.0);
+}

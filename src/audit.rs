@@ -42,6 +42,12 @@ pub struct Record<'a> {
     /// 12-hex-digit SHA-256 prefix of the credential the upstream received from us (or,
     /// with `forward`, of the client's token), never the credential.
     pub upstream_credential: Option<&'a str>,
+    /// `X-Request-Id` (the client's when sane, else generated).
+    pub request_id: Option<&'a str>,
+    /// The client's address (the peer of the public listener).
+    pub client: Option<&'a str>,
+    /// `User-Agent`, bounded (`observe::user_agent`); escaped like every value.
+    pub user_agent: Option<&'a str>,
 }
 
 /// Whether `RUST_LOG` lets audit lines through.
@@ -72,6 +78,7 @@ fn format(out: &mut String, r: &Record<'_>, f: Format, now: SystemTime) {
             line.out.push_str("  INFO mcpgate::audit:");
         }
     }
+    line.plain("request_id", r.request_id);
     line.str("route", Some(r.route));
     line.str("method", Some(r.method));
     line.str("path", Some(r.path));
@@ -92,6 +99,8 @@ fn format(out: &mut String, r: &Record<'_>, f: Format, now: SystemTime) {
     line.str("upstream_error", r.upstream_error);
     line.str("upstream_auth", r.upstream_auth);
     line.str("upstream_credential", r.upstream_credential);
+    line.plain("client", r.client);
+    line.str("user_agent", r.user_agent);
     match f {
         Format::Json => line.out.push_str("},\"target\":\"mcpgate::audit\"}\n"),
         Format::Pretty => line.out.push('\n'),
@@ -139,11 +148,43 @@ impl<'o> Line<'o> {
         }
     }
 
+    /// A value known to need no escaping (a checked request id, an IP address): quoted as
+    /// is, without the per-byte scan. Anything else goes through [`json_string`].
+    fn plain(&mut self, k: &str, v: Option<&str>) {
+        if let Some(v) = v {
+            if !v.bytes().all(plain_byte) {
+                return self.str(k, Some(v));
+            }
+            self.key(k);
+            self.out.push('"');
+            self.out.push_str(v);
+            self.out.push('"');
+        }
+    }
+
     fn num(&mut self, k: &str, v: u64) {
         self.key(k);
         push_uint(self.out, v, 1);
     }
 }
+
+/// A byte that is the same in a JSON string and needs no escape in either format: the
+/// request id's charset (`observe::request_id`) and what an IP address is written with.
+fn plain_byte(b: u8) -> bool {
+    PLAIN[usize::from(b)]
+}
+
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b':' | b'@' | b'/' | b'+' | b'=');
+        i += 1;
+    }
+    t
+};
 
 /// `s` as a JSON string (also how the pretty format quotes values: a value can never
 /// break the line, fake another field or drive a terminal). C0 and C1 controls, DEL and
@@ -274,7 +315,52 @@ mod tests {
             upstream_error: None,
             upstream_auth: None,
             upstream_credential: None,
+            request_id: None,
+            client: None,
+            user_agent: None,
         }
+    }
+
+    /// The instruction cost of one line, measured under callgrind (bench/README.md):
+    /// `AUDIT_LINES=N valgrind --tool=callgrind <test binary> --ignored --exact
+    /// audit::tests::line_cost`, once with N=0 and once with N large; the difference divided
+    /// by N is the cost of one line. `AUDIT_FIELDS=old` leaves out the request id, client
+    /// address and user agent (the line before issue 18).
+    #[test]
+    #[ignore]
+    fn line_cost() {
+        let n: usize = std::env::var("AUDIT_LINES").map_or(0, |v| v.parse().unwrap());
+        let old = std::env::var("AUDIT_FIELDS").is_ok_and(|v| v == "old");
+        let mut r = record();
+        r.subject = Some("alice@example.com");
+        r.mcp_name = Some("search_repositories");
+        if !old {
+            r.request_id = Some("0f8fad5bd9cb469fa16570867728950e");
+            r.client = Some("203.0.113.7");
+            r.user_agent = Some("Mozilla/5.0 (X11; Linux x86_64) inspector/0.17.2 node/22.19");
+        }
+        let mut s = String::with_capacity(512);
+        let mut total = 0;
+        for i in 0..n {
+            s.clear();
+            let t = UNIX_EPOCH + Duration::from_micros(1_795_413_398_530_835 + i as u64);
+            format(&mut s, std::hint::black_box(&r), Format::Json, t);
+            total += s.len();
+        }
+        std::hint::black_box(total);
+    }
+
+    /// A "plain" value that is not plain after all is escaped like any other.
+    #[test]
+    fn plain_values_fall_back_to_escaping() {
+        let mut r = record();
+        r.request_id = Some("ok-id_1.2:3@4/5+6=");
+        r.client = Some("a\"b\n");
+        let mut s = String::new();
+        format(&mut s, &r, Format::Json, UNIX_EPOCH);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["fields"]["request_id"], "ok-id_1.2:3@4/5+6=");
+        assert_eq!(v["fields"]["client"], "a\"b\n");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use prometheus::{
 };
 
 use crate::error::Reason;
+use crate::observe::{STATUS_CLASSES, UPSTREAM_ERROR_KINDS};
 
 struct Metrics {
     registry: Registry,
@@ -149,7 +150,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         upstream_seconds: histogram(
             &registry,
             "mcpgate_upstream_seconds",
-            "Time from the decision to the end of the upstream response, by route.",
+            "Time from the decision to the end of the upstream response, by route; answers \
+             that are not open-ended streams (those are in mcpgate_upstream_stream_seconds).",
             vec![
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
             ],
@@ -225,6 +227,29 @@ pub fn introspection_cache(hit: bool) {
     };
     if let Some(c) = c {
         c.inc();
+    }
+}
+
+/// Every `result` of `mcpgate_introspection_requests_total`.
+pub const INTROSPECTION_RESULTS: [&str; 7] = [
+    "active",
+    "inactive",
+    "timeout",
+    "unauthorized",
+    "error",
+    "rate_limited",
+    "circuit_open",
+];
+
+/// Expose an introspecting issuer's series (at zero) from the start.
+pub fn introspection_series(issuer: &str) {
+    if let Some(c) = &METRICS.introspections {
+        for r in INTROSPECTION_RESULTS {
+            c.with_label_values(&[issuer, r]);
+        }
+    }
+    if let Some(h) = &METRICS.introspection_seconds {
+        h.with_label_values(&[issuer]);
     }
 }
 
@@ -314,6 +339,7 @@ pub fn upstream_token_renewal(route: &str) {
 
 /// The Prometheus text exposition of every metric.
 pub fn render() -> Vec<u8> {
+    crate::procstat::update();
     let mut buf = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&METRICS.registry.gather(), &mut buf) {
         tracing::error!(error = %e, "metrics could not be encoded");
@@ -325,16 +351,40 @@ pub fn render() -> Vec<u8> {
 /// path never looks up a label set.
 #[derive(Debug)]
 pub struct RouteMetrics {
-    allow: Option<IntCounter>,
+    name: Box<str>,
+    /// `decision="allow"` by how the forwarded request ended: `ok`, then
+    /// [`FORWARD_FAILURES`] (the upstream failed, the gateway answered).
+    allow: [Option<IntCounter>; 1 + FORWARD_FAILURES.len()],
     /// One counter per [`Reason`], indexed by it: every reason has its series from the
     /// start, and a denial cannot miss its counter.
     deny: [Option<IntCounter>; Reason::COUNT],
     decision: Option<Histogram>,
     upstream: Option<Histogram>,
+    ttfb: Option<Histogram>,
+    stream: Option<Histogram>,
+    /// `mcpgate_responses_total` by source (upstream, gateway) and status class.
+    responses: [[Option<IntCounter>; STATUS_CLASSES.len()]; 2],
+    upstream_errors: [Option<IntCounter>; UPSTREAM_ERROR_KINDS.len()],
+}
+
+/// How a forwarded request can end other than `ok` (`fail_to_proxy`'s answers).
+pub const FORWARD_FAILURES: [Reason; 5] = [
+    Reason::UpstreamError,
+    Reason::UpstreamTimeout,
+    Reason::InternalError,
+    Reason::BodyTooLarge,
+    Reason::BadRequest,
+];
+
+/// Who wrote a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Upstream = 0,
+    Gateway = 1,
 }
 
 impl RouteMetrics {
-    pub fn new(route: &str) -> RouteMetrics {
+    pub fn new(route: &str, answer_reasons: &[&str]) -> RouteMetrics {
         let m = &*METRICS;
         LazyLock::force(&STREAMS_EXPIRED);
         LazyLock::force(&ANSWERS_REFUSED);
@@ -345,26 +395,104 @@ impl RouteMetrics {
                 .as_ref()
                 .map(|c| c.with_label_values(&[route, decision, reason]))
         };
+        let per_route =
+            |h: &Option<HistogramVec>| h.as_ref().map(|h| h.with_label_values(&[route]));
+        let r = &*ROUTE_SERIES;
+        if let Some(c) = &*STREAMS_EXPIRED {
+            c.with_label_values(&[route]);
+        }
+        if let Some(c) = &*STREAMS_REVOKED {
+            c.with_label_values(&[route]);
+        }
+        if let Some(c) = &*ANSWERS_REFUSED {
+            for why in answer_reasons {
+                c.with_label_values(&[route, why]);
+            }
+        }
         RouteMetrics {
-            allow: counter("allow", "ok"),
+            name: route.into(),
+            allow: std::array::from_fn(|i| match i {
+                0 => counter("allow", "ok"),
+                _ => counter("allow", FORWARD_FAILURES[i - 1].as_str()),
+            }),
             deny: std::array::from_fn(|i| counter("deny", Reason::ALL[i].as_str())),
-            decision: m
-                .decision_seconds
-                .as_ref()
-                .map(|h| h.with_label_values(&[route])),
-            upstream: m
-                .upstream_seconds
-                .as_ref()
-                .map(|h| h.with_label_values(&[route])),
+            decision: per_route(&m.decision_seconds),
+            upstream: per_route(&m.upstream_seconds),
+            ttfb: per_route(&r.ttfb),
+            stream: per_route(&r.stream),
+            responses: std::array::from_fn(|src| {
+                std::array::from_fn(|class| {
+                    r.responses.as_ref().map(|c| {
+                        c.with_label_values(&[
+                            route,
+                            ["upstream", "gateway"][src],
+                            STATUS_CLASSES[class],
+                        ])
+                    })
+                })
+            }),
+            upstream_errors: std::array::from_fn(|k| {
+                r.upstream_errors
+                    .as_ref()
+                    .map(|c| c.with_label_values(&[route, UPSTREAM_ERROR_KINDS[k]]))
+            }),
         }
     }
 
+    /// A request decided to be forwarded (counted in `mcpgate_requests_total` when it
+    /// ends, with [`RouteMetrics::forwarded`]).
     pub fn allow(&self, decision_seconds: f64) {
-        if let Some(c) = &self.allow {
-            c.inc();
-        }
         if let Some(h) = &self.decision {
             h.observe(decision_seconds);
+        }
+    }
+
+    /// How a forwarded request ended: `None` when the upstream answered, else the reason of
+    /// the gateway's own answer (`upstream_error`, `upstream_timeout`...).
+    pub fn forwarded(&self, failure: Option<Reason>) {
+        let i = match failure {
+            None => Some(0),
+            Some(r) => FORWARD_FAILURES.iter().position(|f| *f == r).map(|i| i + 1),
+        };
+        match i.and_then(|i| self.allow[i].as_ref()) {
+            Some(c) => c.inc(),
+            // A failure outside the table (none today): counted all the same.
+            None => {
+                if let (Some(c), Some(r)) = (&METRICS.requests, failure) {
+                    c.with_label_values(&[self.name(), "allow", r.as_str()])
+                        .inc();
+                }
+            }
+        }
+    }
+
+    /// A response went out: its status (0 when none was written) and who wrote it.
+    pub fn response(&self, source: Source, status: u16) {
+        if let Some(c) = crate::observe::status_class(status)
+            .and_then(|class| self.responses[source as usize][class].as_ref())
+        {
+            c.inc();
+        }
+    }
+
+    /// The upstream failed: connect or read error of kind `kind` ([`UPSTREAM_ERROR_KINDS`]).
+    pub fn upstream_error(&self, kind: usize) {
+        if let Some(c) = self.upstream_errors.get(kind).and_then(|c| c.as_ref()) {
+            c.inc();
+        }
+    }
+
+    /// Time from the decision to the upstream's response header.
+    pub fn ttfb(&self, seconds: f64) {
+        if let Some(h) = &self.ttfb {
+            h.observe(seconds);
+        }
+    }
+
+    /// Time from the decision to the end of an open-ended (streamed) response.
+    pub fn stream(&self, seconds: f64) {
+        if let Some(h) = &self.stream {
+            h.observe(seconds);
         }
     }
 
@@ -377,6 +505,10 @@ impl RouteMetrics {
         }
     }
 
+    fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn upstream(&self, seconds: f64) {
         if let Some(h) = &self.upstream {
             h.observe(seconds);
@@ -384,8 +516,119 @@ impl RouteMetrics {
     }
 }
 
+/// Per-route families beyond requests and decision time.
+struct RouteSeries {
+    ttfb: Option<HistogramVec>,
+    stream: Option<HistogramVec>,
+    responses: Option<IntCounterVec>,
+    upstream_errors: Option<IntCounterVec>,
+}
+
+static ROUTE_SERIES: LazyLock<RouteSeries> = LazyLock::new(|| {
+    let r = &METRICS.registry;
+    RouteSeries {
+        ttfb: histogram(
+            r,
+            "mcpgate_upstream_ttfb_seconds",
+            "Time from the decision to the upstream's response header (time to first byte), \
+             by route.",
+            vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+            ],
+        ),
+        stream: histogram(
+            r,
+            "mcpgate_upstream_stream_seconds",
+            "Time from the decision to the end of an open-ended upstream response (an SSE \
+             stream, a response without a length), by route.",
+            vec![
+                1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14_400.0, 86_400.0,
+            ],
+        ),
+        responses: counter(
+            r,
+            "mcpgate_responses_total",
+            "Responses by route, source (upstream: the MCP server's answer; gateway: the \
+             gateway's own) and status class (1xx to 5xx).",
+            &["route", "source", "class"],
+        ),
+        upstream_errors: counter(
+            r,
+            "mcpgate_upstream_errors_total",
+            "Upstream connect and read failures by route and kind (refused, timeout, reset, \
+             tls, protocol, other).",
+            &["route", "kind"],
+        ),
+    }
+});
+
+/// Requests being handled (public listener), and open-ended responses being streamed.
+static IN_FLIGHT: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
+    gauge(
+        &METRICS.registry,
+        "mcpgate_requests_in_flight",
+        "Requests on the public listener being handled now.",
+        &[],
+    )
+});
+
+static STREAMS_OPEN: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
+    gauge(
+        &METRICS.registry,
+        "mcpgate_streams_open",
+        "Open-ended upstream responses (SSE streams) being relayed now.",
+        &[],
+    )
+});
+
+/// One unit of a gauge, given back when dropped.
+#[derive(Debug)]
+pub struct Held(Option<prometheus::IntGauge>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(g) = &self.0 {
+            g.dec();
+        }
+    }
+}
+
+fn hold(g: &Option<IntGaugeVec>) -> Held {
+    let g = g.as_ref().map(|g| g.with_label_values(&[] as &[&str]));
+    if let Some(g) = &g {
+        g.inc();
+    }
+    Held(g)
+}
+
+/// A request in flight until the handle is dropped.
+pub fn request_in_flight() -> Held {
+    hold(&IN_FLIGHT)
+}
+
+/// A stream open until the handle is dropped.
+pub fn stream_open() -> Held {
+    hold(&STREAMS_OPEN)
+}
+
+/// Register every family that has no per-route or per-issuer label, so that each is
+/// exposed (at zero) from the start; with the process metrics.
+pub fn register_global_metrics() {
+    let m = &*METRICS;
+    LazyLock::force(&ROUTE_SERIES);
+    for g in [&*IN_FLIGHT, &*STREAMS_OPEN].into_iter().flatten() {
+        g.with_label_values(&[] as &[&str]);
+    }
+    if let Some(c) = &m.reloads {
+        for r in ["success", "error"] {
+            c.with_label_values(&[r]);
+        }
+    }
+    crate::procstat::register(&m.registry);
+}
+
 /// Handles for requests that matched no route (label `route=""`).
-pub static UNROUTED: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics::new(""));
+pub static UNROUTED: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics::new("", &[]));
 
 static STREAMS_EXPIRED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
     counter(
@@ -584,16 +827,28 @@ static REVOCATIONS_INTEGRITY: LazyLock<Option<IntCounterVec>> = LazyLock::new(||
 
 /// Register the shared-state metrics so that they are exposed (at zero) from the start.
 pub fn register_state_metrics(redis: bool) {
-    LazyLock::force(&REVOCATIONS_APPLIED);
-    LazyLock::force(&REVOCATIONS_ACTIVE);
+    let touch = |c: &Option<IntCounterVec>, labels: &[&str]| {
+        if let Some(c) = c {
+            for l in labels {
+                c.with_label_values(&[*l]);
+            }
+        }
+    };
+    touch(&REVOCATIONS_APPLIED, &["jti", "subject", "client_id"]);
+    if let Some(g) = &*REVOCATIONS_ACTIVE {
+        g.with_label_values(&[] as &[&str]);
+    }
     LazyLock::force(&REVOCATIONS_AGE);
     LazyLock::force(&STREAMS_REVOKED);
     if redis {
         LazyLock::force(&REDIS_CALLS);
         LazyLock::force(&REDIS_SECONDS);
-        LazyLock::force(&FAIL_OPEN);
-        LazyLock::force(&REVOCATIONS_DIVERGENCE);
-        LazyLock::force(&REVOCATIONS_INTEGRITY);
+        touch(&FAIL_OPEN, &["dpop_replay", "revocations"]);
+        touch(
+            &REVOCATIONS_DIVERGENCE,
+            &["epoch", "version", "digest", "unauthenticated", "missing"],
+        );
+        touch(&REVOCATIONS_INTEGRITY, &["entry", "head"]);
         redis_circuit(false);
         revocations_diverged(false);
     }
@@ -767,10 +1022,10 @@ static LIMIT_DECISIONS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
     )
 });
 
-static STREAMS_OPEN: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
+static STREAM_SLOTS: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
     gauge(
         &METRICS.registry,
-        "mcpgate_streams_open",
+        "mcpgate_stream_slots_held",
         "Requests holding a slot of limits.concurrency.streams_per_subject on this replica: \
          open response streams and requests still waiting for their answer's head.",
         &[],
@@ -825,7 +1080,7 @@ static STREAM_LIMIT: LazyLock<LimitMetrics> =
 /// Register the limit metrics so that they are exposed from the start.
 pub fn register_limit_metrics() {
     LazyLock::force(&LIMIT_DECISIONS);
-    streams_open(0);
+    stream_slots_held(0);
 }
 
 /// A decision of the concurrency cap.
@@ -834,8 +1089,8 @@ pub fn stream_limit(result: LimitResult) {
 }
 
 /// One more (`+1`) or one fewer (`-1`) slot of `streams_per_subject` held.
-pub fn streams_open(delta: i64) {
-    if let Some(g) = &*STREAMS_OPEN {
+pub fn stream_slots_held(delta: i64) {
+    if let Some(g) = &*STREAM_SLOTS {
         g.with_label_values(&[] as &[&str]).add(delta);
     }
 }
@@ -869,7 +1124,7 @@ mod tests {
     /// a denial counts in its own series.
     #[test]
     fn every_reason_is_preregistered_per_route() {
-        let m = RouteMetrics::new("metrics-test-route");
+        let m = RouteMetrics::new("metrics-test-route", &[]);
         m.deny(Reason::ToolScope, 0.001);
         let text = String::from_utf8(render()).unwrap();
         for r in Reason::ALL {

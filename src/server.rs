@@ -263,6 +263,7 @@ fn proxy_service(
     options.h2_idle_timeout = Some(config.connections.idle_timeout);
     http.server_options = Some(options);
     metrics::register_connection_metrics();
+    metrics::register_global_metrics();
     let limits_state = state.clone();
     let guard = connections::Guard {
         inner: Arc::new(http),

@@ -216,6 +216,9 @@ fn compile_issuer(config_file: &str, fi: FileIssuer) -> Result<IssuerConfig, Com
         .map(introspect::compile)
         .transpose()
         .map_err(|e| bad("introspection", e))?;
+    if introspection.is_some() {
+        crate::metrics::introspection_series(&fi.name);
+    }
     if fi.token_format == TokenFormat::Opaque && introspection.is_none() {
         return Err(bad(
             "token_format",

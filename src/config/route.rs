@@ -272,7 +272,7 @@ pub fn compile(
     let challenge = challenge(&auth, dpop, &resource, cx.dpop);
     let quotas = crate::quota::compile_route(&fr.name, fr.limits.as_ref(), cx.quotas)?;
     Ok(Route {
-        metrics: RouteMetrics::new(&fr.name),
+        metrics: RouteMetrics::new(&fr.name, crate::mcp::lists::Unreadable::REASONS),
         name: Arc::from(fr.name.as_str()),
         matching,
         upstream,

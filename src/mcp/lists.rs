@@ -49,6 +49,18 @@ pub enum Unreadable {
 }
 
 impl Unreadable {
+    /// Every `reason` label, for the series exposed at zero from the start.
+    pub const REASONS: &'static [&'static str] = &[
+        "encoded",
+        "too_large",
+        "event_too_large",
+        "bom",
+        "not_json",
+        "ambiguous",
+        "not_a_list",
+        "not_sse",
+    ];
+
     /// The `reason` label of `mcpgate_upstream_answers_refused_total`.
     pub fn reason(self) -> &'static str {
         match self {
@@ -778,6 +790,24 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use proptest::prelude::*;
+
+    /// `REASONS` lists every variant's label (the series exposed from the start).
+    #[test]
+    fn reasons_cover_every_variant() {
+        use Unreadable::*;
+        let all = [
+            Encoded,
+            TooLarge,
+            EventTooLarge,
+            Bom,
+            NotJson,
+            Ambiguous,
+            NotAList,
+            NotSse,
+        ];
+        let labels: Vec<&str> = all.iter().map(|u| u.reason()).collect();
+        assert_eq!(labels, Unreadable::REASONS);
+    }
 
     fn keep(n: &str) -> bool {
         !n.starts_with("deny")

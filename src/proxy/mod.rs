@@ -81,6 +81,12 @@ struct Audit {
     mcp_op: Option<Op>,
     /// Short hash of the credential the upstream received (`upstream_auth`).
     upstream_credential: Option<Arc<str>>,
+    /// The verified principal, kept for the audit line of a later refusal too.
+    principal: Option<Arc<Principal>>,
+    /// The gateway's own answer to a forwarded request the upstream failed (502, 504...).
+    failure: Option<Refusal>,
+    /// `X-Request-Id`: the client's when sane, else generated (`observe::request_id`).
+    request_id: Option<Box<str>>,
 }
 
 /// What the request looked like, for later phases.
@@ -118,6 +124,10 @@ struct ResponseState {
     /// The revocation list generation the principal was last checked against (a stream
     /// re-checks when it changes).
     revocation_gen: u64,
+    /// The upstream's response header arrived (the answer is the upstream's).
+    from_upstream: bool,
+    /// An open-ended answer, counted in `mcpgate_streams_open` while it lasts.
+    stream: Option<metrics::Held>,
 }
 
 /// Per-request state, carried across phases.
@@ -131,6 +141,7 @@ pub struct Ctx {
     request: RequestState,
     response: ResponseState,
     _in_flight: Option<InFlight>,
+    _in_flight_gauge: Option<metrics::Held>,
 }
 
 impl Ctx {
@@ -296,6 +307,8 @@ impl Gateway {
             &mut ctx.audit.token,
         )
         .await?;
+        // Verified: whatever refuses it later, the audit line names who it was.
+        ctx.audit.principal = Some(principal.clone());
         let now = crate::clock::now_unix();
         ctx.response.revocation_gen = self.state.revocations.generation();
         steps::principal(&self.state.revocations, route, &principal, now)?;
@@ -350,24 +363,26 @@ impl Gateway {
             }
         };
         let req = session.req_header();
-        let calls = steps::policy(route, principal, &req.method, &req.headers, body.as_deref())
-            .inspect_err(|_| {
-                if let Some((id, calls_tool)) = steps::denied_tool_call(route, body.as_deref()) {
-                    ctx.request.request_id = id;
-                    ctx.request.calls_tool = calls_tool;
-                }
-            })?;
+        let calls = steps::policy(
+            route,
+            principal,
+            &req.method,
+            &req.headers,
+            body.as_deref(),
+            &mut ctx.audit.mcp_op,
+        )
+        .inspect_err(|_| {
+            if let Some((id, calls_tool)) = steps::denied_tool_call(route, body.as_deref()) {
+                ctx.request.request_id = id;
+                ctx.request.calls_tool = calls_tool;
+            }
+        })?;
         if let (Some(calls), Some(body)) = (calls.as_ref(), body.as_deref()) {
             ctx.request.request_id = calls.id.clone();
             ctx.request.calls_tool = !calls.batch && matches!(calls.ops[..], [Op::ToolsCall(_)]);
             let notes = steps::tool_calls(route, &self.state.catalog, &req.headers, body, calls)?;
             report_calls(route, &notes);
             ctx.request.lists_tools = !calls.batch && matches!(calls.ops[..], [Op::ToolsList]);
-        }
-        if let Some(calls) = &calls {
-            if !calls.batch {
-                ctx.audit.mcp_op = calls.ops.first().cloned();
-            }
         }
         Ok(calls)
     }
@@ -391,6 +406,7 @@ impl Gateway {
         if route.is_some() {
             cors::decorate(&mut h, ctx.request.cors_origin.as_ref());
         }
+        tag(&mut h, ctx);
         ctx.audit.audited = route.is_some();
         ctx.audit.refused = Some(refusal);
         ctx.route = route;
@@ -461,12 +477,19 @@ impl Gateway {
             (Some(s), Some(d)) => (d - s).as_micros() as u64,
             _ => 0,
         };
-        let p = ctx.principal().map(|p| &**p);
+        let p = audit.principal.as_deref();
         let token = audit.token.as_ref().map(hash_prefix);
+        let outcome = audit.refused.as_ref().or(audit.failure.as_ref());
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let mut client_buf = [0u8; 48];
+        let client = client.and_then(|ip| ip_str(ip, &mut client_buf));
         let upstream_error = e.map(|e| e.to_string());
         let req = session.req_header();
         let path = ctx.forward.as_ref().map_or(req.uri.path(), |f| &f.path);
-        let description = audit.refused.as_ref().map(|r| r.description());
+        let description = outcome.map(|r| r.description());
         // One line per auth decision: what was decided, why, and for whom. Never a token.
         crate::audit::write(&crate::audit::Record {
             route: &route.name,
@@ -477,7 +500,7 @@ impl Gateway {
             } else {
                 "allow"
             },
-            reason: audit.refused.as_ref().map_or("ok", |r| r.reason().as_str()),
+            reason: outcome.map_or("ok", |r| r.reason().as_str()),
             description: description.as_deref(),
             limit: audit
                 .refused
@@ -499,6 +522,9 @@ impl Gateway {
                 .filter(|m| *m != Mode::None)
                 .map(Mode::as_str),
             upstream_credential: audit.upstream_credential.as_deref(),
+            request_id: audit.request_id.as_deref(),
+            client,
+            user_agent: crate::observe::user_agent(&req.headers),
         });
     }
 }
@@ -526,6 +552,22 @@ fn report_change(route: &Route, c: &Change) {
     tracing::warn!(target: "mcpgate::audit", route = %route.name, tool = %c.tool,
         verdict = ?c.verdict, definition = %crate::mcp::pins::to_hex(&c.seen), mode,
         "a tools/list answer gives a tool definition other than its pin");
+}
+
+/// The request id on a response the gateway writes itself.
+fn tag(h: &mut ResponseHeader, ctx: &Ctx) {
+    if let Some(id) = ctx.audit.request_id.as_deref() {
+        respond::set_header(h, crate::observe::REQUEST_ID, id, false);
+    }
+}
+
+/// `ip` in text, in `buf` (no allocation on the audit path).
+fn ip_str(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> Option<&str> {
+    use std::io::Write as _;
+    let mut w = &mut buf[..];
+    write!(w, "{ip}").ok()?;
+    let n = 48 - w.len();
+    std::str::from_utf8(&buf[..n]).ok()
 }
 
 /// The error that makes pingora end a response stream without its clean end.
@@ -564,7 +606,8 @@ impl ProxyHttp for Gateway {
                 ctx.forward = Some(forward);
                 Ok(false)
             }
-            Ok(Decision::Respond(h, b)) => {
+            Ok(Decision::Respond(mut h, b)) => {
+                tag(&mut h, ctx);
                 // Every answer the gateway writes itself goes through `respond::answer`,
                 // which also disposes of the unread request body.
                 respond::answer(session.as_mut(), h, b).await;
@@ -577,9 +620,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         // HTTP/1.1 requests pipelined behind this one are answered in order.
         session.as_mut().set_pipelining_enabled(true);
+        ctx._in_flight_gauge = Some(metrics::request_in_flight());
+        ctx.audit.request_id = Some(crate::observe::request_id(&session.req_header().headers));
         crate::connections::request_started(session.as_ref());
         Ok(())
     }
@@ -602,6 +647,10 @@ impl ProxyHttp for Gateway {
         let (mut h, b) = respond::refusal(&refusal, challenge, ctx.request.dpop_used);
         if ctx.route.is_some() {
             cors::decorate(&mut h, ctx.request.cors_origin.as_ref());
+        }
+        tag(&mut h, ctx);
+        if ctx.audit.audited && ctx.audit.refused.is_none() {
+            ctx.audit.failure = Some(refusal.clone());
         }
         // The upstream exchange broke off: never reuse this connection.
         session.as_mut().set_keepalive(None);
@@ -677,6 +726,9 @@ impl ProxyHttp for Gateway {
                 "the upstream request could not be prepared",
             ));
         }
+        if let Some(id) = ctx.audit.request_id.as_deref() {
+            upstream_request.insert_header(crate::observe::REQUEST_ID, id)?;
+        }
         if ctx.request.inspected.is_read() {
             // We already answered 100 Continue and hold the whole body.
             upstream_request.remove_header(&http::header::EXPECT);
@@ -713,6 +765,19 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         cors::decorate(resp, ctx.request.cors_origin.as_ref());
+        if let Some(id) = ctx.audit.request_id.as_deref() {
+            respond::set_header(resp, crate::observe::REQUEST_ID, id, false);
+        }
+        let head_request = session.req_header().method == http::Method::HEAD;
+        if !ctx.response.from_upstream && resp.status.as_u16() >= 200 {
+            ctx.response.from_upstream = true;
+            if let Some(d) = ctx.audit.decided {
+                route.metrics.ttfb(d.elapsed().as_secs_f64());
+            }
+            if streams::is_open_ended(resp, head_request) {
+                ctx.response.stream = Some(metrics::stream_open());
+            }
+        }
         if ctx.audit.refused.is_none() {
             if let Some(sid) = resp
                 .headers
@@ -723,7 +788,6 @@ impl ProxyHttp for Gateway {
                 self.state.sessions.bind(&route.upstream.addr, sid, p);
             }
         }
-        let head_request = session.req_header().method == http::Method::HEAD;
         if !streams::is_open_ended(resp, head_request) {
             // A complete answer is not an open stream: its `streams_per_subject` slot is free.
             if let Some(f) = ctx.forward.as_mut() {
@@ -798,6 +862,16 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&pingora_core::Error>, ctx: &mut Ctx) {
         crate::connections::request_done(session.as_ref());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let m = ctx
+            .route
+            .as_deref()
+            .map_or(&*metrics::UNROUTED, |r| &r.metrics);
+        let source = match ctx.response.from_upstream {
+            true => metrics::Source::Upstream,
+            false => metrics::Source::Gateway,
+        };
+        m.response(source, status);
         let Some(route) = ctx.route.clone() else {
             return;
         };
@@ -805,8 +879,18 @@ impl ProxyHttp for Gateway {
             return;
         }
         if ctx.audit.refused.is_none() {
-            if let Some(d) = ctx.audit.decided {
-                route.metrics.upstream(d.elapsed().as_secs_f64());
+            if let Some(kind) = e.and_then(crate::observe::upstream_error_kind) {
+                route.metrics.upstream_error(kind);
+            }
+            route
+                .metrics
+                .forwarded(ctx.audit.failure.as_ref().map(|r| r.reason()));
+            if let (Some(d), true) = (ctx.audit.decided, ctx.response.from_upstream) {
+                let seconds = d.elapsed().as_secs_f64();
+                match ctx.response.stream.take() {
+                    Some(_) => route.metrics.stream(seconds),
+                    None => route.metrics.upstream(seconds),
+                }
             }
         }
         if crate::audit::enabled() {

@@ -153,18 +153,23 @@ pub fn policy_head(
 }
 
 /// Policy, with the body when it was read: what the request asks for, and whether `p` (none
-/// on `auth: none` routes) may ask it.
+/// on `auth: none` routes) may ask it. `seen` gets the operation of a single-message
+/// request before it is judged (the audit line names it on a refusal too).
 pub fn policy(
     route: &Route,
     p: Option<&Principal>,
     method: &Method,
     headers: &HeaderMap,
     body: Option<&[u8]>,
+    seen: &mut Option<Op>,
 ) -> Result<Option<Calls>, Refusal> {
     let calls = match body {
         Some(b) => shape::body(route.inspects(), method, headers, b)?,
         None => None,
     };
+    if let Some(c) = calls.as_ref().filter(|c| !c.batch) {
+        *seen = c.ops.first().cloned();
+    }
     shape::versions(&route.mcp, headers, calls.as_ref())?;
     let rp = RoutePolicy {
         required: &route.auth.scopes,
@@ -560,14 +565,18 @@ routes:
         let p = token_principal(Some("alice"), "x", "mcp:read");
         let call =
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_all"}}"#;
+        let mut seen = None;
         assert_eq!(
-            policy(r, Some(&p), &Method::POST, &h, Some(call)).unwrap_err(),
+            policy(r, Some(&p), &Method::POST, &h, Some(call), &mut seen).unwrap_err(),
             Refusal::ScopeFor("mcp:read mcp:admin".into())
         );
+        // The refused call is named for the audit line.
+        let op = seen.take().unwrap();
+        assert_eq!((op.method(), op.name()), ("tools/call", Some("delete_all")));
         let list = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
-        assert!(policy(r, Some(&p), &Method::POST, &h, Some(list)).is_ok());
+        assert!(policy(r, Some(&p), &Method::POST, &h, Some(list), &mut seen).is_ok());
         assert_eq!(
-            policy(r, None, &Method::POST, &h, Some(list)).unwrap_err(),
+            policy(r, None, &Method::POST, &h, Some(list), &mut seen).unwrap_err(),
             Refusal::PolicyDenied
         );
     }

@@ -53,7 +53,7 @@ impl Streams {
             *n += 1;
         }
         self.open.fetch_add(1, Ordering::AcqRel);
-        metrics::streams_open(1);
+        metrics::stream_slots_held(1);
         Some(Slot {
             streams: self.clone(),
             key,
@@ -83,7 +83,7 @@ impl Drop for Slot {
             }
         }
         self.streams.open.fetch_sub(1, Ordering::AcqRel);
-        metrics::streams_open(-1);
+        metrics::stream_slots_held(-1);
     }
 }
 

@@ -404,14 +404,14 @@ async fn i19_stream_cap_per_subject_released_on_end_and_abort() {
     assert_eq!(policy[0].1["qu"], "concurrent-requests");
     assert_eq!(policy[0].1["q"], "2");
     assert_passes(&env, Req::post("/mcp").bearer(&bob), "bob").await;
-    assert_eq!(env.metric("mcpgate_streams_open", &[]).await, 2.0);
+    assert_eq!(env.metric("mcpgate_stream_slots_held", &[]).await, 2.0);
 
     // The client aborts s1: its slot comes back.
     drop(s1);
     eventually(
         Duration::from_secs(5),
         "the aborted stream's slot back",
-        || async { env.metric("mcpgate_streams_open", &[]).await == 1.0 },
+        || async { env.metric("mcpgate_stream_slots_held", &[]).await == 1.0 },
     )
     .await;
     // With one stream open, answers of known length come and go without holding a slot.
@@ -437,13 +437,13 @@ async fn i19_stream_cap_per_subject_released_on_end_and_abort() {
     eventually(
         Duration::from_secs(5),
         "the ended stream's slot back",
-        || async { env.metric("mcpgate_streams_open", &[]).await == 1.0 },
+        || async { env.metric("mcpgate_stream_slots_held", &[]).await == 1.0 },
     )
     .await;
     assert_passes(&env, Req::post("/mcp").bearer(&alice), "after the end").await;
     drop(s3);
     eventually(Duration::from_secs(5), "every slot back", || async {
-        env.metric("mcpgate_streams_open", &[]).await == 0.0
+        env.metric("mcpgate_stream_slots_held", &[]).await == 0.0
     })
     .await;
     let m = env.metrics().await;

@@ -29,6 +29,7 @@ mod jwt;
 mod limits;
 mod mcp;
 mod mcp2026;
+mod observability;
 mod ops;
 mod paths;
 mod prm;

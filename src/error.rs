@@ -89,6 +89,12 @@ reasons! {
     StateUnavailable = ("state_unavailable", 503, "temporarily_unavailable"),
     /// A method the MCP transport does not use, on a policy route.
     MethodNotAllowed = ("method_not_allowed", 405, "method_not_allowed"),
+    /// The request body did not arrive within `limits.request_body_timeout_seconds`.
+    BodyTimeout = ("body_timeout", 408, "invalid_request"),
+    /// The client's address holds `limits.max_connections_per_address` places already.
+    TooManyRequests = ("too_many_requests", 429, "too_many_requests"),
+    /// The gateway holds `limits.max_connections` places already.
+    Overloaded = ("overloaded", 503, "temporarily_unavailable"),
     /// The upstream refused, reset or closed the exchange, or did not answer HTTP.
     UpstreamError = ("upstream_error", 502, "bad_gateway"),
     /// The upstream did not connect or answer in time.
@@ -138,8 +144,13 @@ pub enum Refusal {
     ScopeFor(Box<str>),
     /// No tool/resource/prompt pattern matches and the route's default is deny.
     PolicyDenied,
-    /// An `Mcp-Session-Id` that belongs to another subject: answered as unknown.
+    /// An `Mcp-Session-Id` that belongs to another identity: answered as unknown.
     UnknownSession,
+    /// The request body did not arrive within `limits.request_body_timeout_seconds`: 408.
+    BodyTimeout,
+    /// A cap on what clients hold (connections and requests in flight) refused the request:
+    /// 429 for the client's address, 503 for the whole gateway; both with `Retry-After`.
+    Busy(Cap),
     /// A missing or invalid DPoP proof (RFC 9449 `invalid_dpop_proof`): 401.
     DpopProof(&'static str),
     /// The route wants a server nonce in the proof; the value is a fresh one for the
@@ -157,6 +168,15 @@ pub enum Refusal {
     /// The request was let through but no answer came from the upstream: 502, 504 or 500
     /// (pingora's own error pages never reach clients).
     Gateway(GatewayFailure),
+}
+
+/// Which cap on what clients hold refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cap {
+    /// `limits.max_connections_per_address`: 429.
+    PerAddress,
+    /// `limits.max_connections`: 503.
+    Total,
 }
 
 /// Why a forwarded request got no upstream answer.
@@ -192,6 +212,9 @@ impl Refusal {
             Refusal::ScopeFor(_) => Reason::ToolScope,
             Refusal::PolicyDenied => Reason::PolicyDenied,
             Refusal::UnknownSession => Reason::SessionMismatch,
+            Refusal::BodyTimeout => Reason::BodyTimeout,
+            Refusal::Busy(Cap::PerAddress) => Reason::TooManyRequests,
+            Refusal::Busy(Cap::Total) => Reason::Overloaded,
             Refusal::DpopProof(_) => Reason::InvalidDpopProof,
             Refusal::DpopNonce(_) => Reason::UseDpopNonce,
             Refusal::Revoked => Reason::TokenRevoked,
@@ -240,6 +263,9 @@ impl Refusal {
             Refusal::ScopeFor(_) => "the access token lacks a scope this operation requires",
             Refusal::PolicyDenied => "the gateway policy does not allow this operation",
             Refusal::UnknownSession => "unknown session",
+            Refusal::BodyTimeout => "the request body did not arrive in time",
+            Refusal::Busy(Cap::PerAddress) => "too many requests in flight from this address",
+            Refusal::Busy(Cap::Total) => "the gateway is at its connection limit",
             Refusal::MethodNotAllowed => {
                 "this method is not allowed on an MCP route (GET, POST, DELETE, OPTIONS are)"
             }
@@ -260,6 +286,7 @@ impl Refusal {
             Refusal::Unavailable(_)
                 | Refusal::IntrospectionUnavailable(_)
                 | Refusal::StateUnavailable(_)
+                | Refusal::Busy(_)
         )
     }
 }

@@ -2,8 +2,6 @@
 //! enough to check against their declared length), kept in pingora's retry buffer so that
 //! the same bytes are sent upstream. The only steps that need the pingora `Session`.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use pingora_proxy::Session;
 
@@ -12,10 +10,6 @@ use crate::error::Refusal;
 /// Largest body we inspect: what pingora can replay upstream after we read it (its retry
 /// buffer, 64 KiB). Larger bodies on inspected routes get 413.
 pub const MCP_BODY_LIMIT: usize = 64 * 1024;
-
-/// Longest wait for a body read before the decision: a client that declared one sends it
-/// at once (MCP messages are small); a stalled one is refused rather than held.
-pub const BODY_READ_TIME: Duration = Duration::from_secs(30);
 
 /// The declared `Content-Length`, when it is a number.
 fn declared_length(session: &Session) -> Option<usize> {
@@ -37,10 +31,11 @@ pub fn h2_body_to_check(session: &mut Session) -> bool {
     s.is_http2() && !s.is_body_done() && declared.is_some_and(|n| n <= MCP_BODY_LIMIT)
 }
 
-/// Read a whole request body for inspection, within [`MCP_BODY_LIMIT`] and
-/// [`BODY_READ_TIME`], keeping it in pingora's retry buffer so that the same bytes are sent
-/// upstream.
-pub async fn read(session: &mut Session) -> Result<Bytes, Refusal> {
+/// Read a whole request body for inspection, within [`MCP_BODY_LIMIT`] and by `deadline`
+/// (the request's whole-body deadline, `limits.request_body_timeout_seconds` after its
+/// head: a stalled body is refused with 408 rather than held), keeping it in pingora's
+/// retry buffer so that the same bytes are sent upstream.
+pub async fn read(session: &mut Session, deadline: tokio::time::Instant) -> Result<Bytes, Refusal> {
     if declared_length(session).is_some_and(|n| n > MCP_BODY_LIMIT) {
         return Err(Refusal::McpBodyTooLarge);
     }
@@ -72,10 +67,13 @@ pub async fn read(session: &mut Session) -> Result<Bytes, Refusal> {
             }
         }
     };
-    match tokio::time::timeout(BODY_READ_TIME, read).await {
+    match tokio::time::timeout_at(deadline, read).await {
         Ok(Ok(())) => {}
         Ok(Err(r)) => return Err(r),
-        Err(_) => return Err(Refusal::BadRequest("request body not received in time")),
+        Err(_) => {
+            crate::metrics::connection_timeout("request_body");
+            return Err(Refusal::BodyTimeout);
+        }
     }
     if session.as_ref().retry_buffer_truncated() {
         return Err(Refusal::McpBodyTooLarge);

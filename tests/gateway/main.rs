@@ -26,6 +26,7 @@ mod mcp;
 mod ops;
 mod paths;
 mod prm;
+mod redteam;
 mod routing_exact;
 mod scaleout;
 mod upstream;

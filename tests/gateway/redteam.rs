@@ -1,0 +1,666 @@
+//! The red team's findings against main after issues 13 and 21 (finding N of the report is
+//! `findingN_*`): HTTP/2 streams and slow clients against the descriptor caps, slow TLS
+//! handshakes, an upstream's unasked-for 101, HTTP/2 `HEAD` refusals, pingora's log lines,
+//! and the default caps at any open-file limit.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::connections::{h2_frame, hpack};
+use crate::harness::*;
+
+/// [`REDTEAM`] with these deadlines (seconds), streams per HTTP/2 connection and caps.
+struct Knobs {
+    tls: bool,
+    head: u32,
+    body: u32,
+    send: u32,
+    handshake: u32,
+    streams: u32,
+    per: u32,
+    total: u32,
+}
+
+impl Default for Knobs {
+    fn default() -> Knobs {
+        Knobs {
+            tls: true,
+            head: 30,
+            body: 30,
+            send: 30,
+            handshake: 10,
+            streams: 32,
+            per: 64,
+            total: 128,
+        }
+    }
+}
+
+impl Knobs {
+    fn builder(&self) -> EnvBuilder {
+        self.builder_on(REDTEAM)
+    }
+
+    /// On `template`, a variant of [`REDTEAM`].
+    fn builder_on(&self, template: &str) -> EnvBuilder {
+        let b = Env::builder(template)
+            .var("HEAD_TIMEOUT", self.head)
+            .var("BODY_TIMEOUT", self.body)
+            .var("SEND_TIMEOUT", self.send)
+            .var("TLS_TIMEOUT", self.handshake)
+            .var("STREAMS", self.streams)
+            .var("PER", self.per)
+            .var("TOTAL", self.total);
+        if self.tls {
+            b.tls()
+        } else {
+            b
+        }
+    }
+}
+
+fn assert_h2_json(r: &H2Resp, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{r:?}");
+    assert_eq!(r.json()["error"], code, "{r:?}");
+    assert!(r.headers.get("server").is_none(), "{r:?}");
+}
+
+fn assert_h1_json(r: &Resp, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{r}");
+    assert_eq!(r.json()["error"], code, "{r}");
+    assert!(r.header("server").is_none(), "{r}");
+}
+
+/// Opens an HTTP/2 request whose body never comes (HEADERS without END_STREAM): what it
+/// holds until the gateway ends it.
+fn hold_stream(
+    send: &mut h2::client::SendRequest<Bytes>,
+    path: &str,
+) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
+    let req = h2_req("POST", path)
+        .header("content-length", "10")
+        .body(())
+        .unwrap();
+    send.send_request(req, false).unwrap()
+}
+
+async fn h2_answer(resp: h2::client::ResponseFuture, limit: Duration) -> Result<H2Resp, String> {
+    tokio::time::timeout(limit, async {
+        let resp = resp.await.map_err(|e| format!("response: {e:?}"))?;
+        let (parts, mut recv) = resp.into_parts();
+        let mut body = Vec::new();
+        while let Some(chunk) = recv.data().await {
+            match chunk {
+                Ok(c) => body.extend_from_slice(&c),
+                // A reset after the answer (the body that never came is abandoned).
+                Err(_) => break,
+            }
+        }
+        Ok(H2Resp {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    })
+    .await
+    .map_err(|_| format!("no answer within {limit:?}"))?
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding 1: HTTP/2 streams around the connection caps
+// ---------------------------------------------------------------------------------------------
+
+/// Finding 1: every request an HTTP/2 connection carries takes places (two: the upstream
+/// connection it holds and a watchdog's duplicate) against the same per-address and total
+/// caps as the connections, so streams on one connection cannot hold more descriptors than
+/// the caps; the stream beyond gets the JSON 429 (with `Retry-After`) and nothing reaches
+/// the upstream; the connection's `SETTINGS_MAX_CONCURRENT_STREAMS` is the configured one.
+#[tokio::test]
+async fn finding1_h2_streams_count_against_caps() {
+    let env = Knobs {
+        per: 7,
+        streams: 5,
+        ..Knobs::default()
+    }
+    .builder()
+    .start()
+    .await;
+    let mut send = h2_connect(env.gw.addr(), env.ca()).await;
+    // One request answered: the client has the server's SETTINGS by then.
+    let r = h2_send(&mut send, h2_req("GET", "/open/a").body(()).unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        send.current_max_send_streams(),
+        5,
+        "max_streams_per_connection"
+    );
+    // The connection holds 1 place; three held streams 6 more: 7 of 7.
+    let mut held = Vec::new();
+    for i in 0..3 {
+        send = send.ready().await.unwrap();
+        held.push(hold_stream(&mut send, &format!("/open/held{i}")));
+    }
+    // (Each waits for its declared body, read before forwarding on HTTP/2.)
+    eventually(Duration::from_secs(10), "3 requests held", || async {
+        env.metric("mcpgate_requests_open", &[]).await >= 3.0
+    })
+    .await;
+    let before = env.up.connections();
+    send = send.ready().await.unwrap();
+    let r = h2_send(
+        &mut send,
+        h2_req("GET", "/open/more").body(()).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_h2_json(&r, 429, "too_many_requests");
+    assert!(r.headers.get("retry-after").is_some(), "{r:?}");
+    // A request that would need a token is refused before any introspection or upstream.
+    let r = h2_send(
+        &mut send,
+        h2_req("POST", "/mcp")
+            .header("authorization", format!("Bearer {}", env.tok().build()))
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap(),
+        Some(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
+    )
+    .await
+    .unwrap();
+    assert_h2_json(&r, 429, "too_many_requests");
+    assert_eq!(
+        env.up.connections(),
+        before,
+        "a refused stream reached the upstream"
+    );
+    // A new connection from the same address is refused at the accept as well.
+    let mut extra = TcpStream::connect(env.gw.addr()).await.unwrap();
+    closed_within(&mut extra, Duration::from_secs(3))
+        .await
+        .expect("connection over the per-address cap left open");
+    // Ending a held stream frees its places.
+    let (_, mut s) = held.pop().unwrap();
+    s.send_reset(h2::Reason::CANCEL);
+    let ok = std::cell::Cell::new(false);
+    eventually(Duration::from_secs(10), "places freed", || async {
+        let Ok(mut s2) = send.clone().ready().await else {
+            return false;
+        };
+        let r = h2_send(
+            &mut s2,
+            h2_req("GET", "/open/after").body(()).unwrap(),
+            None,
+        )
+        .await;
+        let good = r.is_ok_and(|r| r.status == 200);
+        ok.set(good);
+        good
+    })
+    .await;
+    assert!(ok.get());
+}
+
+/// Finding 1 (and 2): a streamed request body has a whole-body deadline on every route,
+/// not only inspected ones: an HTTP/2 stream that sends HEADERS and never any DATA gets the
+/// JSON 408 at `request_body_timeout_seconds`, on an `auth: none` route (its head already
+/// forwarded: the upstream connection is cut) and on a policy route (nothing forwarded).
+#[tokio::test]
+async fn finding1_h2_stream_without_data_cut_at_body_deadline() {
+    let env = Knobs {
+        body: 2,
+        ..Knobs::default()
+    }
+    .builder()
+    .start()
+    .await;
+    let mut send = h2_connect(env.gw.addr(), env.ca()).await;
+    // With a declared length the body is read before forwarding; without one it streams
+    // (the head is forwarded, the exchange cut at the deadline).
+    for (path, length) in [
+        ("/open/nodata", Some("10")),
+        ("/open/nolength", None),
+        ("/mcp", Some("10")),
+    ] {
+        send = send.ready().await.unwrap();
+        let mut req = h2_req("POST", path);
+        if let Some(n) = length {
+            req = req.header("content-length", n);
+        }
+        let req = req
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {}", env.tok().build()))
+            .body(())
+            .unwrap();
+        let start = Instant::now();
+        let (resp, _body) = send.send_request(req, false).unwrap();
+        let r = h2_answer(resp, Duration::from_secs(10)).await.unwrap();
+        let took = start.elapsed();
+        assert_h2_json(&r, 408, "invalid_request");
+        assert!(
+            took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
+            "{path}: {took:?}"
+        );
+    }
+    eventually(
+        Duration::from_secs(5),
+        "upstream connection released",
+        || async { env.up.open_connections() == 0 },
+    )
+    .await;
+    // The policy route read nothing to judge: nothing forwarded there.
+    assert!(env.up.requests().iter().all(|r| r.path() != "/mcp"));
+    assert!(
+        env.metric(
+            "mcpgate_connection_timeouts_total",
+            &[("kind", "request_body")]
+        )
+        .await
+            >= 3.0
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding 2: slow bodies, slow readers, the default caps
+// ---------------------------------------------------------------------------------------------
+
+/// Finding 2: an HTTP/1.1 body trickled one byte a second (each read well within any
+/// per-read timeout) is cut at the whole-body deadline with the JSON 408 and the connection
+/// closed, on a streamed (`auth: none`) route and on an inspected one.
+#[tokio::test]
+async fn finding2_slow_body_cut_at_whole_body_deadline() {
+    let env = Knobs {
+        tls: false,
+        body: 2,
+        ..Knobs::default()
+    }
+    .builder()
+    .start()
+    .await;
+    let token = env.tok().build();
+    for path in ["/open/slow", "/mcp"] {
+        let mut s = TcpStream::connect(env.gw.addr()).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: mcp.example.com\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: 7\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let start = Instant::now();
+        let (mut r, mut w) = s.into_split();
+        let trickle = tokio::spawn(async move {
+            for _ in 0..7 {
+                if w.write_all(b"{").await.is_err() {
+                    break;
+                }
+                pace(Duration::from_secs(1)).await;
+            }
+            w
+        });
+        let resp = tokio::time::timeout(
+            Duration::from_secs(10),
+            read_response(&mut r, &mut Vec::new(), false),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{path}: no answer within 10 s"))
+        .unwrap();
+        let took = start.elapsed();
+        assert_h1_json(&resp, 408, "invalid_request");
+        assert!(took < Duration::from_secs(6), "{path}: {took:?}");
+        closed_within(&mut r, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("{path}: connection {e}"));
+        trickle.abort();
+    }
+    eventually(
+        Duration::from_secs(5),
+        "upstream connection released",
+        || async { env.up.open_connections() == 0 },
+    )
+    .await;
+    assert!(env.up.requests().iter().all(|r| r.path() != "/mcp"));
+}
+
+/// Finding 2: a client that never reads its (large) answer is cut after
+/// `send_timeout_seconds` without progress, over HTTP/1.1 and HTTP/2, and the upstream
+/// connection it held is released.
+#[tokio::test]
+async fn finding2_slow_reader_cut_by_send_timeout() {
+    const SIZE: usize = 48 << 20;
+    let up = Upstream::with(|_| Reply::full(200, "application/octet-stream", vec![b'x'; SIZE]));
+    let env = Knobs {
+        send: 2,
+        ..Knobs::default()
+    }
+    .builder()
+    .upstream(up)
+    .start()
+    .await;
+    // HTTP/1.1 over TLS: send the request, read nothing.
+    let mut tls = tls_h1(env.gw.addr(), env.ca()).await;
+    tls.write_all(b"GET /open/big HTTP/1.1\r\nHost: mcp.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "request forwarded", || async {
+        env.up.count() >= 1
+    })
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "upstream released (HTTP/1.1)",
+        || async { env.up.open_connections() == 0 },
+    )
+    .await;
+    // What the client can still read ends well short of the answer.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let end = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "HTTP/1.1 connection still open");
+    assert!(got < SIZE, "the whole answer was delivered: {got}");
+    // HTTP/2: a stream whose window is never released.
+    let mut send = h2_connect(env.gw.addr(), env.ca()).await;
+    send = send.ready().await.unwrap();
+    let (resp, _) = send
+        .send_request(h2_req("GET", "/open/big2").body(()).unwrap(), true)
+        .unwrap();
+    let resp = tokio::time::timeout(IO_TIMEOUT, resp)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    eventually(
+        Duration::from_secs(20),
+        "upstream released (HTTP/2)",
+        || async { env.up.open_connections() == 0 },
+    )
+    .await;
+    drop(resp);
+}
+
+/// Finding 11: the default caps are consistent at any open-file limit (the red team's
+/// `ulimit -n 511` made `check` fail on the defaults alone).
+#[test]
+fn finding11_default_caps_consistent_at_any_ulimit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        "listen:\n  address: 127.0.0.1:18080\n  public_url: https://mcp.example.com\n\
+         admin:\n  address: 127.0.0.1:18081\n\
+         routes:\n  - name: open\n    path_prefix: /\n    upstream: http://127.0.0.1:1\n    auth: none\n",
+    )
+    .unwrap();
+    for n in [96, 256, 511, 512, 1024] {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -n {n} && exec \"$0\" check --config \"$1\""
+            ))
+            .arg(gateway_bin())
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ulimit -n {n}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding 5: slow TLS handshakes
+// ---------------------------------------------------------------------------------------------
+
+/// Finding 5: a connection counts from its accept, its TLS handshake included (three silent
+/// connections fill a per-address cap of 3: the fourth is closed at once), and a handshake
+/// that does not finish within `tls_handshake_timeout_seconds` is cut.
+#[tokio::test]
+async fn finding5_slow_tls_handshake_counted_and_cut() {
+    let env = Knobs {
+        handshake: 2,
+        per: 3,
+        total: 64,
+        ..Knobs::default()
+    }
+    .builder()
+    .start()
+    .await;
+    let addr = env.gw.addr();
+    let start = Instant::now();
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut silent2 = TcpStream::connect(addr).await.unwrap();
+    // Half a ClientHello record, then nothing.
+    let mut partial = TcpStream::connect(addr).await.unwrap();
+    partial
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "3 connections admitted", || async {
+        env.metric("mcpgate_connections_open", &[]).await >= 3.0
+    })
+    .await;
+    let mut fourth = TcpStream::connect(addr).await.unwrap();
+    let t = closed_within(&mut fourth, Duration::from_secs(1))
+        .await
+        .expect("a fourth handshaking connection was admitted");
+    assert!(t < Duration::from_secs(1));
+    for s in [&mut silent, &mut silent2, &mut partial] {
+        closed_within(s, Duration::from_secs(6))
+            .await
+            .expect("slow handshake not cut");
+    }
+    assert!(start.elapsed() >= Duration::from_millis(1500));
+    assert!(
+        env.metric(
+            "mcpgate_connection_timeouts_total",
+            &[("kind", "tls_handshake")]
+        )
+        .await
+            >= 3.0
+    );
+    // The places are free again: a real client is served.
+    let mut send = h2_connect(addr, env.ca()).await;
+    let r = h2_send(&mut send, h2_req("GET", "/open/x").body(()).unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding 7: an upstream's 101 without an upgrade request
+// ---------------------------------------------------------------------------------------------
+
+/// Finding 7: an upstream that answers 101 to a request that asked for no upgrade gets the
+/// client the gateway's JSON 502, and nothing of what followed the 101 (HTTP/1.1 and
+/// HTTP/2).
+#[tokio::test]
+async fn finding7_upstream_101_without_upgrade_is_502() {
+    let up = Upstream::with(|_| Reply::Full {
+        status: 101,
+        headers: vec![
+            ("Upgrade".into(), "websocket".into()),
+            ("Connection".into(), "Upgrade".into()),
+        ],
+        body: b"RAW-AFTER-101 {\"tools\":[\"delete_everything\"]}".to_vec(),
+    });
+    let env = Knobs::default().builder().upstream(up).start().await;
+    let tls = tls_h1(env.gw.addr(), env.ca()).await;
+    let r = tokio::time::timeout(
+        IO_TIMEOUT,
+        exchange(
+            &mut { tls },
+            b"GET /open/x HTTP/1.1\r\nHost: mcp.example.com\r\n\r\n",
+            false,
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_h1_json(&r, 502, "bad_gateway");
+    assert!(!r.text().contains("RAW-AFTER"), "{r}");
+    let mut send = h2_connect(env.gw.addr(), env.ca()).await;
+    let r = h2_send(&mut send, h2_req("GET", "/open/y").body(()).unwrap(), None)
+        .await
+        .unwrap();
+    assert_h2_json(&r, 502, "bad_gateway");
+    assert!(!String::from_utf8_lossy(&r.body).contains("RAW-AFTER"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding 8: HTTP/2 HEAD refusals
+// ---------------------------------------------------------------------------------------------
+
+/// The frames the server sent on stream 1, (type, flags, payload length), until it ended.
+async fn h2_frames_of(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    fields: &[(&str, &str)],
+) -> Vec<(u8, u8, usize)> {
+    let mut tls = tls_connect(addr, ca, b"h2").await;
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(0x4, 0, 0, &[]));
+    out.extend(h2_frame(0x1, 0x5, 1, &hpack(fields)));
+    tls.write_all(&out).await.unwrap();
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 16384];
+    let mut frames = Vec::new();
+    tokio::time::timeout(IO_TIMEOUT, async {
+        loop {
+            while buf.len() >= 9 {
+                let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+                if buf.len() < 9 + len {
+                    break;
+                }
+                let (ty, flags) = (buf[3], buf[4]);
+                let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+                buf.drain(..9 + len);
+                if ty == 0x4 && stream == 0 && flags & 1 == 0 {
+                    tls.write_all(&h2_frame(0x4, 0x1, 0, &[])).await.unwrap();
+                }
+                if stream == 1 {
+                    frames.push((ty, flags, len));
+                    if ty == 0x3 || flags & 1 == 1 {
+                        return;
+                    }
+                }
+            }
+            let n = tls.read(&mut tmp).await.unwrap_or(0);
+            assert!(n > 0, "closed before stream 1 ended");
+            buf.extend_from_slice(&tmp[..n]);
+        }
+    })
+    .await
+    .expect("stream 1 did not end");
+    frames
+}
+
+/// Finding 8: the gateway's answers to an HTTP/2 `HEAD` (a refusal, a route-less path)
+/// end the stream on their HEADERS frame: no DATA frame at all (curl reported
+/// PROTOCOL_ERROR on the empty one that followed).
+#[tokio::test]
+async fn finding8_h2_head_refusals_carry_no_data() {
+    let env = Knobs::default().builder().start().await;
+    for path in ["/mcp", "/nowhere", "/mcp/x"] {
+        let frames = h2_frames_of(
+            env.gw.addr(),
+            env.ca(),
+            &[
+                (":method", "HEAD"),
+                (":scheme", "https"),
+                (":authority", "mcp.example.com"),
+                (":path", path),
+            ],
+        )
+        .await;
+        assert_eq!(frames.len(), 1, "{path}: {frames:?}");
+        let (ty, flags, _) = frames[0];
+        assert_eq!((ty, flags & 1), (0x1, 1), "{path}: {frames:?}");
+    }
+    // HTTP/1.1 HEAD refusals carry their headers and no body either.
+    let mut tls = tls_h1(env.gw.addr(), env.ca()).await;
+    let r = exchange(
+        &mut tls,
+        b"HEAD /mcp HTTP/1.1\r\nHost: mcp.example.com\r\n\r\n",
+        true,
+    )
+    .await
+    .unwrap();
+    assert!(r.status >= 400, "{r}");
+    assert!(r.body.is_empty(), "{r}");
+    env.assert_nothing_forwarded();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding 10: pingora's log lines
+// ---------------------------------------------------------------------------------------------
+
+/// Finding 10: with an upstream that answers garbage, pingora's ERROR line neither carries
+/// the request target's query (`?access_token=…`) nor the raw upstream bytes, in either log
+/// format.
+#[tokio::test]
+async fn finding10_pingora_error_lines_redacted() {
+    let garbage = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gaddr = garbage.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = garbage.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"GARBAGE-UPSTREAM-0123456789abcdef\r\nX: UPSTREAMSECRETVALUE42\r\n\r\n",
+                    )
+                    .await;
+            });
+        }
+    });
+    let secret = "QUERYSECRET-0123456789abcdefghij";
+    remember(secret);
+    remember("UPSTREAMSECRETVALUE42");
+    remember("GARBAGE-UPSTREAM-0123456789abcdef");
+    for format in ["json", "pretty"] {
+        let t = REDTEAM.to_string()
+            + &route_to(
+                "garbage",
+                "/garbage",
+                &format!("http://{gaddr}"),
+                &["auth: none"],
+            );
+        let env = Knobs {
+            tls: false,
+            ..Knobs::default()
+        }
+        .builder_on(&t)
+        .args(&["--log-format", format])
+        .start()
+        .await;
+        let r = env
+            .send(Req::get(&format!(
+                "/garbage/x?access_token={secret}&api_key={secret}"
+            )))
+            .await;
+        assert_h1_json(&r, 502, "bad_gateway");
+        let logs = env.gw.wait_log("pingora", 1).await;
+        assert!(!logs.contains(secret), "{format}: {logs}");
+        assert!(!logs.contains("UPSTREAMSECRET"), "{format}: {logs}");
+        env.gw.assert_no_tokens();
+    }
+    server.abort();
+}

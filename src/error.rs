@@ -89,6 +89,8 @@ reasons! {
     StateUnavailable = ("state_unavailable", 503, "temporarily_unavailable"),
     /// A method the MCP transport does not use, on a policy route.
     MethodNotAllowed = ("method_not_allowed", 405, "method_not_allowed"),
+    /// An `Mcp-Session-Id` no binding is known for, on a route that refuses such ids.
+    SessionUnknown = ("session_unknown", 404, "not_found"),
     /// The request body did not arrive within `limits.request_body_timeout_seconds`.
     BodyTimeout = ("body_timeout", 408, "invalid_request"),
     /// The client's address holds `limits.max_connections_per_address` places already.
@@ -146,6 +148,10 @@ pub enum Refusal {
     PolicyDenied,
     /// An `Mcp-Session-Id` that belongs to another identity: answered as unknown.
     UnknownSession,
+    /// An `Mcp-Session-Id` the gateway has no binding for, on a route with
+    /// `unknown_sessions: refuse` (after a restart, on another replica): 404, so that the
+    /// client opens a new session.
+    SessionNotPlaced,
     /// The request body did not arrive within `limits.request_body_timeout_seconds`: 408.
     BodyTimeout,
     /// A cap on what clients hold (connections and requests in flight) refused the request:
@@ -212,6 +218,7 @@ impl Refusal {
             Refusal::ScopeFor(_) => Reason::ToolScope,
             Refusal::PolicyDenied => Reason::PolicyDenied,
             Refusal::UnknownSession => Reason::SessionMismatch,
+            Refusal::SessionNotPlaced => Reason::SessionUnknown,
             Refusal::BodyTimeout => Reason::BodyTimeout,
             Refusal::Busy(Cap::PerAddress) => Reason::TooManyRequests,
             Refusal::Busy(Cap::Total) => Reason::Overloaded,
@@ -262,7 +269,7 @@ impl Refusal {
             }
             Refusal::ScopeFor(_) => "the access token lacks a scope this operation requires",
             Refusal::PolicyDenied => "the gateway policy does not allow this operation",
-            Refusal::UnknownSession => "unknown session",
+            Refusal::UnknownSession | Refusal::SessionNotPlaced => "unknown session",
             Refusal::BodyTimeout => "the request body did not arrive in time",
             Refusal::Busy(Cap::PerAddress) => "too many requests in flight from this address",
             Refusal::Busy(Cap::Total) => "the gateway is at its connection limit",

@@ -691,6 +691,7 @@ mod tests {
             Refusal::Revoked,
             Refusal::StateUnavailable("x"),
             Refusal::MethodNotAllowed,
+            Refusal::SessionNotPlaced,
             Refusal::BodyTimeout,
             Refusal::Busy(crate::error::Cap::PerAddress),
             Refusal::Busy(crate::error::Cap::Total),

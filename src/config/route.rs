@@ -22,6 +22,7 @@ use crate::compile::CompileError;
 use crate::identity::{FileForwarding, FileIdentityHeaders, Forwarding};
 use crate::listeners::PublicUrl;
 use crate::mcp::policy::{DefaultPolicy, FilePolicy, Policy};
+use crate::mcp::sessions::UnknownSessions;
 use crate::metadata::{self, Resource};
 use crate::metrics::RouteMetrics;
 use crate::respond::Challenge;
@@ -90,6 +91,9 @@ pub struct FileRoute {
     pub dpop_nonce: bool,
     /// TLS to an `https://` upstream: a private CA, a client certificate.
     pub upstream_tls: Option<FileUpstreamTls>,
+    /// What to do with an `Mcp-Session-Id` this process has no binding for.
+    #[serde(default)]
+    pub unknown_sessions: UnknownSessions,
 }
 
 /// A compiled route.
@@ -108,6 +112,8 @@ pub struct Route {
     /// Seconds a response stream may outlive its token (`stream_expiry_grace_seconds`).
     pub stream_expiry_grace: i64,
     pub metrics: RouteMetrics,
+    /// `unknown_sessions`: forward or refuse session ids no binding is known for.
+    pub unknown_sessions: UnknownSessions,
 }
 
 impl Route {
@@ -206,6 +212,7 @@ pub fn compile(
         challenge,
         cors,
         stream_expiry_grace: fr.stream_expiry_grace_seconds.min(MAX_STREAM_GRACE_SECONDS) as i64,
+        unknown_sessions: fr.unknown_sessions,
     })
 }
 

@@ -212,6 +212,7 @@ impl Gateway {
         steps::session(
             &self.state.sessions,
             upstream,
+            route.unknown_sessions,
             &req.headers,
             principal.as_deref(),
         )
@@ -696,7 +697,15 @@ impl ProxyHttp for Gateway {
                 .and_then(|v| v.to_str().ok())
             {
                 let p = ctx.principal().map(|p| &**p);
-                self.state.sessions.bind(&route.upstream.addr, sid, p);
+                // (The request's id passed `steps::session`: one unambiguous value.)
+                let presented = session
+                    .req_header()
+                    .headers
+                    .get("mcp-session-id")
+                    .and_then(|v| v.to_str().ok());
+                self.state
+                    .sessions
+                    .bind(&route.upstream.addr, sid, presented, p);
             }
         }
         let head_request = session.req_header().method == http::Method::HEAD;

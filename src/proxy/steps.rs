@@ -23,7 +23,7 @@ use crate::error::Refusal;
 use crate::identity::{self, UpstreamRequest};
 use crate::listeners::PublicUrl;
 use crate::mcp::body::Calls;
-use crate::mcp::sessions::{self, SessionBindings};
+use crate::mcp::sessions::{self, SessionBindings, Standing, UnknownSessions};
 use crate::mcp::shape::{self, Plan, RoutePolicy};
 use crate::principal::{Principal, TokenHash};
 use crate::routing::cors::{self, Cors};
@@ -123,16 +123,23 @@ pub fn dpop(
 }
 
 /// Session: an `Mcp-Session-Id` is unambiguous and belongs to the identity that opened it
-/// at this upstream (on every route).
+/// at this upstream (on every route); an id with no binding here is forwarded or refused
+/// as the route says (`unknown_sessions`).
 pub fn session(
     bindings: &SessionBindings,
     upstream: &Upstream,
+    unknown: UnknownSessions,
     headers: &HeaderMap,
     p: Option<&Principal>,
 ) -> Result<(), Refusal> {
-    match sessions::session_id(headers)? {
-        Some(sid) if !bindings.allows(upstream, sid, p) => Err(Refusal::UnknownSession),
-        _ => Ok(()),
+    let Some(sid) = sessions::session_id(headers)? else {
+        return Ok(());
+    };
+    match bindings.standing(upstream, sid, p) {
+        Standing::Owner => Ok(()),
+        Standing::Other => Err(Refusal::UnknownSession),
+        Standing::Unknown if unknown == UnknownSessions::Refuse => Err(Refusal::SessionNotPlaced),
+        Standing::Unknown => Ok(()),
     }
 }
 
@@ -450,18 +457,26 @@ routes:
         let bindings = SessionBindings::default();
         let alice = token_principal(Some("alice"), "x", "");
         let bob = token_principal(Some("bob"), "x", "");
-        bindings.bind(up, "s1", Some(&alice));
+        bindings.bind(up, "s1", None, Some(&alice));
         let h = headers(&[("mcp-session-id", "s1")]);
-        assert!(session(&bindings, up, &h, Some(&alice)).is_ok());
+        let fwd = UnknownSessions::Forward;
+        assert!(session(&bindings, up, fwd, &h, Some(&alice)).is_ok());
         assert_eq!(
-            session(&bindings, up, &h, Some(&bob)),
+            session(&bindings, up, fwd, &h, Some(&bob)),
             Err(Refusal::UnknownSession)
         );
         let twice = headers(&[("mcp-session-id", "s1"), ("mcp-session-id", "s2")]);
         assert!(matches!(
-            session(&bindings, up, &twice, Some(&alice)),
+            session(&bindings, up, fwd, &twice, Some(&alice)),
             Err(Refusal::BadRequest(_))
         ));
+        // An id with no binding: the route decides.
+        let unknown = headers(&[("mcp-session-id", "s9")]);
+        assert!(session(&bindings, up, fwd, &unknown, Some(&bob)).is_ok());
+        assert_eq!(
+            session(&bindings, up, UnknownSessions::Refuse, &unknown, Some(&bob)),
+            Err(Refusal::SessionNotPlaced)
+        );
     }
 
     #[test]

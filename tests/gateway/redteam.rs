@@ -664,3 +664,191 @@ async fn finding10_pingora_error_lines_redacted() {
     }
     server.abort();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Findings 3 and 4: session bindings
+// ---------------------------------------------------------------------------------------------
+
+/// An MCP server that issues the session id of `X-Test-Session` when the request carries
+/// none, and echoes the request's `Mcp-Session-Id` otherwise (as the red team's did).
+fn session_upstream() -> Upstream {
+    Upstream::with(|req: &Request| {
+        let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+        if let Some(s) = req
+            .header("mcp-session-id")
+            .or_else(|| req.header("x-test-session"))
+        {
+            headers.push(("Mcp-Session-Id".into(), s.to_string()));
+        }
+        Reply::Full {
+            status: 200,
+            headers,
+            body: br#"{"jsonrpc":"2.0","id":1,"result":{}}"#.to_vec(),
+        }
+    })
+}
+
+const LIST: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+
+/// A POST of `tools/list` to `path` with `token` and these extra headers, over HTTP/1.1 (TLS)
+/// or HTTP/2: (status, `error`, session id answered).
+async fn session_post(
+    env: &Env,
+    h2: bool,
+    path: &str,
+    token: &str,
+    extra: &[(&str, &str)],
+) -> (u16, Option<String>, Option<String>) {
+    if h2 {
+        let mut send = h2_connect(env.gw.addr(), env.ca()).await;
+        let mut req = h2_req("POST", path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        for (n, v) in extra {
+            req = req.header(*n, *v);
+        }
+        let r = h2_send(&mut send, req.body(()).unwrap(), Some(LIST))
+            .await
+            .unwrap();
+        let err = (r.status >= 400).then(|| r.json()["error"].as_str().unwrap().to_string());
+        let sid = r
+            .headers
+            .get("mcp-session-id")
+            .map(|v| v.to_str().unwrap().to_string());
+        (r.status, err, sid)
+    } else {
+        let mut req = Req::post(path)
+            .bearer(token)
+            .h("Accept", "application/json, text/event-stream");
+        for (n, v) in extra {
+            req = req.h(n, v);
+        }
+        let mut tls = tls_h1(env.gw.addr(), env.ca()).await;
+        let r = exchange(&mut tls, &req.to_bytes(), false).await.unwrap();
+        let err = (r.status >= 400).then(|| r.json()["error"].as_str().unwrap().to_string());
+        (
+            r.status,
+            err,
+            r.header("mcp-session-id").map(str::to_string),
+        )
+    }
+}
+
+/// Finding 3: a session id the gateway holds no binding for (opened before a restart or on
+/// another replica: here, directly at the upstream) is never bound to whoever presents it
+/// first (the upstream's echo binds nothing, so alice still uses her session afterwards);
+/// a route with `unknown_sessions: refuse` answers it 404 `session_unknown` and forwards
+/// nothing; a session opened through the gateway stays its opener's (bob gets 404).
+#[tokio::test]
+async fn finding3_unknown_session_never_taken_over() {
+    let t = REDTEAM.to_string()
+        + "    unknown_sessions: forward\n"
+        + &route_to(
+            "strict",
+            "/strict",
+            "{UP}",
+            &["scopes: [mcp:read]", "unknown_sessions: refuse"],
+        );
+    let env = Knobs::default()
+        .builder_on(&t)
+        .upstream(session_upstream())
+        .start()
+        .await;
+    let aud = serde_json::json!([R, "https://mcp.example.com/strict"]);
+    let alice = env.tok().c("aud", aud.clone()).build();
+    let bob = env
+        .tok()
+        .c("aud", aud)
+        .c("sub", serde_json::json!("bob"))
+        .build();
+    for h2 in [false, true] {
+        // Opened behind the gateway's back (what a restart or another replica looks like).
+        let s = format!("sess-{}", random_hex(8));
+        let sid = [("Mcp-Session-Id", s.as_str())];
+        let (st, _, echoed) = session_post(&env, h2, "/open/x", &bob, &sid).await;
+        assert_eq!((st, echoed.as_deref()), (200, Some(s.as_str())), "h2={h2}");
+        // Bob presents it on a forward route: forwarded, but he does not become its owner.
+        let (st, _, _) = session_post(&env, h2, "/mcp", &bob, &sid).await;
+        assert_eq!(st, 200, "h2={h2}");
+        let (st, err, _) = session_post(&env, h2, "/mcp", &alice, &sid).await;
+        assert_eq!(
+            (st, err),
+            (200, None),
+            "h2={h2}: alice lost her session to bob"
+        );
+        // The refusing route: 404 session_unknown for both, nothing forwarded.
+        let before = env.up.count();
+        for who in [&alice, &bob] {
+            let (st, err, _) = session_post(&env, h2, "/strict", who, &sid).await;
+            assert_eq!((st, err.as_deref()), (404, Some("not_found")), "h2={h2}");
+        }
+        assert_eq!(
+            env.up.count(),
+            before,
+            "h2={h2}: an unknown session was forwarded"
+        );
+        // Opened through the gateway: bound to alice; bob gets 404 on both routes, and
+        // alice keeps it even after bob's attempts.
+        let s2 = format!("sess-{}", random_hex(8));
+        let (st, _, got) = session_post(
+            &env,
+            h2,
+            "/strict",
+            &alice,
+            &[("X-Test-Session", s2.as_str())],
+        )
+        .await;
+        assert_eq!((st, got.as_deref()), (200, Some(s2.as_str())), "h2={h2}");
+        let sid2 = [("Mcp-Session-Id", s2.as_str())];
+        let before = env.up.count();
+        for path in ["/mcp", "/strict"] {
+            let (st, err, _) = session_post(&env, h2, path, &bob, &sid2).await;
+            assert_eq!(
+                (st, err.as_deref()),
+                (404, Some("not_found")),
+                "h2={h2} {path}"
+            );
+        }
+        assert_eq!(env.up.count(), before);
+        let (st, _, _) = session_post(&env, h2, "/strict", &alice, &sid2).await;
+        assert_eq!(st, 200, "h2={h2}");
+    }
+    assert!(env.gw.logs().contains("session_unknown"));
+}
+
+/// Finding 4: a session is bound to the issuer *entry* that verified its opener's token,
+/// not the `iss` string: a token of the staging entry (same `iss`, same `sub`) cannot use a
+/// session the production entry's alice opened.
+#[tokio::test]
+async fn finding4_session_bound_to_issuer_entry() {
+    let staging = MockIdp::start();
+    staging.set_jwks(serde_json::json!({"keys": [ec_jwk(&keys().other, "o1", "P-256", "ES256")]}));
+    // (On TLS, for HTTP/2.)
+    let template = TWO_ENTRIES.replace("  threads: 1\n", "  threads: 1\n{TLS}");
+    let env = Env::builder(&template)
+        .var("STAGING_JWKS", staging.jwks_uri())
+        .upstream(session_upstream())
+        .tls()
+        .start()
+        .await;
+    let aud = serde_json::json!(["https://mcp.example.com/both"]);
+    let prod = Tok::new(&env.idp.issuer(), R).c("aud", aud.clone()).build();
+    let stage = Tok::new(&env.idp.issuer(), R)
+        .c("aud", aud)
+        .key("ES256", "o1", Signer::Other)
+        .build();
+    for h2 in [false, true] {
+        let s = format!("sess-{}", random_hex(8));
+        let (st, _, got) =
+            session_post(&env, h2, "/both", &prod, &[("X-Test-Session", s.as_str())]).await;
+        assert_eq!((st, got.as_deref()), (200, Some(s.as_str())), "h2={h2}");
+        let sid = [("Mcp-Session-Id", s.as_str())];
+        let before = env.up.count();
+        let (st, err, _) = session_post(&env, h2, "/both", &stage, &sid).await;
+        assert_eq!((st, err.as_deref()), (404, Some("not_found")), "h2={h2}");
+        assert_eq!(env.up.count(), before, "h2={h2}");
+        let (st, _, _) = session_post(&env, h2, "/both", &prod, &sid).await;
+        assert_eq!(st, 200, "h2={h2}");
+    }
+}

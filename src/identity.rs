@@ -56,6 +56,16 @@ const STRIPPED: &[&str] = &[
     // Client addresses as other proxies assert them.
     "true-client-ip",
     "cf-connecting-ip",
+    "client-ip",
+    "x-cluster-client-ip",
+    "forwarded-for",
+    // Identities and credentials asserted by API gateways (Kong: X-Credential-Identifier,
+    // X-Userinfo; generic JWT filters: X-Jwt-Payload; token relays: X-Auth-Token).
+    "x-credential-identifier",
+    "x-userinfo",
+    "x-jwt-payload",
+    "x-id-token",
+    "x-access-token",
     // Identity asserted by other authenticating proxies, which an upstream deployed
     // behind one of them trusts (see OTHER_PROXY_PREFIXES for whole families).
     "x-remote-user",
@@ -81,9 +91,31 @@ const STRIPPED: &[&str] = &[
 /// Header families other proxies use to pass an authenticated identity upstream: removed
 /// whatever follows the prefix (compared with `_` as `-`).
 const OTHER_PROXY_PREFIXES: &[&str] = &[
-    // Every X-Forwarded-* (the gateway sets its own -For, -Proto, -Host): oauth2-proxy's
-    // -User, -Email, -Preferred-Username, -Groups, -Access-Token; Envoy's -Client-Cert.
-    "x-forwarded-",
+    // Every X-Forwarded and X-Forwarded-* (the gateway sets its own -For, -Proto, -Host):
+    // oauth2-proxy's -User, -Email, -Preferred-Username, -Groups, -Access-Token; Envoy's
+    // -Client-Cert.
+    "x-forwarded",
+    // The request as a front proxy says it was: X-Original-URI, -Method, -Forwarded-For...
+    "x-original-",
+    // Envoy's own headers (X-Envoy-Original-Path, -External-Address...): Envoy strips them
+    // from external clients, so an upstream behind it trusts them.
+    "x-envoy-",
+    // Client addresses and certificates: X-Client-IP, X-Client-Cert, -Dn, -Verify...
+    "x-client-",
+    // Every X-Auth-* (ours are set after stripping): X-Auth-Token, -User, -Email...
+    "x-auth-",
+    // X-Authenticated-User, X-Authenticated-Userid (Kong), X-Authenticated-Groups...
+    "x-authenticated-",
+    // Kong: X-Consumer-ID, -Username, -Custom-ID, -Groups
+    "x-consumer-",
+    // mod_auth_openidc: OIDC_CLAIM_* (as `oidc-claim-`), OIDC_access_token...
+    "oidc-claim-",
+    "oidc-access-token",
+    "oidc-id-token",
+    // Tailscale serve: Tailscale-User-Login, -Name, -Profile-Pic
+    "tailscale-user-",
+    // Generic: X-User-Email, X-User-Groups...
+    "x-user-",
     // oauth2-proxy (nginx auth_request mode)
     "x-auth-request-",
     // Pomerium: X-Pomerium-Jwt-Assertion, X-Pomerium-Claim-*
@@ -425,14 +457,18 @@ fn doomed(req: &RequestHeader, fwd: &Forwarding) -> Vec<http::HeaderName> {
             // without allocating (this runs for every header of every request).
             let n = name.as_str();
             let is = |target: &str| folded_eq(n, target);
+            let credential =
+                n == "authorization" || fwd.api_key_header.as_ref().is_some_and(|h| *name == *h);
+            if credential {
+                // The credential headers pass exactly when `forward_token` says so, even
+                // when their name falls in a family below (an API key header `X-Auth-Key`).
+                return !fwd.forward_token;
+            }
             STRIPPED.iter().any(|t| is(t))
                 || OTHER_PROXY_PREFIXES.iter().any(|p| folded_prefix(n, p))
                 || DEFAULT_IDENTITY.iter().any(|t| is(t))
                 || fwd.headers.folded.iter().any(|t| is(t))
                 || connection_listed.iter().any(|t| is(t))
-                || (!fwd.forward_token
-                    && (n == "authorization"
-                        || fwd.api_key_header.as_ref().is_some_and(|h| *name == *h)))
         })
         .cloned()
         .collect()

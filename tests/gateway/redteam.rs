@@ -852,3 +852,88 @@ async fn finding4_session_bound_to_issuer_entry() {
         assert_eq!(st, 200, "h2={h2}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Finding 12: identity and client-address headers of other proxies
+// ---------------------------------------------------------------------------------------------
+
+/// What the red team still got through, and the families they belong to.
+const FOREIGN_HEADERS: &[&str] = &[
+    "X-Client-IP",
+    "X-Cluster-Client-IP",
+    "Client-IP",
+    "X-Original-Forwarded-For",
+    "X-Forwarded",
+    "Forwarded-For",
+    "X-Original-URI",
+    "X-Original-Method",
+    "X-Envoy-Original-Path",
+    "X-Envoy-External-Address",
+    "X-Authenticated-User",
+    "X-Authenticated-Userid",
+    "X-Consumer-ID",
+    "X-Consumer-Username",
+    "X-Consumer-Custom-ID",
+    "X-Credential-Identifier",
+    "X-Userinfo",
+    "OIDC_CLAIM_sub",
+    "Oidc-Claim-Email",
+    "Tailscale-User-Login",
+    "Tailscale-User-Name",
+    "X-Jwt-Payload",
+    "X-Auth-Token",
+    "X-Auth-Anything",
+    "X-Method-Override",
+    "X-User-Email",
+];
+
+/// Finding 12: none of these client-sent headers reaches the upstream (HTTP/1.1 and
+/// HTTP/2, a token route and an `auth: none` route), while the gateway's own identity
+/// headers and an unrelated header still arrive.
+#[tokio::test]
+async fn finding12_foreign_identity_headers_stripped() {
+    let env = Knobs::default().builder().start().await;
+    let token = env.tok().build();
+    for h2 in [false, true] {
+        for path in ["/open/h", "/mcp"] {
+            let before = env.up.count();
+            let status = if h2 {
+                let mut send = h2_connect(env.gw.addr(), env.ca()).await;
+                let mut req = h2_req("GET", path)
+                    .header("authorization", format!("Bearer {token}"))
+                    .header("x-keep", "1");
+                for n in FOREIGN_HEADERS {
+                    req = req.header(*n, "spoofed");
+                }
+                h2_send(&mut send, req.body(()).unwrap(), None)
+                    .await
+                    .unwrap()
+                    .status
+            } else {
+                let mut req = Req::get(path).bearer(&token).h("X-Keep", "1");
+                for n in FOREIGN_HEADERS {
+                    req = req.h(n, "spoofed");
+                }
+                let mut tls = tls_h1(env.gw.addr(), env.ca()).await;
+                exchange(&mut tls, &req.to_bytes(), false)
+                    .await
+                    .unwrap()
+                    .status
+            };
+            assert!(status < 500, "h2={h2} {path}: {status}");
+            assert_eq!(env.up.count(), before + 1, "h2={h2} {path}");
+            let got = env.up.requests().pop().unwrap();
+            for n in FOREIGN_HEADERS {
+                assert_eq!(
+                    got.header_all_loose(n),
+                    Vec::<&str>::new(),
+                    "h2={h2} {path}: {n}"
+                );
+            }
+            assert_eq!(got.header("x-keep"), Some("1"));
+            if path == "/mcp" {
+                assert_eq!(got.header("x-auth-subject"), Some("alice"));
+            }
+        }
+    }
+}

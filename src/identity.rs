@@ -485,6 +485,7 @@ pub fn apply(
     for name in doomed(req, fwd) {
         req.remove_header(&name);
     }
+    join_cookies(req)?;
     if req.raw_path() != plan.target.as_bytes() {
         req.set_raw_path(plan.target.as_bytes())
             .map_err(|e| format!("cannot set the upstream path: {e}"))?;
@@ -494,6 +495,24 @@ pub fn apply(
             .map_err(|e| format!("cannot set {name}: {e}"))?;
     }
     Ok(())
+}
+
+/// Several `cookie` fields (HTTP/2 clients split them, RFC 9113 §8.2.3) become one, joined
+/// with `; `, as an HTTP/1.1 upstream must receive them (RFC 6265 §5.4: one `Cookie`).
+fn join_cookies(req: &mut RequestHeader) -> Result<(), String> {
+    let values: Vec<&[u8]> = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .map(http::HeaderValue::as_bytes)
+        .collect();
+    if values.len() < 2 {
+        return Ok(());
+    }
+    let joined = http::HeaderValue::from_bytes(&values.join(&b"; "[..]))
+        .map_err(|e| format!("cannot join the cookie fields: {e}"))?;
+    req.insert_header(http::header::COOKIE, joined)
+        .map_err(|e| format!("cannot set cookie: {e}"))
 }
 
 #[cfg(test)]
@@ -509,6 +528,17 @@ mod tests {
             "listen: {address: '127.0.0.1:1', public_url: 'https://mcp.example.com'}\nadmin: {address: '127.0.0.1:2'}\nissuers: [{name: a, issuer: 'https://as'}]\nroutes:\n- {name: m, path_prefix: /gh, rewrite_prefix: /, upstream: 'http://127.0.0.1:3001'}\n",
         )
         .unwrap()
+    }
+
+    #[test]
+    fn cookie_fields_are_joined() {
+        let mut req = RequestHeader::build("GET", b"/x", None).unwrap();
+        req.append_header("cookie", "a=1").unwrap();
+        req.append_header("cookie", "b=2").unwrap();
+        req.append_header("cookie", "c=3").unwrap();
+        join_cookies(&mut req).unwrap();
+        let all: Vec<_> = req.headers.get_all("cookie").iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
     }
 
     #[test]

@@ -33,12 +33,25 @@ use crate::upstream::Upstream;
 /// Route: what the request is for. Malformed credentials outrank a missing route
 /// (SPEC-CHECKLIST §7.12): a request with a bad `Authorization` on no route gets the 400.
 pub fn route(config: &Config, req: &RequestHeader) -> Result<Target, Refusal> {
+    scheme(req.uri.scheme_str())?;
     routing::classify(&config.table, &config.requests, req).map_err(|r| {
         match (&r, credentials::extract(&req.headers, req.uri.query())) {
             (Refusal::NotFound, Err(e)) => Refusal::Credentials(e.describe()),
             _ => r,
         }
     })
+}
+
+/// Scheme: an HTTP/2 `:scheme` (or an absolute-form target's scheme) other than `http` or
+/// `https` (`javascript`, `file`...) names nothing this gateway serves: 400.
+pub fn scheme(scheme: Option<&str>) -> Result<(), Refusal> {
+    match scheme {
+        None => Ok(()),
+        Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => Ok(()),
+        Some(_) => Err(Refusal::BadRequest(
+            "the request scheme must be http or https",
+        )),
+    }
 }
 
 /// Origin: the route's `allowed_origins` against `Origin` (a preflight is answered here).
@@ -448,6 +461,19 @@ routes:
             0,
         );
         assert_eq!(r, Err(Refusal::DpopProof("the request has no DPoP proof")));
+    }
+
+    #[test]
+    fn scheme_step_accepts_http_and_https_only() {
+        for ok in [None, Some("http"), Some("https"), Some("HTTPS")] {
+            assert_eq!(scheme(ok), Ok(()), "{ok:?}");
+        }
+        for bad in ["javascript", "file", "ftp", "httpx"] {
+            assert!(
+                matches!(scheme(Some(bad)), Err(Refusal::BadRequest(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

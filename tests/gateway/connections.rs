@@ -607,7 +607,7 @@ async fn h1_over(mut tls: tokio_rustls::client::TlsStream<TcpStream>, bytes: &[u
 
 /// How a raw HTTP/2 exchange ended on stream 1.
 #[derive(Debug, PartialEq, Eq)]
-enum RawEnd {
+pub(crate) enum RawEnd {
     /// Response HEADERS: the first byte of the header block (`0x8c` is `:status 400`,
     /// `0x88` `:status 200`), and the DATA that followed.
     Answer(u8, Vec<u8>),
@@ -642,7 +642,7 @@ pub(crate) fn hpack(fields: &[(&str, &str)]) -> Vec<u8> {
 
 /// Sends one request as raw frames (what no well-behaved client library would send) and
 /// reports how stream 1 ended.
-async fn raw_h2(
+pub(crate) async fn raw_h2(
     addr: SocketAddr,
     ca: &str,
     fields: &[(&str, &str)],

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::connections::{h2_frame, hpack};
+use crate::connections::{h2_frame, hpack, raw_h2, RawEnd};
 use crate::harness::*;
 
 /// [`REDTEAM`] with these deadlines (seconds), streams per HTTP/2 connection and caps.
@@ -936,4 +936,121 @@ async fn finding12_foreign_identity_headers_stripped() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding 13: HTTP/2 authority
+// ---------------------------------------------------------------------------------------------
+
+/// Finding 13: an HTTP/2 request with neither `:authority` nor `host`, or with userinfo in
+/// `:authority`, reaches nothing. pingora answers it before any hook of ours (its
+/// body-less 400, `invalid_request_authority` in pingora-core's `v2/server.rs`; the README
+/// names the change a JSON body would need): this records that behaviour.
+#[tokio::test]
+async fn finding13_h2_authority_missing_or_with_userinfo_reaches_nothing() {
+    let env = Knobs::default().builder().start().await;
+    let (addr, ca) = (env.gw.addr(), env.ca().to_string());
+    for (what, fields) in [
+        (
+            "no :authority, no host",
+            vec![
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":path", "/open/x"),
+            ],
+        ),
+        (
+            "userinfo",
+            vec![
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":authority", "user:pw@mcp.example.com"),
+                (":path", "/open/x"),
+            ],
+        ),
+    ] {
+        let r = raw_h2(addr, &ca, &fields, None).await;
+        assert_eq!(r, RawEnd::Answer(0x8c, Vec::new()), "{what}");
+    }
+    env.assert_nothing_forwarded();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding 14 (info)
+// ---------------------------------------------------------------------------------------------
+
+/// Finding 14: `:scheme` other than http/https is our JSON 400 (nothing forwarded); two
+/// HTTP/2 `cookie` fields reach an HTTP/1.1 upstream as one `Cookie` joined with `; `
+/// (RFC 9113 §8.2.3).
+#[tokio::test]
+async fn finding14_h2_scheme_and_cookies() {
+    let env = Knobs::default().builder().start().await;
+    let (addr, ca) = (env.gw.addr(), env.ca().to_string());
+    for scheme in ["javascript", "file", "ftp"] {
+        let fields = [
+            (":method", "GET"),
+            (":scheme", scheme),
+            (":authority", "mcp.example.com"),
+            (":path", "/open/x"),
+        ];
+        match raw_h2(addr, &ca, &fields, None).await {
+            RawEnd::Answer(0x8c, body) => {
+                let v: serde_json::Value = serde_json::from_slice(&body)
+                    .unwrap_or_else(|e| panic!("{scheme}: not JSON ({e}): {body:?}"));
+                assert_eq!(v["error"], "invalid_request", "{scheme}");
+            }
+            other => panic!("{scheme}: {other:?}"),
+        }
+    }
+    env.assert_nothing_forwarded();
+    let mut send = h2_connect(addr, &ca).await;
+    let req = h2_req("GET", "/open/c")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(())
+        .unwrap();
+    let r = h2_send(&mut send, req, None).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(env.up.only().header_all("cookie"), vec!["a=1; b=2"]);
+}
+
+/// Finding 14: `POST /revocations` with an issuer no configured entry has (a trailing
+/// slash) is refused with 400 naming the configured issuers, and records nothing.
+#[tokio::test]
+async fn finding14_revocation_for_unknown_issuer_refused() {
+    const ADMIN: &str = "admin-token-0123456789abcdef";
+    let t = REDTEAM.replace(
+        "admin:\n  address: 127.0.0.1:{ADMIN}\n",
+        "admin:\n  address: 127.0.0.1:{ADMIN}\n  token_file: {ADMIN_TOKEN_FILE}\n",
+    );
+    let env = Knobs {
+        tls: false,
+        ..Knobs::default()
+    }
+    .builder_on(&t)
+    .admin_token(ADMIN)
+    .start()
+    .await;
+    let iss = env.idp.issuer();
+    let post = |issuer: String| {
+        Req::post("/revocations")
+            .host("localhost")
+            .bearer(ADMIN)
+            .body(
+                serde_json::to_vec(&serde_json::json!({"subject": "alice", "issuer": issuer}))
+                    .unwrap(),
+            )
+    };
+    let r = send(env.gw.admin_addr(), &post(format!("{iss}/"))).await;
+    assert_eq!(r.status, 400, "{r}");
+    let d = r.json()["error_description"].as_str().unwrap().to_string();
+    assert!(d.contains(&iss), "{d}");
+    let list = send(
+        env.gw.admin_addr(),
+        &Req::get("/revocations").host("localhost").bearer(ADMIN),
+    )
+    .await;
+    assert_eq!(list.json()["revocations"], serde_json::json!([]), "{list}");
+    let r = send(env.gw.admin_addr(), &post(iss.clone())).await;
+    assert_eq!(r.status, 201, "{r}");
 }

@@ -63,9 +63,15 @@ const STRIPPED: &[&str] = &[
     // X-Userinfo; generic JWT filters: X-Jwt-Payload; token relays: X-Auth-Token).
     "x-credential-identifier",
     "x-userinfo",
-    "x-jwt-payload",
     "x-id-token",
     "x-access-token",
+    "x-authorization",
+    "x-principal",
+    "x-proxy-user",
+    "x-groups",
+    "x-roles",
+    "x-originating-ip",
+    "fastly-client-ip",
     // Identity asserted by other authenticating proxies, which an upstream deployed
     // behind one of them trusts (see OTHER_PROXY_PREFIXES for whole families).
     "x-remote-user",
@@ -116,6 +122,17 @@ const OTHER_PROXY_PREFIXES: &[&str] = &[
     "tailscale-user-",
     // Generic: X-User-Email, X-User-Groups...
     "x-user-",
+    // X-Remote-User, -Group(s), -Email, -Ip, -Addr...
+    "x-remote-",
+    // Kong's JWT plugin (X-Kong-Jwt-Claim-*), SPIFFE ids, OIDC filters, IAP and App Engine
+    // users, Vercel client addresses, JWT assertions (X-Jwt-Payload, X-Jwt-Assertion).
+    "x-kong-",
+    "x-spiffe-",
+    "x-oidc-",
+    "x-iap-",
+    "x-appengine-user-",
+    "x-vercel-",
+    "x-jwt-",
     // oauth2-proxy (nginx auth_request mode)
     "x-auth-request-",
     // Pomerium: X-Pomerium-Jwt-Assertion, X-Pomerium-Claim-*

@@ -885,6 +885,22 @@ const FOREIGN_HEADERS: &[&str] = &[
     "X-Auth-Anything",
     "X-Method-Override",
     "X-User-Email",
+    "X-Remote-IP",
+    "X-Remote-Addr",
+    "X-Originating-IP",
+    "Fastly-Client-IP",
+    "X-Kong-Jwt-Claim-Sub",
+    "X-Spiffe-Id",
+    "X-Oidc-Sub",
+    "X-Iap-User",
+    "X-Appengine-User-Email",
+    "X-Vercel-Ip",
+    "X-Jwt-Assertion",
+    "X-Principal",
+    "X-Authorization",
+    "X-Proxy-User",
+    "X-Groups",
+    "X-Roles",
 ];
 
 /// Finding 12: none of these client-sent headers reaches the upstream (HTTP/1.1 and

@@ -330,6 +330,23 @@ static ANSWERS_REFUSED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
     )
 });
 
+static SESSIONS_UNKNOWN: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        &METRICS.registry,
+        "mcpgate_sessions_unknown_total",
+        "Requests presenting an Mcp-Session-Id this process holds no binding for (after a \
+         restart, on another replica), forwarded to the upstream (unknown_sessions: forward).",
+        &["route"],
+    )
+});
+
+/// An `Mcp-Session-Id` with no binding here was forwarded (`unknown_sessions: forward`).
+pub fn session_unknown_forwarded(route: &str) {
+    if let Some(c) = &*SESSIONS_UNKNOWN {
+        c.with_label_values(&[route]).inc();
+    }
+}
+
 /// An upstream answer the gateway could not read and replaced (`lists`).
 pub fn answer_refused(route: &str, reason: &str) {
     if let Some(c) = &*ANSWERS_REFUSED {

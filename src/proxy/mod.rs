@@ -209,7 +209,7 @@ impl Gateway {
         };
         let req = session.req_header();
         let upstream = &route.upstream.addr;
-        steps::session(
+        let unplaced = steps::session(
             &self.state.sessions,
             upstream,
             route.unknown_sessions,
@@ -217,6 +217,9 @@ impl Gateway {
             principal.as_deref(),
         )
         .map_err(refuse)?;
+        if unplaced {
+            metrics::session_unknown_forwarded(&route.name);
+        }
         self.judge_body(&route, principal.as_deref(), session, ctx)
             .await
             .map_err(refuse)?;

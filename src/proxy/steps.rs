@@ -137,22 +137,23 @@ pub fn dpop(
 
 /// Session: an `Mcp-Session-Id` is unambiguous and belongs to the identity that opened it
 /// at this upstream (on every route); an id with no binding here is forwarded or refused
-/// as the route says (`unknown_sessions`).
+/// as the route says (`unknown_sessions`). `Ok(true)`: an id with no binding here goes to
+/// the upstream (counted, so that lost bindings are not silent).
 pub fn session(
     bindings: &SessionBindings,
     upstream: &Upstream,
     unknown: UnknownSessions,
     headers: &HeaderMap,
     p: Option<&Principal>,
-) -> Result<(), Refusal> {
+) -> Result<bool, Refusal> {
     let Some(sid) = sessions::session_id(headers)? else {
-        return Ok(());
+        return Ok(false);
     };
     match bindings.standing(upstream, sid, p) {
-        Standing::Owner => Ok(()),
+        Standing::Owner => Ok(false),
         Standing::Other => Err(Refusal::UnknownSession),
         Standing::Unknown if unknown == UnknownSessions::Refuse => Err(Refusal::SessionNotPlaced),
-        Standing::Unknown => Ok(()),
+        Standing::Unknown => Ok(true),
     }
 }
 
@@ -486,7 +487,7 @@ routes:
         bindings.bind(up, "s1", None, Some(&alice));
         let h = headers(&[("mcp-session-id", "s1")]);
         let fwd = UnknownSessions::Forward;
-        assert!(session(&bindings, up, fwd, &h, Some(&alice)).is_ok());
+        assert_eq!(session(&bindings, up, fwd, &h, Some(&alice)), Ok(false));
         assert_eq!(
             session(&bindings, up, fwd, &h, Some(&bob)),
             Err(Refusal::UnknownSession)
@@ -498,7 +499,7 @@ routes:
         ));
         // An id with no binding: the route decides.
         let unknown = headers(&[("mcp-session-id", "s9")]);
-        assert!(session(&bindings, up, fwd, &unknown, Some(&bob)).is_ok());
+        assert_eq!(session(&bindings, up, fwd, &unknown, Some(&bob)), Ok(true));
         assert_eq!(
             session(&bindings, up, UnknownSessions::Refuse, &unknown, Some(&bob)),
             Err(Refusal::SessionNotPlaced)

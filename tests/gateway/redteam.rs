@@ -815,6 +815,12 @@ async fn finding3_unknown_session_never_taken_over() {
         assert_eq!(st, 200, "h2={h2}");
     }
     assert!(env.gw.logs().contains("session_unknown"));
+    // The ids forwarded without a binding are counted (lost bindings are not silent).
+    assert!(
+        env.metric("mcpgate_sessions_unknown_total", &[("route", "mcp")])
+            .await
+            >= 2.0
+    );
 }
 
 /// Finding 4: a session is bound to the issuer *entry* that verified its opener's token,

@@ -122,6 +122,20 @@ impl Admin {
     async fn revoke(&self, session: &mut ServerSession) -> Result<Response<Vec<u8>>, AdminRefusal> {
         let body = read_body(session).await?;
         let r = revocation::parse_request(&body, crate::clock::now_unix())?;
+        if let Some(iss) = r.issuer.as_deref() {
+            // An `issuer` no token can carry would revoke nothing (a trailing slash, a
+            // typo): refused, naming what is configured.
+            let snap = self.state.snapshot.load();
+            let configured: Vec<&str> = snap.issuers.configs.iter().map(|c| &*c.issuer).collect();
+            if !configured.contains(&iss) {
+                let mut names: Vec<&str> = configured.clone();
+                names.dedup();
+                return Err(AdminRefusal::InvalidRevocation(format!(
+                    "issuer is not a configured issuer (configured: {})",
+                    serde_json::to_string(&names).unwrap_or_default()
+                )));
+            }
+        }
         let entry = serde_json::to_value(&r).unwrap_or_default();
         let revocations = &self.state.revocations;
         match revocations.add(r.clone()).await {

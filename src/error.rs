@@ -105,6 +105,14 @@ reasons! {
     RateLimited = ("rate_limited", 429, "rate_limited"),
     /// The identity holds `streams_per_subject` open requests already.
     StreamLimit = ("stream_limit", 429, "rate_limited"),
+    /// An `Mcp-Session-Id` no binding is known for, on a route that refuses such ids.
+    SessionUnknown = ("session_unknown", 404, "not_found"),
+    /// The request body did not arrive within `limits.request_body_timeout_seconds`.
+    BodyTimeout = ("body_timeout", 408, "invalid_request"),
+    /// The client's address holds `limits.max_connections_per_address` places already.
+    TooManyRequests = ("too_many_requests", 429, "too_many_requests"),
+    /// The gateway holds `limits.max_connections` places already.
+    Overloaded = ("overloaded", 503, "temporarily_unavailable"),
     /// The upstream refused, reset or closed the exchange, or did not answer HTTP.
     UpstreamError = ("upstream_error", 502, "bad_gateway"),
     /// The upstream did not connect or answer in time.
@@ -165,8 +173,17 @@ pub enum Refusal {
     PolicyDenied,
     /// The tool's definition changed since it was pinned (`pin_tools: {mode: enforce}`).
     ToolChanged,
-    /// An `Mcp-Session-Id` that belongs to another subject: answered as unknown.
+    /// An `Mcp-Session-Id` that belongs to another identity: answered as unknown.
     UnknownSession,
+    /// An `Mcp-Session-Id` the gateway has no binding for, on a route with
+    /// `unknown_sessions: refuse` (after a restart, on another replica): 404, so that the
+    /// client opens a new session.
+    SessionNotPlaced,
+    /// The request body did not arrive within `limits.request_body_timeout_seconds`: 408.
+    BodyTimeout,
+    /// A cap on what clients hold (connections and requests in flight) refused the request:
+    /// 429 for the client's address, 503 for the whole gateway; both with `Retry-After`.
+    Busy(Cap),
     /// A missing or invalid DPoP proof (RFC 9449 `invalid_dpop_proof`): 401.
     DpopProof(&'static str),
     /// The route wants a server nonce in the proof; the value is a fresh one for the
@@ -208,6 +225,15 @@ pub struct Throttle {
     pub jsonrpc_id: Option<Box<str>>,
 }
 
+/// Which cap on what clients hold refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cap {
+    /// `limits.max_connections_per_address`: 429.
+    PerAddress,
+    /// `limits.max_connections`: 503.
+    Total,
+}
+
 /// Why a forwarded request got no upstream answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GatewayFailure {
@@ -247,6 +273,10 @@ impl Refusal {
             Refusal::PolicyDenied => Reason::PolicyDenied,
             Refusal::ToolChanged => Reason::ToolChanged,
             Refusal::UnknownSession => Reason::SessionMismatch,
+            Refusal::SessionNotPlaced => Reason::SessionUnknown,
+            Refusal::BodyTimeout => Reason::BodyTimeout,
+            Refusal::Busy(Cap::PerAddress) => Reason::TooManyRequests,
+            Refusal::Busy(Cap::Total) => Reason::Overloaded,
             Refusal::DpopProof(_) => Reason::InvalidDpopProof,
             Refusal::DpopNonce(_) => Reason::UseDpopNonce,
             Refusal::Revoked => Reason::TokenRevoked,
@@ -306,7 +336,10 @@ impl Refusal {
             Refusal::ToolChanged => {
                 "the definition of this tool changed since it was approved (pinned)"
             }
-            Refusal::UnknownSession => "unknown session",
+            Refusal::UnknownSession | Refusal::SessionNotPlaced => "unknown session",
+            Refusal::BodyTimeout => "the request body did not arrive in time",
+            Refusal::Busy(Cap::PerAddress) => "too many requests in flight from this address",
+            Refusal::Busy(Cap::Total) => "the gateway is at its connection limit",
             Refusal::MethodNotAllowed => {
                 "this method is not allowed on an MCP route (GET, POST, DELETE, OPTIONS are)"
             }
@@ -338,6 +371,7 @@ impl Refusal {
                 | Refusal::IntrospectionUnavailable(_)
                 | Refusal::StateUnavailable(_)
                 | Refusal::UpstreamCredentialUnavailable(_)
+                | Refusal::Busy(_)
         )
     }
 }

@@ -57,6 +57,22 @@ const STRIPPED: &[&str] = &[
     // Client addresses as other proxies assert them.
     "true-client-ip",
     "cf-connecting-ip",
+    "client-ip",
+    "x-cluster-client-ip",
+    "forwarded-for",
+    // Identities and credentials asserted by API gateways (Kong: X-Credential-Identifier,
+    // X-Userinfo; generic JWT filters: X-Jwt-Payload; token relays: X-Auth-Token).
+    "x-credential-identifier",
+    "x-userinfo",
+    "x-id-token",
+    "x-access-token",
+    "x-authorization",
+    "x-principal",
+    "x-proxy-user",
+    "x-groups",
+    "x-roles",
+    "x-originating-ip",
+    "fastly-client-ip",
     // Identity asserted by other authenticating proxies, which an upstream deployed
     // behind one of them trusts (see OTHER_PROXY_PREFIXES for whole families).
     "x-remote-user",
@@ -82,9 +98,42 @@ const STRIPPED: &[&str] = &[
 /// Header families other proxies use to pass an authenticated identity upstream: removed
 /// whatever follows the prefix (compared with `_` as `-`).
 const OTHER_PROXY_PREFIXES: &[&str] = &[
-    // Every X-Forwarded-* (the gateway sets its own -For, -Proto, -Host): oauth2-proxy's
-    // -User, -Email, -Preferred-Username, -Groups, -Access-Token; Envoy's -Client-Cert.
-    "x-forwarded-",
+    // Every X-Forwarded and X-Forwarded-* (the gateway sets its own -For, -Proto, -Host):
+    // oauth2-proxy's -User, -Email, -Preferred-Username, -Groups, -Access-Token; Envoy's
+    // -Client-Cert.
+    "x-forwarded",
+    // The request as a front proxy says it was: X-Original-URI, -Method, -Forwarded-For...
+    "x-original-",
+    // Envoy's own headers (X-Envoy-Original-Path, -External-Address...): Envoy strips them
+    // from external clients, so an upstream behind it trusts them.
+    "x-envoy-",
+    // Client addresses and certificates: X-Client-IP, X-Client-Cert, -Dn, -Verify...
+    "x-client-",
+    // Every X-Auth-* (ours are set after stripping): X-Auth-Token, -User, -Email...
+    "x-auth-",
+    // X-Authenticated-User, X-Authenticated-Userid (Kong), X-Authenticated-Groups...
+    "x-authenticated-",
+    // Kong: X-Consumer-ID, -Username, -Custom-ID, -Groups
+    "x-consumer-",
+    // mod_auth_openidc: OIDC_CLAIM_* (as `oidc-claim-`), OIDC_access_token...
+    "oidc-claim-",
+    "oidc-access-token",
+    "oidc-id-token",
+    // Tailscale serve: Tailscale-User-Login, -Name, -Profile-Pic
+    "tailscale-user-",
+    // Generic: X-User-Email, X-User-Groups...
+    "x-user-",
+    // X-Remote-User, -Group(s), -Email, -Ip, -Addr...
+    "x-remote-",
+    // Kong's JWT plugin (X-Kong-Jwt-Claim-*), SPIFFE ids, OIDC filters, IAP and App Engine
+    // users, Vercel client addresses, JWT assertions (X-Jwt-Payload, X-Jwt-Assertion).
+    "x-kong-",
+    "x-spiffe-",
+    "x-oidc-",
+    "x-iap-",
+    "x-appengine-user-",
+    "x-vercel-",
+    "x-jwt-",
     // oauth2-proxy (nginx auth_request mode)
     "x-auth-request-",
     // Pomerium: X-Pomerium-Jwt-Assertion, X-Pomerium-Claim-*
@@ -441,15 +490,19 @@ fn doomed(req: &RequestHeader, fwd: &Forwarding) -> Vec<http::HeaderName> {
             // without allocating (this runs for every header of every request).
             let n = name.as_str();
             let is = |target: &str| folded_eq(n, target);
+            let credential =
+                n == "authorization" || fwd.api_key_header.as_ref().is_some_and(|h| *name == *h);
+            if credential {
+                // The credential headers pass exactly when `forward_token` says so, even
+                // when their name falls in a family below (an API key header `X-Auth-Key`).
+                return !fwd.forward_token;
+            }
             STRIPPED.iter().any(|t| is(t))
                 || OTHER_PROXY_PREFIXES.iter().any(|p| folded_prefix(n, p))
                 || DEFAULT_IDENTITY.iter().any(|t| is(t))
                 || fwd.headers.folded.iter().any(|t| is(t))
                 || connection_listed.iter().any(|t| is(t))
                 || fwd.credential_header.as_deref().is_some_and(is)
-                || (!fwd.forward_token
-                    && (n == "authorization"
-                        || fwd.api_key_header.as_ref().is_some_and(|h| *name == *h)))
         })
         .cloned()
         .collect()
@@ -466,6 +519,7 @@ pub fn apply(
     for name in doomed(req, fwd) {
         req.remove_header(&name);
     }
+    join_cookies(req)?;
     if req.raw_path() != plan.target.as_bytes() {
         req.set_raw_path(plan.target.as_bytes())
             .map_err(|e| format!("cannot set the upstream path: {e}"))?;
@@ -475,6 +529,24 @@ pub fn apply(
             .map_err(|e| format!("cannot set {name}: {e}"))?;
     }
     Ok(())
+}
+
+/// Several `cookie` fields (HTTP/2 clients split them, RFC 9113 §8.2.3) become one, joined
+/// with `; `, as an HTTP/1.1 upstream must receive them (RFC 6265 §5.4: one `Cookie`).
+fn join_cookies(req: &mut RequestHeader) -> Result<(), String> {
+    let values: Vec<&[u8]> = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .map(http::HeaderValue::as_bytes)
+        .collect();
+    if values.len() < 2 {
+        return Ok(());
+    }
+    let joined = http::HeaderValue::from_bytes(&values.join(&b"; "[..]))
+        .map_err(|e| format!("cannot join the cookie fields: {e}"))?;
+    req.insert_header(http::header::COOKIE, joined)
+        .map_err(|e| format!("cannot set cookie: {e}"))
 }
 
 #[cfg(test)]
@@ -490,6 +562,17 @@ mod tests {
             "listen: {address: '127.0.0.1:1', public_url: 'https://mcp.example.com'}\nadmin: {address: '127.0.0.1:2'}\nissuers: [{name: a, issuer: 'https://as'}]\nroutes:\n- {name: m, path_prefix: /gh, rewrite_prefix: /, upstream: 'http://127.0.0.1:3001'}\n",
         )
         .unwrap()
+    }
+
+    #[test]
+    fn cookie_fields_are_joined() {
+        let mut req = RequestHeader::build("GET", b"/x", None).unwrap();
+        req.append_header("cookie", "a=1").unwrap();
+        req.append_header("cookie", "b=2").unwrap();
+        req.append_header("cookie", "c=3").unwrap();
+        join_cookies(&mut req).unwrap();
+        let all: Vec<_> = req.headers.get_all("cookie").iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
     }
 
     #[test]

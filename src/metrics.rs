@@ -659,6 +659,16 @@ static PARAMS_UNCHECKED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
     )
 });
 
+static SESSIONS_UNKNOWN: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        &METRICS.registry,
+        "mcpgate_sessions_unknown_total",
+        "Requests presenting an Mcp-Session-Id this process holds no binding for (after a \
+         restart, on another replica), forwarded to the upstream (unknown_sessions: forward).",
+        &["route"],
+    )
+});
+
 static TOOL_CHANGES: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
     counter(
         &METRICS.registry,
@@ -672,6 +682,13 @@ static TOOL_CHANGES: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
 /// A `tools/call` whose `Mcp-Param-*` headers were forwarded unchecked (schema unknown).
 pub fn mcp_params_unchecked(route: &str) {
     if let Some(c) = &*PARAMS_UNCHECKED {
+        c.with_label_values(&[route]).inc();
+    }
+}
+
+/// An `Mcp-Session-Id` with no binding here was forwarded (`unknown_sessions: forward`).
+pub fn session_unknown_forwarded(route: &str) {
+    if let Some(c) = &*SESSIONS_UNKNOWN {
         c.with_label_values(&[route]).inc();
     }
 }
@@ -955,6 +972,24 @@ static CONNECTIONS_OPEN: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
     )
 });
 
+static REQUESTS_OPEN: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
+    gauge(
+        &METRICS.registry,
+        "mcpgate_requests_open",
+        "Requests being served on the public listener (each holds places against the connection caps).",
+        &[],
+    )
+});
+
+static TLS_HANDSHAKE_FAILURES: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        &METRICS.registry,
+        "mcpgate_tls_handshake_failures_total",
+        "Client TLS handshakes that failed (a deadline is counted in mcpgate_connection_timeouts_total).",
+        &[],
+    )
+});
+
 static CONNECTIONS_REFUSED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
     counter(
         &METRICS.registry,
@@ -968,7 +1003,7 @@ static CONNECTION_TIMEOUTS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
     counter(
         &METRICS.registry,
         "mcpgate_connection_timeouts_total",
-        "Client connections closed by a deadline (kind: request_head, idle).",
+        "Client connections and requests ended by a deadline (kind: tls_handshake, request_head, request_body, idle).",
         &["kind"],
     )
 });
@@ -976,13 +1011,17 @@ static CONNECTION_TIMEOUTS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
 /// Register the connection metrics so that they are exposed (at zero) from the start.
 pub fn register_connection_metrics() {
     connections_open(0);
+    requests_open(0);
+    if let Some(c) = &*TLS_HANDSHAKE_FAILURES {
+        c.with_label_values(&[] as &[&str]);
+    }
     if let Some(c) = &*CONNECTIONS_REFUSED {
         for r in ["per_address", "total"] {
             c.with_label_values(&[r]);
         }
     }
     if let Some(c) = &*CONNECTION_TIMEOUTS {
-        for k in ["request_head", "idle"] {
+        for k in ["tls_handshake", "request_head", "request_body", "idle"] {
             c.with_label_values(&[k]);
         }
     }
@@ -992,6 +1031,19 @@ pub fn register_connection_metrics() {
 pub fn connections_open(delta: i64) {
     if let Some(g) = &*CONNECTIONS_OPEN {
         g.with_label_values(&[] as &[&str]).add(delta);
+    }
+}
+
+/// One more (`+1`) or one fewer (`-1`) request being served.
+pub fn requests_open(delta: i64) {
+    if let Some(g) = &*REQUESTS_OPEN {
+        g.with_label_values(&[] as &[&str]).add(delta);
+    }
+}
+
+pub fn tls_handshake_failed() {
+    if let Some(c) = &*TLS_HANDSHAKE_FAILURES {
+        c.with_label_values(&[] as &[&str]).inc();
     }
 }
 

@@ -170,7 +170,7 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
 /// (`/admin.` is `/admin` to Windows and IIS), beginning or ending in white space
 /// (trimmed by some frameworks), or holding a non-ASCII character that a case mapping or
 /// NFKC turns into ASCII, or that is white space or a control character.
-fn check_segment(seg: &str) -> Result<(), PathError> {
+pub fn check_segment(seg: &str) -> Result<(), PathError> {
     if seg.ends_with('.') {
         return Err(PathError::TrailingDot);
     }
@@ -178,6 +178,13 @@ fn check_segment(seg: &str) -> Result<(), PathError> {
     if edge_space(seg.chars().next()) || edge_space(seg.chars().next_back()) {
         return Err(PathError::EdgeWhitespace);
     }
+    check_text(seg)
+}
+
+/// Decoded text (a path segment, a resource URI's part) holding no non-ASCII character
+/// that a case mapping or NFKC turns into ASCII (`．` → `.`, `‥` → `..`, `ｓ` → `s`), or
+/// that is white space or a control character: [`PathError::FoldsToAscii`].
+pub fn check_text(seg: &str) -> Result<(), PathError> {
     if seg.is_ascii() {
         return Ok(());
     }

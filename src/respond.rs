@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
-use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::http::{HttpTask, ServerSession};
 use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_http::ResponseHeader;
 
@@ -79,8 +79,26 @@ pub fn disposal(body_done: bool, expects_continue: bool, declared: Option<&[u8]>
 /// left of the request body (see the module docs): read within the bounds, the stream ends
 /// cleanly (HTTP/2) or the connection stays usable for the next, possibly pipelined,
 /// request (HTTP/1.1); otherwise the HTTP/2 stream is reset after the answer and the
-/// HTTP/1.1 connection closed (`Connection: close` when known before the answer).
-pub async fn answer(session: &mut ServerSession, mut header: ResponseHeader, body: Bytes) {
+/// HTTP/1.1 connection closed (`Connection: close` when known before the answer). The
+/// answer to a `HEAD` request carries the headers only: over HTTP/2 its HEADERS frame ends
+/// the stream, with no DATA frame at all (RFC 9113 §8.1).
+pub async fn answer(session: &mut ServerSession, header: ResponseHeader, body: Bytes) {
+    answer_with(session, header, body, false).await;
+}
+
+/// [`answer`], without waiting for the rest of the request body: for a request whose body
+/// missed its deadline (the HTTP/2 stream is reset after the answer, the HTTP/1.1
+/// connection closed).
+pub async fn answer_closing(session: &mut ServerSession, header: ResponseHeader, body: Bytes) {
+    answer_with(session, header, body, true).await;
+}
+
+async fn answer_with(
+    session: &mut ServerSession,
+    mut header: ResponseHeader,
+    body: Bytes,
+    abandon: bool,
+) {
     if let Some(written) = session.response_written() {
         if !written.status.is_informational() {
             // Too late for an answer (a response is under way): end the exchange.
@@ -101,7 +119,11 @@ pub async fn answer(session: &mut ServerSession, mut header: ResponseHeader, bod
         .headers
         .get(http::header::CONTENT_LENGTH)
         .map(|v| v.as_bytes().to_vec());
-    let plan = disposal(done, expects_continue, declared.as_deref());
+    let plan = if abandon && !done {
+        Disposal::Abandon
+    } else {
+        disposal(done, expects_continue, declared.as_deref())
+    };
     match plan {
         Disposal::Abandon => session.set_keepalive(None),
         // pingora closes an HTTP/1.1 connection answered before its body was read; this one
@@ -114,11 +136,23 @@ pub async fn answer(session: &mut ServerSession, mut header: ResponseHeader, bod
         Disposal::Done => {}
     }
     header.remove_header(&http::header::SERVER);
-    let ok = session
-        .write_response_header(Box::new(header))
-        .await
-        .is_ok()
-        && session.write_response_body(body, true).await.is_ok();
+    let head_request = session.req_header().method == http::Method::HEAD;
+    let ok = if session.is_http2() && (head_request || body.is_empty()) {
+        // The HEADERS frame ends the stream: no DATA frame follows (an empty one after the
+        // answer to a HEAD is what curl and other clients report as a protocol error).
+        session
+            .response_duplex_vec(vec![HttpTask::Header(Box::new(header), true)])
+            .await
+            .is_ok()
+    } else {
+        // HTTP/1.1 writes no body for a HEAD request, whatever it is given.
+        let body = if head_request { Bytes::new() } else { body };
+        session
+            .write_response_header(Box::new(header))
+            .await
+            .is_ok()
+            && session.write_response_body(body, true).await.is_ok()
+    };
     if !ok {
         session.set_keepalive(None);
         return;
@@ -677,6 +711,7 @@ pub fn for_failure(e: &Error) -> Option<Refusal> {
     let gateway = |f| Some(Refusal::Gateway(f));
     match e.etype() {
         HTTPStatus(413) => return Some(Refusal::BodyTooLarge),
+        HTTPStatus(408) => return Some(Refusal::BodyTimeout),
         HTTPStatus(400) => return Some(Refusal::BadRequest("malformed request")),
         HTTPStatus(504) => return gateway(GatewayFailure::Timeout),
         HTTPStatus(s) if (400..500).contains(s) => {
@@ -765,6 +800,10 @@ mod tests {
             Refusal::MethodNotAllowed,
             Refusal::RateLimited(Box::new(throttled(None))),
             Refusal::TooManyStreams(Box::new(throttled(Some("\"a\"")))),
+            Refusal::SessionNotPlaced,
+            Refusal::BodyTimeout,
+            Refusal::Busy(crate::error::Cap::PerAddress),
+            Refusal::Busy(crate::error::Cap::Total),
             Refusal::Gateway(GatewayFailure::BadGateway),
             Refusal::Gateway(GatewayFailure::Timeout),
             Refusal::Gateway(GatewayFailure::Internal),

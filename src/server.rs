@@ -243,8 +243,9 @@ fn drain_on_sigterm(state: &Arc<GatewayState>, grace: u64) {
     });
 }
 
-/// The public proxy service: the pingora HTTP proxy behind the connection guard, on TCP
-/// or TLS.
+/// The public proxy service: the pingora HTTP proxy behind the connection guard, which
+/// runs the TLS handshake itself on a TLS listener (so that a connection is counted from
+/// its accept and its handshake has a deadline).
 fn proxy_service(
     server: &Server,
     state: &Arc<GatewayState>,
@@ -253,8 +254,10 @@ fn proxy_service(
 {
     let config = state.config();
     let listeners = &config.listeners;
+    let table = Arc::new(connections::Table::default());
     let gateway = proxy::Gateway {
         state: state.clone(),
+        table: table.clone(),
     };
     let mut http = pingora_proxy::http_proxy(&server.configuration, gateway);
     // HTTP/2 connections without an open stream close after the idle timeout (HTTP/1.1
@@ -262,26 +265,33 @@ fn proxy_service(
     let mut options = pingora_core::apps::HttpServerOptions::default();
     options.h2_idle_timeout = Some(config.connections.idle_timeout);
     http.server_options = Some(options);
+    // Concurrent streams per HTTP/2 connection (pingora's default is 100).
+    let mut h2 = pingora_core::protocols::http::v2::server::default_h2_options();
+    h2.max_concurrent_streams(config.connections.max_streams);
+    http.h2_options = Some(h2);
     metrics::register_connection_metrics();
     metrics::register_global_metrics();
+    let tls = match &listeners.tls {
+        None => None,
+        Some(_) => {
+            let mut settings =
+                TlsSettings::intermediate("", "").map_err(|e| format!("TLS settings: {e}"))?;
+            settings.set_cert_resolver(Arc::new(SnapshotCertResolver {
+                state: state.clone(),
+            }));
+            settings.enable_h2();
+            Some(settings.build())
+        }
+    };
     let limits_state = state.clone();
     let guard = connections::Guard {
         inner: Arc::new(http),
-        table: Arc::default(),
+        table,
         limits: Box::new(move || limits_state.snapshot.load().config.connections.clone()),
+        tls,
     };
     let mut proxy = Service::new("mcpgate proxy".to_string(), guard);
-    if listeners.tls.is_some() {
-        let mut settings =
-            TlsSettings::intermediate("", "").map_err(|e| format!("TLS settings: {e}"))?;
-        settings.set_cert_resolver(Arc::new(SnapshotCertResolver {
-            state: state.clone(),
-        }));
-        settings.enable_h2();
-        proxy.add_tls_with_settings(socket.addr(), None, settings);
-    } else {
-        proxy.add_tcp(socket.addr());
-    }
+    proxy.add_tcp(socket.addr());
     Ok(Prebound {
         inner: proxy,
         sockets: vec![socket],
@@ -300,8 +310,16 @@ pub fn build_server(
     };
     install_crypto_provider();
     let grace = config.listeners.shutdown_grace_seconds;
+    // The idle upstream connection pool is part of the descriptor budget (see
+    // `connections::Budget`); pingora keeps this many per thread.
+    let pool = config
+        .connections
+        .budget
+        .unwrap_or_else(connections::Budget::of_process)
+        .pool;
     let conf = ServerConf {
         threads: config.listeners.threads,
+        upstream_keepalive_pool_size: pool.div_ceil(config.listeners.threads.max(1)),
         // pingora sleeps the whole grace period after SIGTERM; `drain_on_sigterm`
         // exits as soon as the requests in flight are done.
         grace_period_seconds: Some(grace),

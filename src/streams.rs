@@ -43,6 +43,9 @@ pub enum Closed {
     Revoked = 2,
     /// Its answer could not be read (`lists`).
     Refused = 3,
+    /// The request body did not arrive by its deadline (the upstream exchange is cut so
+    /// that the request, whatever it waits on, ends).
+    BodyTimeout = 4,
 }
 
 impl Closed {
@@ -51,6 +54,7 @@ impl Closed {
             Closed::Expired => "token expired: closing the response stream",
             Closed::Revoked => "token revoked: closing the response stream",
             Closed::Refused => "unreadable answer: closing the response stream",
+            Closed::BodyTimeout => "request body not received in time: closing the exchange",
         }
     }
 
@@ -59,6 +63,7 @@ impl Closed {
             1 => Some(Closed::Expired),
             2 => Some(Closed::Revoked),
             3 => Some(Closed::Refused),
+            4 => Some(Closed::BodyTimeout),
             _ => None,
         }
     }
@@ -103,10 +108,12 @@ impl Shared {
     }
 }
 
-/// Ends one response stream on demand, at its token's deadline, or at its revocation.
+/// Ends one upstream exchange on demand, at its token's deadline, at its revocation, or when
+/// its request body misses its deadline.
 pub struct Watchdog {
     shared: Arc<Shared>,
     task: Option<tokio::task::JoinHandle<()>>,
+    body_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Watchdog {
@@ -124,7 +131,28 @@ impl Watchdog {
                 closed: AtomicU8::new(0),
             }),
             task: None,
+            body_task: None,
         })
+    }
+
+    /// End the exchange at `at` unless [`Self::body_done`] is called first: the request
+    /// body streams to the upstream, and pingora bounds only each read of it (HTTP/1.1) or
+    /// nothing at all (HTTP/2), so a body that never ends would hold the upstream connection.
+    pub fn body_deadline(&mut self, at: tokio::time::Instant) {
+        let shared = self.shared.clone();
+        self.body_task = Some(tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            if shared.close(Closed::BodyTimeout) {
+                metrics::connection_timeout("request_body");
+            }
+        }));
+    }
+
+    /// The request body has ended: its deadline no longer applies.
+    pub fn body_done(&mut self) {
+        if let Some(t) = self.body_task.take() {
+            t.abort();
+        }
     }
 
     /// End the stream at `until` (Unix seconds) or when the revocation list names `p`.
@@ -193,6 +221,7 @@ impl Drop for Watchdog {
         if let Some(t) = self.task.take() {
             t.abort();
         }
+        self.body_done();
         self.shared.release();
     }
 }

@@ -23,6 +23,7 @@ use crate::compile::CompileError;
 use crate::identity::{FileForwarding, FileIdentityHeaders, Forwarding};
 use crate::listeners::PublicUrl;
 use crate::mcp::policy::{DefaultPolicy, FilePolicy, Policy};
+use crate::mcp::sessions::UnknownSessions;
 use crate::metadata::{self, Resource};
 use crate::metrics::RouteMetrics;
 use crate::respond::Challenge;
@@ -112,6 +113,9 @@ pub struct FileRoute {
     pub limits: Option<crate::quota::FileRouteLimits>,
     /// The credential the upstream receives (`forward_token: true` is `mode: forward`).
     pub upstream_auth: Option<FileUpstreamAuth>,
+    /// What to do with an `Mcp-Session-Id` this process has no binding for.
+    #[serde(default)]
+    pub unknown_sessions: UnknownSessions,
 }
 
 /// A compiled route.
@@ -137,6 +141,8 @@ pub struct Route {
     /// The rate limits and concurrency cap that apply here.
     pub quotas: crate::quota::RouteQuotas,
     pub metrics: RouteMetrics,
+    /// `unknown_sessions`: forward or refuse session ids no binding is known for.
+    pub unknown_sessions: UnknownSessions,
 }
 
 impl Route {
@@ -287,6 +293,7 @@ pub fn compile(
         server,
         stream_expiry_grace: fr.stream_expiry_grace_seconds.min(MAX_STREAM_GRACE_SECONDS) as i64,
         quotas,
+        unknown_sessions: fr.unknown_sessions,
     })
 }
 

@@ -26,6 +26,12 @@ pub enum UriError {
     Backslash,
     DoubleEncoding,
     DotDot,
+    /// Escapes that do not decode to UTF-8 (overlong forms such as `%C0%AE`, `%FF`).
+    NotUtf8,
+    /// What the request-path rules refuse ([`crate::path::check_segment`]): a non-ASCII
+    /// character read as ASCII (`．`, `‥`, `․`), white space or a control character, a
+    /// path segment ending in `.` or beginning or ending in white space.
+    Ambiguous,
 }
 
 impl UriError {
@@ -39,7 +45,11 @@ impl UriError {
             UriError::EncodedSeparator => "resource URI path contains an encoded '/' or '\\'",
             UriError::Backslash => "resource URI path contains '\\'",
             UriError::DoubleEncoding => "resource URI path contains an encoded '%'",
-            UriError::DotDot => "resource URI path contains '..'",
+            UriError::DotDot => "resource URI contains '..'",
+            UriError::NotUtf8 => "resource URI does not decode to valid UTF-8",
+            UriError::Ambiguous => {
+                "resource URI contains a character or segment other servers may read differently"
+            }
         }
     }
 }
@@ -223,6 +233,14 @@ pub fn normalize(uri: &str) -> Result<String, UriError> {
         return Err(UriError::DotDot);
     }
     let mut p = remove_dot_segments(&p);
+    // The request-path rules, on what each segment decodes to.
+    for seg in p.split('/') {
+        let text = decoded(seg)?;
+        if text.contains("..") {
+            return Err(UriError::DotDot);
+        }
+        crate::path::check_segment(&text).map_err(|_| UriError::Ambiguous)?;
+    }
     if authority.is_none() && p.starts_with("//") {
         // `/.//x` must not become `//x`, which would read as an authority (RFC 3986 §5.3).
         p.insert_str(0, "/.");
@@ -231,15 +249,44 @@ pub fn normalize(uri: &str) -> Result<String, UriError> {
         p.push('/');
     }
     out.push_str(&p);
-    if let Some(q) = query {
-        out.push('?');
-        canon(q, Part::Other, &mut out)?;
-    }
-    if let Some(f) = fragment {
-        out.push('#');
-        canon(f, Part::Other, &mut out)?;
+    // A query or fragment an upstream may resolve as a path (`?/../../secret`) is judged
+    // like one: no `..`, no character read as ASCII, valid UTF-8.
+    for (mark, part) in [('?', query), ('#', fragment)] {
+        if let Some(q) = part {
+            out.push(mark);
+            let start = out.len();
+            canon(q, Part::Other, &mut out)?;
+            let text = decoded(&out[start..])?;
+            if text.contains("..") {
+                return Err(UriError::DotDot);
+            }
+            crate::path::check_text(&text).map_err(|_| UriError::Ambiguous)?;
+        }
     }
     Ok(out)
+}
+
+/// What a canonical component decodes to, as text.
+fn decoded(s: &str) -> Result<String, UriError> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) {
+                out.push((h << 4) | l);
+                i += 3;
+                continue;
+            }
+            return Err(UriError::BadEscape);
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| UriError::NotUtf8)
 }
 
 /// Lower-case ASCII letters except the two hex digits of each escape.
@@ -346,6 +393,37 @@ mod tests {
             ("public/a", UriError::NotAbsolute),
             ("", UriError::NotAbsolute),
             ("1file:///a", UriError::NotAbsolute),
+            // Red-team finding 6: the request-path rules.
+            (
+                "file:///public/\u{ff0e}\u{ff0e}/secret",
+                UriError::Ambiguous,
+            ),
+            (
+                "file:///public/%EF%BC%8E%EF%BC%8E/secret",
+                UriError::Ambiguous,
+            ),
+            ("file:///public/\u{2025}/secret", UriError::Ambiguous),
+            (
+                "file:///public/\u{2024}\u{2024}/secret",
+                UriError::Ambiguous,
+            ),
+            (
+                "file:///public/%E2%80%A4%E2%80%A4/secret",
+                UriError::Ambiguous,
+            ),
+            ("file:///public/secret./x", UriError::Ambiguous),
+            ("file:///public/%20x", UriError::Ambiguous),
+            ("file:///public/%C0%AE%C0%AE/secret", UriError::NotUtf8),
+            (
+                "file:///public/%E0%80%AE%E0%80%AE/secret",
+                UriError::NotUtf8,
+            ),
+            ("file:///public/%FF", UriError::NotUtf8),
+            ("file:///public/x?/../../secret", UriError::DotDot),
+            ("file:///public/x?%2e%2e/secret", UriError::DotDot),
+            ("file:///public/x#/../../secret", UriError::DotDot),
+            ("file:///public/x?q=\u{ff0e}\u{ff0e}", UriError::Ambiguous),
+            ("file:///public/x?q=%FF", UriError::NotUtf8),
         ] {
             assert_eq!(normalize(raw), Err(why), "{raw}");
         }

@@ -35,12 +35,26 @@ const SESSION_IDLE: Duration = Duration::from_secs(24 * 3600);
 /// (upstream origin, session id).
 type SessionKey = (Box<str>, Box<str>);
 
+/// What a route does with an `Mcp-Session-Id` this process holds no binding for (opened
+/// before a restart, on another replica, or forgotten): `forward` it to the upstream
+/// (whose call it is), or `refuse` it with 404 (`session_unknown`), which MCP clients
+/// answer by opening a new session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownSessions {
+    #[default]
+    Forward,
+    Refuse,
+}
+
 /// Who opened a session.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Owner {
-    /// A token: its `iss`, and its `sub` (or, without one, its client).
+    /// A token: the issuer *entry* that verified it (its `name`: two entries may share one
+    /// `iss`, e.g. production and staging key sets), and its `sub` (or, without one, its
+    /// client).
     OAuth {
-        iss: Arc<str>,
+        issuer: Arc<str>,
         sub: Option<Box<str>>,
         client: Option<Arc<str>>,
     },
@@ -56,7 +70,7 @@ impl Owner {
             None => Owner::Anonymous,
             Some(p) if p.method == AuthMethod::ApiKey => Owner::ApiKey(p.subject.clone()),
             Some(p) => Owner::OAuth {
-                iss: p.iss.clone(),
+                issuer: p.issuer_name.clone(),
                 sub: p.subject.clone(),
                 client: if p.subject.is_none() {
                     p.client_id.clone()
@@ -87,20 +101,51 @@ fn key(upstream: &Upstream, session: &str) -> SessionKey {
     (upstream.origin().into_boxed_str(), Box::from(session))
 }
 
+/// Whether an identity may use a session id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// The id is bound to this identity.
+    Owner,
+    /// The id is bound to another identity.
+    Other,
+    /// No binding is known here.
+    Unknown,
+}
+
 impl SessionBindings {
-    /// Record the owner of a session the upstream just issued (first owner wins).
-    pub fn bind(&self, upstream: &Upstream, session: &str, p: Option<&Principal>) {
+    /// Record the owner of a session the upstream issued in its answer to a request that
+    /// presented `presented` (its own `Mcp-Session-Id`, if any). Only a *new* id is bound:
+    /// an answer that repeats the id the request presented binds nothing (else, after a
+    /// restart, the first identity to present someone's id would take it over), and an id
+    /// already bound is never rebound (first owner wins).
+    pub fn bind(
+        &self,
+        upstream: &Upstream,
+        session: &str,
+        presented: Option<&str>,
+        p: Option<&Principal>,
+    ) {
+        if presented == Some(session) {
+            return;
+        }
         self.cache
             .entry(key(upstream, session))
             .or_insert(Arc::new(Owner::of(p)));
     }
 
-    /// Whether `p` may use `session` at `upstream` (unknown sessions are the upstream's call).
-    pub fn allows(&self, upstream: &Upstream, session: &str, p: Option<&Principal>) -> bool {
+    /// Where `p` stands with `session` at `upstream`.
+    pub fn standing(&self, upstream: &Upstream, session: &str, p: Option<&Principal>) -> Standing {
         match self.cache.get(&key(upstream, session)) {
-            Some(owner) => *owner == Owner::of(p),
-            None => true,
+            Some(owner) if *owner == Owner::of(p) => Standing::Owner,
+            Some(_) => Standing::Other,
+            None => Standing::Unknown,
         }
+    }
+
+    /// Whether `p` may use `session` at `upstream` (unknown sessions are the upstream's call).
+    #[cfg(test)]
+    fn allows(&self, upstream: &Upstream, session: &str, p: Option<&Principal>) -> bool {
+        self.standing(upstream, session, p) != Standing::Other
     }
 }
 
@@ -183,9 +228,10 @@ mod tests {
             Some("c2"),
         );
         let bob = principal(AuthMethod::Jwt, "https://as", Some("bob"), None);
-        let alice_elsewhere = principal(AuthMethod::Jwt, "https://other", Some("alice"), None);
+        let mut alice_elsewhere = principal(AuthMethod::Jwt, "https://other", Some("alice"), None);
+        alice_elsewhere.issuer_name = Arc::from("other");
         let key_alice = principal(AuthMethod::ApiKey, "", Some("alice"), Some("k"));
-        s.bind(&up, "s1", Some(&alice));
+        s.bind(&up, "s1", None, Some(&alice));
         assert!(s.allows(&up, "s1", Some(&alice)));
         assert!(s.allows(&same, "s1", Some(&alice2)));
         for who in [Some(&bob), Some(&alice_elsewhere), Some(&key_alice), None] {
@@ -195,15 +241,40 @@ mod tests {
         // Another upstream: the id is not ours to judge there.
         assert!(s.allows(&other, "s1", Some(&bob)));
         // An anonymous session is not a token holder's either.
-        s.bind(&up, "anon", None);
+        s.bind(&up, "anon", None, None);
         assert!(s.allows(&up, "anon", None));
         assert!(!s.allows(&up, "anon", Some(&alice)));
         // Tokens without a subject: told apart by client.
         let c1 = principal(AuthMethod::Jwt, "https://as", None, Some("c1"));
         let c2 = principal(AuthMethod::Jwt, "https://as", None, Some("c2"));
-        s.bind(&up, "svc", Some(&c1));
+        s.bind(&up, "svc", None, Some(&c1));
         assert!(s.allows(&up, "svc", Some(&c1)));
         assert!(!s.allows(&up, "svc", Some(&c2)));
+    }
+
+    /// Finding 3: an answer that repeats the id its request presented binds nothing (after
+    /// a restart bob presenting alice's id must not become its owner), and a bound id is
+    /// never rebound. Finding 4: two issuer entries sharing one `iss` are two owners.
+    #[test]
+    fn never_rebound_and_keyed_on_the_issuer_entry() {
+        let s = SessionBindings::default();
+        let up = Upstream::parse("http://127.0.0.1:3000").unwrap();
+        let alice = principal(AuthMethod::Jwt, "https://as", Some("alice"), None);
+        let bob = principal(AuthMethod::Jwt, "https://as", Some("bob"), None);
+        // Bob presents S, unknown here; the upstream echoes it: no binding.
+        s.bind(&up, "S", Some("S"), Some(&bob));
+        assert_eq!(s.standing(&up, "S", Some(&alice)), Standing::Unknown);
+        assert_eq!(s.standing(&up, "S", Some(&bob)), Standing::Unknown);
+        // A new id in the answer to a request without one: bound; never rebound.
+        s.bind(&up, "T", None, Some(&alice));
+        s.bind(&up, "T", None, Some(&bob));
+        s.bind(&up, "T", Some("U"), Some(&bob));
+        assert_eq!(s.standing(&up, "T", Some(&alice)), Standing::Owner);
+        assert_eq!(s.standing(&up, "T", Some(&bob)), Standing::Other);
+        // The same iss and sub from another issuer entry is another identity.
+        let mut staging = principal(AuthMethod::Jwt, "https://as", Some("alice"), None);
+        staging.issuer_name = Arc::from("staging");
+        assert_eq!(s.standing(&up, "T", Some(&staging)), Standing::Other);
     }
 
     #[test]

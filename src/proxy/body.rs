@@ -11,8 +11,6 @@
 //! in the buffer's place ([`Inspected::substitute`]). A body of unknown length (chunked,
 //! HTTP/2 without `content-length`) cannot be cut that way: it stays bounded by the buffer.
 
-use std::time::Duration;
-
 use bytes::{Bytes, BytesMut};
 use pingora_proxy::Session;
 
@@ -21,10 +19,6 @@ use crate::error::Refusal;
 /// What pingora replays upstream of a body read before connecting (its `BODY_BUF_LIMIT`):
 /// the bound of an inspected body sent without a length.
 pub const REPLAY_LIMIT: usize = 64 * 1024;
-
-/// Longest wait for a body read before the decision: a client that declared one sends it
-/// at once; a stalled one is refused rather than held.
-pub const BODY_READ_TIME: Duration = Duration::from_secs(30);
 
 /// The declared `Content-Length`, when it is a number.
 fn declared_length(session: &Session) -> Option<usize> {
@@ -92,9 +86,15 @@ fn bound(declared: Option<usize>, limit: usize) -> usize {
 }
 
 /// Read a whole request body for inspection, within `limit` (`limits.max_inspected_body_bytes`;
-/// [`REPLAY_LIMIT`] without a declared length) and [`BODY_READ_TIME`]. The caller keeps it in
-/// [`Inspected`] so that exactly these bytes go upstream.
-pub async fn read(session: &mut Session, limit: usize) -> Result<Bytes, Refusal> {
+/// [`REPLAY_LIMIT`] without a declared length) and by `deadline` (the request's whole-body
+/// deadline, `limits.request_body_timeout_seconds` after its head: a stalled body is refused
+/// with 408 rather than held). The caller keeps it in [`Inspected`] so that exactly these
+/// bytes go upstream.
+pub async fn read(
+    session: &mut Session,
+    limit: usize,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, Refusal> {
     let declared = declared_length(session);
     let limit = bound(declared, limit);
     if declared.is_some_and(|n| n > limit) {
@@ -133,10 +133,13 @@ pub async fn read(session: &mut Session, limit: usize) -> Result<Bytes, Refusal>
             }
         }
     };
-    match tokio::time::timeout(BODY_READ_TIME, read).await {
+    match tokio::time::timeout_at(deadline, read).await {
         Ok(Ok(())) => {}
         Ok(Err(r)) => return Err(r),
-        Err(_) => return Err(Refusal::BadRequest("request body not received in time")),
+        Err(_) => {
+            crate::metrics::connection_timeout("request_body");
+            return Err(Refusal::BodyTimeout);
+        }
     }
     if declared.is_some_and(|d| d != body.len()) {
         return Err(Refusal::BadRequest(

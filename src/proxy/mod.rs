@@ -50,6 +50,9 @@ const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The pingora proxy application.
 pub struct Gateway {
     pub state: Arc<GatewayState>,
+    /// What clients hold (shared with the listener's connection guard): each request being
+    /// served takes its places here.
+    pub table: Arc<crate::connections::Table>,
 }
 
 /// What was decided to forward.
@@ -90,7 +93,6 @@ struct Audit {
 }
 
 /// What the request looked like, for later phases.
-#[derive(Default)]
 struct RequestState {
     /// The request used the DPoP authorization scheme (errors go on the DPoP challenge).
     dpop_used: bool,
@@ -108,6 +110,27 @@ struct RequestState {
     lists_tools: bool,
     /// The request holds a `tools/call` (for structured denials).
     calls_tool: bool,
+    /// When the whole request body must have arrived (`limits.request_body_timeout_seconds`
+    /// after the head).
+    body_deadline: tokio::time::Instant,
+    /// The places this request holds against the connection caps, freed with the context.
+    _places: Option<crate::connections::Slot>,
+}
+
+impl Default for RequestState {
+    fn default() -> Self {
+        RequestState {
+            dpop_used: false,
+            cors_origin: None,
+            inspected: body::Inspected::default(),
+            body_bytes: 0,
+            request_id: None,
+            lists_tools: false,
+            calls_tool: false,
+            body_deadline: tokio::time::Instant::now(),
+            _places: None,
+        }
+    }
 }
 
 /// The way back.
@@ -192,6 +215,17 @@ impl Gateway {
             let (h, b) = respond::cors_preflight(origin, route.auth.key_header());
             return Ok(Decision::Respond(h, b));
         }
+        // From here the request may hold descriptors (an introspection call, the upstream
+        // connection, a stream watchdog's duplicate): it takes its places first.
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let places = self
+            .table
+            .admit_request(client_ip, &config.connections)
+            .map_err(|r| refuse(Refusal::Busy(r.cap())))?;
+        ctx.request._places = Some(places);
         let principal = if route.auth.mode == AuthMode::None {
             None
         } else {
@@ -208,13 +242,17 @@ impl Gateway {
         };
         let req = session.req_header();
         let upstream = &route.upstream.addr;
-        steps::session(
+        let unplaced = steps::session(
             &self.state.sessions,
             upstream,
+            route.unknown_sessions,
             &req.headers,
             principal.as_deref(),
         )
         .map_err(refuse)?;
+        if unplaced {
+            metrics::session_unknown_forwarded(&route.name);
+        }
         let calls = self
             .judge_body(&route, &config.requests, principal.as_deref(), session, ctx)
             .await
@@ -222,15 +260,11 @@ impl Gateway {
         let req = session.req_header();
         steps::body_size(&config.requests, &req.headers).map_err(refuse)?;
         if !ctx.request.inspected.is_read() && body::h2_body_to_check(session) {
-            let b = body::read(session, body::REPLAY_LIMIT)
+            let b = body::read(session, body::REPLAY_LIMIT, ctx.request.body_deadline)
                 .await
                 .map_err(refuse)?;
             ctx.request.inspected = body::Inspected::new(b);
         }
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
         let req = session.req_header();
         let slot = steps::limits(
             &self.state.limiter,
@@ -357,7 +391,12 @@ impl Gateway {
         let body = match plan {
             Plan::Forward => None,
             Plan::ReadBody => {
-                let b = body::read(session, limits.max_inspected_body_bytes).await?;
+                let b = body::read(
+                    session,
+                    limits.max_inspected_body_bytes,
+                    ctx.request.body_deadline,
+                )
+                .await?;
                 ctx.request.inspected = body::Inspected::new(b.clone());
                 Some(b)
             }
@@ -408,9 +447,14 @@ impl Gateway {
         }
         tag(&mut h, ctx);
         ctx.audit.audited = route.is_some();
+        let late_body = refusal == Refusal::BodyTimeout;
         ctx.audit.refused = Some(refusal);
         ctx.route = route;
-        respond::answer(session.as_mut(), h, b).await;
+        if late_body {
+            respond::answer_closing(session.as_mut(), h, b).await;
+        } else {
+            respond::answer(session.as_mut(), h, b).await;
+        }
     }
 
     /// A stream may not outlive its token (plus the route's grace), nor its revocation.
@@ -462,7 +506,9 @@ impl Gateway {
         if (principal.is_none() && !filtered) || !streams::is_open_ended(resp, head_request) {
             return;
         }
-        ctx.response.watchdog = streams::Watchdog::new(fd);
+        if ctx.response.watchdog.is_none() {
+            ctx.response.watchdog = streams::Watchdog::new(fd);
+        }
         if let (Some(w), Some(p)) = (ctx.response.watchdog.as_mut(), principal) {
             let until = p.exp + p.skew + route.stream_expiry_grace;
             w.watch(until, p, self.state.revocations.clone(), route.name.clone());
@@ -486,7 +532,8 @@ impl Gateway {
             .map(|a| a.ip());
         let mut client_buf = [0u8; 48];
         let client = client.and_then(|ip| ip_str(ip, &mut client_buf));
-        let upstream_error = e.map(|e| e.to_string());
+        // Its text may quote the raw upstream bytes or a request target's query.
+        let upstream_error = e.map(|e| crate::logs::redact_message(&e.to_string()));
         let req = session.req_header();
         let path = ctx.forward.as_ref().map_or(req.uri.path(), |f| &f.path);
         let description = outcome.map(|r| r.description());
@@ -593,6 +640,8 @@ impl ProxyHttp for Gateway {
         ctx.audit.started = Some(started);
         ctx._in_flight = Some(self.state.enter());
         let snapshot = self.state.snapshot.load_full();
+        ctx.request.body_deadline = tokio::time::Instant::from_std(started)
+            + snapshot.config.connections.request_body_timeout;
         let decision = self.decide(&snapshot, session, ctx).await;
         ctx.config = Some(snapshot.config.clone());
         let decided = Instant::now();
@@ -620,12 +669,27 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// What pingora's own error lines say about a request: its method and path, never the
+    /// query (it may carry `access_token` or a signed URL's secret) nor the host.
+    fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
+        let req = session.req_header();
+        let path = ctx
+            .forward
+            .as_ref()
+            .map_or_else(|| req.uri.path(), |f| f.path.as_str());
+        format!("{} {}", req.method, path)
+    }
+
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         // HTTP/1.1 requests pipelined behind this one are answered in order.
         session.as_mut().set_pipelining_enabled(true);
         ctx._in_flight_gauge = Some(metrics::request_in_flight());
         ctx.audit.request_id = Some(crate::observe::request_id(&session.req_header().headers));
         crate::connections::request_started(session.as_ref());
+        // A client that stops reading its answer is cut after this long without progress
+        // (HTTP/1.1 and HTTP/2: the connection's, or the stream's, writes).
+        let send_timeout = self.state.snapshot.load().config.connections.send_timeout;
+        session.as_mut().set_write_timeout(Some(send_timeout));
         Ok(())
     }
 
@@ -637,7 +701,16 @@ impl ProxyHttp for Gateway {
         e: &pingora_core::Error,
         ctx: &mut Ctx,
     ) -> pingora_proxy::FailToProxy {
-        let Some(refusal) = respond::for_failure(e) else {
+        let body_late = ctx.response.watchdog.as_ref().and_then(|w| w.closed())
+            == Some(streams::Closed::BodyTimeout);
+        let refusal = if body_late {
+            // The exchange was cut because the body missed its deadline (whatever error
+            // pingora saw on the upstream side as a result).
+            Some(crate::error::Refusal::BodyTimeout)
+        } else {
+            respond::for_failure(e)
+        };
+        let Some(refusal) = refusal else {
             return pingora_proxy::FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
@@ -654,7 +727,12 @@ impl ProxyHttp for Gateway {
         }
         // The upstream exchange broke off: never reuse this connection.
         session.as_mut().set_keepalive(None);
-        respond::answer(session.as_mut(), h, b).await;
+        if refusal == crate::error::Refusal::BodyTimeout {
+            // Do not wait any longer for the body that missed its deadline.
+            respond::answer_closing(session.as_mut(), h, b).await;
+        } else {
+            respond::answer(session.as_mut(), h, b).await;
+        }
         pingora_proxy::FailToProxy {
             error_code: refusal.status(),
             can_reuse_downstream: false,
@@ -685,12 +763,25 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if end_of_stream {
+            if let Some(w) = ctx.response.watchdog.as_mut() {
+                w.body_done();
+            }
+        }
         // A body read before the decision goes upstream whole (it was bounded when read).
         if ctx.request.inspected.substitute(body) {
             return Ok(());
+        }
+        if !end_of_stream && tokio::time::Instant::now() >= ctx.request.body_deadline {
+            // A body trickled in pieces: its deadline is for the whole body.
+            metrics::connection_timeout("request_body");
+            return Err(pingora_core::Error::explain(
+                pingora_core::ErrorType::HTTPStatus(408),
+                "request body not received within limits.request_body_timeout_seconds",
+            ));
         }
         // Content-Length over the limit was refused before connecting; this catches
         // chunked bodies that grow past it (the upstream sees a truncated request, the
@@ -742,7 +833,7 @@ impl ProxyHttp for Gateway {
 
     async fn connected_to_upstream(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _reused: bool,
         peer: &HttpPeer,
         fd: std::os::fd::RawFd,
@@ -752,6 +843,18 @@ impl ProxyHttp for Gateway {
         // An HTTP/1.x connection carries this response alone until it ends.
         ctx.response.upstream_fd =
             (peer.options.alpn == pingora_core::protocols::ALPN::H1).then_some(fd);
+        // A body still to stream: its whole-body deadline cuts the exchange, even while the
+        // client sends nothing at all.
+        if !session.as_mut().is_body_done() {
+            if let Some(fd) = ctx.response.upstream_fd {
+                if ctx.response.watchdog.is_none() {
+                    ctx.response.watchdog = streams::Watchdog::new(fd);
+                }
+                if let Some(w) = ctx.response.watchdog.as_mut() {
+                    w.body_deadline(ctx.request.body_deadline);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -764,6 +867,17 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.route.clone() else {
             return Ok(());
         };
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            // The gateway refuses every `Upgrade` request, so a 101 is an answer to a request
+            // that asked for none: what follows it is not HTTP the gateway could judge.
+            // Failing here sends nothing of it; the client gets the 502 of `fail_to_proxy`.
+            let mut e = pingora_core::Error::explain(
+                pingora_core::ErrorType::InvalidHTTPHeader,
+                "the upstream switched protocols (101) without an upgrade request",
+            );
+            e.esource = pingora_core::ErrorSource::Upstream;
+            return Err(e);
+        }
         cors::decorate(resp, ctx.request.cors_origin.as_ref());
         if let Some(id) = ctx.audit.request_id.as_deref() {
             respond::set_header(resp, crate::observe::REQUEST_ID, id, false);
@@ -785,7 +899,15 @@ impl ProxyHttp for Gateway {
                 .and_then(|v| v.to_str().ok())
             {
                 let p = ctx.principal().map(|p| &**p);
-                self.state.sessions.bind(&route.upstream.addr, sid, p);
+                // (The request's id passed `steps::session`: one unambiguous value.)
+                let presented = session
+                    .req_header()
+                    .headers
+                    .get("mcp-session-id")
+                    .and_then(|v| v.to_str().ok());
+                self.state
+                    .sessions
+                    .bind(&route.upstream.addr, sid, presented, p);
             }
         }
         if !streams::is_open_ended(resp, head_request) {

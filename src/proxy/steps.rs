@@ -25,7 +25,7 @@ use crate::identity::{self, UpstreamRequest};
 use crate::listeners::PublicUrl;
 use crate::mcp::body::{Calls, Op};
 use crate::mcp::catalog::Catalog;
-use crate::mcp::sessions::{self, SessionBindings};
+use crate::mcp::sessions::{self, SessionBindings, Standing, UnknownSessions};
 use crate::mcp::shape::{self, Plan, RoutePolicy};
 use crate::mcp::view::{self, CallNotes};
 use crate::principal::{Principal, TokenHash};
@@ -38,12 +38,25 @@ use crate::upstream_auth::{self, Caller, Clients, ExchangeCache, Mode, Sent};
 /// Route: what the request is for. Malformed credentials outrank a missing route
 /// (SPEC-CHECKLIST §7.12): a request with a bad `Authorization` on no route gets the 400.
 pub fn route(config: &Config, req: &RequestHeader) -> Result<Target, Refusal> {
+    scheme(req.uri.scheme_str())?;
     routing::classify(&config.table, &config.requests, req).map_err(|r| {
         match (&r, credentials::extract(&req.headers, req.uri.query())) {
             (Refusal::NotFound, Err(e)) => Refusal::Credentials(e.describe()),
             _ => r,
         }
     })
+}
+
+/// Scheme: an HTTP/2 `:scheme` (or an absolute-form target's scheme) other than `http` or
+/// `https` (`javascript`, `file`...) names nothing this gateway serves: 400.
+pub fn scheme(scheme: Option<&str>) -> Result<(), Refusal> {
+    match scheme {
+        None => Ok(()),
+        Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => Ok(()),
+        Some(_) => Err(Refusal::BadRequest(
+            "the request scheme must be http or https",
+        )),
+    }
 }
 
 /// Origin: the route's `allowed_origins` against `Origin` (a preflight is answered here).
@@ -128,16 +141,24 @@ pub fn dpop(
 }
 
 /// Session: an `Mcp-Session-Id` is unambiguous and belongs to the identity that opened it
-/// at this upstream (on every route).
+/// at this upstream (on every route); an id with no binding here is forwarded or refused
+/// as the route says (`unknown_sessions`). `Ok(true)`: an id with no binding here goes to
+/// the upstream (counted, so that lost bindings are not silent).
 pub fn session(
     bindings: &SessionBindings,
     upstream: &Upstream,
+    unknown: UnknownSessions,
     headers: &HeaderMap,
     p: Option<&Principal>,
-) -> Result<(), Refusal> {
-    match sessions::session_id(headers)? {
-        Some(sid) if !bindings.allows(upstream, sid, p) => Err(Refusal::UnknownSession),
-        _ => Ok(()),
+) -> Result<bool, Refusal> {
+    let Some(sid) = sessions::session_id(headers)? else {
+        return Ok(false);
+    };
+    match bindings.standing(upstream, sid, p) {
+        Standing::Owner => Ok(false),
+        Standing::Other => Err(Refusal::UnknownSession),
+        Standing::Unknown if unknown == UnknownSessions::Refuse => Err(Refusal::SessionNotPlaced),
+        Standing::Unknown => Ok(true),
     }
 }
 
@@ -532,24 +553,45 @@ routes:
     }
 
     #[test]
+    fn scheme_step_accepts_http_and_https_only() {
+        for ok in [None, Some("http"), Some("https"), Some("HTTPS")] {
+            assert_eq!(scheme(ok), Ok(()), "{ok:?}");
+        }
+        for bad in ["javascript", "file", "ftp", "httpx"] {
+            assert!(
+                matches!(scheme(Some(bad)), Err(Refusal::BadRequest(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn session_step_binds_sessions_to_their_opener() {
         let c = config();
         let up = &c.routes[0].upstream.addr;
         let bindings = SessionBindings::default();
         let alice = token_principal(Some("alice"), "x", "");
         let bob = token_principal(Some("bob"), "x", "");
-        bindings.bind(up, "s1", Some(&alice));
+        bindings.bind(up, "s1", None, Some(&alice));
         let h = headers(&[("mcp-session-id", "s1")]);
-        assert!(session(&bindings, up, &h, Some(&alice)).is_ok());
+        let fwd = UnknownSessions::Forward;
+        assert_eq!(session(&bindings, up, fwd, &h, Some(&alice)), Ok(false));
         assert_eq!(
-            session(&bindings, up, &h, Some(&bob)),
+            session(&bindings, up, fwd, &h, Some(&bob)),
             Err(Refusal::UnknownSession)
         );
         let twice = headers(&[("mcp-session-id", "s1"), ("mcp-session-id", "s2")]);
         assert!(matches!(
-            session(&bindings, up, &twice, Some(&alice)),
+            session(&bindings, up, fwd, &twice, Some(&alice)),
             Err(Refusal::BadRequest(_))
         ));
+        // An id with no binding: the route decides.
+        let unknown = headers(&[("mcp-session-id", "s9")]);
+        assert_eq!(session(&bindings, up, fwd, &unknown, Some(&bob)), Ok(true));
+        assert_eq!(
+            session(&bindings, up, UnknownSessions::Refuse, &unknown, Some(&bob)),
+            Err(Refusal::SessionNotPlaced)
+        );
     }
 
     #[test]

@@ -688,6 +688,48 @@ async fn item3_sessions_are_bound_to_the_upstream_and_the_identity() {
     }
 }
 
+/// Red-team finding 6 (after issues 13 and 21): a resource URI gets the request-path rules:
+/// characters that fold to ASCII under NFKC or case mapping (fullwidth and one/two-dot
+/// leaders, raw or percent-encoded), escapes that are not UTF-8 (overlong `.`, `%FF`), and
+/// `..` in the query or fragment are refused as unjudgeable (JSON-RPC -32602, nothing
+/// forwarded), over HTTP/1.1 and HTTP/2.
+#[tokio::test]
+async fn finding6_resource_uris_follow_the_path_rules() {
+    let env = Env::start().await;
+    let t = env.tok(Some("alice"), "mcp:tools");
+    let read = |uri: &str| message("resources/read", json!({ "uri": uri }));
+    for wire in WIRES {
+        for bad in [
+            "file:///public/\u{ff0e}\u{ff0e}/secret",
+            "file:///public/\u{2025}/secret",
+            "file:///public/\u{2024}\u{2024}/secret",
+            "file:///public/%EF%BC%8E%EF%BC%8E/secret",
+            "file:///public/%C0%AE%C0%AE/secret",
+            "file:///public/%E0%80%AE%E0%80%AE/secret",
+            "file:///public/%FF",
+            "file:///public/x?/../../secret",
+            "file:///public/x#/../../secret",
+        ] {
+            env.refused(
+                wire,
+                "POST",
+                "/mcp",
+                Some(&t),
+                &[JSON],
+                Some(&read(bad)),
+                400,
+                Body::JsonRpc(-32602),
+            )
+            .await;
+        }
+        let ok = "file:///public/caf\u{e9}.txt?v=1";
+        let (_, got) = env
+            .forwarded(wire, "POST", "/mcp", Some(&t), &[JSON], Some(&read(ok)))
+            .await;
+        assert_eq!(got.body, read(ok));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Item 4: resource URIs
 // ---------------------------------------------------------------------------------------------

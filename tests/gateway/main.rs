@@ -33,6 +33,7 @@ mod observability;
 mod ops;
 mod paths;
 mod prm;
+mod redteam;
 mod routing_exact;
 mod scaleout;
 mod schema;

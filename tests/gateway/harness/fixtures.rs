@@ -18,6 +18,11 @@ pub const API_KEYS: &str = include_str!("../fixtures/api_keys.yaml");
 /// `/open` (`auth: none`), `/mcp` (OAuth), short deadlines and small caps. `{HEAD_TIMEOUT}`,
 /// `{IDLE_TIMEOUT}` (seconds), `{PER}`, `{TOTAL}` (connection caps).
 pub const CONN_LIMITS: &str = include_str!("../fixtures/conn_limits.yaml");
+/// The red team's findings after issues 13 and 21: `/mcp` (OAuth, a tool policy: bodies
+/// inspected), `/open` (`auth: none`: bodies streamed). `{HEAD_TIMEOUT}`, `{BODY_TIMEOUT}`,
+/// `{SEND_TIMEOUT}`, `{TLS_TIMEOUT}` (seconds), `{STREAMS}` (per HTTP/2 connection), `{PER}`,
+/// `{TOTAL}` (the caps, in places).
+pub const REDTEAM: &str = include_str!("../fixtures/redteam.yaml");
 /// DPoP at `/mcp` (allowed), `/strict/mcp` (required), `/nonce/mcp` (required, with server
 /// nonces), `/plain/mcp` (disabled).
 pub const DPOP: &str = include_str!("../fixtures/dpop.yaml");

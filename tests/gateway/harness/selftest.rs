@@ -35,6 +35,27 @@ fn leak_check_finds_tokens_segments_and_sent_credentials() {
     );
 }
 
+/// The log check finds a credential in a logged query string, remembered or not, and
+/// ignores a redacted one and the word in prose.
+#[test]
+fn leak_check_finds_query_tokens() {
+    for line in [
+        "ERROR pingora_proxy: GET /x?access_token=abc HTTP/1.1",
+        "target=/x?a=1&api_key=k1",
+        r#"{"message":"GET /a?Token=zz"}"#,
+    ] {
+        assert!(query_token(line).is_some(), "not found in {line:?}");
+    }
+    for line in [
+        "GET /x?<redacted> HTTP/1.1",
+        "the access_token= parameter",
+        "GET /x?access_token=<redacted>",
+        "GET /x?access_token=&b=1",
+    ] {
+        assert_eq!(query_token(line), None, "{line:?}");
+    }
+}
+
 /// A gateway whose log holds a remembered secret fails the test when it is dropped (here the
 /// subject of a token, which the audit line carries, plays the secret).
 #[tokio::test]

@@ -526,6 +526,28 @@ pub fn assert_no_tokens(logs: &str) {
     if let Some(n) = leaked_secret(logs) {
         panic!("a credential (or a segment of one) appears in the gateway's logs: {n:.40}…");
     }
+    if let Some(at) = query_token(logs) {
+        panic!("a query-string token appears in the gateway's logs: {at:.60}…");
+    }
+}
+
+/// Where a query parameter named like a credential (`access_token=`, `api_key=`, ...) is
+/// logged with a value, whoever sent it: tokens in a URL must never be logged.
+pub fn query_token(logs: &str) -> Option<&str> {
+    const NAMES: [&str; 4] = ["access_token=", "api_key=", "apikey=", "token="];
+    let lower = logs.to_ascii_lowercase();
+    NAMES.iter().find_map(|name| {
+        lower.match_indices(name).find_map(|(i, _)| {
+            let before = lower[..i].chars().next_back();
+            let param_start = matches!(before, Some('?' | '&' | ';'));
+            let value = &logs[i + name.len()..];
+            let has_value = value
+                .chars()
+                .next()
+                .is_some_and(|c| !c.is_whitespace() && !matches!(c, '&' | '"' | '<' | '\\'));
+            (param_start && has_value).then(|| &logs[i..])
+        })
+    })
 }
 
 /// Lower-case hex SHA-256 of the token, first 12 digits: what the audit log may carry.

@@ -12,7 +12,8 @@
 //!   claims; the replay check is separate), and `jwt::proof_key` alone (the JWK in the
 //!   proof header made into a verification key, on every request).
 //! - `limits/…` (issue 19): on the cached-JWT path, the cache hit alone and the cache hit
-//!   followed by `Limiter::admit` of one rate limit keyed `[issuer, subject]`: in this
+//!   followed by `Limiter::admit` of one rate limit keyed `[issuer, subject, client_address]`
+//!   (64 addresses in turn, so that no bucket runs dry): in this
 //!   replica's buckets (no `state.redis`) and through a real `redis-server` on loopback (one
 //!   Lua script call, awaited from a current-thread runtime as a pingora worker awaits it),
 //!   next to one `PING` through the same store (the loopback round trip the Redis-backed
@@ -371,8 +372,8 @@ impl Drop for RedisServer {
     }
 }
 
-/// A gateway state with one JWT route limited by `per-user` (`[issuer, subject]`, never
-/// refusing at bench rates), `state` its `state:` block; the token cache primed.
+/// A gateway state with one JWT route limited by `per-user` (`[issuer, subject,
+/// client_address]`, never refusing at bench rates), `state` its `state:` block; the token cache primed.
 fn limited_state(
     jwks_port: u16,
     state: &str,
@@ -389,7 +390,9 @@ admin: {{address: "127.0.0.1:2"}}
 {state}
 limits:
   rate:
-    - {{name: per-user, key: [issuer, subject], rate: 1000000/second, burst: 1000000}}
+    # client_address too, so that the bench can spread its calls over 64 buckets: one bucket
+    # holds at most 1000000/second, fewer than a tight loop sends.
+    - {{name: per-user, key: [issuer, subject, client_address], rate: 1000000/second, burst: 1000000}}
 issuers:
   - name: bench
     issuer: "{ISS}"
@@ -424,7 +427,11 @@ fn bench_limits(c: &mut Criterion) {
     let key = Key::new("RS256");
     let port = serve_jwks(jwks(std::slice::from_ref(&key)));
     let token = key.token(11);
-    let peer = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+    let n = std::cell::Cell::new(0u8);
+    let peer = || {
+        n.set(n.get().wrapping_add(1));
+        Some(std::net::IpAddr::from([127, 0, 0, n.get() % 64]))
+    };
 
     let (gw, snap, route) = limited_state(port, "", &token);
     let hit = || {
@@ -446,7 +453,7 @@ fn bench_limits(c: &mut Criterion) {
                 who: mcpgate::quota::Who {
                     principal: Some(&p),
                     route: &route.name,
-                    address: peer,
+                    address: peer(),
                 },
                 calls: None,
             };
@@ -461,7 +468,7 @@ fn bench_limits(c: &mut Criterion) {
                     who: mcpgate::quota::Who {
                         principal: Some(&p),
                         route: &route.name,
-                        address: peer,
+                        address: peer(),
                     },
                     calls: None,
                 };
@@ -509,7 +516,7 @@ fn bench_limits(c: &mut Criterion) {
             who: mcpgate::quota::Who {
                 principal: Some(p),
                 route: &rroute.name,
-                address: peer,
+                address: peer(),
             },
             calls: None,
         };

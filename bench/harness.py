@@ -719,8 +719,9 @@ COMPONENTS = [
     ("  MCP body parse (`mcp::parse`)", r"^mcpgate::mcp::parse$"),
     ("  tool policy (`policy::authorize_calls`)", r"^mcpgate::policy::authorize_calls$"),
     ("identity headers (`identity::prepare_upstream`)", r"^mcpgate::identity::prepare_upstream$"),
-    ("upstream credential (`steps::upstream_credential`)",
-     r"^mcpgate::proxy::steps::upstream_credential::\{\{closure\}\}$"),
+    # The upstream-credential step is inlined into the decision; its cache lookup is not.
+    ("  exchanged-token cache get (moka, `upstream_auth`)",
+     r"^moka::future::base_cache::BaseCache<K,V,S>::get_with_hash::\{\{closure\}\}$"),
     ("`logging` hook (audit line, metrics)", r"mcpgate::Gateway>::logging::\{\{closure\}\}$"),
     ("  the audit line (`audit::format`)", r"^mcpgate::audit::format$"),
     ("other log events (tracing-subscriber: filter, format, buffer)",

@@ -115,7 +115,8 @@ enum Command {
     /// Ask a route's MCP server for its tools and write the pinned file for the route's
     /// `pin_tools.file` (SHA-256 of each tool's definition).
     Pin {
-        #[arg(long, short)]
+        /// The config file the route is read from.
+        #[arg(long, short, value_hint = ValueHint::FilePath)]
         config: PathBuf,
         /// The route whose server is asked (its upstream and the path it forwards to).
         #[arg(long)]

@@ -143,7 +143,14 @@ pub fn check_socket_addr(s: &str) -> Result<(), String> {
 /// Whether a URL may use plain http: only loopback hosts.
 pub fn is_loopback_url(u: &url::Url) -> bool {
     match u.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        // Non-special schemes (`redis://`) keep an IP address as an opaque host name.
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost")
+                || d.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
@@ -221,6 +228,17 @@ mod tests {
         let e = CompileError::new("[1]", "x").within("issuers");
         assert_eq!(e.at, "issuers[1]");
         assert_eq!(e.to_string(), "x");
+    }
+
+    #[test]
+    fn loopback_urls_of_any_scheme() {
+        let lo = |s: &str| is_loopback_url(&url::Url::parse(s).unwrap());
+        assert!(lo("redis://127.0.0.1:6379/0"));
+        assert!(lo("redis://[::1]:6379"));
+        assert!(lo("redis://localhost"));
+        assert!(lo("http://127.0.0.1:1"));
+        assert!(!lo("redis://10.0.0.1:6379"));
+        assert!(!lo("redis://127.0.0.1.example.com"));
     }
 
     #[test]

@@ -175,11 +175,11 @@ fn jwt_seeds() -> Vec<(Value, Value)> {
         (json!({"alg": "ES256", "typ": "JWT"}), claims(json!({}))),
         (
             json!({"alg": "ES256", "kid": "p256"}),
-            claims(json!({"exp": NOW - 60})),
+            claims(json!({"exp": NOW - 59})),
         ),
         (
             json!({"alg": "ES256", "kid": "p256"}),
-            claims(json!({"exp": NOW - 61})),
+            claims(json!({"exp": NOW - 60})),
         ),
         (
             json!({"alg": "EdDSA", "kid": "ed"}),
@@ -408,12 +408,23 @@ pub fn credentials(data: &[u8]) {
 // jwt: parse + verify with the fixed key set, as the token step does
 // ---------------------------------------------------------------------------------------------
 
-/// The token step's verdict for a JWT on the `deny` route, over the fixed key set: the
-/// issuer entry picked by the unverified `iss` (as `auth::token` does), then the entry's
-/// verification, then the route's audience.
+/// The token step's verdict for a JWT on the `deny` route, over the fixed key set.
 pub fn verify_token(token: &str, now: i64) -> Result<Principal, Refusal> {
     let c = ctx();
-    let issuer = &c.config.issuers[0];
+    verify_token_with(&c.config, &c.auth, &c.keys, token, now)
+}
+
+/// The token step's verdict for a JWT on the first route of `config`, checked with
+/// `keys` by its first issuer entry: the entry picked by the unverified `iss` (as
+/// `auth::token` does), then the entry's verification, then the route's audience.
+pub fn verify_token_with(
+    config: &Config,
+    auth: &Authenticator,
+    keys: &[VerifyKey],
+    token: &str,
+    now: i64,
+) -> Result<Principal, Refusal> {
+    let issuer = &config.issuers[0];
     match jwt::shape(token) {
         Shape::Jwt { iss: Some(iss) } if *iss == *issuer.issuer => {}
         Shape::Jwt { .. } => {
@@ -424,8 +435,8 @@ pub fn verify_token(token: &str, now: i64) -> Result<Principal, Refusal> {
         Shape::Opaque => return Err(Refusal::InvalidToken("token is not a JWT")),
     }
     let parsed = jwt::parse(token).map_err(|e| Refusal::InvalidToken(e.0))?;
-    let p = c.auth.verify_with_keys(issuer, &c.keys, &parsed, now)?;
-    check_audience(&c.config.routes[DENY].resource.audiences, &p)?;
+    let p = auth.verify_with_keys(issuer, keys, &parsed, now)?;
+    check_audience(&config.routes[0].resource.audiences, &p)?;
     Ok(p)
 }
 
@@ -456,7 +467,10 @@ pub fn jwt(data: &[u8]) {
         }
     }
     if let Ok(p) = verify_token(token, NOW) {
-        assert!(p.exp + 60 >= NOW, "expired token accepted");
+        assert!(
+            p.exp + 60 > NOW,
+            "expired token accepted (RFC 7519: now must be before exp)"
+        );
         assert_eq!(&*p.iss, ISSUER);
         assert!(p.nbf.is_none_or(|n| n <= NOW + 60));
     }
@@ -928,8 +942,11 @@ mod tests {
         let (jwts, proofs) = signed_seed_tokens();
         assert!(verify_token(&jwts[0], NOW).is_ok());
         assert!(verify_token(&jwts[1], NOW).is_ok());
-        assert!(verify_token(&jwts[3], NOW).is_ok(), "exp at the skew edge");
-        assert!(verify_token(&jwts[4], NOW).is_err(), "exp past the skew");
+        assert!(
+            verify_token(&jwts[3], NOW).is_ok(),
+            "exp one second inside the skew"
+        );
+        assert!(verify_token(&jwts[4], NOW).is_err(), "exp at the skew edge");
         let want = |m| Expect {
             method: m,
             htu: DPOP_HTU,
@@ -943,6 +960,106 @@ mod tests {
         assert!(dpop::verify(&proofs[0], &want("POST")).is_ok());
         assert!(dpop::verify(&proofs[2], &want("POST")).is_ok());
         assert!(dpop::verify(&proofs[3], &want("POST")).is_err());
+    }
+
+    /// Differential verification against jose (tests/interop/differential/run.sh runs it
+    /// with the generated vectors and jose's verdicts; skipped without them).
+    #[test]
+    #[ignore]
+    fn differential_against_jose() {
+        let (Ok(vpath), Ok(jpath)) = (
+            std::env::var("MCPGATE_DIFFERENTIAL_VECTORS"),
+            std::env::var("MCPGATE_DIFFERENTIAL_VERDICTS"),
+        ) else {
+            panic!("set MCPGATE_DIFFERENTIAL_VECTORS and MCPGATE_DIFFERENTIAL_VERDICTS");
+        };
+        let v: Value = serde_json::from_slice(&std::fs::read(&vpath).unwrap()).unwrap();
+        let theirs: Value = serde_json::from_slice(&std::fs::read(&jpath).unwrap()).unwrap();
+        let now = v["now"].as_i64().unwrap();
+        let yaml = format!(
+            "listen: {{address: '127.0.0.1:1', public_url: 'https://mcp.example.com'}}\n\
+             admin: {{address: '127.0.0.1:2'}}\n\
+             issuers: [{{name: a, issuer: '{}', jwks_uri: 'https://as.example.com/jwks', clock_skew_seconds: {}}}]\n\
+             routes: [{{name: r, path_prefix: /deny, upstream: 'http://127.0.0.1:3'}}]\n",
+            v["issuer"].as_str().unwrap(),
+            v["skew"].as_i64().unwrap()
+        );
+        let config = Config::from_yaml("differential", &yaml).unwrap();
+        assert_eq!(
+            config.routes[0].resource.audiences,
+            vec![v["audience"].as_str().unwrap().to_string()]
+        );
+        let auth = Authenticator::new(10);
+        let jwks = serde_json::to_vec(&v["jwks"]).unwrap();
+        let (keys, _) = jwt::parse_jwks(&jwks, &config.issuers[0].algorithms).unwrap();
+        let mut disagree = Vec::new();
+        let (mut n, mut accepted) = (0, 0);
+        for t in v["jwt"].as_array().unwrap() {
+            let id = t["id"].as_u64().unwrap().to_string();
+            let token = t["token"].as_str().unwrap();
+            let ours = verify_token_with(&config, &auth, &keys, token, now);
+            let their = &theirs["jwt"][&id];
+            n += 1;
+            accepted += usize::from(ours.is_ok());
+            if ours.is_ok() != their["ok"].as_bool().unwrap() {
+                disagree.push(format!(
+                    "JWT {id} [{}]: mcpgate {:?}, jose {}\n    {token}",
+                    t["note"].as_str().unwrap(),
+                    ours.as_ref()
+                        .map(|_| "accepts")
+                        .map_err(|e| e.description()),
+                    their
+                ));
+            }
+        }
+        let d = &v["dpop"];
+        let htu = dpop::normalize_htu(d["htu"].as_str().unwrap()).unwrap();
+        let want = Expect {
+            method: d["method"].as_str().unwrap(),
+            htu: &htu,
+            access_token: d["access_token"].as_str().unwrap(),
+            algs: &config.dpop.algorithms,
+            now,
+            past: d["past"].as_i64().unwrap(),
+            future: d["future"].as_i64().unwrap(),
+            nonce: None,
+        };
+        let (mut m, mut proofs_ok) = (0, 0);
+        for p in d["vectors"].as_array().unwrap() {
+            let id = p["id"].as_u64().unwrap().to_string();
+            let proof = p["proof"].as_str().unwrap();
+            let ours = dpop::verify(proof, &want);
+            let their = &theirs["dpop"][&id];
+            m += 1;
+            proofs_ok += usize::from(ours.is_ok());
+            let same = match (&ours, their["ok"].as_bool().unwrap()) {
+                (Ok(pr), true) => their["jkt"].as_str() == Some(pr.jkt.as_str()),
+                (Err(_), false) => true,
+                _ => false,
+            };
+            if !same {
+                disagree.push(format!(
+                    "DPoP {id} [{}]: mcpgate {:?}, jose {}\n    {proof}",
+                    p["note"].as_str().unwrap(),
+                    ours.map(|p| p.jkt),
+                    their
+                ));
+            }
+        }
+        println!(
+            "differential: {n} JWTs ({accepted} accepted), {m} DPoP proofs ({proofs_ok} accepted), {} disagreements",
+            disagree.len()
+        );
+        assert!(
+            accepted > 0 && proofs_ok > 0,
+            "no vector was accepted: the generator is broken"
+        );
+        assert!(
+            disagree.is_empty(),
+            "{} disagreements (vectors in {vpath}):\n{}",
+            disagree.len(),
+            disagree.join("\n")
+        );
     }
 
     /// Writes the seed corpora (`cargo test --lib write_seed_corpora -- --ignored`).

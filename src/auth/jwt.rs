@@ -615,7 +615,8 @@ pub fn check_times(
     skew: i64,
     now: i64,
 ) -> Result<(), TokenError> {
-    if now > exp + skew {
+    // RFC 7519 §4.1.4: the current time must be *before* `exp` (plus the leeway).
+    if now >= exp.saturating_add(skew) {
         return Err(TokenError("token is expired"));
     }
     if nbf.is_some_and(|n| n > now + skew) {
@@ -660,9 +661,13 @@ mod tests {
 
     #[test]
     fn times() {
-        assert!(check_times(100, None, None, 0, 100).is_ok());
+        assert!(check_times(100, None, None, 0, 99).is_ok());
+        // At `exp` itself the token has expired (RFC 7519 §4.1.4: now must be before exp);
+        // found by the differential test against jose.
+        assert!(check_times(100, None, None, 0, 100).is_err());
         assert!(check_times(100, None, None, 0, 101).is_err());
-        assert!(check_times(100, None, None, 5, 105).is_ok());
+        assert!(check_times(100, None, None, 5, 104).is_ok());
+        assert!(check_times(100, None, None, 5, 105).is_err());
         assert!(check_times(1000, Some(200), None, 0, 100).is_err());
         assert!(check_times(1000, None, Some(200), 60, 100).is_err());
         assert!(check_times(1000, None, Some(150), 60, 100).is_ok());

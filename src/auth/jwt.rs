@@ -333,6 +333,13 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::
     serde_json::Value::deserialize(d).map(Some)
 }
 
+/// A member that, when present, must hold a `T` (`null` is not absent).
+fn not_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
 /// Deepest nesting of arrays and objects in a JSON text (strings skipped). A token's
 /// claims never need more than a few levels; we refuse deep ones before parsing.
 fn json_depth(bytes: &[u8]) -> usize {
@@ -387,8 +394,13 @@ pub struct RawClaims {
     pub iss: Option<String>,
     pub sub: Option<String>,
     pub aud: Option<Audience>,
+    // A NumericDate present as `null` is malformed, not absent (jose refuses it too; found
+    // by the differential test): `not_null` makes it a parse error.
+    #[serde(default, deserialize_with = "not_null")]
     pub exp: Option<serde_json::Number>,
+    #[serde(default, deserialize_with = "not_null")]
     pub nbf: Option<serde_json::Number>,
+    #[serde(default, deserialize_with = "not_null")]
     pub iat: Option<serde_json::Number>,
     pub jti: Option<String>,
     pub client_id: Option<String>,
@@ -772,6 +784,21 @@ mod tests {
         ] {
             assert!(parse(t).is_err(), "{t}");
         }
+    }
+
+    #[test]
+    fn null_numeric_dates_are_refused() {
+        let h = enc(&serde_json::json!({"alg":"ES256"}));
+        for claims in [
+            r#"{"exp":null}"#,
+            r#"{"exp":1,"nbf":null}"#,
+            r#"{"exp":1,"iat":null}"#,
+        ] {
+            let p = URL_SAFE_NO_PAD.encode(claims);
+            assert!(parse(&format!("{h}.{p}.AAAA")).is_err(), "{claims}");
+        }
+        let p = URL_SAFE_NO_PAD.encode(r#"{"exp":1,"sub":null}"#);
+        assert!(parse(&format!("{h}.{p}.AAAA")).is_ok());
     }
 
     #[test]

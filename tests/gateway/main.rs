@@ -18,6 +18,7 @@ mod connections;
 mod dpop;
 mod failclosed_request;
 mod failclosed_response;
+mod faults;
 mod harness;
 mod introspection;
 mod jwks;

@@ -271,7 +271,11 @@ async fn c5_2_as_rejecting_our_credentials_is_503_and_logged_loudly() {
     let t = opaque();
     mock.active(&t, good(json!({})));
     assert_503(&env, &t, "AS 401 to our credentials").await;
-    let logs = env.gw.logs();
+    // The log line may reach the file just after the answer: wait for it (bounded).
+    let logs = env
+        .gw
+        .wait_log("refused mcpgate's client credentials", 1)
+        .await;
     assert!(
         logs.contains("ERROR") && logs.contains("refused mcpgate's client credentials"),
         "{logs}"

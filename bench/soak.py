@@ -48,6 +48,9 @@ HOST = "127.0.0.1"
 PUBLIC = "https://mcp.soak.example"
 AUD = PUBLIC + "/mcp"
 ADMIN_TOKEN = "soak-admin-token-0123456789abcdef"
+# Lifetime of first-seen JWTs, DPoP-bound tokens and opaque tokens: short, so that the
+# caches keyed by them reach a steady state (entries expire with the token) within the run.
+TOKEN_LIFE = 120
 INTRO_ID, INTRO_SECRET = "soak", "soak-secret"
 
 
@@ -141,7 +144,7 @@ def idp_handler(state):
             if token in state.opaque:
                 ans = {"active": True, "iss": state.iss + "/opaque", "aud": AUD,
                        "sub": state.opaque[token], "client_id": "soak", "scope": "mcp:read",
-                       "token_type": "Bearer", "iat": now - 5, "exp": now + 3600}
+                       "token_type": "Bearer", "iat": now - 5, "exp": now + TOKEN_LIFE}
             else:
                 ans = {"active": False}
             self.reply(200, json.dumps(ans).encode())
@@ -241,7 +244,7 @@ class Stats:
                 self.failed += 1
                 k[1] += 1
                 if len(self.fail_examples) < 20:
-                    self.fail_examples.append(f"{kind}: {what}")
+                    self.fail_examples.append(f"{time.strftime('%H:%M:%S')} {kind}: {what}")
 
     def take(self):
         with self.lock:
@@ -285,7 +288,7 @@ def main():
         f.write(config_text(port, admin, idp, up, token_file, 0))
     log = open(os.path.join(work, "mcpgate.log"), "w")
     gw = subprocess.Popen([args.bin, "run", "--config", cfg], stdout=log, stderr=log,
-                          env=dict(os.environ, RUST_LOG="warn"))
+                          env=dict(os.environ, RUST_LOG="info,mcpgate::audit=off"))
     stop = threading.Event()
     stats = Stats()
     samples = []
@@ -306,16 +309,17 @@ def main():
         revoked = set()
         rlock = threading.Lock()
 
-        def jwt(sub="alice", jti=None, cnf=False, scope="mcp:read"):
+        def jwt(sub="alice", jti=None, cnf=False, scope="mcp:read", life=TOKEN_LIFE):
             now = int(time.time())
             k = state.signing_key()
             claims = {"iss": idp, "aud": AUD, "sub": sub, "client_id": "soak", "scope": scope,
-                      "iat": now - 5, "exp": now + 900, "jti": jti or os.urandom(8).hex()}
+                      "iat": now - 5, "exp": now + life, "jti": jti or os.urandom(8).hex()}
             if cnf:
                 claims["cnf"] = {"jkt": jkt}
             return k.sign({"alg": "ES256", "typ": "at+jwt", "kid": k.kid}, claims)
 
-        pool = {"tokens": [jwt(f"user{i}") for i in range(50)], "kid": state.signing_key().kid}
+        pool = {"tokens": [jwt(f"user{i}", life=900) for i in range(50)],
+                "kid": state.signing_key().kid}
         call_ok = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                               "params": {"name": "read_file", "arguments": {"p": "x"}}})
         call_denied = call_ok.replace("read_file", "delete_file")
@@ -327,7 +331,7 @@ def main():
             body, want = listing, 200
             if kind == "cached":
                 if pool["kid"] != state.signing_key().kid:
-                    pool["tokens"] = [jwt(f"user{i}") for i in range(50)]
+                    pool["tokens"] = [jwt(f"user{i}", life=900) for i in range(50)]
                     pool["kid"] = state.signing_key().kid
                 headers["Authorization"] = "Bearer " + random.choice(pool["tokens"])
                 body = call_ok
@@ -490,7 +494,10 @@ def main():
     if args.out:
         with open(args.out, "w") as f:
             json.dump(summary, f, indent=1)
-    shutil.rmtree(work, ignore_errors=True)
+    if stats.failed:
+        print(f"the gateway's log (kept): {os.path.join(work, 'mcpgate.log')}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     bad_reloads = samples[-1]["reloads_failed"] if samples else 0
     sys.exit(1 if stats.failed or bad_reloads else 0)
 

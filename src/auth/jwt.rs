@@ -495,6 +495,11 @@ pub fn parse(token: &str) -> Result<Parsed<'_>, TokenError> {
     let payload_raw = b64_segment(&bytes[d1 + 1..d2])?;
     let signature = b64_segment(&bytes[d2 + 1..])?;
 
+    // RFC 7515 §5.2 (4, 6): each must be UTF-8. serde_json checks UTF-8 only in the strings
+    // it keeps, not in members it skips, so the check is made here, on the whole segment.
+    if std::str::from_utf8(&header_raw).is_err() || std::str::from_utf8(&payload_raw).is_err() {
+        return Err(TokenError("token header or payload is not UTF-8"));
+    }
     if json_depth(&header_raw) > MAX_JSON_DEPTH || json_depth(&payload_raw) > MAX_JSON_DEPTH {
         return Err(TokenError("token JSON is nested too deeply"));
     }
@@ -683,6 +688,28 @@ mod tests {
         assert!(check_times(1000, Some(200), None, 0, 100).is_err());
         assert!(check_times(1000, None, Some(200), 60, 100).is_err());
         assert!(check_times(1000, None, Some(150), 60, 100).is_ok());
+    }
+
+    #[test]
+    fn invalid_utf8_in_an_unread_member_is_refused() {
+        // Found by the jwt fuzz target (fuzz/corpus/jwt/regress-utf8-in-unread-member).
+        let b = |s: &[u8]| URL_SAFE_NO_PAD.encode(s);
+        for (h, p) in [
+            (
+                &b"{\"alg\":\"ES256\",\"x\":\"\x85\"}"[..],
+                &b"{\"iss\":\"a\"}"[..],
+            ),
+            (
+                &b"{\"alg\":\"ES256\"}"[..],
+                &b"{\"iss\":\"a\",\"x\":\"\xff\"}"[..],
+            ),
+        ] {
+            let t = format!("{}.{}.AAAA", b(h), b(p));
+            assert_eq!(
+                parse(&t).err(),
+                Some(TokenError("token header or payload is not UTF-8"))
+            );
+        }
     }
 
     #[test]

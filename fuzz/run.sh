@@ -56,8 +56,8 @@ for t in "${targets[@]}"; do
     rc=1
     tail -40 "$log"
   fi
-  runs="$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | tail -1 | awk '{print $2 " runs in " $5 " s"}')"
-  cov="$(grep -o 'cov: [0-9]*' "$log" | tail -1)"
+  runs="$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | tail -1 | awk '{print $2 " runs in " $5 " s"}' || true)"
+  cov="$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)"
   line="$t: $status, ${runs:-no count} (${cov:-cov ?}, corpus $(ls "$work" | wc -l) new inputs)"
   echo "fuzz: $line"
   summary+=("$line")

@@ -28,6 +28,8 @@ pub mod config;
 pub mod connections;
 pub mod error;
 pub mod failmode;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod identity;
 pub mod listeners;
 pub mod logs;

@@ -22,7 +22,7 @@ import re
 import sys
 
 LEAVES = {"clock", "principal", "scope", "compile", "failmode", "path", "error", "logs"}
-CONFIG_USERS = {"config", "state", "proxy", "server", "admin", "cli"}
+CONFIG_USERS = {"config", "state", "proxy", "server", "admin", "cli", "fuzzing"}
 
 
 def strip_code(text):

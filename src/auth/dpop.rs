@@ -311,6 +311,17 @@ struct ProofHeader {
     typ: Option<serde_json::Value>,
     alg: serde_json::Value,
     jwk: Option<serde_json::Value>,
+    // Present (even null) means refused: we implement no JWS extension (RFC 7515 §4.1.11),
+    // and `b64: false` would sign the payload unencoded.
+    #[serde(default, deserialize_with = "present")]
+    crit: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    b64: Option<serde_json::Value>,
+}
+
+/// A member that is present, whatever its value (null included).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -392,6 +403,11 @@ pub fn verify(proof: &str, want: &Expect<'_>) -> Result<Proof, DpopError> {
         .map_err(|_| bad("DPoP proof claims are not a valid JSON object"))?;
     let signature = decode(sig)?;
 
+    if header.crit.is_some() || header.b64.is_some() {
+        return Err(bad(
+            "DPoP proof header uses crit/b64 extensions, which are not supported",
+        ));
+    }
     let typ = string(
         header.typ,
         "DPoP proof has no typ",
@@ -1000,6 +1016,11 @@ mod tests {
                 base.clone(),
             ),
             es256_proof(json!({"jwk": null}), base.clone()),
+            // JWS extensions we do not implement (found by the differential test).
+            es256_proof(json!({"crit": ["exp"]}), base.clone()),
+            es256_proof(json!({"crit": []}), base.clone()),
+            es256_proof(json!({"crit": null}), base.clone()),
+            es256_proof(json!({"b64": false, "crit": ["b64"]}), base.clone()),
             "not-a-jwt".to_string(),
         ] {
             assert!(verify(&p, &want).is_err(), "{p}");

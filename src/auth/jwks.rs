@@ -55,6 +55,9 @@ pub struct IssuerKeys {
     fetch_lock: tokio::sync::Mutex<()>,
     /// Monotonic count of successful stores, to let waiters see a fetch completed.
     generation: AtomicU64,
+    /// Monotonic count of finished fetch attempts (good or not), so that a caller who waited
+    /// for another fetch takes its outcome instead of starting one more.
+    attempts: AtomicU64,
     /// Milliseconds since `epoch` of the last on-demand fetch attempt.
     last_attempt_ms: AtomicU64,
     epoch: Instant,
@@ -75,6 +78,7 @@ impl IssuerKeys {
             jwks_uri: ArcSwapOption::new(jwks_uri),
             fetch_lock: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
             last_attempt_ms: AtomicU64::new(u64::MAX),
             epoch: Instant::now(),
             started: AtomicBool::new(false),
@@ -108,11 +112,17 @@ impl IssuerKeys {
 
     /// One on-demand fetch, single-flight and rate-limited. Returns true when a newer key
     /// set is available afterwards (fetched by us or by a concurrent caller).
+    /// A caller that waited while another fetch ran takes that fetch's outcome: one request
+    /// never waits for two fetch deadlines back to back.
     pub async fn refetch(self: &Arc<Self>) -> bool {
         let seen = self.generation.load(Ordering::Acquire);
+        let tried = self.attempts.load(Ordering::Acquire);
         let _guard = self.fetch_lock.lock().await;
         if self.generation.load(Ordering::Acquire) != seen {
             return true;
+        }
+        if self.attempts.load(Ordering::Acquire) != tried {
+            return false;
         }
         let min = if self.current.load().is_none() {
             MIN_COLD_RETRY
@@ -139,6 +149,7 @@ impl IssuerKeys {
     /// Returns the refresh interval suggested by the response.
     async fn fetch_and_store(&self) -> Result<Duration, String> {
         let result = self.fetch().await;
+        self.attempts.fetch_add(1, Ordering::AcqRel);
         let name = &self.config.name;
         match result {
             Ok((keys, skipped, max_age)) => {

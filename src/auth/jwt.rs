@@ -334,6 +334,13 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::
     serde_json::Value::deserialize(d).map(Some)
 }
 
+/// A member that, when present, must hold a `T` (`null` is not absent).
+fn not_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
 /// Deepest nesting of arrays and objects in a JSON text (strings skipped). A token's
 /// claims never need more than a few levels; we refuse deep ones before parsing.
 fn json_depth(bytes: &[u8]) -> usize {
@@ -388,8 +395,13 @@ pub struct RawClaims {
     pub iss: Option<String>,
     pub sub: Option<String>,
     pub aud: Option<Audience>,
+    // A NumericDate present as `null` is malformed, not absent (jose refuses it too; found
+    // by the differential test): `not_null` makes it a parse error.
+    #[serde(default, deserialize_with = "not_null")]
     pub exp: Option<serde_json::Number>,
+    #[serde(default, deserialize_with = "not_null")]
     pub nbf: Option<serde_json::Number>,
+    #[serde(default, deserialize_with = "not_null")]
     pub iat: Option<serde_json::Number>,
     pub jti: Option<String>,
     pub client_id: Option<String>,
@@ -511,6 +523,11 @@ pub fn parse(token: &str) -> Result<Parsed<'_>, TokenError> {
     let payload_raw = b64_segment(&bytes[d1 + 1..d2])?;
     let signature = b64_segment(&bytes[d2 + 1..])?;
 
+    // RFC 7515 §5.2 (4, 6): each must be UTF-8. serde_json checks UTF-8 only in the strings
+    // it keeps, not in members it skips, so the check is made here, on the whole segment.
+    if std::str::from_utf8(&header_raw).is_err() || std::str::from_utf8(&payload_raw).is_err() {
+        return Err(TokenError("token header or payload is not UTF-8"));
+    }
     if json_depth(&header_raw) > MAX_JSON_DEPTH || json_depth(&payload_raw) > MAX_JSON_DEPTH {
         return Err(TokenError("token JSON is nested too deeply"));
     }
@@ -643,7 +660,8 @@ pub fn check_times(
     skew: i64,
     now: i64,
 ) -> Result<(), TokenError> {
-    if now > exp + skew {
+    // RFC 7519 §4.1.4: the current time must be *before* `exp` (plus the leeway).
+    if now >= exp.saturating_add(skew) {
         return Err(TokenError("token is expired"));
     }
     if nbf.is_some_and(|n| n > now + skew) {
@@ -688,12 +706,38 @@ mod tests {
 
     #[test]
     fn times() {
-        assert!(check_times(100, None, None, 0, 100).is_ok());
+        assert!(check_times(100, None, None, 0, 99).is_ok());
+        // At `exp` itself the token has expired (RFC 7519 §4.1.4: now must be before exp);
+        // found by the differential test against jose.
+        assert!(check_times(100, None, None, 0, 100).is_err());
         assert!(check_times(100, None, None, 0, 101).is_err());
-        assert!(check_times(100, None, None, 5, 105).is_ok());
+        assert!(check_times(100, None, None, 5, 104).is_ok());
+        assert!(check_times(100, None, None, 5, 105).is_err());
         assert!(check_times(1000, Some(200), None, 0, 100).is_err());
         assert!(check_times(1000, None, Some(200), 60, 100).is_err());
         assert!(check_times(1000, None, Some(150), 60, 100).is_ok());
+    }
+
+    #[test]
+    fn invalid_utf8_in_an_unread_member_is_refused() {
+        // Found by the jwt fuzz target (fuzz/corpus/jwt/regress-utf8-in-unread-member).
+        let b = |s: &[u8]| URL_SAFE_NO_PAD.encode(s);
+        for (h, p) in [
+            (
+                &b"{\"alg\":\"ES256\",\"x\":\"\x85\"}"[..],
+                &b"{\"iss\":\"a\"}"[..],
+            ),
+            (
+                &b"{\"alg\":\"ES256\"}"[..],
+                &b"{\"iss\":\"a\",\"x\":\"\xff\"}"[..],
+            ),
+        ] {
+            let t = format!("{}.{}.AAAA", b(h), b(p));
+            assert_eq!(
+                parse(&t).err(),
+                Some(TokenError("token header or payload is not UTF-8"))
+            );
+        }
     }
 
     #[test]
@@ -795,6 +839,21 @@ mod tests {
         ] {
             assert!(parse(t).is_err(), "{t}");
         }
+    }
+
+    #[test]
+    fn null_numeric_dates_are_refused() {
+        let h = enc(&serde_json::json!({"alg":"ES256"}));
+        for claims in [
+            r#"{"exp":null}"#,
+            r#"{"exp":1,"nbf":null}"#,
+            r#"{"exp":1,"iat":null}"#,
+        ] {
+            let p = URL_SAFE_NO_PAD.encode(claims);
+            assert!(parse(&format!("{h}.{p}.AAAA")).is_err(), "{claims}");
+        }
+        let p = URL_SAFE_NO_PAD.encode(r#"{"exp":1,"sub":null}"#);
+        assert!(parse(&format!("{h}.{p}.AAAA")).is_ok());
     }
 
     #[test]

@@ -234,14 +234,29 @@ impl Authenticator {
         parsed: &jwt::Parsed<'_>,
         now: i64,
     ) -> Result<Principal, Refusal> {
-        if !issuer.algorithms.contains(&parsed.alg) {
-            return Err(Refusal::InvalidToken(
-                "token alg is not allowed for this issuer",
-            ));
-        }
-        jwt::check_typ(parsed.typ.as_deref(), issuer.require_at_jwt)
-            .map_err(|e| Refusal::InvalidToken(e.0))?;
+        check_header(issuer, parsed)?;
         check_signature(keys, parsed).await?;
+        self.principal(issuer, &parsed.claims, now)
+    }
+
+    /// The same verdict as the request path's, over a fixed key set (no fetch, no
+    /// refetch, no cache): header policy, signature, claims. The seam the fuzz targets,
+    /// the differential test and the Wycheproof vectors use (`crate::fuzzing`).
+    pub fn verify_with_keys(
+        &self,
+        issuer: &IssuerConfig,
+        keys: &[jwt::VerifyKey],
+        parsed: &jwt::Parsed<'_>,
+        now: i64,
+    ) -> Result<Principal, Refusal> {
+        check_header(issuer, parsed)?;
+        match jwt::verify_signature(parsed, keys) {
+            Ok(()) => {}
+            Err(KeyMiss::BadSignature) => {
+                return Err(Refusal::InvalidToken("token signature is invalid"))
+            }
+            Err(KeyMiss::NoKey) => return Err(NO_KEY),
+        }
         self.principal(issuer, &parsed.claims, now)
     }
 
@@ -352,6 +367,17 @@ pub fn scope_claims<'c>(
         }
     }
     Ok(out)
+}
+
+/// The entry's header policy: an allowed `alg`, an access-token `typ`.
+fn check_header(issuer: &IssuerConfig, parsed: &jwt::Parsed<'_>) -> Result<(), Refusal> {
+    if !issuer.algorithms.contains(&parsed.alg) {
+        return Err(Refusal::InvalidToken(
+            "token alg is not allowed for this issuer",
+        ));
+    }
+    jwt::check_typ(parsed.typ.as_deref(), issuer.require_at_jwt)
+        .map_err(|e| Refusal::InvalidToken(e.0))
 }
 
 /// The signature against the entry's current keys, with one single-flight refetch for a

@@ -150,11 +150,10 @@ async fn cache_entry_never_outlives_the_token_exp() {
     })
     .await;
     env.assert_rejected(&t, "expired").await;
-    assert_eq!(
-        mock.calls(),
-        2,
-        "the expired entry was not served from cache"
-    );
+    // At `exp` the cached answer is refused as expired (RFC 7519 §4.1.4: now must be before
+    // exp) whether or not the entry was evicted first and the AS asked again; what matters
+    // is that nothing was served from it after exp.
+    assert!((1..=2).contains(&mock.calls()), "calls: {}", mock.calls());
 }
 
 #[tokio::test]
@@ -271,7 +270,11 @@ async fn c5_2_as_rejecting_our_credentials_is_503_and_logged_loudly() {
     let t = opaque();
     mock.active(&t, good(json!({})));
     assert_503(&env, &t, "AS 401 to our credentials").await;
-    let logs = env.gw.logs();
+    // The log line may reach the file just after the answer: wait for it (bounded).
+    let logs = env
+        .gw
+        .wait_log("refused mcpgate's client credentials", 1)
+        .await;
     assert!(
         logs.contains("ERROR") && logs.contains("refused mcpgate's client credentials"),
         "{logs}"

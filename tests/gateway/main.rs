@@ -21,6 +21,7 @@ mod doctor;
 mod dpop;
 mod failclosed_request;
 mod failclosed_response;
+mod faults;
 mod harness;
 mod introspection;
 mod issuers;

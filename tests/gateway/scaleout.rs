@@ -717,6 +717,72 @@ async fn redis_paused_requests_never_hang() {
     .expect("no recovery after Redis resumed");
 }
 
+/// Sends Redis `CLIENT PAUSE <ms> WRITE` on a connection of its own: every write (a DPoP
+/// proof's `SET NX`) is held that long, while reads go on (a slow Redis, not a frozen one).
+async fn redis_slow_writes(redis: &Redis, ms: u64) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ms = ms.to_string();
+    let cmd = format!(
+        "*4\r\n$6\r\nCLIENT\r\n$5\r\nPAUSE\r\n${}\r\n{ms}\r\n$5\r\nWRITE\r\n",
+        ms.len()
+    );
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", redis.port))
+        .await
+        .unwrap();
+    c.write_all(cmd.as_bytes()).await.unwrap();
+    let mut ok = [0u8; 5];
+    c.read_exact(&mut ok).await.unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
+}
+
+/// Fault matrix, Redis slow: a write slower than usual but inside `timeout_ms` is served
+/// (slower); one past it is 503 within `timeout_ms` plus slack, counted as a timeout; the
+/// next request after the pause is served again.
+#[tokio::test]
+async fn fault_redis_slow() {
+    let c = Cluster::start(Opts::default()).await;
+    let token = bound_token(&c);
+    assert_eq!(c.dpop(&c.a, &token, &proof(&token)).await.status, 200);
+    redis_slow_writes(&c.redis, 150).await;
+    let started = Instant::now();
+    let r = c.dpop(&c.a, &token, &proof(&token)).await;
+    let inside = started.elapsed();
+    assert_eq!(r.status, 200, "{r}");
+    redis_slow_writes(&c.redis, 2000).await;
+    let started = Instant::now();
+    let r = c.dpop(&c.a, &token, &proof(&token)).await;
+    let past = started.elapsed();
+    assert_eq!(r.status, 503, "{r}");
+    assert!(r.header("retry-after").is_some(), "{r}");
+    assert!(
+        past < Duration::from_millis(TIMEOUT_MS + 700),
+        "waited {past:?} (timeout_ms {TIMEOUT_MS})"
+    );
+    let m = c.a.metrics().await;
+    assert!(
+        m.value(
+            "mcpgate_redis_calls_total",
+            &[("op", "dpop_replay"), ("result", "timeout")]
+        ) >= 1.0
+    );
+    let ready = c.a.admin("/readyz").await.status;
+    // Bearer requests do not touch Redis.
+    assert_eq!(c.bearer(&c.a, &c.tok().build()).await.status, 200);
+    let recovered = eventually(
+        Duration::from_secs(5),
+        "DPoP served again after the pause",
+        || async { c.dpop(&c.a, &token, &proof(&token)).await.status == 200 },
+    )
+    .await;
+    println!(
+        "fault-matrix | Redis slow | 150 ms writes: 200 after {} ms; 2 s writes: 503 + Retry-After after {} ms; served again {} ms later | {} ms | readyz {ready} | redis_calls_total{{op=dpop_replay,result=timeout}}",
+        inside.as_millis(),
+        past.as_millis(),
+        recovered.as_millis(),
+        past.as_millis()
+    );
+}
+
 /// `fail: open` for DPoP replay: with Redis down a proof is judged locally (accepted once,
 /// refused when replayed at the same replica), counted and logged.
 #[tokio::test]

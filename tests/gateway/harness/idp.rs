@@ -77,6 +77,8 @@ pub enum IdpMode {
     Hangup,
     /// Every request gets a 302 to this URL.
     Redirect(String),
+    /// Every answer comes after this delay (a slow AS).
+    Slow(Duration),
 }
 
 /// What the introspection endpoint answers for a token (unknown tokens are inactive).
@@ -199,6 +201,7 @@ impl IdpState {
     fn handle(&self, req: &Request) -> Reply {
         match self.mode.lock().unwrap().clone() {
             IdpMode::Ok => {}
+            IdpMode::Slow(d) => return Reply::Delayed(d, Box::new(self.serve(req))),
             IdpMode::Fail500 => return Reply::json(500, &json!({"error": "server_error"})),
             IdpMode::Hangup => return Reply::Hangup,
             IdpMode::Redirect(to) => {
@@ -209,6 +212,11 @@ impl IdpState {
                 }
             }
         }
+        self.serve(req)
+    }
+
+    /// The answer of a working AS.
+    fn serve(&self, req: &Request) -> Reply {
         let (path, ipath) = (req.path(), self.issuer_path.as_str());
         let metadata = || {
             json!({

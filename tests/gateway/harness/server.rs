@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 use super::http::{header, read_body, read_head, Request};
@@ -60,6 +60,20 @@ pub enum Reply {
     Hangup,
     /// The reply, after a delay (a slow server).
     Delayed(Duration, Box<Reply>),
+    /// Raw bytes, each part written after its delay, then the connection ends as [`End`]
+    /// says (a misbehaving server: slow headers, a slow body, a reset mid-response, a stall).
+    Script(Vec<(Duration, Vec<u8>)>, End),
+}
+
+/// How a [`Reply::Script`] connection ends.
+#[derive(Clone, Copy, Debug)]
+pub enum End {
+    /// A clean close (FIN).
+    Close,
+    /// A reset (RST: linger 0).
+    Reset,
+    /// Held open, silent, until the peer goes away (at most 60 s).
+    Stall,
 }
 
 impl Reply {
@@ -233,7 +247,24 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+/// The TCP connection under a served stream (for a scripted reset).
+trait Socket {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Socket for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin + Socket>(
     mut stream: S,
     handler: Handler,
     st: &Stats,
@@ -269,6 +300,28 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         }
         match reply {
             Reply::Hangup => return Ok(()),
+            Reply::Script(parts, end) => {
+                for (d, bytes) in parts {
+                    // The server's own pacing, as the test scripted it.
+                    pace(d).await;
+                    stream.write_all(&bytes).await?;
+                    stream.flush().await?;
+                }
+                match end {
+                    End::Close => {}
+                    // Linger 0 makes the drop send RST at once; it never blocks (the
+                    // deprecation is about a non-zero linger blocking the thread on drop).
+                    #[allow(deprecated)]
+                    End::Reset => stream.tcp().set_linger(Some(Duration::ZERO))?,
+                    End::Stall => {
+                        let mut sink = [0u8; 1024];
+                        let wait =
+                            async { while stream.read(&mut sink).await.is_ok_and(|n| n > 0) {} };
+                        let _ = tokio::time::timeout(Duration::from_secs(60), wait).await;
+                    }
+                }
+                return Ok(());
+            }
             Reply::Delayed(..) => unreachable!(),
             Reply::Full {
                 status,

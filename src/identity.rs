@@ -52,6 +52,9 @@ const STRIPPED: &[&str] = &[
     "x-method-override",
     "x-original-url",
     "x-rewrite-url",
+    // The gateway sets its own (`observe::request_id`) after stripping: any other spelling of
+    // the client's would reach the upstream unchecked.
+    "x-request-id",
     // A DPoP proof is for us; the upstream never sees it (MCP: no token passthrough).
     "dpop",
     // Client addresses as other proxies assert them.
@@ -490,8 +493,13 @@ fn doomed(req: &RequestHeader, fwd: &Forwarding) -> Vec<http::HeaderName> {
             // without allocating (this runs for every header of every request).
             let n = name.as_str();
             let is = |target: &str| folded_eq(n, target);
-            let credential =
-                n == "authorization" || fwd.api_key_header.as_ref().is_some_and(|h| *name == *h);
+            // Any spelling of the API key header (`X_Api_Key`) is the credential too: an
+            // upstream that folds `_` into `-` would read it as the key.
+            let credential = n == "authorization"
+                || fwd
+                    .api_key_header
+                    .as_ref()
+                    .is_some_and(|h| folded_eq(n, h.as_str()));
             if credential {
                 // The credential headers pass exactly when `forward_token` says so, even
                 // when their name falls in a family below (an API key header `X-Auth-Key`).

@@ -272,6 +272,35 @@ async fn spoofed_identity_headers_are_stripped() {
     );
 }
 
+/// Red team, second pass (F2, F3): the API key header and `X-Request-Id` spelled with `_`
+/// (`X_Api_Key`, which a WSGI/CGI upstream reads as `HTTP_X_API_KEY`) never reach the
+/// upstream: the key is the credential in any spelling, and the request id is the gateway's.
+#[tokio::test]
+async fn underscore_spellings_of_the_key_and_the_request_id_never_reach_the_upstream() {
+    let k = key_env().await;
+    let env = &k.env;
+    for req in [
+        key("/mcp", KEY_CI),
+        Req::post("/mcp").bearer(&env.tok().build()),
+    ] {
+        let before = env.up.count();
+        let r = env
+            .send(
+                req.h("X_Api_Key", "forged-key-0123456789")
+                    .h("X_Request_Id", "evil-under"),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r}");
+        assert_eq!(env.up.count(), before + 1);
+        let u = env.up.last();
+        assert!(u.header_all_loose("x-api-key").is_empty(), "{u:#?}");
+        let ids = u.header_all_loose("x-request-id");
+        assert_eq!(ids.len(), 1, "{u:#?}");
+        assert_ne!(ids[0], "evil-under");
+        assert_eq!(r.header("x-request-id"), Some(ids[0]), "{r}");
+    }
+}
+
 #[tokio::test]
 async fn key_file_is_reloaded_and_a_bad_one_keeps_the_old_keys() {
     let k = key_env().await;

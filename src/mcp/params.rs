@@ -14,7 +14,7 @@
 //! - [`decode`]: a header value, plain or in the `=?base64?…?=` sentinel form;
 //! - [`check`]: a `tools/call` against its tool's declarations: a present, non-null argument
 //!   needs its header (on a 2026-07-28 request) and the decoded header must equal it
-//!   (integers compared numerically); a header for an absent argument, a repeated header, a
+//!   (numbers compared as exact decimals); a header for an absent argument, a repeated header, a
 //!   declared header spelled with `_`, or a sentinel that does not decode is refused too
 //!   (400, -32020). Headers no declaration names are forwarded untouched, as the spec
 //!   requires of intermediaries.
@@ -130,26 +130,44 @@ pub fn decode(raw: &[u8]) -> Option<String> {
     plain.then(|| String::from_utf8_lossy(raw).into_owned())
 }
 
-/// `-?digits(.digits)?`: the decimal forms an integer header may take.
-fn decimal(s: &str) -> Option<f64> {
-    let digits = s.strip_prefix('-').unwrap_or(s);
+/// `-?digits(.digits)?` without leading zeros, as an exact decimal: (negative, integer
+/// digits, fraction digits without trailing zeros). `42`, `42.0` and `42.00` are one value;
+/// `042`, `+42`, `4e1`, `0x2a` are not decimals here. Exact, never through a float: a header
+/// that differs from the argument in the 17th digit is a different number.
+fn decimal(s: &str) -> Option<(bool, &str, &str)> {
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, s),
+    };
     let (int, frac) = digits.split_once('.').unwrap_or((digits, "0"));
     let ok = !int.is_empty()
         && !frac.is_empty()
+        && (int == "0" || !int.starts_with('0'))
         && int.bytes().all(|b| b.is_ascii_digit())
         && frac.bytes().all(|b| b.is_ascii_digit());
-    ok.then(|| s.parse().ok()).flatten()
+    if !ok {
+        return None;
+    }
+    let frac = frac.trim_end_matches('0');
+    // `-0` is `0`.
+    let neg = neg && !(int == "0" && frac.is_empty());
+    Some((neg, int, frac))
 }
 
-/// Whether a decoded header equals the argument's value (numbers numerically).
+/// Whether a decoded header equals the argument's value (numbers as exact decimals).
 fn equals(header: &str, value: &Value) -> bool {
     match value {
         Value::String(s) => header == s,
         Value::Bool(b) => header == if *b { "true" } else { "false" },
-        Value::Number(n) => match (decimal(header), n.as_f64()) {
-            (Some(h), Some(v)) => h == v,
-            _ => false,
-        },
+        Value::Number(n) => {
+            // serde_json writes integers exactly and other numbers in their shortest
+            // round-trip form (an exponent form is no decimal: refused).
+            let text = n.to_string();
+            match (decimal(header), decimal(&text)) {
+                (Some(h), Some(v)) => h == v,
+                _ => false,
+            }
+        }
         _ => false,
     }
 }
@@ -357,6 +375,20 @@ mod tests {
     }
 
     #[test]
+    fn numbers_compare_as_exact_decimals() {
+        let v = |t: &str| serde_json::from_str::<Value>(t).unwrap();
+        assert!(equals("9007199254740992", &v("9007199254740992")));
+        assert!(!equals("9007199254740993", &v("9007199254740992")));
+        assert!(!equals("9007199254740992", &v("9007199254740993")));
+        assert!(equals("42", &v("42.0")));
+        assert!(equals("-0", &v("0")));
+        assert!(equals("42.5", &v("42.5")));
+        assert!(!equals("42.50000000000000001", &v("42.5")));
+        assert!(!equals("042", &v("42")));
+        assert!(!equals("1e21", &v("1e21")));
+    }
+
+    #[test]
     fn headers_must_equal_the_arguments() {
         let args =
             r#"{"region":"us-west1","limit":42,"dry":false,"target":{"db":"main"},"query":"x"}"#;
@@ -367,13 +399,23 @@ mod tests {
             ("mcp-param-db", "=?base64?bWFpbg==?="),
         ];
         assert!(run(&all, args, true).is_ok());
-        // Integers compare numerically.
+        // Numbers compare as exact decimals.
         for v in ["42.0", "42.00", "42"] {
             let mut h = all;
             h[1].1 = v;
             assert!(run(&h, args, true).is_ok(), "{v}");
         }
-        for v in ["43", "42.5", "4e1", "+42", "0x2a", " 42", ""] {
+        for v in [
+            "43",
+            "42.5",
+            "4e1",
+            "+42",
+            "0x2a",
+            " 42",
+            "",
+            "042",
+            "42.0000000000000001",
+        ] {
             let mut h = all;
             h[1].1 = v;
             let e = run(&h, args, true).unwrap_err();

@@ -523,10 +523,19 @@ pub fn parse(body: &[u8]) -> Result<Calls, McpError> {
         if msgs.is_empty() {
             return Err(McpError::new(INVALID_REQUEST, "empty JSON-RPC batch"));
         }
-        let ops = msgs
-            .into_iter()
-            .map(|m| op_of(m, body).map(|(op, _)| op))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut ops = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            let (op, mirror) = op_of(m, body)?;
+            // A protocol version claim exists from 2026-07-28 on, and batches only before
+            // 2025-06-18: no version has both, so nothing can judge such a message.
+            if mirror.version.is_some() {
+                return Err(McpError::new(
+                    INVALID_REQUEST,
+                    "a JSON-RPC batch cannot carry a _meta protocol version claim",
+                ));
+            }
+            ops.push(op);
+        }
         return Ok(Calls {
             ops,
             batch: true,
@@ -555,6 +564,19 @@ mod tests {
     use super::*;
     use crate::mcp::headers::check_headers;
     use crate::mcp::policy::Rule;
+
+    #[test]
+    fn batches_with_a_protocol_version_claim_are_refused() {
+        for b in [
+            r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2025-06-18"}}}]"#,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}]"#,
+        ] {
+            let e = parse(b.as_bytes()).unwrap_err();
+            assert_eq!(e.code, INVALID_REQUEST, "{b}");
+        }
+        let ok = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/list"}]"#;
+        assert!(parse(ok.as_bytes()).unwrap().batch);
+    }
 
     #[test]
     fn parses_calls() {

@@ -365,6 +365,43 @@ async fn i17_1_protocol_version_header_body_and_route_list() {
     assert_eq!(r.status, 200, "{r}");
 }
 
+/// Item 1, other shapes (red team, second pass, F7): a batch whose messages carry a
+/// protocol version claim (one outside the route's list, or one that differs from the
+/// header) is refused, on HTTP/1.1 and HTTP/2: no version has both batches and claims.
+#[tokio::test]
+async fn i17_1_batches_with_protocol_claims_are_refused() {
+    let env = Env::builder(MCP2026)
+        .upstream(lists_upstream())
+        .tls()
+        .start()
+        .await;
+    let t = tok(&env, "mcp:read");
+    let claim = |v: &str| {
+        serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list",
+            "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": v}}})
+    };
+    let ping = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    for batch in [
+        serde_json::json!([claim("2025-06-18")]),
+        serde_json::json!([ping.clone(), claim("2026-07-28")]),
+        serde_json::json!([claim("2025-11-25"), ping]),
+    ] {
+        let body = serde_json::to_vec(&batch).unwrap();
+        let m = mark(&env);
+        let req = Req::post("/lists")
+            .bearer(&t)
+            .h("MCP-Protocol-Version", "2025-11-25")
+            .body(body.clone());
+        let r = h1(&env, &req.to_bytes()).await.unwrap();
+        assert_eq!(r.status, 400, "{batch}: {r}");
+        assert_eq!(r.json()["error"]["code"], -32600, "{batch}: {r}");
+        untouched(&env, m, "batch with a claim over HTTP/1.1");
+        let r = h2(&env, &t, &body, true).await.unwrap();
+        assert_eq!(r.status, 400, "{batch}: HTTP/2");
+        untouched(&env, m, "batch with a claim over HTTP/2");
+    }
+}
+
 /// Item 2 (SEP-2243): Mcp-Param headers checked against the arguments once a list taught the
 /// schema; before that, forwarded unchanged and counted.
 #[tokio::test]

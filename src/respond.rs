@@ -693,8 +693,9 @@ pub fn own_page(status: u16) -> Vec<u8> {
         .unwrap_or("Error");
     let mut out = format!(
         "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-         cache-control: no-store\r\nconnection: close\r\n",
-        body.len()
+         cache-control: no-store\r\nconnection: close\r\nx-request-id: {}\r\n",
+        body.len(),
+        crate::observe::generate()
     );
     if status == 405 {
         out.push_str(&format!("allow: {OWN_PAGE_ALLOW}\r\n"));

@@ -491,6 +491,12 @@ fn assert_h1_json(r: &Resp, status: u16, code: &str) {
     assert!(r.json()["error_description"].is_string(), "{r}");
     assert!(r.header("server").is_none(), "{r}");
     assert_eq!(r.header("content-type"), Some("application/json"), "{r}");
+    // Every answer carries a request id, the pages of requests that never parsed too.
+    assert!(
+        r.header("x-request-id")
+            .is_some_and(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{r}"
+    );
 }
 
 /// Item 9: upstream down → 502, upstream silent → 504, a streamed body over the limit →

@@ -22,6 +22,7 @@
 //! refuses an exchange gives the client 403 naming the route and the AS's error code; an
 //! AS that cannot answer gives 503 with `Retry-After`. Either way nothing is forwarded.
 
+pub mod breaker;
 pub mod cache;
 pub mod client;
 pub mod client_auth;

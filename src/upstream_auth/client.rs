@@ -132,7 +132,9 @@ impl AsClient {
         let endpoint = self.endpoint().await?;
         let aud = self.cfg.assertion_audience(&endpoint).to_string();
         let (body, auth) = exchange::form(grant, target, &self.cfg.client, &aud, now_unix())?;
-        let client = self.fetcher.client();
+        // Never redirected: the request carries the client's secret and the caller's token,
+        // and a 3xx is an answer that makes no sense (503).
+        let client = self.fetcher.unredirected_client();
         self.fetcher
             .run(exchange::post(
                 client,

@@ -698,6 +698,34 @@ async fn an_unreachable_token_endpoint_opens_the_breaker() {
     assert_eq!(m, 2.0);
 }
 
+/// A token endpoint that redirects, even to its own origin, gets no second copy of the
+/// client's secret or the caller's token (F5): the redirect is an unusable answer, 503, and
+/// its target is never asked. Discovery still follows same-origin redirects.
+#[tokio::test]
+async fn a_redirecting_token_endpoint_is_503_and_never_followed() {
+    const ELSEWHERE: &str = "/token-elsewhere";
+    for (ua, grant) in [
+        (EXCHANGE, "token_exchange"),
+        (CLIENT_CREDENTIALS, "client_credentials"),
+    ] {
+        let env = env_with(MockIdp::start(), ua, NONE).await;
+        for status in [301, 302, 303, 307, 308] {
+            env.idp
+                .set_token_mode(TokenMode::Redirect(status, ELSEWHERE));
+            let calls = env.idp.token_calls();
+            let r = env.post_mcp(&user(&env, "alice")).await;
+            let what = format!("{grant} {status}");
+            assert_unavailable(&env, &r, &what);
+            assert_eq!(env.idp.token_calls(), calls + 1, "{what}");
+            assert_eq!(
+                env.idp.count(ELSEWHERE),
+                0,
+                "{what}: the redirect was followed"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn client_credentials_token_is_shared_and_renewed_ahead_of_expiry() {
     let idp = MockIdp::start();

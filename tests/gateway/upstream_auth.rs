@@ -966,6 +966,51 @@ routes:
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("client_credentials"), "{out}");
     assert!(!out.contains("gw-secret-value"), "{out}");
+    assert!(!out.contains("warning"), "{out}");
+    // On an `auth: none` route (F12): token_exchange has no token to exchange, an error;
+    // the gateway's own credential reaches anonymous callers' upstream, a warning.
+    let anonymous = |block: &str| {
+        config(block).replace(
+            "    upstream: http://127.0.0.1:3\n",
+            "    upstream: http://127.0.0.1:3\n    auth: none\n",
+        )
+    };
+    let (code, out) = check(anonymous("      mode: token_exchange\n      issuer: as\n"));
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("route \"mcp\"") && out.contains("mode token_exchange needs auth: oauth"),
+        "{out}"
+    );
+    let (code, out) = check(anonymous(
+        "      mode: client_credentials\n      issuer: as\n",
+    ));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning: route \"mcp\": upstream_auth mode client_credentials on a route with auth: none"),
+        "{out}"
+    );
+    let value = dir.path().join("v");
+    std::fs::write(&value, "sk-static-value-0123\n").unwrap();
+    let (code, out) = check(format!(
+        "listen: {{address: '127.0.0.1:1', public_url: 'https://mcp.example.com'}}
+admin: {{address: '127.0.0.1:2'}}
+routes:
+  - name: mcp
+    path_prefix: /mcp
+    upstream: http://127.0.0.1:3
+    auth: none
+    upstream_auth: {{mode: static, header: X-Key, value_file: {}}}
+",
+        value.display()
+    ));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "warning: route \"mcp\": upstream_auth mode static on a route with auth: none"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("sk-static-value-0123"), "{out}");
 }
 
 /// An introspection `active: false` drops what was exchanged for that token: once the AS

@@ -9,7 +9,7 @@
 //! client-credentials or actor token request, a token endpoint that does not accept the
 //! connection, a failed discovery) counts every time. The breaker opens when
 //! `breaker_failures` of these, counted so, come in a row with no answer that makes sense in
-//! between; it then answers without calling for `breaker_open_ms`, after which it is closed
+//! between (one caller alone never opens it, even with a threshold of 1); it then answers without calling for `breaker_open_ms`, after which it is closed
 //! and the count starts over (so no one caller can hold it open by being the probe).
 
 use std::sync::Mutex;
@@ -121,7 +121,9 @@ impl AsBreaker {
             }
         }
         let evidence = s.as_failures.saturating_add(s.callers.len() as u32);
-        if evidence < self.threshold {
+        // One caller alone is never evidence, even with a threshold of 1.
+        let one_caller_alone = s.as_failures == 0 && s.callers.len() == 1;
+        if evidence < self.threshold || one_caller_alone {
             return false;
         }
         *s = State {
@@ -149,6 +151,18 @@ mod tests {
             assert!(!b.failure(k(1), t));
             assert!(b.allow(t));
         }
+    }
+
+    #[test]
+    fn one_caller_alone_never_opens_it_even_at_a_threshold_of_one() {
+        let t = Instant::now();
+        let b = AsBreaker::new(1, Duration::from_secs(10));
+        assert!(!b.failure(k(1), t));
+        assert!(!b.failure(k(1), t));
+        assert!(b.allow(t));
+        assert!(b.failure(k(2), t));
+        let b = AsBreaker::new(1, Duration::from_secs(10));
+        assert!(b.failure(Blame::As, t));
     }
 
     #[test]

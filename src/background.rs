@@ -21,6 +21,8 @@ const MAX_REDIRECTS: usize = 3;
 pub struct Fetcher {
     runtime: tokio::runtime::Runtime,
     client: reqwest::Client,
+    /// The same without following any redirect (token endpoint calls).
+    unredirected: reqwest::Client,
 }
 
 impl Fetcher {
@@ -32,7 +34,12 @@ impl Fetcher {
             .build()
             .map_err(|e| format!("cannot start fetch runtime: {e}"))?;
         let client = http_client(None)?;
-        Ok(Arc::new(Fetcher { runtime, client }))
+        let unredirected = build(None, reqwest::redirect::Policy::none())?;
+        Ok(Arc::new(Fetcher {
+            runtime,
+            client,
+            unredirected,
+        }))
     }
 
     /// Run a future on the fetch runtime and await it from any runtime.
@@ -53,6 +60,13 @@ impl Fetcher {
 
     pub fn client(&self) -> reqwest::Client {
         self.client.clone()
+    }
+
+    /// The client for requests that carry a secret in their body or headers to one URL (a
+    /// token endpoint): it follows no redirect, so a 3xx is the answer and nothing is sent
+    /// again elsewhere.
+    pub fn unredirected_client(&self) -> reqwest::Client {
+        self.unredirected.clone()
     }
 
     /// The client for fetches that trust `roots` (an issuer's `ca_file`) instead of the
@@ -130,10 +144,9 @@ impl TrustRoots {
 /// The outbound HTTP client with its bounds: timeouts, same-origin redirects, the user
 /// agent; trusting `roots` only when given.
 pub fn http_client(roots: Option<&TrustRoots>) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
-        .timeout(FETCH_TIMEOUT)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+    build(
+        roots,
+        reqwest::redirect::Policy::custom(|attempt| {
             // Follow at most 3 redirects, and only on the same origin: scheme, host and
             // port.
             let same = attempt
@@ -145,7 +158,19 @@ pub fn http_client(roots: Option<&TrustRoots>) -> Result<reqwest::Client, String
             } else {
                 attempt.follow()
             }
-        }))
+        }),
+    )
+}
+
+/// The outbound HTTP client with its bounds and `redirects`.
+fn build(
+    roots: Option<&TrustRoots>,
+    redirects: reqwest::redirect::Policy,
+) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(FETCH_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .redirect(redirects)
         .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")));
     if let Some(r) = roots {
         builder = builder.tls_certs_only(r.certificates()?);

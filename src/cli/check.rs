@@ -12,7 +12,7 @@ pub fn run(path: &Path, online: bool) -> ExitCode {
     match Config::load(path) {
         Ok(c) => {
             print!("{}", c.summary());
-            for w in crate::config::case_warnings(&c.routes) {
+            for w in crate::config::warnings(&c.routes) {
                 println!("  warning: {w}");
             }
             if online && !super::online::run(&c) {

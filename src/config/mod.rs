@@ -33,7 +33,7 @@ use crate::routing::{RouteMatch, Table};
 use crate::scope::Hierarchy;
 use crate::store::{FileState, StateSettings};
 pub use route::{FileRoute, Route};
-pub use summary::{case_warnings, log_warnings};
+pub use summary::{case_warnings, log_warnings, warnings};
 
 /// A configuration error: where it is and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -206,11 +206,23 @@ impl Config {
     }
 }
 
-/// Log [`case_warnings`] (at start and at every reload).
+/// Log [`warnings`] (at start and at every reload).
 pub fn log_warnings(config: &Config) {
-    for w in case_warnings(&config.routes) {
+    for w in warnings(&config.routes) {
         tracing::warn!(warning = %w, "configuration warning");
     }
+}
+
+/// Every `mcpgate check` warning: [`case_warnings`], then each route's `upstream_auth`
+/// warning (the gateway's own credential on an `auth: none` route).
+pub fn warnings(routes: &[Arc<Route>]) -> Vec<String> {
+    let mut out = case_warnings(routes);
+    out.extend(routes.iter().filter_map(|r| {
+        r.upstream_auth
+            .warning(r.auth.mode)
+            .map(|w| format!("route {:?}: {w}", r.name))
+    }));
+    out
 }
 
 /// `mcpgate check` warnings: a `case_sensitive_prefix` route that requires credentials,

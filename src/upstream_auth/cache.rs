@@ -7,9 +7,12 @@
 //! already names. An entry never outlives the exchanged token's usable life
 //! ([`super::client_credentials::usable_for`]) nor the subject token's `exp`; a refusal of
 //! the AS is kept for [`REFUSAL_CACHE`] (bounded the same way), so a client retrying a
-//! refused token does not hammer the AS. The cache holds at most `token_cache.max_entries`
-//! entries, and concurrent first requests of one caller make one exchange (moka's
-//! single-flight; they share its failure too, which is never cached).
+//! refused token does not hammer the AS; so is a failure of the AS answering for the token
+//! (a 5xx, garbage, a stall: anything after the token was sent), so that one token costs
+//! the AS at most one call per [`REFUSAL_CACHE`] whatever it makes the AS do. A failure
+//! before anything was sent (the breaker open, discovery, no connection) is not kept. The
+//! cache holds at most `token_cache.max_entries` entries, and concurrent first requests of
+//! one caller make one exchange (moka's single-flight; they share its outcome).
 //!
 //! Revocation drops what was derived from a revoked token: when the revocation list
 //! changes, a background sweep removes every entry whose subject it now refuses; and a
@@ -19,6 +22,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::breaker::caller_key;
 use super::client::{unavailable, AsClient};
 use super::client_credentials::{actor_token, usable_for};
 use super::exchange::{Ask, Failure, Target, TYPE_ACCESS_TOKEN, TYPE_JWT};
@@ -30,7 +34,8 @@ use crate::error::Refusal;
 use crate::metrics;
 use crate::principal::{AuthMethod, Principal, TokenHash};
 
-/// How long the AS's refusal of a caller's token is remembered.
+/// How long the AS's refusal of a caller's token, or its failure answering for it, is
+/// remembered.
 pub const REFUSAL_CACHE: Duration = Duration::from_secs(5);
 
 type Key = (TokenHash, Fingerprint);
@@ -48,12 +53,20 @@ pub enum Outcome {
         subject: Arc<Principal>,
         ttl: Duration,
     },
+    /// The AS failed answering for this token (503 until it expires).
+    Failed {
+        failure: Failure,
+        subject: Arc<Principal>,
+        ttl: Duration,
+    },
 }
 
 impl Outcome {
     fn subject(&self) -> &Principal {
         match self {
-            Outcome::Issued { subject, .. } | Outcome::Refused { subject, .. } => subject,
+            Outcome::Issued { subject, .. }
+            | Outcome::Refused { subject, .. }
+            | Outcome::Failed { subject, .. } => subject,
         }
     }
 }
@@ -63,7 +76,9 @@ struct OutcomeExpiry;
 impl moka::Expiry<Key, Outcome> for OutcomeExpiry {
     fn expire_after_create(&self, _k: &Key, v: &Outcome, _now: Instant) -> Option<Duration> {
         Some(match v {
-            Outcome::Issued { ttl, .. } | Outcome::Refused { ttl, .. } => *ttl,
+            Outcome::Issued { ttl, .. }
+            | Outcome::Refused { ttl, .. }
+            | Outcome::Failed { ttl, .. } => *ttl,
         })
     }
 }
@@ -125,6 +140,7 @@ impl ExchangeCache {
                 route: client.cfg.route.clone(),
                 as_error,
             }),
+            Outcome::Failed { failure, .. } => Err(unavailable(&failure)),
         }
     }
 
@@ -200,7 +216,7 @@ async fn exchange(
         resource: &cfg.resource,
         scope: scope.as_deref(),
     };
-    match client.call(ask, target).await {
+    match client.call(ask, target, Some(caller_key(p))).await {
         Ok(issued) => {
             let sent = Sent::of(cfg, &issued.token).ok_or(Failure::Garbage(
                 "the access_token cannot be sent in a header",
@@ -213,6 +229,11 @@ async fn exchange(
         }
         Err(Failure::Refused(as_error)) => Ok(Outcome::Refused {
             as_error,
+            ttl: bounded_by_subject(p, REFUSAL_CACHE),
+            subject: p.clone(),
+        }),
+        Err(failure) if failure.sent() => Ok(Outcome::Failed {
+            failure,
             ttl: bounded_by_subject(p, REFUSAL_CACHE),
             subject: p.clone(),
         }),

@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
+use super::breaker::{AsBreaker, Blame, CallerKey};
 use super::exchange::{self, Ask, Failure, Issued, Target};
 use super::{AsConfig, Fingerprint, Sent, UpstreamAuth};
 use crate::background::Fetcher;
 use crate::clock::now_unix;
 use crate::error::{GatewayFailure, Refusal};
 use crate::metrics;
-use crate::store::{Breaker, LoudLog};
+use crate::store::LoudLog;
 
 /// After a failed endpoint discovery, wait this long before trying again.
 const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
@@ -32,7 +33,7 @@ pub struct AsClient {
     /// Milliseconds since `epoch` of the last failed discovery (`u64::MAX`: none).
     discovery_failed_ms: AtomicU64,
     epoch: Instant,
-    breaker: Breaker,
+    breaker: AsBreaker,
     /// Bounded logging of calls the breaker refused.
     loud: LoudLog,
     /// `client_credentials`: the route's token.
@@ -44,7 +45,7 @@ pub struct AsClient {
 impl AsClient {
     fn new(cfg: Arc<AsConfig>, fetcher: Arc<Fetcher>) -> AsClient {
         AsClient {
-            breaker: Breaker::new(cfg.breaker_failures, cfg.breaker_open),
+            breaker: AsBreaker::new(cfg.breaker_failures, cfg.breaker_open),
             cfg,
             fetcher,
             endpoint: tokio::sync::OnceCell::new(),
@@ -57,14 +58,21 @@ impl AsClient {
     }
 
     /// One call to the token endpoint for `grant` and `target`, under the breaker and the
-    /// deadline; counted, timed and logged (never a token: hash prefixes only).
-    pub async fn call(&self, grant: Ask<'_>, target: Target<'_>) -> Result<Issued, Failure> {
+    /// deadline; counted, timed and logged (never a token: hash prefixes only). `caller`:
+    /// the caller whose token is exchanged (none for the gateway's own token), whom a
+    /// failure after sending is blamed on ([`super::breaker`]).
+    pub async fn call(
+        &self,
+        grant: Ask<'_>,
+        target: Target<'_>,
+        caller: Option<CallerKey>,
+    ) -> Result<Issued, Failure> {
         let cfg = &self.cfg;
         let label = match grant {
             Ask::Exchange { .. } => "token_exchange",
             Ask::ClientCredentials => "client_credentials",
         };
-        if !self.breaker.allow() {
+        if !self.breaker.allow(Instant::now()) {
             metrics::upstream_token_request(&cfg.route, label, "circuit_open", None);
             self.loud.error(|n| {
                 tracing::warn!(route = %cfg.route, grant = label, refused_since_last_line = n,
@@ -80,7 +88,11 @@ impl AsClient {
         });
         match &outcome {
             Err(e) if e.breaks() => {
-                if self.breaker.failure() {
+                let blame = match caller {
+                    Some(k) if e.sent() => Blame::Caller(k),
+                    _ => Blame::As,
+                };
+                if self.breaker.failure(blame, Instant::now()) {
                     tracing::error!(route = %cfg.route, error = %e, failures = cfg.breaker_failures,
                         open_ms = cfg.breaker_open.as_millis() as u64,
                         "the token endpoint keeps failing: circuit breaker open, requests that \
@@ -89,7 +101,7 @@ impl AsClient {
             }
             _ => {
                 if self.breaker.success() {
-                    tracing::warn!(route = %cfg.route, "the token endpoint answers again: circuit breaker closed");
+                    tracing::warn!(route = %cfg.route, "the token endpoint answers again after the circuit breaker was open");
                 }
             }
         }
@@ -120,7 +132,9 @@ impl AsClient {
         let endpoint = self.endpoint().await?;
         let aud = self.cfg.assertion_audience(&endpoint).to_string();
         let (body, auth) = exchange::form(grant, target, &self.cfg.client, &aud, now_unix())?;
-        let client = self.fetcher.client();
+        // Never redirected: the request carries the client's secret and the caller's token,
+        // and a 3xx is an answer that makes no sense (503).
+        let client = self.fetcher.unredirected_client();
         self.fetcher
             .run(exchange::post(
                 client,
@@ -130,7 +144,7 @@ impl AsClient {
                 self.cfg.timeout,
             ))
             .await
-            .unwrap_or_else(|| Err(Failure::Transport("fetch runtime is gone".into())))
+            .unwrap_or_else(|| Err(Failure::Unreachable("fetch runtime is gone".into())))
     }
 
     /// The configured token endpoint, or the one in the issuer's metadata (looked up once;

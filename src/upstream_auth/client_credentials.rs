@@ -162,7 +162,7 @@ async fn fetch(client: &AsClient, which: Which) -> Result<Held, Failure> {
         }
     };
     let started = Instant::now();
-    let issued = client.call(Ask::ClientCredentials, target).await?;
+    let issued = client.call(Ask::ClientCredentials, target, None).await?;
     let sent = Sent::of(cfg, &issued.token).ok_or(Failure::Garbage(
         "the access_token cannot be sent in a header",
     ))?;

@@ -26,10 +26,12 @@ const MAX_TOKEN: usize = 16 * 1024;
 /// Longest `expires_in` believed (a year); longer is nonsense.
 const MAX_EXPIRES_IN: u64 = 366 * 86_400;
 
-/// The AS error codes that mean "no, for this request" (RFC 6749 §5.2, RFC 8693 §2.2.2):
-/// a token exchange refused with one of them is a 403 naming the code. Every other code
-/// (`invalid_client`, `unsupported_grant_type`, `server_error`, unknown ones) means the
-/// gateway cannot get an answer now: 503.
+/// The AS error codes that mean "no, for this request" (RFC 6749 §5.2, RFC 8693 §2.2.2),
+/// and those that plainly concern the caller's token or its user (RFC 6750 §3.1
+/// `invalid_token`, RFC 8628 `expired_token`, OpenID Connect's `consent_required`,
+/// `interaction_required`, `login_required`): a token exchange refused with one of them is
+/// a 403 naming the code. Every other code (`invalid_client`, `unsupported_grant_type`,
+/// `server_error`, unknown ones) means the gateway cannot get an answer now: 503.
 pub const REFUSALS: &[&str] = &[
     "invalid_request",
     "invalid_grant",
@@ -37,6 +39,11 @@ pub const REFUSALS: &[&str] = &[
     "invalid_scope",
     "unauthorized_client",
     "access_denied",
+    "invalid_token",
+    "expired_token",
+    "consent_required",
+    "interaction_required",
+    "login_required",
 ];
 
 /// What is asked for.
@@ -73,6 +80,9 @@ pub enum Failure {
     /// The endpoint is not configured and discovery failed.
     Discovery(String),
     Timeout,
+    /// The token endpoint did not accept the connection (nothing was sent).
+    Unreachable(String),
+    /// The exchange failed after the request was sent (reset, hang-up).
     Transport(String),
     /// A status that is neither 200 nor an RFC 6749 error.
     Status(u16),
@@ -103,6 +113,20 @@ impl Failure {
     pub fn breaks(&self) -> bool {
         !matches!(self, Failure::Refused(_) | Failure::CircuitOpen)
     }
+
+    /// Whether the request reached the token endpoint (and with it, for an exchange, the
+    /// caller's token): the AS's answer, or lack of one, may be about that request alone.
+    /// Not for a failure before sending (discovery, the assertion, the connection) nor a
+    /// call the breaker refused.
+    pub fn sent(&self) -> bool {
+        !matches!(
+            self,
+            Failure::Discovery(_)
+                | Failure::Signing(_)
+                | Failure::Unreachable(_)
+                | Failure::CircuitOpen
+        )
+    }
 }
 
 impl std::fmt::Display for Failure {
@@ -116,6 +140,7 @@ impl std::fmt::Display for Failure {
             ),
             Failure::Discovery(e) => write!(f, "token endpoint discovery failed: {e}"),
             Failure::Timeout => f.write_str("the token endpoint did not answer in time"),
+            Failure::Unreachable(e) => write!(f, "the token endpoint is unreachable: {e}"),
             Failure::Transport(e) => write!(f, "token request failed: {e}"),
             Failure::Status(s) => write!(f, "the token endpoint answered HTTP {s}"),
             Failure::Garbage(why) => write!(f, "the token endpoint's answer is unusable: {why}"),
@@ -327,6 +352,8 @@ pub async fn post(
 fn transport(e: reqwest::Error) -> Failure {
     if e.is_timeout() {
         Failure::Timeout
+    } else if e.is_connect() {
+        Failure::Unreachable(e.without_url().to_string())
     } else {
         // Without the URL: it is in the config, and the error chain is enough.
         Failure::Transport(e.without_url().to_string())
@@ -560,5 +587,24 @@ mod tests {
         assert!(Failure::Refused("invalid_grant").label() == "refused");
         assert!(!Failure::Refused("invalid_grant").breaks());
         assert!(Failure::Timeout.breaks() && Failure::Misconfigured("x".into()).breaks());
+        // Sent: what the AS did with the request may be about the caller's token.
+        for f in [
+            Failure::Timeout,
+            Failure::Transport("reset".into()),
+            Failure::Status(500),
+            Failure::Garbage("x"),
+            Failure::TooLarge,
+            Failure::Misconfigured("x".into()),
+        ] {
+            assert!(f.sent(), "{f:?}");
+        }
+        for f in [
+            Failure::Unreachable("refused".into()),
+            Failure::Discovery("x".into()),
+            Failure::Signing("x".into()),
+            Failure::CircuitOpen,
+        ] {
+            assert!(!f.sent(), "{f:?}");
+        }
     }
 }

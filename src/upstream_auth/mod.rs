@@ -22,6 +22,7 @@
 //! refuses an exchange gives the client 403 naming the route and the AS's error code; an
 //! AS that cannot answer gives 503 with `Retry-After`. Either way nothing is forwarded.
 
+pub mod breaker;
 pub mod cache;
 pub mod client;
 pub mod client_auth;
@@ -533,6 +534,26 @@ fn scope_list(at: &str, v: &[String]) -> Result<Option<String>, CompileError> {
 }
 
 impl UpstreamAuth {
+    /// What `mcpgate check` (and every load) warns about this credential on a route with
+    /// `auth`: the gateway's own credential (`static`, `client_credentials`) on an
+    /// `auth: none` route reaches the upstream for anyone who can reach the route.
+    /// (`token_exchange` there does not compile: it needs a validated token.)
+    pub fn warning(&self, auth: AuthMode) -> Option<String> {
+        let what = match self {
+            UpstreamAuth::Static(_) => "a static credential",
+            UpstreamAuth::ClientCredentials(_) => "the gateway's own client_credentials token",
+            _ => return None,
+        };
+        (auth == AuthMode::None).then(|| {
+            format!(
+                "upstream_auth mode {} on a route with auth: none: {what} reaches the \
+                 upstream for every anonymous caller; require credentials (auth) unless the \
+                 upstream is meant to be public with it",
+                self.mode().as_str()
+            )
+        })
+    }
+
     /// Compile a route's `upstream_auth` (errors at paths within the block).
     pub fn compile(
         f: Option<FileUpstreamAuth>,
@@ -947,6 +968,34 @@ routes:
 
     fn as_config(c: &Config) -> &AsConfig {
         c.routes[0].upstream_auth.as_config().unwrap()
+    }
+
+    #[test]
+    fn the_gateways_own_credential_on_an_anonymous_route_is_a_warning() {
+        let d = Dir::new();
+        let cc = "    upstream_auth: {mode: client_credentials, issuer: corp, client_id: gw, client_secret_file: secret}\n";
+        let st = "    upstream_auth: {mode: static, header: X-Key, value_file: api-key}\n";
+        for (block, warns) in [
+            (cc, true),
+            (st, true),
+            ("    forward_token: true\n", false),
+            ("", false),
+        ] {
+            for (auth, anonymous) in [("oauth", false), ("none", true)] {
+                let c = d.ok(&format!("    auth: {auth}\n{block}"));
+                let r = &c.routes[0];
+                let w = r.upstream_auth.warning(r.auth.mode);
+                assert_eq!(w.is_some(), warns && anonymous, "{auth} {block}: {w:?}");
+            }
+        }
+        d.refused(
+            &format!(
+                "    auth: none\n{}",
+                EXCHANGE.replace("    issuers: [corp]\n", "")
+            ),
+            "routes[0].upstream_auth.mode",
+            "needs auth: oauth",
+        );
     }
 
     #[test]

@@ -381,6 +381,12 @@ async fn refusals_of_the_as_are_403_naming_the_route_and_the_code() {
         "invalid_scope",
         "unauthorized_client",
         "invalid_request",
+        // Codes that concern the caller's token or its user are the caller's too.
+        "invalid_token",
+        "expired_token",
+        "consent_required",
+        "interaction_required",
+        "login_required",
     ] {
         env.idp.set_token_mode(TokenMode::Refuse(400, code));
         let t = user(&env, "alice");
@@ -415,7 +421,7 @@ async fn refusals_of_the_as_are_403_naming_the_route_and_the_code() {
             ],
         )
         .await;
-    assert_eq!(m, 5.0);
+    assert_eq!(m, 10.0);
     let refused = env
         .metric(
             "mcpgate_requests_total",
@@ -426,7 +432,7 @@ async fn refusals_of_the_as_are_403_naming_the_route_and_the_code() {
             ],
         )
         .await;
-    assert!(refused >= 10.0, "{refused}");
+    assert!(refused >= 20.0, "{refused}");
 }
 
 #[tokio::test]
@@ -570,8 +576,9 @@ async fn the_breaker_stops_asking_a_failing_as() {
     idp.set_token_mode(TokenMode::Refuse(500, "server_error"));
     let ua = format!("{EXCHANGE}\n      breaker_failures: 2\n      breaker_open_ms: 800");
     let env = env_with(idp, &ua, NONE).await;
-    for _ in 0..2 {
-        let r = env.post_mcp(&user(&env, "alice")).await;
+    // Failing for every caller: two distinct callers are the evidence.
+    for sub in ["alice", "bob"] {
+        let r = env.post_mcp(&user(&env, sub)).await;
         assert_unavailable(&env, &r, "failing");
     }
     assert_eq!(env.idp.token_calls(), 2);
@@ -598,6 +605,125 @@ async fn the_breaker_stops_asking_a_failing_as() {
         env.post_mcp(&user(&env, "alice")).await.status == 200
     })
     .await;
+}
+
+/// The AS fails for one user's tokens only (F1): however often and with however many
+/// tokens that user asks, each token costs the AS one call per refusal period, the breaker
+/// stays closed, and every other user's exchange reaches the AS and succeeds.
+#[tokio::test]
+async fn one_callers_failures_never_open_the_breaker_for_others() {
+    let ua = format!(
+        "{EXCHANGE}\n      timeout_ms: 500\n      breaker_failures: 2\n      breaker_open_ms: 60000"
+    );
+    let env = env_with(MockIdp::start(), &ua, NONE).await;
+    let modes: Vec<(&str, TokenMode)> = vec![
+        ("500", TokenMode::Refuse(500, "server_error")),
+        ("unknown 400 code", TokenMode::Refuse(400, "something_else")),
+        ("401", TokenMode::Refuse(401, "invalid_client")),
+        ("502 HTML", TokenMode::Raw(502, "text/html", "<html>")),
+        ("garbage", TokenMode::Raw(200, "application/json", "[]")),
+        ("hang-up", TokenMode::Hangup),
+    ];
+    for (what, mode) in modes {
+        env.idp.set_token_mode_for("mallory", mode);
+        for _ in 0..4 {
+            let m = user(&env, "mallory");
+            let calls = env.idp.token_calls();
+            for _ in 0..3 {
+                let r = env.post_mcp(&m).await;
+                assert_unavailable(&env, &r, what);
+            }
+            assert_eq!(
+                env.idp.token_calls(),
+                calls + 1,
+                "{what}: a failing token is asked once per period"
+            );
+        }
+    }
+    let circuit_open = [
+        ("route", "mcp"),
+        ("grant", "token_exchange"),
+        ("result", "circuit_open"),
+    ];
+    assert_eq!(
+        env.metric("mcpgate_upstream_token_requests_total", &circuit_open)
+            .await,
+        0.0
+    );
+    for sub in ["bob", "carol", "dave"] {
+        let t = user(&env, sub);
+        let calls = env.idp.token_calls();
+        let r = env.post_mcp(&t).await;
+        assert_eq!(r.status, 200, "{sub}: {r}");
+        assert_eq!(env.idp.token_calls(), calls + 1, "{sub}: not asked");
+        assert_eq!(
+            upstream_bearer(&env.up.last()),
+            env.idp.exchanged_for(&t).unwrap()
+        );
+    }
+    assert_eq!(
+        env.metric("mcpgate_upstream_token_requests_total", &circuit_open)
+            .await,
+        0.0
+    );
+}
+
+/// A token endpoint that does not take connections fails for everyone before any caller's
+/// token is sent: the breaker opens on one caller's requests.
+#[tokio::test]
+async fn an_unreachable_token_endpoint_opens_the_breaker() {
+    let closed = ClosedPort::new();
+    let ua = format!(
+        "{}\n      breaker_failures: 2\n      breaker_open_ms: 60000",
+        EXCHANGE.replace(
+            "issuer: as",
+            &format!("issuer: as\n      token_endpoint: {}/token", closed.url()),
+        )
+    );
+    let env = env_with(MockIdp::start(), &ua, NONE).await;
+    for _ in 0..4 {
+        let r = env.post_mcp(&user(&env, "alice")).await;
+        assert_unavailable(&env, &r, "unreachable");
+    }
+    let m = env
+        .metric(
+            "mcpgate_upstream_token_requests_total",
+            &[
+                ("route", "mcp"),
+                ("grant", "token_exchange"),
+                ("result", "circuit_open"),
+            ],
+        )
+        .await;
+    assert_eq!(m, 2.0);
+}
+
+/// A token endpoint that redirects, even to its own origin, gets no second copy of the
+/// client's secret or the caller's token (F5): the redirect is an unusable answer, 503, and
+/// its target is never asked. Discovery still follows same-origin redirects.
+#[tokio::test]
+async fn a_redirecting_token_endpoint_is_503_and_never_followed() {
+    const ELSEWHERE: &str = "/token-elsewhere";
+    for (ua, grant) in [
+        (EXCHANGE, "token_exchange"),
+        (CLIENT_CREDENTIALS, "client_credentials"),
+    ] {
+        let env = env_with(MockIdp::start(), ua, NONE).await;
+        for status in [301, 302, 303, 307, 308] {
+            env.idp
+                .set_token_mode(TokenMode::Redirect(status, ELSEWHERE));
+            let calls = env.idp.token_calls();
+            let r = env.post_mcp(&user(&env, "alice")).await;
+            let what = format!("{grant} {status}");
+            assert_unavailable(&env, &r, &what);
+            assert_eq!(env.idp.token_calls(), calls + 1, "{what}");
+            assert_eq!(
+                env.idp.count(ELSEWHERE),
+                0,
+                "{what}: the redirect was followed"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -840,6 +966,51 @@ routes:
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("client_credentials"), "{out}");
     assert!(!out.contains("gw-secret-value"), "{out}");
+    assert!(!out.contains("warning"), "{out}");
+    // On an `auth: none` route (F12): token_exchange has no token to exchange, an error;
+    // the gateway's own credential reaches anonymous callers' upstream, a warning.
+    let anonymous = |block: &str| {
+        config(block).replace(
+            "    upstream: http://127.0.0.1:3\n",
+            "    upstream: http://127.0.0.1:3\n    auth: none\n",
+        )
+    };
+    let (code, out) = check(anonymous("      mode: token_exchange\n      issuer: as\n"));
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("route \"mcp\"") && out.contains("mode token_exchange needs auth: oauth"),
+        "{out}"
+    );
+    let (code, out) = check(anonymous(
+        "      mode: client_credentials\n      issuer: as\n",
+    ));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning: route \"mcp\": upstream_auth mode client_credentials on a route with auth: none"),
+        "{out}"
+    );
+    let value = dir.path().join("v");
+    std::fs::write(&value, "sk-static-value-0123\n").unwrap();
+    let (code, out) = check(format!(
+        "listen: {{address: '127.0.0.1:1', public_url: 'https://mcp.example.com'}}
+admin: {{address: '127.0.0.1:2'}}
+routes:
+  - name: mcp
+    path_prefix: /mcp
+    upstream: http://127.0.0.1:3
+    auth: none
+    upstream_auth: {{mode: static, header: X-Key, value_file: {}}}
+",
+        value.display()
+    ));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "warning: route \"mcp\": upstream_auth mode static on a route with auth: none"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("sk-static-value-0123"), "{out}");
 }
 
 /// An introspection `active: false` drops what was exchanged for that token: once the AS

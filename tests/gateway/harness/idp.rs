@@ -48,6 +48,9 @@ pub enum TokenMode {
     Raw(u16, &'static str, &'static str),
     /// Close the connection without answering.
     Hangup,
+    /// This status with `Location` = the issuer's origin followed by this path (the same
+    /// origin), no body.
+    Redirect(u16, &'static str),
 }
 
 /// How the gateway must authenticate at the token endpoint.
@@ -131,6 +134,9 @@ struct IdpState {
     /// `expires_in` of issued tokens (`None`: the member is left out).
     token_expires_in: Mutex<Option<u64>>,
     token_delay: Mutex<Duration>,
+    /// What the token endpoint does for an exchange whose subject token's `sub` is the key
+    /// (instead of `token_mode`).
+    token_mode_for: Mutex<HashMap<String, TokenMode>>,
     issued: Mutex<Vec<Issued>>,
 }
 
@@ -336,7 +342,10 @@ impl IdpState {
         if !authenticated {
             return json_reply(401, r#"{"error":"invalid_client"}"#.into());
         }
-        match self.token_mode.lock().unwrap().clone() {
+        let sub = seen.param("subject_token").and_then(jwt_sub);
+        let for_sub = sub.and_then(|s| self.token_mode_for.lock().unwrap().get(&s).cloned());
+        let mode = for_sub.unwrap_or_else(|| self.token_mode.lock().unwrap().clone());
+        match mode {
             TokenMode::Issue => {}
             TokenMode::Refuse(status, code) => {
                 let body = json!({"error": code, "error_description": AS_TEXT});
@@ -350,6 +359,17 @@ impl IdpState {
                 }
             }
             TokenMode::Hangup => return Reply::Hangup,
+            TokenMode::Redirect(status, path) => {
+                let origin = self
+                    .issuer
+                    .strip_suffix(&self.issuer_path)
+                    .unwrap_or(&self.issuer);
+                return Reply::Full {
+                    status,
+                    headers: vec![("Location".into(), format!("{origin}{path}"))],
+                    body: Vec::new(),
+                };
+            }
         }
         let grant = seen.param("grant_type").unwrap_or("").to_string();
         let (prefix, subject) = match grant.as_str() {
@@ -378,6 +398,17 @@ impl IdpState {
         });
         json_reply(200, body.to_string())
     }
+}
+
+/// The `sub` of a JWT (unverified: the mock only sorts requests by it).
+fn jwt_sub(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    v["sub"].as_str().map(str::to_string)
 }
 
 impl MockIdp {
@@ -422,6 +453,7 @@ impl MockIdp {
             token_auth: Mutex::new(TokenAuth::Basic),
             token_expires_in: Mutex::new(Some(300)),
             token_delay: Mutex::new(Duration::ZERO),
+            token_mode_for: Mutex::default(),
             issued: Mutex::default(),
         });
         let st = state.clone();
@@ -551,6 +583,15 @@ impl MockIdp {
     }
     pub fn set_token_mode(&self, m: TokenMode) {
         *self.state.token_mode.lock().unwrap() = m;
+    }
+    /// What the token endpoint does for exchanges of tokens whose `sub` is `sub` (the
+    /// others get [`MockIdp::set_token_mode`]'s).
+    pub fn set_token_mode_for(&self, sub: &str, m: TokenMode) {
+        self.state
+            .token_mode_for
+            .lock()
+            .unwrap()
+            .insert(sub.to_string(), m);
     }
     pub fn set_token_auth(&self, a: TokenAuth) {
         *self.state.token_auth.lock().unwrap() = a;

@@ -69,6 +69,20 @@ impl Fetcher {
         self.unredirected.clone()
     }
 
+    /// [`Fetcher::unredirected_client`] trusting `roots` (an issuer's `ca_file`) when given:
+    /// for calls that carry the gateway's client secret and a caller's token
+    /// (introspection). Should the client not build, the shared unredirected one is returned
+    /// and its calls fail verification, which is logged.
+    pub fn unredirected_client_for(&self, roots: Option<&TrustRoots>) -> reqwest::Client {
+        match roots {
+            None => self.unredirected_client(),
+            Some(r) => build(Some(r), reqwest::redirect::Policy::none()).unwrap_or_else(|e| {
+                tracing::error!(ca_file = %r.file.display(), error = %e, "cannot build an HTTP client with this CA");
+                self.unredirected_client()
+            }),
+        }
+    }
+
     /// The client for fetches that trust `roots` (an issuer's `ca_file`) instead of the
     /// system roots; the shared client without. The roots were checked when the config
     /// compiled ([`TrustRoots::load`]); should the client still not build, the shared one

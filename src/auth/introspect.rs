@@ -343,7 +343,9 @@ impl Introspector {
         Arc::new(Introspector {
             budget: Bucket::new(config.max_calls_per_second, config.burst, Instant::now()),
             breaker: crate::store::Breaker::new(config.breaker_failures, config.breaker_open),
-            client: fetcher.client_for(issuer.ca.as_ref()),
+            // Never redirected: the call carries the gateway's secret and the caller's
+            // token, and a 3xx is an answer that makes no sense (503).
+            client: fetcher.unredirected_client_for(issuer.ca.as_ref()),
             issuer,
             capacity,
             fetcher,

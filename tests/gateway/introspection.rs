@@ -262,6 +262,26 @@ async fn c5_2_unreachable_and_5xx_are_503() {
     assert_503(&dead, &opaque(), "AS unreachable").await;
 }
 
+/// A redirect from the introspection endpoint is an answer, never followed: following it
+/// would send the gateway's client secret and the caller's token a second time (red team,
+/// second pass, as F5 for token endpoints).
+#[tokio::test]
+async fn c5_2_a_redirecting_introspection_endpoint_is_503_and_never_followed() {
+    let mock = MockIdp::start();
+    let env = opaque_env(&mock, "").await;
+    for status in [301, 302, 303, 307, 308] {
+        let t = opaque();
+        mock.answer(&t, Answer::Redirect(status));
+        let before = mock.calls();
+        assert_503(&env, &t, &format!("AS {status}")).await;
+        assert_eq!(
+            mock.calls(),
+            before + 1,
+            "{status}: the redirect was followed"
+        );
+    }
+}
+
 #[tokio::test]
 async fn c5_2_as_rejecting_our_credentials_is_503_and_logged_loudly() {
     let mock = MockIdp::start();

@@ -91,6 +91,9 @@ pub enum Answer {
     Json(Value),
     /// Status, content type, body.
     Raw(u16, &'static str, &'static str),
+    /// This status with `Location` = the introspection endpoint itself (the same origin),
+    /// no body: a client that follows it asks again.
+    Redirect(u16),
 }
 
 /// One introspection request the mock received, its form decoded.
@@ -308,6 +311,11 @@ impl IdpState {
                     ("Cache-Control".into(), "no-store".into()),
                 ],
                 body: body.as_bytes().to_vec(),
+            },
+            Some(Answer::Redirect(status)) => Reply::Full {
+                status,
+                headers: vec![("Location".into(), format!("{}/introspect", self.issuer))],
+                body: Vec::new(),
             },
             None => json_reply(200, r#"{"active":false}"#.into()),
         }

@@ -599,10 +599,13 @@ fn bench_scale(c: &mut Criterion) {
     ];
     for (what, shape) in shapes {
         for n in [1usize, 100, 1_000] {
-            let mut p = Policy::default();
-            for i in 0..n {
-                p.tools.push(Rule::new(&shape(i), Vec::new()));
-            }
+            let p = Policy {
+                tools: (0..n)
+                    .map(|i| Rule::new(&shape(i), Vec::new()))
+                    .collect::<Vec<_>>()
+                    .into(),
+                ..Policy::default()
+            };
             g.bench_function(format!("{what}/{n}"), |b| {
                 b.iter(|| p.tool(black_box("read_file")))
             });

@@ -19,6 +19,14 @@
 //!   next to one `PING` through the same store (the loopback round trip the Redis-backed
 //!   check is measured against). The Redis benches are skipped when `redis-server` is not
 //!   on the PATH.
+//! - `scale/…` (issue 15): how per-request costs grow with the configuration, as curves:
+//!   `routing::classify` with 1 / 100 / 10,000 routes (each its own host and prefix; the
+//!   request is for the last one), a tool's policy lookup (`Policy::tool`) with 1 / 100 /
+//!   1,000 rules (literals and `prefix*` globs, the shapes policies use; a name matching
+//!   none of them, so first-match order is searched to the end) and 1 / 100 / 1,000 rules
+//!   that are infix globs (`*_tN_*`), and `RevocationSet::check` of a token that is not
+//!   revoked with 0 / 10,000 / 1,000,000 `jti` revocations (the set's resident memory per
+//!   entry is printed while it is built).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -534,6 +542,135 @@ fn bench_limits(c: &mut Criterion) {
     drop(redis);
 }
 
+// ---------------------------------------------------------------------------------------
+// Scale curves (issue 15)
+// ---------------------------------------------------------------------------------------
+
+/// Rule shapes of the `scale/tool-rules` curves: literals and `prefix*` globs, then infix
+/// globs.
+fn literal_or_prefix(i: usize) -> String {
+    if i % 2 == 0 {
+        format!("tool_{i}")
+    } else {
+        format!("ns{i}_*")
+    }
+}
+
+fn infix_glob(i: usize) -> String {
+    format!("*_t{i}_*")
+}
+
+fn bench_scale(c: &mut Criterion) {
+    use mcpgate::mcp::policy::{Policy, Rule};
+    use mcpgate::routing::{self, RouteMatch, Table};
+
+    let mut g = c.benchmark_group("scale");
+    let limits = mcpgate::connections::RequestLimits {
+        max_header_bytes: 64 * 1024,
+        max_body_bytes: 1 << 20,
+        max_inspected_body_bytes: 1 << 20,
+    };
+    for n in [1usize, 100, 10_000] {
+        let mut table = Table::default();
+        for i in 0..n {
+            let host = format!("h{i}.bench.example");
+            let m = RouteMatch::compile(Some(&host), &format!("/r{i}/mcp"), false).unwrap();
+            table.add(&format!("r{i}"), m).unwrap();
+        }
+        let last = n - 1;
+        let mut req =
+            pingora_http::RequestHeader::build("POST", format!("/r{last}/mcp/x").as_bytes(), None)
+                .unwrap();
+        req.insert_header("host", format!("h{last}.bench.example"))
+            .unwrap();
+        assert!(matches!(
+            routing::classify(&table, &limits, &req),
+            Ok(routing::Target::Route { index, .. }) if index == last
+        ));
+        g.bench_function(format!("routes/{n}"), |b| {
+            b.iter(|| routing::classify(black_box(&table), &limits, black_box(&req)))
+        });
+    }
+
+    type Shape = fn(usize) -> String;
+    let shapes: [(&str, Shape); 2] = [
+        ("tool-rules", literal_or_prefix),
+        ("tool-rules-infix-globs", infix_glob),
+    ];
+    for (what, shape) in shapes {
+        for n in [1usize, 100, 1_000] {
+            let p = Policy {
+                tools: (0..n)
+                    .map(|i| Rule::new(&shape(i), Vec::new()))
+                    .collect::<Vec<_>>()
+                    .into(),
+                ..Policy::default()
+            };
+            g.bench_function(format!("{what}/{n}"), |b| {
+                b.iter(|| p.tool(black_box("read_file")))
+            });
+        }
+    }
+
+    for n in [0usize, 10_000, 1_000_000] {
+        let t = now();
+        let rss0 = rss_bytes();
+        let entries: Vec<_> = (0..n)
+            .map(|i| mcpgate::auth::revocation::Revocation {
+                id: format!("{i:032x}"),
+                kind: mcpgate::auth::revocation::Kind::Jti,
+                value: format!("jti-{i:016x}"),
+                issuer: None,
+                revoked_at: t,
+                expires_at: t + 3600,
+                reason: None,
+            })
+            .collect();
+        let set = mcpgate::auth::revocation::RevocationSet::build(entries, t);
+        if n > 0 {
+            eprintln!(
+                "scale/revocations/{n}: resident memory {} B per entry (entries and index)",
+                rss_bytes().saturating_sub(rss0) / n as u64
+            );
+        }
+        let p = revocation_principal();
+        assert!(set.check(&p, t).is_none());
+        g.bench_function(format!("revocations/{n}"), |b| {
+            b.iter(|| set.check(black_box(&p), t))
+        });
+    }
+    g.finish();
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn revocation_principal() -> mcpgate::principal::Principal {
+    mcpgate::principal::Principal {
+        method: mcpgate::principal::AuthMethod::Jwt,
+        iss: Arc::from(ISS),
+        issuer_name: Arc::from("bench"),
+        subject: Some(Box::from("user-1")),
+        client_id: Some(Arc::from("client-1")),
+        scopes: mcpgate::scope::ScopeSet::parse("mcp:tools"),
+        audiences: Arc::from(vec![Box::<str>::from(AUD)]),
+        any_audience: false,
+        exp: now() + 3600,
+        nbf: None,
+        skew: 30,
+        cnf_jkt: None,
+        jti: Some(Box::from("jti-not-revoked")),
+        iat: Some(now()),
+        azp: None,
+    }
+}
+
 criterion_group!(
     benches,
     bench_cache,
@@ -541,6 +678,7 @@ criterion_group!(
     bench_dpop,
     bench_prm,
     bench_mcp,
-    bench_limits
+    bench_limits,
+    bench_scale
 );
 criterion_main!(benches);

@@ -15,6 +15,7 @@ use crate::principal::Principal;
 use crate::scope::{check_scope_token, Hierarchy, RequiredScope};
 use schemars::JsonSchema;
 use serde::Deserialize;
+use std::collections::HashMap;
 
 /// One ordered pattern of a tool, resource or prompt policy.
 #[derive(Debug)]
@@ -46,6 +47,94 @@ impl Rule {
     }
 }
 
+/// The ordered rules of one of `tools`, `resources`, `prompts`, compiled for lookups whose
+/// cost does not grow with their number: patterns without wildcards in a map, `prefix*`
+/// patterns in a map keyed by prefix (tried at each prefix length the rules use), and only
+/// the other globs matched one by one. The answer is the first matching rule in config
+/// order, as a scan of every pattern would give it.
+#[derive(Debug, Default)]
+pub struct Rules {
+    rules: Vec<Rule>,
+    /// Pattern without `*` or `?` → the first rule with it.
+    literal: HashMap<String, usize>,
+    /// `p*` (`p` without wildcards) → the first rule with it.
+    prefix: HashMap<String, usize>,
+    /// The lengths of the keys of `prefix`, ascending, without repeats.
+    prefix_lens: Vec<usize>,
+    /// The other rules, in order.
+    globs: Vec<usize>,
+}
+
+impl Rules {
+    pub fn new(rules: Vec<Rule>) -> Rules {
+        let mut out = Rules::default();
+        for (i, r) in rules.iter().enumerate() {
+            let wild = |s: &str| s.contains(['*', '?']);
+            let head = r.pattern.trim_end_matches('*');
+            if !wild(&r.pattern) {
+                out.literal.entry(r.pattern.clone()).or_insert(i);
+            } else if !wild(head) {
+                out.prefix.entry(head.to_string()).or_insert(i);
+                out.prefix_lens.push(head.len());
+            } else {
+                out.globs.push(i);
+            }
+        }
+        out.prefix_lens.sort_unstable();
+        out.prefix_lens.dedup();
+        out.rules = rules;
+        out
+    }
+
+    /// The first rule, in config order, whose pattern matches `name`.
+    pub fn first_match(&self, name: &str) -> Option<&Rule> {
+        let mut best = self.literal.get(name).copied();
+        for &len in &self.prefix_lens {
+            if len > name.len() {
+                break;
+            }
+            // Not a char boundary: `name` cannot start with a prefix of that length.
+            let Some(head) = name.get(..len) else {
+                continue;
+            };
+            if let Some(&i) = self.prefix.get(head) {
+                best = Some(best.map_or(i, |b| b.min(i)));
+            }
+        }
+        for &i in &self.globs {
+            if best.is_some_and(|b| b < i) {
+                break;
+            }
+            if self.rules[i].matcher.matches(name) {
+                best = Some(i);
+                break;
+            }
+        }
+        best.and_then(|i| self.rules.get(i))
+    }
+}
+
+impl From<Vec<Rule>> for Rules {
+    fn from(rules: Vec<Rule>) -> Rules {
+        Rules::new(rules)
+    }
+}
+
+impl std::ops::Deref for Rules {
+    type Target = [Rule];
+    fn deref(&self) -> &[Rule] {
+        &self.rules
+    }
+}
+
+impl<'a> IntoIterator for &'a Rules {
+    type Item = &'a Rule;
+    type IntoIter = std::slice::Iter<'a, Rule>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.rules.iter()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DefaultPolicy {
@@ -57,9 +146,9 @@ pub enum DefaultPolicy {
 /// A route's MCP policy, compiled.
 #[derive(Debug, Default)]
 pub struct Policy {
-    pub tools: Vec<Rule>,
-    pub resources: Vec<Rule>,
-    pub prompts: Vec<Rule>,
+    pub tools: Rules,
+    pub resources: Rules,
+    pub prompts: Rules,
     pub default: DefaultPolicy,
     pub filter_tools_list: bool,
     /// `filter_resources_list`: `resources/list` and `resources/templates/list` answers lose
@@ -115,8 +204,8 @@ impl Policy {
             .is_some_and(|p| p.mode == crate::mcp::pins::PinMode::Enforce)
     }
 
-    fn lookup<'a>(&'a self, rules: &'a [Rule], name: &str) -> Need<'a> {
-        match rules.iter().find(|r| r.matcher.matches(name)) {
+    fn lookup<'a>(&'a self, rules: &'a Rules, name: &str) -> Need<'a> {
+        match rules.first_match(name) {
             Some(r) => Need::Scopes(&r.scopes),
             None if self.default == DefaultPolicy::Deny => Need::Denied,
             None => Need::Scopes(&[]),
@@ -214,13 +303,14 @@ impl Policy {
         oauth_only: bool,
     ) -> Result<Policy, CompileError> {
         let policy = Policy {
-            tools: rules("tools", f.tools, hierarchy)?,
+            tools: rules("tools", f.tools, hierarchy)?.into(),
             resources: rules("resources", f.resources, hierarchy)?
                 .into_iter()
                 .map(Rule::resource)
-                .collect::<Result<_, _>>()
-                .map_err(|e| CompileError::new("resources", e))?,
-            prompts: rules("prompts", f.prompts, hierarchy)?,
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| CompileError::new("resources", e))?
+                .into(),
+            prompts: rules("prompts", f.prompts, hierarchy)?.into(),
             default: f.default,
             filter_tools_list: f.filter_tools_list,
             filter_resources_list: f.filter_resources_list,
@@ -410,6 +500,72 @@ mod tests {
         }
     }
 
+    /// The compiled rules answer what a scan of every pattern in order answers.
+    #[test]
+    fn compiled_rules_agree_with_a_scan() {
+        let patterns = [
+            "read_file",
+            "read_*",
+            "*_admin",
+            "",
+            "re?d_file",
+            "read_file",
+            "a*b",
+            "**",
+            "x**",
+            "é*",
+            "éa",
+            "read_",
+            "*",
+            "read_file_*",
+            "?",
+            "tool",
+        ];
+        let names = [
+            "read_file",
+            "read_x",
+            "read_",
+            "read",
+            "db_admin",
+            "",
+            "reed_file",
+            "ab",
+            "axb",
+            "x",
+            "xy",
+            "é",
+            "éa",
+            "éb",
+            "e",
+            "read_file_2",
+            "tool",
+            "t",
+            "tools",
+            "b",
+        ];
+        // Every window of the pattern list, so each shape meets the others in each order.
+        for start in 0..patterns.len() {
+            for end in start..=patterns.len() {
+                let list: Vec<Rule> = patterns[start..end]
+                    .iter()
+                    .map(|p| Rule::new(p, vec![]))
+                    .collect();
+                let scan: Vec<Option<usize>> = names
+                    .iter()
+                    .map(|n| list.iter().position(|r| r.matcher.matches(n)))
+                    .collect();
+                let rules = Rules::new(list);
+                for (n, want) in names.iter().zip(scan) {
+                    let got = rules
+                        .first_match(n)
+                        .map(|r| std::ptr::from_ref(r) as usize - rules.as_ptr() as usize)
+                        .map(|off| off / std::mem::size_of::<Rule>());
+                    assert_eq!(got, want, "{n:?} against {:?}", &patterns[start..end]);
+                }
+            }
+        }
+    }
+
     #[test]
     fn first_matching_pattern_wins() {
         let p = Policy {
@@ -417,8 +573,9 @@ mod tests {
                 Rule::new("read_*", vec![scope("repo:read")]),
                 Rule::new("delete_*", vec![scope("repo:admin")]),
                 Rule::new("*", vec![]),
-            ],
-            resources: vec![Rule::new("file:///secrets/*", vec![scope("secrets:read")])],
+            ]
+            .into(),
+            resources: vec![Rule::new("file:///secrets/*", vec![scope("secrets:read")])].into(),
             ..Policy::default()
         };
         assert!(
@@ -432,7 +589,7 @@ mod tests {
             matches!(p.need(&Op::ResourcesRead("file:///secrets/a/b".into())), Need::Scopes(s) if s.len() == 1)
         );
         let deny = Policy {
-            tools: vec![Rule::new("safe_*", vec![])],
+            tools: vec![Rule::new("safe_*", vec![])].into(),
             default: DefaultPolicy::Deny,
             ..Policy::default()
         };

@@ -10,10 +10,15 @@
 //! `case_sensitive_prefix`: [`RouteMatch`]) and the table built from them ([`Table`]),
 //! which also says which route serves each metadata path. Lookups return route indices;
 //! the caller holds the routes.
+//!
+//! The lookup is indexed: routes are keyed by their lower-cased prefix (host-less ones,
+//! and per host), and a request tries the path's own whole-segment prefixes, longest
+//! first, so its cost grows with the path's segments, not with the number of routes.
 
 pub mod cors;
 pub mod host;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use http::Method;
@@ -102,6 +107,10 @@ pub struct Table {
     metadata: HashMap<(Option<String>, String), usize>,
     /// Hosts with a `root_metadata` route.
     root_hosts: HashSet<Option<String>>,
+    /// Lower-cased prefix → the host-less route with it (one per prefix: `prefixes`).
+    any_host: HashMap<String, usize>,
+    /// Host → lower-cased prefix → the route on that host with it.
+    by_host: HashMap<String, HashMap<String, usize>>,
 }
 
 impl Table {
@@ -128,8 +137,14 @@ impl Table {
                 ),
             ));
         }
+        let (host, lower) = key.clone();
+        let index = self.routes.len();
+        match host {
+            Some(h) => self.by_host.entry(h).or_default().insert(lower, index),
+            None => self.any_host.insert(lower, index),
+        };
         self.prefixes.insert(key, name.to_string());
-        self.names.insert(name.to_string(), self.routes.len());
+        self.names.insert(name.to_string(), index);
         self.routes.push(m);
         Ok(self.routes.len() - 1)
     }
@@ -193,7 +208,41 @@ impl Table {
 
     /// The route for `path` (normalized) on `host`: the longest matching prefix, a route
     /// naming the host winning over a host-less one with the same prefix.
+    ///
+    /// A prefix matches at a segment boundary (or is `/`), so the only prefixes that can
+    /// match are the path itself, the path up to each later `/`, and `/`: tried longest
+    /// first, the host's route before the host-less one at each length. At most one route
+    /// has a given lower-cased prefix on a host, and it still has to match the path in
+    /// its own way (`case_sensitive_prefix`).
     fn lookup(&self, host: &str, path: &str) -> Option<usize> {
+        let lower: Cow<'_, str> = if path.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(path.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(path)
+        };
+        let hosted = self.by_host.get(host);
+        let hit = |i: Option<&usize>| i.copied().filter(|&i| self.routes[i].matches(path));
+        let boundaries = lower
+            .bytes()
+            .enumerate()
+            .skip(1)
+            .filter(|&(_, b)| b == b'/')
+            .map(|(i, _)| i)
+            .rev();
+        std::iter::once(lower.len())
+            .chain(boundaries)
+            .chain(std::iter::once(1))
+            .find_map(|end| {
+                let candidate = lower.get(..end)?;
+                hosted
+                    .and_then(|h| hit(h.get(candidate)))
+                    .or_else(|| hit(self.any_host.get(candidate)))
+            })
+    }
+
+    /// The linear scan the index replaced: the test oracle of [`Table::lookup`].
+    #[cfg(test)]
+    fn lookup_by_scan(&self, host: &str, path: &str) -> Option<usize> {
         let mut best: Option<(usize, &RouteMatch)> = None;
         for (i, r) in self.routes.iter().enumerate() {
             let host_ok = r.host.as_ref().is_none_or(|rh| *rh == host);
@@ -334,6 +383,71 @@ mod tests {
             Ok(Target::MetadataPreflight) => "preflight".into(),
             Err(e) => format!("err:{}", e.status()),
         }
+    }
+
+    /// The indexed lookup answers what a scan of every route answers, for paths and
+    /// hosts around a table with nested, case-sensitive, host-bound and root prefixes.
+    #[test]
+    fn indexed_lookup_agrees_with_a_scan() {
+        let mut t = Table::default();
+        let routes: [(&str, Option<&str>, &str, bool); 10] = [
+            ("root", None, "/", false),
+            ("mcp", None, "/mcp", false),
+            ("mcp-h", Some("a.example"), "/mcp", false),
+            ("deep", None, "/mcp/v1/tools", false),
+            ("cs", None, "/Case/Sens", true),
+            ("cs-h", Some("a.example"), "/case", true),
+            ("api", Some("b.example"), "/api", false),
+            ("api-v", None, "/api/v2", false),
+            ("root-h", Some("b.example"), "/", false),
+            ("x", Some("a.example"), "/mcp/v1", true),
+        ];
+        for (name, host, prefix, cs) in routes {
+            t.add(name, RouteMatch::compile(host, prefix, cs).unwrap())
+                .unwrap();
+        }
+        let paths = [
+            "/",
+            "/mcp",
+            "/MCP",
+            "/mcp/",
+            "/mcpx",
+            "/mcp/v1",
+            "/MCP/V1",
+            "/mcp/v1/tools",
+            "/mcp/v1/tools/x",
+            "/mcp/V1/Tools/y",
+            "/Case/Sens",
+            "/case/sens",
+            "/Case/Sens/z",
+            "/case",
+            "/CASE",
+            "/case/x",
+            "/api",
+            "/api/v2",
+            "/API/V2/x",
+            "/api/v3",
+            "/other",
+            "/a/b/c/d",
+        ];
+        for host in ["a.example", "b.example", "c.example"] {
+            for path in paths {
+                assert_eq!(
+                    t.lookup(host, path),
+                    t.lookup_by_scan(host, path),
+                    "{host} {path}"
+                );
+            }
+        }
+        // Without a root route, unmatched paths have no route.
+        let mut t = Table::default();
+        t.add("m", RouteMatch::compile(None, "/mcp", false).unwrap())
+            .unwrap();
+        for path in ["/", "/m", "/mcpx", "/mc/p", "/MCP/x"] {
+            assert_eq!(t.lookup("h", path), t.lookup_by_scan("h", path), "{path}");
+        }
+        assert_eq!(t.lookup("h", "/MCP/x"), Some(0));
+        assert_eq!(t.lookup("h", "/mcpx"), None);
     }
 
     #[test]

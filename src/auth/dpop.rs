@@ -397,9 +397,16 @@ pub fn verify(proof: &str, want: &Expect<'_>) -> Result<Proof, DpopError> {
             .decode(s)
             .map_err(|_| bad("DPoP proof segment is not base64url"))
     };
-    let header: ProofHeader = serde_json::from_slice(&decode(h)?)
+    let (header_raw, claims_raw) = (decode(h)?, decode(p)?);
+    // RFC 7515 §5.2 (4, 6): each must be UTF-8. serde_json checks UTF-8 only in the strings
+    // it keeps, not in members it skips, so the check is made here, on the whole segment
+    // (as jwt::parse does for tokens).
+    if std::str::from_utf8(&header_raw).is_err() || std::str::from_utf8(&claims_raw).is_err() {
+        return Err(bad("DPoP proof header or claims are not UTF-8"));
+    }
+    let header: ProofHeader = serde_json::from_slice(&header_raw)
         .map_err(|_| bad("DPoP proof header is not valid JSON"))?;
-    let claims: ProofClaims = serde_json::from_slice(&decode(p)?)
+    let claims: ProofClaims = serde_json::from_slice(&claims_raw)
         .map_err(|_| bad("DPoP proof claims are not a valid JSON object"))?;
     let signature = decode(sig)?;
 
@@ -865,6 +872,28 @@ mod tests {
     }
 
     fn es256_proof(header_extra: serde_json::Value, claims: serde_json::Value) -> String {
+        es256_proof_raw(header_extra, claims, b"ODD")
+    }
+
+    /// A proof whose segments hold the bytes `odd` in place of each string `"ODD"`, signed.
+    fn es256_proof_raw(
+        header_extra: serde_json::Value,
+        claims: serde_json::Value,
+        odd: &[u8],
+    ) -> String {
+        let splice = |v: &serde_json::Value| {
+            let text = serde_json::to_vec(v).unwrap();
+            let mut out = Vec::new();
+            let mut rest = text.as_slice();
+            while let Some(i) = rest.windows(5).position(|w| w == b"\"ODD\"") {
+                out.extend_from_slice(&rest[..=i]);
+                out.extend_from_slice(odd);
+                out.push(b'"');
+                rest = &rest[i + 5..];
+            }
+            out.extend_from_slice(rest);
+            out
+        };
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
         let kp =
@@ -879,8 +908,8 @@ mod tests {
         }
         let input = format!(
             "{}.{}",
-            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap()),
-            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap())
+            URL_SAFE_NO_PAD.encode(splice(&header)),
+            URL_SAFE_NO_PAD.encode(splice(&claims))
         );
         let sig = kp.sign(&rng, input.as_bytes()).unwrap();
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
@@ -965,6 +994,49 @@ mod tests {
             Some(v6.as_str())
         );
         assert_eq!(normalize_htu("http://[::1/mcp"), None);
+    }
+
+    #[test]
+    fn invalid_utf8_in_an_unread_member_is_refused() {
+        // The JWT's gap (jwt::tests::invalid_utf8_in_an_unread_member_is_refused): serde_json
+        // checks UTF-8 only in the strings it keeps, not in members it skips.
+        let htu = "https://mcp.example.com/mcp";
+        let base = json!({"jti":"j1","htm":"POST","htu":htu,"iat":1000,"ath":ath("tok")});
+        let canonical = normalize_htu(htu).unwrap();
+        let want = Expect {
+            method: "POST",
+            htu: &canonical,
+            access_token: "tok",
+            algs: &Algorithm::ALL,
+            now: 1000,
+            past: 300,
+            future: 300,
+            nonce: None,
+        };
+        let mut claims = base.clone();
+        claims["x"] = json!("ODD");
+        // Valid UTF-8 in the same places is accepted: the test can fail.
+        for odd in [&b"\xC3\xA9"[..], b"ok"] {
+            assert!(verify(
+                &es256_proof_raw(json!({"x":"ODD"}), base.clone(), odd),
+                &want
+            )
+            .is_ok());
+            assert!(verify(&es256_proof_raw(json!({}), claims.clone(), odd), &want).is_ok());
+        }
+        for odd in [&b"\x85"[..], b"\xFF", b"\xED\xA0\x80", b"\xC9"] {
+            for p in [
+                es256_proof_raw(json!({"x":"ODD"}), base.clone(), odd),
+                es256_proof_raw(json!({"x":{"y":["ODD"]}}), base.clone(), odd),
+                es256_proof_raw(json!({}), claims.clone(), odd),
+            ] {
+                assert_eq!(
+                    verify(&p, &want).err(),
+                    Some(bad("DPoP proof header or claims are not UTF-8")),
+                    "{odd:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -516,6 +516,13 @@ fn op_of(m: Message<'_>, body: &[u8]) -> Result<(Op, Mirror), McpError> {
 /// Parse a request body. Malformed JSON or a non-object message is an error, and so is
 /// a URI or reference the gateway cannot judge.
 pub fn parse(body: &[u8]) -> Result<Calls, McpError> {
+    // JSON between systems is UTF-8 (RFC 8259 8.1). serde_json checks UTF-8 only in the
+    // strings it keeps, not in the members skipped (`jsonrpc`, `id`, unknown ones): the
+    // whole body is checked here, so that what is forwarded is the JSON that was judged,
+    // whatever decoder the upstream uses.
+    if std::str::from_utf8(body).is_err() {
+        return Err(McpError::new(PARSE_ERROR, "Parse error: body is not UTF-8"));
+    }
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
         let msgs: Vec<Message<'_>> = serde_json::from_slice(body)
@@ -576,6 +583,26 @@ mod tests {
         }
         let ok = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/list"}]"#;
         assert!(parse(ok.as_bytes()).unwrap().batch);
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused_even_in_unread_members() {
+        // Found by the mcp_request fuzz target (fuzz/corpus/mcp_request/regress-*): a
+        // `jsonrpc` string holding bytes that are not UTF-8 was forwarded.
+        for body in [
+            &b"{\"jsonrpc\":\"4\xC9\xC9.0\",\"id\":1,\"method\":\"ping\"}"[..],
+            b"{\"jsonrpc\":\"2.0\",\"id\":\"\xFF\",\"method\":\"ping\"}",
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"x\":{\"\xE0\":[\"\x85\"]}}",
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\",\"params\":{\"cursor\":\"\xC0\"}}",
+            b"[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"y\":\"\xED\xA0\x80\"}]",
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\xFF",
+        ] {
+            let e = parse(body).err().unwrap_or_else(|| panic!("{body:?} parsed"));
+            assert_eq!(e.code, PARSE_ERROR, "{body:?}");
+        }
+        assert!(
+            parse(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"x\":\"\xC3\xA9\"}").is_ok()
+        );
     }
 
     #[test]

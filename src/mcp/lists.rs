@@ -288,6 +288,19 @@ fn is_json_space(b: &u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
+/// Whether a client could take `doc` for a JSON object or array, the only shapes that carry a
+/// list: decoded as a client decodes it (invalid UTF-8 replaced, as the SSE and fetch
+/// decoders do), its first character past any whitespace and byte order marks opens one.
+/// What the gateway cannot read may pass unread only when this is false (an error page, the
+/// legacy transport's `endpoint` URL): a document that looks like JSON and is not the JSON the
+/// gateway reads (invalid UTF-8 or a lone surrogate in a string, a repeated member, trailing
+/// bytes, a truncated end) is one that some client may still read a list from.
+fn looks_like_json(doc: &[u8]) -> bool {
+    String::from_utf8_lossy(doc)
+        .trim_start_matches(|c: char| c.is_whitespace() || c == '\u{FEFF}')
+        .starts_with(['{', '['])
+}
+
 /// Judge one JSON document: a JSON-RPC message or a batch (array) of them.
 pub fn filter_json(doc: &[u8], keep: &dyn View) -> Result<Judged, Unreadable> {
     if doc.starts_with(BOM) {
@@ -517,7 +530,11 @@ impl SseFilter {
         let lines = std::mem::take(&mut self.lines);
         let mut data = std::mem::take(&mut self.data);
         let has_data = std::mem::replace(&mut self.has_data, false);
-        let kind = self.kind.take();
+        // An empty `event` field leaves the type `message` (the SSE dispatch rules).
+        let message = self
+            .kind
+            .take()
+            .is_none_or(|k| k.is_empty() || k == b"message");
         if !has_data {
             out.extend_from_slice(&event);
             return Ok(());
@@ -539,10 +556,9 @@ impl SseFilter {
                 }
             }
             // An event of another type is not a JSON-RPC message to MCP clients (they read
-            // only `message`, the default): its data need not be JSON.
-            Err(_) if kind.as_deref().is_some_and(|k| k != b"message") => {
-                out.extend_from_slice(&event)
-            }
+            // only `message`, the default): its data need not be JSON. But data that looks
+            // like JSON is judged as JSON whatever the type: unreadable, it is refused.
+            Err(_) if !message && !looks_like_json(&data) => out.extend_from_slice(&event),
             Err(e) => return Err(self.fail(e)),
         }
         Ok(())
@@ -737,7 +753,9 @@ impl Judge {
                 match filter_json(&doc, keep) {
                     Ok(Judged::Unchanged) => *body = Some(Bytes::from(doc)),
                     Ok(Judged::Filtered(out)) => *body = Some(Bytes::from(out)),
-                    Err(Unreadable::NotJson) if self.lenient => *body = Some(Bytes::from(doc)),
+                    Err(Unreadable::NotJson) if self.lenient && !looks_like_json(&doc) => {
+                        *body = Some(Bytes::from(doc))
+                    }
                     Err(e) => return self.refuse_json(body, e),
                 }
                 self.mode = Mode::Ended;
@@ -1048,6 +1066,36 @@ mod tests {
         // but a list in it is still filtered
         let out = sse_all(&[format!("event: other\ndata: {LIST}\n\n").as_bytes()]).unwrap();
         assert!(!out.contains("deny_rm"));
+        // and data that looks like JSON but cannot be read is refused whatever the type
+        // (fuzz finding list_filter: invalid UTF-8 in a tool name of an event `msseage`,
+        // which a client decoding with replacement reads as a list)
+        let lone = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"deny_x","description":"\ud800"}]}}"#;
+        let bad_utf8 = [&br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"\xD4ead"},{"name":"deny_x"}]}}"#[..]].concat();
+        let twice = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"deny_x"}],"Tools":[]}}"#;
+        for kind in ["msseage", "endpoint", "Message", ""] {
+            for (data, why) in [
+                (lone.as_bytes(), Unreadable::NotJson),
+                (&bad_utf8[..], Unreadable::NotJson),
+                (twice.as_bytes(), Unreadable::Ambiguous),
+                (b" \xEF\xBB\xBF[1,", Unreadable::NotJson),
+                (b"{\"a\":1}{\"b\":2}", Unreadable::NotJson),
+            ] {
+                let ev = [format!("event: {kind}\ndata: ").as_bytes(), data, b"\n\n"].concat();
+                assert_eq!(
+                    sse_all(&[&ev]),
+                    Err(why),
+                    "{}",
+                    String::from_utf8_lossy(&ev)
+                );
+            }
+        }
+        // an empty `event` field leaves the type `message`: its data must be JSON
+        for ev in [
+            &b"event:\ndata: /messages?s=1\n\n"[..],
+            b"event: \ndata: x\n\n",
+        ] {
+            assert_eq!(sse_all(&[ev]), Err(Unreadable::NotJson));
+        }
         // an event over the bound, in one line or in many, whatever the pieces
         let mut f = SseFilter::new();
         let mut out = Vec::new();
@@ -1167,6 +1215,26 @@ mod tests {
         let mut h = head(404, &[("content-type", "text/plain")]);
         let (mut j, _) = Judge::start(&mut h, false, None);
         assert_eq!(run(&mut j, &[b"Session not found"]).0, b"Session not found");
+        // a non-2xx body that looks like JSON but is not the JSON the gateway reads is
+        // refused: a client may read a list from it (fuzz finding list_filter)
+        let lone = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"deny_x","description":"\ud800"}]}}"#;
+        let bad_utf8 = [
+            &br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"deny_x","d":""#[..],
+            b"\xD4e\"}]}}",
+        ]
+        .concat();
+        for doc in [
+            lone.as_bytes(),
+            &bad_utf8,
+            b"  [{\"x\":1} trailing",
+            b"\xEF\xBB\xBF",
+        ] {
+            let mut h = head(404, &[("content-type", "text/html")]);
+            let (mut j, _) = Judge::start(&mut h, false, None);
+            let (out, why, _) = run(&mut j, &[doc]);
+            assert_eq!(why.len(), 1, "{}", String::from_utf8_lossy(doc));
+            assert!(!String::from_utf8_lossy(&out).contains("deny_x"));
+        }
         // a BOM is refused whatever the status
         let mut h = head(404, &[]);
         let (mut j, _) = Judge::start(&mut h, false, None);

@@ -422,6 +422,11 @@ mod tests {
             ("file:///public/x?/../../secret", UriError::DotDot),
             ("file:///public/x?%2e%2e/secret", UriError::DotDot),
             ("file:///public/x#/../../secret", UriError::DotDot),
+            // The resource_uri fuzz target's finding (fuzz/corpus/resource_uri/regress-*),
+            // found on a build without the rule above: `..` in a fragment that holds `?`
+            // and a second `#`.
+            ("https:tps://Examplex#44~/a..//../c?x#{", UriError::DotDot),
+            ("mem:x#a/%2E%2E/b", UriError::DotDot),
             ("file:///public/x?q=\u{ff0e}\u{ff0e}", UriError::Ambiguous),
             ("file:///public/x?q=%FF", UriError::NotUtf8),
         ] {

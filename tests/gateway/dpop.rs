@@ -199,6 +199,54 @@ async fn c6_4_to_7_malformed_proofs() {
     }
 }
 
+/// RFC 7515 §5.2: the proof's header and claims are UTF-8, also in members the gateway does
+/// not read (serde_json skips those without checking; a JWT had the same gap). A proof signed
+/// by its key with a byte that is not UTF-8 in an unread member is refused.
+#[tokio::test]
+async fn proof_not_utf8_in_an_unread_member_is_refused() {
+    let env = Env::start(DPOP).await;
+    let t = bound_token(&env);
+    // The same proofs with UTF-8 in that place are accepted: the refusal is the bytes'.
+    for ok in [
+        Proof::new(&t).h("x", json!("ODD")),
+        Proof::new(&t).c("x", json!("ODD")),
+    ] {
+        let r = env
+            .send(dpop_req("/mcp", &t, Some(&ok.odd(b"\xC3\xA9").build())))
+            .await;
+        assert_eq!(r.status, 200, "{r}");
+    }
+    for odd in [&b"\xFF"[..], b"\x85", b"\xED\xA0\x80"] {
+        for (what, proof) in [
+            ("header", Proof::new(&t).h("x", json!("ODD"))),
+            (
+                "nested header",
+                Proof::new(&t).h("x", json!({"y": ["ODD"]})),
+            ),
+            ("claims", Proof::new(&t).c("x", json!("ODD"))),
+        ] {
+            let before = env.up.count();
+            let r = env
+                .send(dpop_req("/mcp", &t, Some(&proof.odd(odd).build())))
+                .await;
+            assert_dpop_challenge(&r, "invalid_dpop_proof");
+            let v = r.json();
+            assert_eq!(v["error"], "invalid_dpop_proof", "{what} {odd:?}: {r}");
+            assert!(
+                v["error_description"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("not UTF-8")),
+                "{what} {odd:?}: {r}"
+            );
+            assert_eq!(
+                env.up.count(),
+                before,
+                "{what} {odd:?}: reached the upstream"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn c6_8_tampered_signature() {
     let env = Env::start(DPOP).await;

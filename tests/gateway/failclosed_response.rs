@@ -63,6 +63,15 @@ fn big_list(size: usize) -> Vec<u8> {
     .unwrap()
 }
 
+/// The whole `tools/list` answer, with `odd` (bytes the gateway cannot read as JSON text)
+/// inside a description.
+fn odd_list(odd: &[u8]) -> Vec<u8> {
+    let list = serde_json::to_vec(&answer(&json!({"id": 1, "method": "tools/list"}))).unwrap();
+    let name = b"\"secret_tool\"";
+    let at = list.windows(name.len()).position(|w| w == name).unwrap() + name.len();
+    [&list[..at], b",\"description\":\"", odd, b"\"", &list[at..]].concat()
+}
+
 fn full(status: u16, ct: &str, body: Vec<u8>) -> Reply {
     Reply::Full {
         status,
@@ -123,6 +132,25 @@ fn upstream() -> Upstream {
                 let late = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"late\"}\n\n";
                 Reply::sse(vec![first, late.to_vec()], Duration::from_secs(20))
             }
+            // The list in an event of another type, with a byte that is not UTF-8 in a
+            // description (fuzz finding list_filter): a client decoding with replacement
+            // reads the list.
+            "sse-other-not-utf8" => Reply::sse(
+                vec![[
+                    b"event: msseage\ndata: ".as_slice(),
+                    &odd_list(b"\xD4"),
+                    b"\n\n",
+                ]
+                .concat()],
+                Duration::from_millis(5),
+            ),
+            // An empty `event` field (the type stays `message`), a lone surrogate in the list.
+            "sse-empty-event" => Reply::sse(
+                vec![[b"event:\ndata: ".as_slice(), &odd_list(b"\\ud800"), b"\n\n"].concat()],
+                Duration::from_millis(5),
+            ),
+            // An error status with the list and a lone surrogate: JSON to a lenient client.
+            "404-surrogate" => full(404, "application/json", odd_list(b"\\ud800")),
             // The JSON answer under an event-stream content type.
             "sse-json" => Reply::sse(vec![answer], Duration::from_millis(5)),
             // One event, then silence for 20 s, then another.
@@ -423,6 +451,47 @@ async fn answer_with_bom_is_refused() {
     assert_eq!(r.status, 200, "{r}");
     assert_no_denied(&r.text());
     assert_unreadable(&r.body, json!(1));
+}
+
+/// A list the gateway cannot read but a client may (fuzz finding list_filter): in an SSE event
+/// of another type with a byte that is not UTF-8 (a client decoding with replacement reads the
+/// list), in an event whose empty `event` field leaves it a `message`, in a 404 answer with a
+/// lone surrogate (JSON to JavaScript's `JSON.parse`). Each is refused, over HTTP/1.1 and
+/// HTTP/2: no denied tool reaches the client.
+#[tokio::test]
+async fn lists_a_client_may_read_but_the_gateway_cannot_are_refused() {
+    let env = Env::start(true).await;
+    for h1 in [true, false] {
+        for (reply, status) in [
+            ("sse-other-not-utf8", 200),
+            ("sse-empty-event", 200),
+            ("404-surrogate", 404),
+        ] {
+            let r = env
+                .client(h1)
+                .post(env.url("/mcp"))
+                .bearer_auth(env.reader())
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("x-reply", reply)
+                .body(TOOLS_LIST)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), status, "{reply} h1={h1}");
+            let sse = status == 200;
+            let body = r.bytes().await.unwrap();
+            let text = String::from_utf8_lossy(&body);
+            assert_no_denied(&text);
+            if sse {
+                let msgs = sse_messages(&text);
+                assert_eq!(msgs.len(), 1, "{reply} h1={h1}: {text:?}");
+                assert_unreadable(&serde_json::to_vec(&msgs[0]).unwrap(), json!(1));
+            } else {
+                assert_unreadable(&body, json!(1));
+            }
+        }
+    }
 }
 
 /// Two `result` members: a client reading the first would see what the gateway did not judge.

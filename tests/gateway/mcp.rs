@@ -425,6 +425,11 @@ async fn malformed_json_gets_400_jsonrpc_error_and_nothing_forwarded() {
         b"42",
         b"\"tools/call\"",
         b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"\xff\"}}",
+        // Not UTF-8 in members the gateway does not read (fuzz finding mcp_request): an
+        // allowed operation, but not the JSON that was judged.
+        b"{\"jsonrpc\":\"4\xC9\xC9.0\",\"id\":1,\"method\":\"ping\"}",
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"read_file\",\"x\":\"\xE0\"}}",
+        b"[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\",\"params\":{\"cursor\":\"\xED\xA0\x80\"}}]",
     ] {
         let r = env.refused("/mcp", &t, body, &[], 400).await;
         assert_jsonrpc_error(&r, -32700, Value::Null);

@@ -405,6 +405,9 @@ pub struct Proof {
     claims: Value,
     key: &'static EcdsaKeyPair,
     raw_signature: Option<Vec<u8>>,
+    /// Bytes written in place of every string `"ODD"` of the header and claims (any bytes,
+    /// UTF-8 or not), before signing.
+    odd: Option<Vec<u8>>,
 }
 
 impl Proof {
@@ -418,7 +421,31 @@ impl Proof {
             claims: json!({"jti": random_hex(12), "htm": htm, "htu": htu, "iat": now(), "ath": ath(token)}),
             key: p_key(),
             raw_signature: None,
+            odd: None,
         }
+    }
+
+    /// Writes `bytes` in place of every string value `"ODD"` (see [`Proof::h`], [`Proof::c`]).
+    pub fn odd(mut self, bytes: &[u8]) -> Proof {
+        self.odd = Some(bytes.to_vec());
+        self
+    }
+
+    fn segment(&self, v: &Value) -> String {
+        let text = serde_json::to_vec(v).unwrap();
+        let Some(odd) = &self.odd else {
+            return b64u(&text);
+        };
+        let mut out = Vec::new();
+        let mut rest = text.as_slice();
+        while let Some(i) = rest.windows(5).position(|w| w == b"\"ODD\"") {
+            out.extend_from_slice(&rest[..=i]);
+            out.extend_from_slice(odd);
+            out.push(b'"');
+            rest = &rest[i + 5..];
+        }
+        out.extend_from_slice(rest);
+        b64u(&out)
     }
 
     pub fn h(mut self, k: &str, v: Value) -> Proof {
@@ -455,8 +482,8 @@ impl Proof {
     pub fn build(&self) -> String {
         let input = format!(
             "{}.{}",
-            b64u(&serde_json::to_vec(&self.header).unwrap()),
-            b64u(&serde_json::to_vec(&self.claims).unwrap())
+            self.segment(&self.header),
+            self.segment(&self.claims)
         );
         let sig = match &self.raw_signature {
             Some(s) => s.clone(),

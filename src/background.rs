@@ -227,6 +227,74 @@ pub async fn get_json(
     Ok((body, max_age))
 }
 
+/// `Authorization: Basic` for a client at an authorization server (RFC 6749 §2.3.1: the id
+/// and the secret each form-encoded before Base64).
+pub fn client_secret_basic(client_id: &str, secret: &str) -> String {
+    use base64::Engine as _;
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let pair = format!("{}:{}", enc(client_id), enc(secret));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+/// Why [`post_form`] got no complete answer.
+pub enum PostError {
+    /// The deadline passed (reqwest's own, or the whole call's).
+    Timeout,
+    /// The request failed before an answer or while reading it.
+    Transport(reqwest::Error),
+    /// The answer's body is over the bound.
+    TooLarge,
+}
+
+/// POST a form (`application/x-www-form-urlencoded`, asking for JSON) to an authorization
+/// server endpoint with an optional `Authorization`, within `timeout` for the whole call:
+/// the status and the body, at most `max` bytes. Introspection and token requests.
+pub async fn post_form(
+    client: &reqwest::Client,
+    endpoint: &str,
+    body: String,
+    authorization: Option<String>,
+    timeout: Duration,
+    max: usize,
+) -> Result<(u16, Vec<u8>), PostError> {
+    let mut req = client
+        .post(endpoint)
+        .header(http::header::ACCEPT, "application/json")
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .timeout(timeout);
+    if let Some(a) = authorization {
+        req = req.header(http::header::AUTHORIZATION, a);
+    }
+    let transport = |e: reqwest::Error| {
+        if e.is_timeout() {
+            PostError::Timeout
+        } else {
+            PostError::Transport(e)
+        }
+    };
+    let call = async {
+        let mut resp = req.body(body).send().await.map_err(transport)?;
+        let status = resp.status().as_u16();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > max {
+                return Err(PostError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or(Err(PostError::Timeout))
+}
+
 /// The cause of a failed outbound request, named by kind so an operator knows where to
 /// look: `DNS: …` (the host does not resolve), `connect: …` (refused, unreachable),
 /// `TLS: …` (with the certificate problem: unknown CA, wrong host, expired), `timed out`,

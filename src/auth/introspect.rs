@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
@@ -549,64 +548,40 @@ pub async fn post(
     config: IntrospectionConfig,
     token: String,
 ) -> Result<(u16, Vec<u8>), Failure> {
-    let mut req = client
-        .post(&endpoint)
-        .header(http::header::ACCEPT, "application/json")
-        .header(
-            http::header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded",
-        )
-        .timeout(config.timeout);
-    let body = {
+    use crate::background::{client_secret_basic, post_form, PostError};
+    // The serializer is not `Send`: the form is finished before the call awaits.
+    let (body, authorization) = {
         let mut form = url::form_urlencoded::Serializer::new(String::new());
         form.append_pair("token", &token)
             .append_pair("token_type_hint", "access_token");
-        match config.auth_method {
-            ClientAuth::ClientSecretBasic => {
-                // RFC 6749 §2.3.1: both parts form-encoded before Base64.
-                let enc = |s: &str| {
-                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-                };
-                let pair = format!(
-                    "{}:{}",
-                    enc(&config.client_id),
-                    enc(config.client_secret.expose())
-                );
-                let b64 = base64::engine::general_purpose::STANDARD.encode(pair);
-                req = req.header(http::header::AUTHORIZATION, format!("Basic {b64}"));
-            }
+        let authorization = match config.auth_method {
+            ClientAuth::ClientSecretBasic => Some(client_secret_basic(
+                &config.client_id,
+                config.client_secret.expose(),
+            )),
             ClientAuth::ClientSecretPost => {
                 form.append_pair("client_id", &config.client_id)
                     .append_pair("client_secret", config.client_secret.expose());
+                None
             }
-        }
-        form.finish()
+        };
+        (form.finish(), authorization)
     };
-    let call = async {
-        let mut resp = req.body(body).send().await.map_err(transport)?;
-        let status = resp.status().as_u16();
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(Failure::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok((status, body))
-    };
-    match tokio::time::timeout(config.timeout, call).await {
-        Ok(r) => r,
-        Err(_) => Err(Failure::Timeout),
-    }
-}
-
-fn transport(e: reqwest::Error) -> Failure {
-    if e.is_timeout() {
-        Failure::Timeout
-    } else {
+    post_form(
+        &client,
+        &endpoint,
+        body,
+        authorization,
+        config.timeout,
+        MAX_BODY,
+    )
+    .await
+    .map_err(|e| match e {
+        PostError::Timeout => Failure::Timeout,
+        PostError::TooLarge => Failure::TooLarge,
         // Without the URL: it is in the config; the cause by kind (DNS, connect, TLS).
-        Failure::Transport(crate::background::describe(&e))
-    }
+        PostError::Transport(e) => Failure::Transport(crate::background::describe(&e)),
+    })
 }
 
 /// The members of an introspection response we read. Every one is optional and typed

@@ -9,7 +9,6 @@
 
 use std::path::PathBuf;
 
-use base64::Engine as _;
 use serde::Deserialize;
 
 /// A client secret read from a file: never printed.
@@ -227,15 +226,10 @@ impl ClientAuth {
         now: i64,
     ) -> Result<Option<String>, String> {
         match &self.method {
-            Method::Basic(secret) => {
-                // RFC 6749 §2.3.1: both parts form-encoded before Base64.
-                let enc = |s: &str| {
-                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-                };
-                let pair = format!("{}:{}", enc(&self.client_id), enc(secret.expose()));
-                let b64 = base64::engine::general_purpose::STANDARD.encode(pair);
-                Ok(Some(format!("Basic {b64}")))
-            }
+            Method::Basic(secret) => Ok(Some(crate::background::client_secret_basic(
+                &self.client_id,
+                secret.expose(),
+            ))),
             Method::Post(secret) => {
                 form.append_pair("client_id", &self.client_id)
                     .append_pair("client_secret", secret.expose());
@@ -263,6 +257,7 @@ mod tests {
         EcdsaKeyPair, Ed25519KeyPair, KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED,
         ECDSA_P256_SHA256_FIXED_SIGNING, ED25519,
     };
+    use base64::Engine as _;
 
     fn pem(label: &str, der: &[u8]) -> Vec<u8> {
         let b64 = base64::engine::general_purpose::STANDARD.encode(der);

@@ -320,44 +320,18 @@ pub async fn post(
     authorization: Option<String>,
     timeout: Duration,
 ) -> Result<(u16, Vec<u8>), Failure> {
-    let mut req = client
-        .post(&endpoint)
-        .header(http::header::ACCEPT, "application/json")
-        .header(
-            http::header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded",
-        )
-        .timeout(timeout);
-    if let Some(a) = authorization {
-        req = req.header(http::header::AUTHORIZATION, a);
-    }
-    let call = async {
-        let mut resp = req.body(body).send().await.map_err(transport)?;
-        let status = resp.status().as_u16();
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(Failure::TooLarge);
+    use crate::background::{post_form, PostError};
+    post_form(&client, &endpoint, body, authorization, timeout, MAX_BODY)
+        .await
+        .map_err(|e| match e {
+            PostError::Timeout => Failure::Timeout,
+            PostError::TooLarge => Failure::TooLarge,
+            // Without the URL: it is in the config, and the error chain is enough.
+            PostError::Transport(e) if e.is_connect() => {
+                Failure::Unreachable(e.without_url().to_string())
             }
-            body.extend_from_slice(&chunk);
-        }
-        Ok((status, body))
-    };
-    match tokio::time::timeout(timeout, call).await {
-        Ok(r) => r,
-        Err(_) => Err(Failure::Timeout),
-    }
-}
-
-fn transport(e: reqwest::Error) -> Failure {
-    if e.is_timeout() {
-        Failure::Timeout
-    } else if e.is_connect() {
-        Failure::Unreachable(e.without_url().to_string())
-    } else {
-        // Without the URL: it is in the config, and the error chain is enough.
-        Failure::Transport(e.without_url().to_string())
-    }
+            PostError::Transport(e) => Failure::Transport(e.without_url().to_string()),
+        })
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! and RFC 8089 for `file` (`file://localhost/` is `file:///`). What an upstream could
 //! resolve in several ways is refused instead ([`UriError`]): `..` anywhere in the path
 //! (encoded or not), an encoded `/` or `\`, a literal `\`, an encoded `%` (double
-//! encoding), `%00`, a control character, a malformed escape, or no scheme.
+//! encoding), `%00`, a control character (literal or encoded), a malformed escape, or no scheme.
 //! Normalising a normalised URI changes nothing.
 
 /// Why a resource URI cannot be judged.
@@ -122,6 +122,9 @@ fn canon(s: &str, part: Part, out: &mut String) -> Result<(), UriError> {
             let d = (h << 4) | l;
             match d {
                 0 => return Err(UriError::Nul),
+                // Encoded like literal: an upstream that strips or splits on a control
+                // character would read another name than the rules judged.
+                0x01..=0x1f | 0x7f => return Err(UriError::Control),
                 b'/' | b'\\' if part != Part::Other => return Err(UriError::EncodedSeparator),
                 b'%' if part != Part::Other => return Err(UriError::DoubleEncoding),
                 _ if unreserved(d) => out.push(d as char),
@@ -312,21 +315,21 @@ fn lower_keep_escapes(s: &str) -> String {
 /// glob syntax is untouched. `None` when the pattern holds a malformed escape or a
 /// control character.
 pub fn canonical_pattern(pattern: &str) -> Option<String> {
+    // Escapes first, then the scheme: an escape may spell part of the scheme
+    // (`%46ILE:` is `FILE:`), and canonicalising the result again must change nothing.
     let mut out = String::with_capacity(pattern.len());
-    let rest = match pattern.find(':') {
-        Some(i)
-            if pattern[..i]
+    canon(pattern, Part::Other, &mut out).ok()?;
+    if let Some(i) = out.find(':') {
+        let scheme = &out[..i];
+        if i > 0
+            && scheme
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-                && i > 0 =>
         {
-            out.push_str(&pattern[..i].to_ascii_lowercase());
-            out.push(':');
-            &pattern[i + 1..]
+            let lower = scheme.to_ascii_lowercase();
+            out.replace_range(..i, &lower);
         }
-        _ => pattern,
-    };
-    canon(rest, Part::Other, &mut out).ok()?;
+    }
     Some(out)
 }
 
@@ -389,6 +392,13 @@ mod tests {
             ("file:///a%2", UriError::BadEscape),
             ("file:///a\u{0}b", UriError::Control),
             ("file:///a\nb", UriError::Control),
+            // Found by fuzz/ (mcp_request): an encoded control character, anywhere.
+            ("file:///public/%3e%1e/etc/passwd", UriError::Control),
+            ("file:///public/a%0Ab", UriError::Control),
+            ("file:///public/a%7f", UriError::Control),
+            ("file:///public/a?x=%09", UriError::Control),
+            ("file:///public/a#%0d", UriError::Control),
+            ("https://exa%0dmple.com/", UriError::Control),
             ("/etc/passwd", UriError::NotAbsolute),
             ("public/a", UriError::NotAbsolute),
             ("", UriError::NotAbsolute),
@@ -466,6 +476,15 @@ mod tests {
             Some("file:///my%20docs/?")
         );
         assert_eq!(canonical_pattern("*").as_deref(), Some("*"));
+        // Found by fuzz/ (resource_uri): escapes spelling the scheme are decoded before
+        // the scheme is lower-cased, so a second pass changes nothing.
+        let once = canonical_pattern("%4e%2eet%2e%2eele://t").unwrap();
+        assert_eq!(once, "n.et..ele://t");
+        assert_eq!(canonical_pattern(&once).as_deref(), Some(once.as_str()));
+        assert_eq!(
+            canonical_pattern("%46ILE:///Public/*").as_deref(),
+            Some("file:///Public/*")
+        );
         assert_eq!(canonical_pattern("file:///%zz"), None);
     }
 }

@@ -226,6 +226,13 @@ pub fn normalize(uri: &str) -> Result<String, UriError> {
         if scheme == "file" && user.is_empty() && host == "localhost" {
             host.clear();
         }
+        // The authority under the same rules as the path: `https://../x` names no host
+        // the rules could have meant (found by fuzz/, resource_uri).
+        let text = decoded(&auth)?;
+        if text.contains("..") {
+            return Err(UriError::DotDot);
+        }
+        crate::path::check_text(&text).map_err(|_| UriError::Ambiguous)?;
         out.push_str("//");
         out.push_str(user);
         out.push_str(&host);
@@ -399,6 +406,11 @@ mod tests {
             ("file:///public/a?x=%09", UriError::Control),
             ("file:///public/a#%0d", UriError::Control),
             ("https://exa%0dmple.com/", UriError::Control),
+            // Found by fuzz/ (resource_uri): `..` in the authority.
+            ("https://../c?x#{?c?x]{", UriError::DotDot),
+            ("https://a..b/c", UriError::DotDot),
+            ("https://%2e%2e/c", UriError::DotDot),
+            ("https://\u{ff0e}\u{ff0e}/c", UriError::Ambiguous),
             ("/etc/passwd", UriError::NotAbsolute),
             ("public/a", UriError::NotAbsolute),
             ("", UriError::NotAbsolute),

@@ -768,6 +768,9 @@ async fn item4_resource_uris_are_normalised_before_matching() {
             "file:///public/%3e%1e/etc/passwd",
             "file:///public/a%0a",
             "file:///public/a%7F",
+            // Found by fuzz/ (resource_uri): `..` as or in the authority.
+            "file://../public/a.txt",
+            "https://../public/a.txt",
             "/public/a.txt",
         ] {
             env.refused(

@@ -524,8 +524,9 @@ pub fn dpop(data: &[u8]) {
 // ---------------------------------------------------------------------------------------------
 
 /// A resource URI the `deny` route's `file:///public/*` rule covers, judged independently:
-/// one percent-decoding, then a plain `file:` URI under `/public/` with no dot segment, no
-/// backslash, no control character and nothing left encoded.
+/// one percent-decoding, then a plain `file:` URI under `/public/` with no `..` segment, no
+/// backslash, no control character and nothing left encoded. A `.` segment names the
+/// directory it is in, on any reading, so it may stay (`/public/./a` is `/public/a`).
 fn oracle_public_uri(u: &str) -> bool {
     let decoded = percent_encoding::percent_decode_str(u).decode_utf8_lossy();
     let lower = decoded.to_ascii_lowercase();
@@ -541,7 +542,7 @@ fn oracle_public_uri(u: &str) -> bool {
     path.starts_with("public/")
         && !path.contains(['\\', '%'])
         && !path.chars().any(char::is_control)
-        && !path.split('/').any(|s| s == "." || s == "..")
+        && !path.split('/').any(|s| s == "..")
 }
 
 /// Whether one message may reach the `deny` route's upstream for a caller with only

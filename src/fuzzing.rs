@@ -575,6 +575,66 @@ fn oracle_deny_route_allows(msg: &Value) -> bool {
     }
 }
 
+/// A JSON document as a `Value`, read without `Value`'s own `Deserialize`: that one treats
+/// a member named `$serde_json::private::RawValue` (the `raw_value` feature's token, also
+/// when spelled with escapes) as a raw value and fails on valid JSON an upstream reads as
+/// written (found by the campaign, mcp_request). Duplicate members: the last one wins.
+struct PlainJson(Value);
+
+impl<'de> serde::Deserialize<'de> for PlainJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PlainJson;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<PlainJson, E> {
+                Ok(PlainJson(Value::Bool(b)))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<PlainJson, E> {
+                Ok(PlainJson(n.into()))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<PlainJson, E> {
+                Ok(PlainJson(n.into()))
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<PlainJson, E> {
+                Ok(PlainJson(
+                    serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number),
+                ))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<PlainJson, E> {
+                Ok(PlainJson(Value::String(s.to_string())))
+            }
+            fn visit_unit<E>(self) -> Result<PlainJson, E> {
+                Ok(PlainJson(Value::Null))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<PlainJson, A::Error> {
+                let mut out = Vec::new();
+                while let Some(PlainJson(v)) = seq.next_element()? {
+                    out.push(v);
+                }
+                Ok(PlainJson(Value::Array(out)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<PlainJson, A::Error> {
+                let mut out = serde_json::Map::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    let PlainJson(v) = map.next_value()?;
+                    out.insert(k, v);
+                }
+                Ok(PlainJson(Value::Object(out)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Input: the method on the first line, header lines, a blank line, the body.
 pub fn mcp_request(data: &[u8]) {
     let (head, body) = match data.windows(2).position(|w| w == b"\n\n") {
@@ -616,12 +676,14 @@ pub fn mcp_request(data: &[u8]) {
             "an encoded body forwarded"
         );
     }
-    let doc: Value = serde_json::from_slice(body).unwrap_or_else(|_| {
-        panic!(
-            "forwarded a body that is not JSON: {:?}",
-            String::from_utf8_lossy(body)
-        )
-    });
+    let doc = serde_json::from_slice::<PlainJson>(body)
+        .unwrap_or_else(|_| {
+            panic!(
+                "forwarded a body that is not JSON: {:?}",
+                String::from_utf8_lossy(body)
+            )
+        })
+        .0;
     let msgs = match &doc {
         Value::Array(a) => a.iter().collect::<Vec<_>>(),
         one => vec![one],

@@ -220,8 +220,18 @@ pub fn normalize(uri: &str) -> Result<String, UriError> {
                 host = h.to_string();
             }
         }
-        if host.ends_with(':') {
-            host.pop(); // an empty port is no port
+        // A port is digits after the first `:` past an IPv6 literal; an empty one is no
+        // port. Anything else there (`host::`, `a:b:80`) has no one reading: refused
+        // (found by fuzz/, resource_uri: `host::` lost one `:` per normalisation).
+        let literal_end = host.rfind(']').map_or(0, |i| i + 1);
+        if let Some(i) = host[literal_end..].find(':').map(|i| literal_end + i) {
+            let port = &host[i + 1..];
+            if !port.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(UriError::Ambiguous);
+            }
+            if port.is_empty() {
+                host.truncate(i);
+            }
         }
         if scheme == "file" && user.is_empty() && host == "localhost" {
             host.clear();
@@ -406,6 +416,12 @@ mod tests {
             ("file:///public/a?x=%09", UriError::Control),
             ("file:///public/a#%0d", UriError::Control),
             ("https://exa%0dmple.com/", UriError::Control),
+            // Found by fuzz/ (resource_uri): a port that is not digits.
+            ("fiile://\u{448}ulefile::/@", UriError::Ambiguous),
+            ("https://example.com::/x", UriError::Ambiguous),
+            ("https://a:b:80/x", UriError::Ambiguous),
+            ("https://example.com:8o/x", UriError::Ambiguous),
+            ("https://[::1/x", UriError::Ambiguous),
             // Found by fuzz/ (resource_uri): `..` in the authority.
             ("https://../c?x#{?c?x]{", UriError::DotDot),
             ("https://a..b/c", UriError::DotDot),

@@ -25,16 +25,21 @@ fn main() {
     let revision = match from_env {
         Some(r) => r,
         None => {
-            // Rebuild when HEAD moves: HEAD itself, the branch it names, packed refs.
+            // Rebuild when HEAD moves: HEAD itself, the branch it names, packed refs. Only
+            // files that exist: cargo reruns a build script on every build while one of
+            // its `rerun-if-changed` paths is missing (a worktree or a repository without
+            // `packed-refs`), and that recompiled the whole crate every time.
+            let watch = |p: PathBuf| {
+                if p.exists() {
+                    println!("cargo:rerun-if-changed={}", p.display());
+                }
+            };
             if let Some(dir) = git(&["rev-parse", "--git-dir"]).map(PathBuf::from) {
-                println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
+                watch(dir.join("HEAD"));
                 if let Some(common) = git(&["rev-parse", "--git-common-dir"]).map(PathBuf::from) {
-                    println!(
-                        "cargo:rerun-if-changed={}",
-                        common.join("packed-refs").display()
-                    );
+                    watch(common.join("packed-refs"));
                     if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-                        println!("cargo:rerun-if-changed={}", common.join(branch).display());
+                        watch(common.join(branch));
                     }
                 }
             }

@@ -358,12 +358,15 @@ def main():
                     if not revoked:
                         return
                     sub = random.choice(sorted(revoked))
-                # Issued before the revocation (and past the skew): must be refused.
+                # Issued before the revocation (and past the skew): must be refused. It
+                # lives TOKEN_LIFE like the others, so whatever the gateway keeps per
+                # refused token reaches a steady state within the run.
                 now = int(time.time())
                 k = state.signing_key()
                 t = k.sign({"alg": "ES256", "typ": "at+jwt", "kid": k.kid},
                            {"iss": idp, "aud": AUD, "sub": sub, "scope": "mcp:read",
-                            "iat": now - 600, "exp": now + 600, "jti": os.urandom(8).hex()})
+                            "iat": now - 600, "exp": now + TOKEN_LIFE,
+                            "jti": os.urandom(8).hex()})
                 headers["Authorization"] = "Bearer " + t
                 want = 401
             start = time.perf_counter()

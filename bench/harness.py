@@ -702,6 +702,8 @@ def run_scenarios(args, procs, plan):
                     f"cpu {res['cpu_us_per_req']:.1f} µs/req busy {res['proxy_busy']:.0%}"
                     + (f" ERRORS {res['errors']}" if res["errors"] else ""))
         extra = {}
+        if args.perf and name in PERF_SCENARIOS:
+            extra["perf"] = perf_profiles(args, procs, name, contenders)
         if before is not None:
             after = metrics(ADMIN["mcpgate-nocache"])
             extra["token_cache_hits"] = after.get(("token", "hit"), 0) - before.get(("token", "hit"), 0)
@@ -711,6 +713,95 @@ def run_scenarios(args, procs, plan):
         results[name] = {"contenders": [c["label"] for c in contenders], "rounds": rounds,
                          "extra": extra}
     return results
+
+
+# Where the CPU time of a request goes natively (perf samples, not instruction counts):
+# one extra run of these contenders with `perf record` attached to the proxy process.
+PERF_SCENARIOS = {"plain": ("pass-through", "mcpgate (auth: none)"),
+                  "jwt-cached": ("pass-through", "mcpgate")}
+PERF_GROUPS = [
+    # (label, predicate on (dso, symbol))
+    ("kernel (TCP, syscalls, scheduling)", lambda d, s: d.startswith("[kernel")),
+    ("libc (memcpy, …)", lambda d, s: d.startswith("libc")),
+    ("mimalloc", lambda d, s: s.startswith(("mi_", "_mi_"))),
+    ("aws-lc (SHA-256 of the token, RNG)", lambda d, s: "aws_lc" in s or s.startswith(
+        ("sha256", "SHA256", "aws_lc_"))),
+    ("mcpgate's own code", lambda d, s: "mcpgate::" in s),
+    ("pingora", lambda d, s: "pingora" in s),
+    ("tokio", lambda d, s: "tokio::" in s),
+    ("http / bytes / other Rust", lambda d, s: True),
+]
+
+
+def perf_profiles(args, procs, name, contenders):
+    """perf record (user + kernel, 2999 Hz, no call graphs) of each profiled contender's
+    proxy process during one more run; returns per contender the share of samples per
+    group and the top symbols."""
+    if not shutil.which("perf"):
+        log("perf not found: no native profiles")
+        return None
+    out = {}
+    for c in contenders:
+        if c["label"] not in PERF_SCENARIOS[name]:
+            continue
+        pid = procs.pid(c["proc"])
+        data = os.path.join(args.work, f"perf-{name}-{c['label'].split(' ')[0]}.data")
+        rec = subprocess.Popen(["perf", "record", "-q", "-F", "2999", "-p", str(pid), "-o", data],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        res = measure(args, procs, c, args.duration)
+        rec.send_signal(signal.SIGINT)
+        rec.wait(timeout=30)
+        r = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio",
+                            "--sort", "dso,sym", "--percent-limit", "0"],
+                           capture_output=True, text=True)
+        groups = {g: 0.0 for g, _ in PERF_GROUPS}
+        top = []
+        for line in r.stdout.splitlines():
+            m = re.match(r"^\s*([\d.]+)%\s+(\S+)\s+\[[.k]\]\s+(.*)$", line)
+            if not m:
+                continue
+            pct, dso, sym = float(m.group(1)), m.group(2), m.group(3).strip()
+            for g, pred in PERF_GROUPS:
+                if pred(dso, sym):
+                    groups[g] += pct
+                    break
+            if len(top) < 15:
+                top.append((pct, dso, sym[:110]))
+        out[c["label"]] = {"cpu_us_per_req": res["cpu_us_per_req"], "groups": groups,
+                           "top": top}
+        log(f"  perf {name} / {c['label']}: {res['cpu_us_per_req']:.1f} µs/req; "
+            + ", ".join(f"{g.split(' (')[0]} {v:.0f}%" for g, v in groups.items() if v >= 1))
+    return out
+
+
+def render_perf(results):
+    L = []
+    for name, sc in results.items():
+        prof = sc.get("extra", {}).get("perf")
+        if not prof:
+            continue
+        labels = list(prof)
+        L.append(f"Where the CPU time of a `{name}` request goes natively (`perf record` at "
+                 "2999 Hz on the proxy process during one more run; share of samples × "
+                 "that run's CPU per request):")
+        L.append("")
+        L.append("| group | " + " | ".join(labels) + " | difference |")
+        L.append("|---|" + "---:|" * (len(labels) + 1))
+        for g, _ in PERF_GROUPS:
+            cells = [prof[l]["groups"][g] / 100 * prof[l]["cpu_us_per_req"] for l in labels]
+            diff = cells[-1] - cells[0] if len(cells) > 1 else 0
+            L.append(f"| {g} | " + " | ".join(f"{v:.1f} µs" for v in cells)
+                     + f" | {diff:+.1f} µs |")
+        tot = [prof[l]["cpu_us_per_req"] for l in labels]
+        L.append("| **total** | " + " | ".join(f"**{v:.1f} µs**" for v in tot)
+                 + f" | **{tot[-1] - tot[0]:+.1f} µs** |")
+        L.append("")
+        for l in labels:
+            L.append(f"Top symbols, {name} / {l}: " + "; ".join(
+                f"{pct:.1f}% {sym}" for pct, _, sym in prof[l]["top"][:10]) + ".")
+            L.append("")
+    return "\n".join(L)
 
 
 def summarize(results):
@@ -1143,7 +1234,7 @@ def report(args, meta, checks, results, mem, micro, prof, strm=None):
             w(f"Token exchange check, {name}: the token endpoint was called "
               f"{sc['extra']['token_endpoint_calls']:.0f} times during the scenario (every "
               "request used the cached exchanged token).")
-        elif sc["extra"]:
+        elif "token_cache_hits" in sc["extra"]:
             w(f"First-seen check, {name}: mcpgate's token cache saw "
               f"{sc['extra']['token_cache_hits']:.0f} hits and "
               f"{sc['extra']['token_cache_misses']:.0f} misses during the scenario.")
@@ -1195,6 +1286,9 @@ def report(args, meta, checks, results, mem, micro, prof, strm=None):
         w(f"| memory: bytes per cached token (at {mem['rows'][-1]['tokens'] - 1:,}) | "
           f"{bpt:.0f} B | ≤ {TARGETS['bytes-per-token']} B | | {'met' if ok else '**missed**'} |")
     w("")
+    perf_text = render_perf(results) if results else ""
+    if perf_text:
+        w(perf_text)
     if strm:
         w(streams.render(strm))
     if mem:
@@ -1381,6 +1475,8 @@ def main():
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-micro", action="store_true")
     ap.add_argument("--no-profile", action="store_true", help="skip the callgrind profiles")
+    ap.add_argument("--perf", action="store_true",
+                    help="also profile plain and jwt-cached with perf (one extra run each)")
     ap.add_argument("--no-streams", action="store_true",
                     help="skip the open-streams scale scenario (bench/streams.py)")
     ap.add_argument("--no-timing", action="store_true",

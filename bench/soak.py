@@ -188,8 +188,12 @@ def serve(handler):
     return srv
 
 
-def config_text(port, admin, idp, up, token_file, generation):
-    return f"""# soak config, generation {generation}
+def config_text(port, admin, idp, up, token_file, generation, caches=None):
+    """caches: (token_cache.max_entries, dpop.replay_cache_entries), or None for the
+    defaults (100,000 and 1,000,000)."""
+    tc = f"\ntoken_cache:\n  max_entries: {caches[0]}" if caches else ""
+    rc = f"\n  replay_cache_entries: {caches[1]}" if caches else ""
+    return f"""# soak config, generation {generation}{tc}
 listen:
   address: {HOST}:{port}
   public_url: {PUBLIC}
@@ -198,7 +202,7 @@ admin:
   address: {HOST}:{admin}
   token_file: {token_file}
 dpop:
-  nonce_secret: soak-nonce-secret-0123456789abcdef
+  nonce_secret: soak-nonce-secret-0123456789abcdef{rc}
 issuers:
   - name: as
     issuer: {idp}
@@ -269,7 +273,12 @@ def main():
                                                   "..", "target", "release", "mcpgate"))
     ap.add_argument("--out", default=None)
     ap.add_argument("--clients", type=int, default=6)
+    ap.add_argument("--caches", default=None, metavar="TOKENS,PROOFS",
+                    help="token_cache.max_entries and dpop.replay_cache_entries (default: the "
+                         "gateway's, 100000 and 1000000: at this load they are still filling "
+                         "after 10 minutes, so RSS grows until they are full)")
     args = ap.parse_args()
+    caches = tuple(int(x) for x in args.caches.split(",")) if args.caches else None
     work = tempfile.mkdtemp(prefix="mcpgate-soak-")
     idp_port = free_port()
     idp = f"http://{HOST}:{idp_port}"
@@ -285,7 +294,7 @@ def main():
         f.write(ADMIN_TOKEN + "\n")
     cfg = os.path.join(work, "mcpgate.yaml")
     with open(cfg, "w") as f:
-        f.write(config_text(port, admin, idp, up, token_file, 0))
+        f.write(config_text(port, admin, idp, up, token_file, 0, caches))
     log = open(os.path.join(work, "mcpgate.log"), "w")
     gw = subprocess.Popen([args.bin, "run", "--config", cfg], stdout=log, stderr=log,
                           env=dict(os.environ, RUST_LOG="info,mcpgate::audit=off"))
@@ -412,7 +421,7 @@ def main():
             while not stop.wait(10):
                 generation += 1
                 with open(cfg + ".tmp", "w") as f:
-                    f.write(config_text(port, admin, idp, up, token_file, generation))
+                    f.write(config_text(port, admin, idp, up, token_file, generation, caches))
                 os.replace(cfg + ".tmp", cfg)
                 sub = f"revoked-{generation}"
                 try:

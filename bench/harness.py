@@ -59,6 +59,8 @@ PORT = {
     "passthrough-u2": 18113,
     "mcpgate-u1": 18114,
     "mcpgate-u2": 18115,
+    # mcpgate with transparent huge pages (MIMALLOC_ALLOW_THP=1): what its 4 KiB pages cost.
+    "mcpgate-thp": 18116,
 }
 ADMIN = {k: v + 100 for k, v in PORT.items() if k.startswith("mcpgate")}
 PROXY_CPU, LOAD_CPU = "0", "1"
@@ -587,6 +589,7 @@ def scenarios(work, tok, bodies, introspection, exchange=False):
             c("mcpgate (auth: none)", "mcpgate", u("mcpgate", "/plain")),
             c("mcpgate (auth: none, audit log off)", "mcpgate-noaudit",
               u("mcpgate-noaudit", "/plain")),
+            c("mcpgate (auth: none, huge pages)", "mcpgate-thp", u("mcpgate-thp", "/plain")),
             c("haproxy (no auth)", "haproxy", u("haproxy-plain", "/plain")),
             c("nginx (no auth)", "nginx", u("nginx", "/plain")),
         ],
@@ -594,6 +597,8 @@ def scenarios(work, tok, bodies, introspection, exchange=False):
             c("pass-through", "passthrough", u("passthrough", "/mcp"), BENCH_BEARER=rs_valid),
             c("mcpgate", "mcpgate", u("mcpgate", "/mcp"), BENCH_BEARER=rs_valid),
             c("mcpgate (audit log off)", "mcpgate-noaudit", u("mcpgate-noaudit", "/mcp"),
+              BENCH_BEARER=rs_valid),
+            c("mcpgate (huge pages)", "mcpgate-thp", u("mcpgate-thp", "/mcp"),
               BENCH_BEARER=rs_valid),
             c("haproxy jwt_verify RS256", "haproxy", u("haproxy-rs256", "/mcp"),
               BENCH_BEARER=rs_valid),
@@ -1219,7 +1224,8 @@ def report(args, meta, checks, results, mem, micro, prof, strm=None):
             s = sc["summary"][label]
             flag = " ⚠" if s["flag"] else ""
             err = f" **{s['errors']} errors**" if s["errors"] else ""
-            w(f"| {name} | {label}{err} | {s['rps']:,.0f} | {s['x_passthrough']:.2f}× | "
+            xp = "–" if s["x_passthrough"] is None else f"{s['x_passthrough']:.2f}×"
+            w(f"| {name} | {label}{err} | {s['rps']:,.0f} | {xp} | "
               f"{s['p50_us'] / 1000:.2f} ms | {s['p99_us'] / 1000:.2f} ms | "
               f"{s['cpu_us_per_req']:.1f} µs | {s['proxy_busy']:.0%} | {s['spread']:.1%}{flag} |")
     w("")
@@ -1564,6 +1570,7 @@ def run(args, work, procs):
     # request). Logs go to /dev/null (a file would fill the disk at these rates).
     for name, entries, env in (("mcpgate", 100_000, {}),
                                ("mcpgate-noaudit", 100_000, {"RUST_LOG": "info,mcpgate::audit=off"}),
+                               ("mcpgate-thp", 100_000, {"MIMALLOC_ALLOW_THP": "1"}),
                                ("mcpgate-nocache", 1, {})):
         cfg = mcpgate_config(work, name, entries, introspection and name == "mcpgate",
                              exchange=exchange and name == "mcpgate")
@@ -1575,7 +1582,8 @@ def run(args, work, procs):
         cfg = mcpgate_config(work, f"mcpgate-u{n}", 100_000, False, threads=n)
         procs.start(f"mcpgate-u{n}", [mcpgate, "--log-format", "json", "run", "--config", cfg],
                     None, log_to="/dev/null" if not args.smoke else None)
-    for name in ("mcpgate", "mcpgate-noaudit", "mcpgate-nocache", "mcpgate-u1", "mcpgate-u2"):
+    for name in ("mcpgate", "mcpgate-noaudit", "mcpgate-nocache", "mcpgate-u1", "mcpgate-u2",
+                 "mcpgate-thp"):
         wait_http(ADMIN[name], "/readyz")
     for name in ("passthrough", "nginx", "haproxy-plain", "passthrough-u1", "passthrough-u2"):
         wait_http(PORT[name], "/")
@@ -1614,11 +1622,12 @@ def run(args, work, procs):
     procs.stop_all()
     micro = None if args.no_micro else criterion(args, procs.pin)
     meta["load_after"] = loadavg()
-    text = report(args, meta, checks, results, mem, micro, prof, strm)
     out = {"meta": meta, "args": vars(args), "checks": checks.rows, "results": results,
            "memory": mem, "micro": micro, "profile": prof, "streams": strm}
+    # Saved before the report is rendered: a rendering error must not lose a run.
     with open(os.path.join(work, "results.json"), "w") as f:
         json.dump(out, f, indent=1, default=str)
+    text = report(args, meta, checks, results, mem, micro, prof, strm)
     with open(os.path.join(work, "results.md"), "w") as f:
         f.write(text)
     if not args.smoke and not args.only and not args.no_timing:

@@ -29,6 +29,8 @@ import threading
 import time
 import urllib.parse
 
+import streams
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 BIN = os.path.join(ROOT, "target", "release")
@@ -52,6 +54,13 @@ PORT = {
     "mcpgate-mem": 18109,
     "introspection-mock": 18110,
     "token-mock": 18111,
+    # The threads scenario: the same binaries, not pinned, with 1 and 2 worker threads.
+    "passthrough-u1": 18112,
+    "passthrough-u2": 18113,
+    "mcpgate-u1": 18114,
+    "mcpgate-u2": 18115,
+    # mcpgate with transparent huge pages (MIMALLOC_ALLOW_THP=1): what its 4 KiB pages cost.
+    "mcpgate-thp": 18116,
 }
 ADMIN = {k: v + 100 for k, v in PORT.items() if k.startswith("mcpgate")}
 PROXY_CPU, LOAD_CPU = "0", "1"
@@ -66,6 +75,23 @@ TARGETS = {
     "bytes-per-token": 400,
 }
 SPREAD_FLAG = 0.10  # (max - min) / median of req/s over the rounds
+
+# Targets of issue 15, in CPU µs per request above a baseline measured in the same run
+# (and req/s ratios). A first-seen token may cost its signature verification, measured by
+# the criterion bench of the same run, plus FIRST_SEEN_SLACK_US; a DPoP proof likewise.
+T15 = {
+    "plain_us": 1.0, "plain_x": 0.97,
+    "jwt_cached_us": 2.0, "jwt_cached_x": 0.95, "jwt_cached_p99": 1.10,
+    "introspection_us": 2.0,
+    "tool_policy_us": 3.0,
+    "first_seen_slack_us": 4.0,
+    "dpop_slack_us": 4.0,
+    "stretch_x": 1.0,
+    "threads_x": 1.8,
+}
+# A scale curve is called flat when its largest point costs at most this many times its
+# smallest (criterion medians on a shared machine wobble by tens of percent).
+FLAT = 2.0
 
 
 def log(msg):
@@ -345,7 +371,7 @@ issuers:
   - name: bench
     issuer: {ISS}
     jwks_uri: http://{HOST}:{PORT['upstream']}/jwks.json
-    algorithms: [RS256, ES256]
+    algorithms: [RS256, ES256, EdDSA]
     require_at_jwt: true
 {intro_issuer}
 routes:
@@ -443,12 +469,13 @@ class Checks:
 def run_checks(tok, bodies, introspection, opaque, exchange=False):
     c = Checks()
     rs, es = tok["rs256"], tok["es256"]
-    for name in ("mcpgate", "mcpgate-noaudit", "mcpgate-nocache"):
+    for name in ("mcpgate", "mcpgate-noaudit", "mcpgate-nocache", "mcpgate-u1", "mcpgate-u2"):
         p = PORT[name]
         c.http(name, "valid RS256", 200, p, "/mcp", rs["valid"])
         c.http(name, "valid ES256", 200, p, "/mcp", es["valid"])
+        c.http(name, "valid EdDSA", 200, p, "/mcp", tok["eddsa"]["valid"])
         c.http(name, "missing token", 401, p, "/mcp")
-        for alg, t in (("RS256", rs), ("ES256", es)):
+        for alg, t in (("RS256", rs), ("ES256", es), ("EdDSA", tok["eddsa"])):
             c.http(name, f"tampered {alg}", 401, p, "/mcp", t["tampered"])
             c.http(name, f"expired {alg}", 401, p, "/mcp", t["expired"])
             c.http(name, f"wrong audience {alg}", 401, p, "/mcp", t["wrongaud"])
@@ -533,7 +560,7 @@ def measure(args, procs, contender, seconds):
     if contender.get("prepare"):
         env.update(contender["prepare"](seconds))
     t0, c0 = time.time(), cpu_ticks(pids)
-    res = wrk(args, contender["url"], seconds, env, procs.pin)
+    res = wrk(args, contender["url"], seconds, env, procs.pin and not contender.get("unpinned"))
     t1, c1 = time.time(), cpu_ticks(pids)
     cpu_s = (c1 - c0) / CLK_TCK
     n = max(res["requests"], 1)
@@ -550,6 +577,7 @@ def scenarios(work, tok, bodies, introspection, exchange=False):
     rs_valid = tok["rs256"]["valid"]
     rs_pool = os.path.join(work, "tokens", "rs256-distinct.txt")
     es_pool = os.path.join(work, "tokens", "es256-distinct.txt")
+    ed_pool = os.path.join(work, "tokens", "eddsa-distinct.txt")
     body = bodies[0]
 
     def c(label, proc, url, **env):
@@ -561,6 +589,7 @@ def scenarios(work, tok, bodies, introspection, exchange=False):
             c("mcpgate (auth: none)", "mcpgate", u("mcpgate", "/plain")),
             c("mcpgate (auth: none, audit log off)", "mcpgate-noaudit",
               u("mcpgate-noaudit", "/plain")),
+            c("mcpgate (auth: none, huge pages)", "mcpgate-thp", u("mcpgate-thp", "/plain")),
             c("haproxy (no auth)", "haproxy", u("haproxy-plain", "/plain")),
             c("nginx (no auth)", "nginx", u("nginx", "/plain")),
         ],
@@ -568,6 +597,8 @@ def scenarios(work, tok, bodies, introspection, exchange=False):
             c("pass-through", "passthrough", u("passthrough", "/mcp"), BENCH_BEARER=rs_valid),
             c("mcpgate", "mcpgate", u("mcpgate", "/mcp"), BENCH_BEARER=rs_valid),
             c("mcpgate (audit log off)", "mcpgate-noaudit", u("mcpgate-noaudit", "/mcp"),
+              BENCH_BEARER=rs_valid),
+            c("mcpgate (huge pages)", "mcpgate-thp", u("mcpgate-thp", "/mcp"),
               BENCH_BEARER=rs_valid),
             c("haproxy jwt_verify RS256", "haproxy", u("haproxy-rs256", "/mcp"),
               BENCH_BEARER=rs_valid),
@@ -586,6 +617,11 @@ def scenarios(work, tok, bodies, introspection, exchange=False):
               BENCH_TOKENS=es_pool),
             c("haproxy jwt_verify ES256", "haproxy", u("haproxy-es256", "/mcp"),
               BENCH_TOKENS=es_pool),
+        ],
+        "jwt-first-seen-eddsa": [
+            c("pass-through", "passthrough", u("passthrough", "/mcp"), BENCH_TOKENS=ed_pool),
+            c("mcpgate (cache: 1 entry)", "mcpgate-nocache", u("mcpgate-nocache", "/mcp"),
+              BENCH_TOKENS=ed_pool),
         ],
         "tool-policy": [
             c("pass-through", "passthrough", u("passthrough", "/tools"), BENCH_BEARER=rs_valid,
@@ -637,6 +673,17 @@ def scenarios(work, tok, bodies, introspection, exchange=False):
         dict(c("mcpgate (DPoP, fresh ES256 proof per request)", "mcpgate", u("mcpgate", "/mcp"),
                **d), prepare=proofs),
     ]
+    # threads: 1 and 2 worker threads, nothing pinned (wrk and the proxies share both
+    # cores; the upstream nginx stays on CPU 1), cached JWT.
+    un = lambda d: dict(d, unpinned=True)  # noqa: E731
+    s["threads"] = [
+        un(c("pass-through, 1 thread", "passthrough-u1", u("passthrough-u1", "/mcp"),
+             BENCH_BEARER=rs_valid)),
+        un(c("pass-through, 2 threads", "passthrough-u2", u("passthrough-u2", "/mcp"),
+             BENCH_BEARER=rs_valid)),
+        un(c("mcpgate, 1 thread", "mcpgate-u1", u("mcpgate-u1", "/mcp"), BENCH_BEARER=rs_valid)),
+        un(c("mcpgate, 2 threads", "mcpgate-u2", u("mcpgate-u2", "/mcp"), BENCH_BEARER=rs_valid)),
+    ]
     return s
 
 
@@ -660,6 +707,8 @@ def run_scenarios(args, procs, plan):
                     f"cpu {res['cpu_us_per_req']:.1f} µs/req busy {res['proxy_busy']:.0%}"
                     + (f" ERRORS {res['errors']}" if res["errors"] else ""))
         extra = {}
+        if args.perf and name in PERF_SCENARIOS:
+            extra["perf"] = perf_profiles(args, procs, name, contenders)
         if before is not None:
             after = metrics(ADMIN["mcpgate-nocache"])
             extra["token_cache_hits"] = after.get(("token", "hit"), 0) - before.get(("token", "hit"), 0)
@@ -669,6 +718,95 @@ def run_scenarios(args, procs, plan):
         results[name] = {"contenders": [c["label"] for c in contenders], "rounds": rounds,
                          "extra": extra}
     return results
+
+
+# Where the CPU time of a request goes natively (perf samples, not instruction counts):
+# one extra run of these contenders with `perf record` attached to the proxy process.
+PERF_SCENARIOS = {"plain": ("pass-through", "mcpgate (auth: none)"),
+                  "jwt-cached": ("pass-through", "mcpgate")}
+PERF_GROUPS = [
+    # (label, predicate on (dso, symbol))
+    ("kernel (TCP, syscalls, scheduling)", lambda d, s: d.startswith("[kernel")),
+    ("libc (memcpy, …)", lambda d, s: d.startswith("libc")),
+    ("mimalloc", lambda d, s: s.startswith(("mi_", "_mi_"))),
+    ("aws-lc (SHA-256 of the token, RNG)", lambda d, s: "aws_lc" in s or s.startswith(
+        ("sha256", "SHA256", "aws_lc_"))),
+    ("mcpgate's own code", lambda d, s: "mcpgate::" in s),
+    ("pingora", lambda d, s: "pingora" in s),
+    ("tokio", lambda d, s: "tokio::" in s),
+    ("http / bytes / other Rust", lambda d, s: True),
+]
+
+
+def perf_profiles(args, procs, name, contenders):
+    """perf record (user + kernel, 2999 Hz, no call graphs) of each profiled contender's
+    proxy process during one more run; returns per contender the share of samples per
+    group and the top symbols."""
+    if not shutil.which("perf"):
+        log("perf not found: no native profiles")
+        return None
+    out = {}
+    for c in contenders:
+        if c["label"] not in PERF_SCENARIOS[name]:
+            continue
+        pid = procs.pid(c["proc"])
+        data = os.path.join(args.work, f"perf-{name}-{c['label'].split(' ')[0]}.data")
+        rec = subprocess.Popen(["perf", "record", "-q", "-F", "2999", "-p", str(pid), "-o", data],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        res = measure(args, procs, c, args.duration)
+        rec.send_signal(signal.SIGINT)
+        rec.wait(timeout=30)
+        r = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio",
+                            "--sort", "dso,sym", "--percent-limit", "0"],
+                           capture_output=True, text=True)
+        groups = {g: 0.0 for g, _ in PERF_GROUPS}
+        top = []
+        for line in r.stdout.splitlines():
+            m = re.match(r"^\s*([\d.]+)%\s+(\S+)\s+\[[.k]\]\s+(.*)$", line)
+            if not m:
+                continue
+            pct, dso, sym = float(m.group(1)), m.group(2), m.group(3).strip()
+            for g, pred in PERF_GROUPS:
+                if pred(dso, sym):
+                    groups[g] += pct
+                    break
+            if len(top) < 15:
+                top.append((pct, dso, sym[:110]))
+        out[c["label"]] = {"cpu_us_per_req": res["cpu_us_per_req"], "groups": groups,
+                           "top": top}
+        log(f"  perf {name} / {c['label']}: {res['cpu_us_per_req']:.1f} µs/req; "
+            + ", ".join(f"{g.split(' (')[0]} {v:.0f}%" for g, v in groups.items() if v >= 1))
+    return out
+
+
+def render_perf(results):
+    L = []
+    for name, sc in results.items():
+        prof = sc.get("extra", {}).get("perf")
+        if not prof:
+            continue
+        labels = list(prof)
+        L.append(f"Where the CPU time of a `{name}` request goes natively (`perf record` at "
+                 "2999 Hz on the proxy process during one more run; share of samples × "
+                 "that run's CPU per request):")
+        L.append("")
+        L.append("| group | " + " | ".join(labels) + " | difference |")
+        L.append("|---|" + "---:|" * (len(labels) + 1))
+        for g, _ in PERF_GROUPS:
+            cells = [prof[l]["groups"][g] / 100 * prof[l]["cpu_us_per_req"] for l in labels]
+            diff = cells[-1] - cells[0] if len(cells) > 1 else 0
+            L.append(f"| {g} | " + " | ".join(f"{v:.1f} µs" for v in cells)
+                     + f" | {diff:+.1f} µs |")
+        tot = [prof[l]["cpu_us_per_req"] for l in labels]
+        L.append("| **total** | " + " | ".join(f"**{v:.1f} µs**" for v in tot)
+                 + f" | **{tot[-1] - tot[0]:+.1f} µs** |")
+        L.append("")
+        for l in labels:
+            L.append(f"Top symbols, {name} / {l}: " + "; ".join(
+                f"{pct:.1f}% {sym}" for pct, _, sym in prof[l]["top"][:10]) + ".")
+            L.append("")
+    return "\n".join(L)
 
 
 def summarize(results):
@@ -1055,7 +1193,7 @@ def fmt_ns(ns):
     return f"{ns / 1000:.2f} µs" if ns >= 1000 else f"{ns:.0f} ns"
 
 
-def report(args, meta, checks, results, mem, micro, prof):
+def report(args, meta, checks, results, mem, micro, prof, strm=None):
     L = []
     w = L.append
     w(f"Run of `bench/run.sh{' --smoke' if args.smoke else ''}` on {meta['date']}: "
@@ -1077,7 +1215,7 @@ def report(args, meta, checks, results, mem, micro, prof):
       "and were checked on the valid path only).")
     w("")
     if not results:
-        w("No timed scenarios in this run (`--no-timing`).")
+        w("No wrk scenarios in this run (`--no-timing`, or `--only` named none).")
     else:
         w("| scenario | contender | req/s | × pass-through | p50 | p99 | proxy CPU/req | proxy core busy | spread |")
         w("|---|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -1086,7 +1224,8 @@ def report(args, meta, checks, results, mem, micro, prof):
             s = sc["summary"][label]
             flag = " ⚠" if s["flag"] else ""
             err = f" **{s['errors']} errors**" if s["errors"] else ""
-            w(f"| {name} | {label}{err} | {s['rps']:,.0f} | {s['x_passthrough']:.2f}× | "
+            xp = "–" if s["x_passthrough"] is None else f"{s['x_passthrough']:.2f}×"
+            w(f"| {name} | {label}{err} | {s['rps']:,.0f} | {xp} | "
               f"{s['p50_us'] / 1000:.2f} ms | {s['p99_us'] / 1000:.2f} ms | "
               f"{s['cpu_us_per_req']:.1f} µs | {s['proxy_busy']:.0%} | {s['spread']:.1%}{flag} |")
     w("")
@@ -1101,11 +1240,21 @@ def report(args, meta, checks, results, mem, micro, prof):
             w(f"Token exchange check, {name}: the token endpoint was called "
               f"{sc['extra']['token_endpoint_calls']:.0f} times during the scenario (every "
               "request used the cached exchanged token).")
-        elif sc["extra"]:
+        elif "token_cache_hits" in sc["extra"]:
             w(f"First-seen check, {name}: mcpgate's token cache saw "
               f"{sc['extra']['token_cache_hits']:.0f} hits and "
               f"{sc['extra']['token_cache_misses']:.0f} misses during the scenario.")
     w("")
+    # Targets of issue 15: CPU µs per request over a baseline of the same run.
+    if results or micro:
+        w("Targets of issue 15 (CPU µs per request of the proxy process over the baseline "
+          "measured in the same run; req/s ratio to the same baseline):")
+        w("")
+        w("| scenario | baseline | mcpgate | overhead | ratio | target | |")
+        w("|---|---:|---:|---:|---:|---|---|")
+        for row in issue15_targets(results, micro, mem):
+            w("| " + " | ".join(row) + " |")
+        w("")
     # Targets.
     w("| target (issue 7) | measured | target | reference on this kind of machine | |")
     w("|---|---:|---:|---|---|")
@@ -1143,6 +1292,11 @@ def report(args, meta, checks, results, mem, micro, prof):
         w(f"| memory: bytes per cached token (at {mem['rows'][-1]['tokens'] - 1:,}) | "
           f"{bpt:.0f} B | ≤ {TARGETS['bytes-per-token']} B | | {'met' if ok else '**missed**'} |")
     w("")
+    perf_text = render_perf(results) if results else ""
+    if perf_text:
+        w(perf_text)
+    if strm:
+        w(streams.render(strm))
     if mem:
         w("Memory of mcpgate (`threads: 2`, `token_cache.max_entries: 2000000`; distinct ES256 "
           "tokens, each sent once by `memfill`; bytes per token relative to the warm state):")
@@ -1200,6 +1354,99 @@ def report(args, meta, checks, results, mem, micro, prof):
     return "\n".join(L) + "\n"
 
 
+def criterion_ns(micro, ident):
+    for b in micro or []:
+        if b["id"] == ident:
+            return b["median_ns"]
+    return None
+
+
+def issue15_targets(results, micro, mem):
+    """Rows (what, baseline, mcpgate, overhead, ratio, target, status) of issue 15's table."""
+    rows = []
+
+    def summ(sc, label):
+        try:
+            return results[sc]["summary"][label]
+        except KeyError:
+            return None
+
+    def over(what, sc, label, base_sc, base_label, target_us, target_x=None, floor=""):
+        m, b = summ(sc, label), summ(base_sc, base_label)
+        if m is None or b is None:
+            rows.append((what, "not run", "", "", "", f"≤ +{target_us:.1f} µs{floor}", ""))
+            return
+        d = m["cpu_us_per_req"] - b["cpu_us_per_req"]
+        x = m["rps"] / b["rps"] if b["rps"] else 0
+        ok = d <= target_us and (target_x is None or x >= target_x)
+        t = f"≤ +{target_us:.1f} µs{floor}" + (f", ≥ {target_x:.2f}×" if target_x else "")
+        rows.append((what, f"{b['cpu_us_per_req']:.1f} µs", f"{m['cpu_us_per_req']:.1f} µs",
+                     f"{d:+.1f} µs", f"{x:.2f}×", t, "met" if ok else "**missed**"))
+
+    over("`auth: none` route (plain)", "plain", "mcpgate (auth: none)", "plain",
+         "pass-through", T15["plain_us"], T15["plain_x"])
+    over("cached JWT (audit log on, JSON)", "jwt-cached", "mcpgate", "jwt-cached",
+         "pass-through", T15["jwt_cached_us"], T15["jwt_cached_x"])
+    m, b = summ("jwt-cached", "mcpgate"), summ("jwt-cached", "pass-through")
+    if m and b:
+        x = m["p99_us"] / b["p99_us"]
+        rows.append(("cached JWT p99", f"{b['p99_us'] / 1000:.2f} ms",
+                     f"{m['p99_us'] / 1000:.2f} ms", "", f"{x:.2f}×",
+                     f"≤ {T15['jwt_cached_p99']:.2f}×",
+                     "met" if x <= T15["jwt_cached_p99"] else "**missed**"))
+    over("introspection cache hit", "introspection-hit", "mcpgate (introspection cache hit)",
+         "introspection-hit", "pass-through", T15["introspection_us"])
+    over("tool policy, 1 KiB `tools/call` (over the route without policy)", "tool-policy",
+         "mcpgate, route with tools policy", "tool-policy",
+         "mcpgate, route without tools policy", T15["tool_policy_us"])
+    for alg in ("RS256", "ES256", "EdDSA"):
+        v = criterion_ns(micro, f"jwt/parse+verify/{alg}")
+        if v is None:
+            rows.append((f"first-seen {alg}", "", "", "", "", "criterion not run", ""))
+            continue
+        over(f"first-seen {alg} (cache of 1 entry)", f"jwt-first-seen-{alg.lower()}",
+             "mcpgate (cache: 1 entry)", f"jwt-first-seen-{alg.lower()}", "pass-through",
+             v / 1000 + T15["first_seen_slack_us"],
+             floor=f" (parse+verify {v / 1000:.1f} + {T15['first_seen_slack_us']:.0f})")
+    v = criterion_ns(micro, "dpop/verify (ES256 proof)")
+    if v is not None:
+        over("DPoP, fresh ES256 proof (over cached JWT)", "dpop-es256",
+             "mcpgate (DPoP, fresh ES256 proof per request)", "jwt-cached", "mcpgate",
+             v / 1000 + T15["dpop_slack_us"],
+             floor=f" (proof verify {v / 1000:.1f} + {T15['dpop_slack_us']:.0f})")
+    m, b = summ("jwt-cached", "mcpgate"), summ("jwt-cached", "pass-through")
+    if m and b:
+        x = m["rps"] / b["rps"]
+        rows.append(("stretch: cached JWT req/s", f"{b['rps']:,.0f}/s", f"{m['rps']:,.0f}/s",
+                     "", f"{x:.2f}×", f"≥ {T15['stretch_x']:.2f}×",
+                     "met" if x >= T15["stretch_x"] else "**missed**"))
+    for who in ("pass-through", "mcpgate"):
+        one, two = summ("threads", f"{who}, 1 thread"), summ("threads", f"{who}, 2 threads")
+        if one and two:
+            x = two["rps"] / one["rps"]
+            rows.append((f"threads: {who} 2 vs 1 worker threads (req/s; CPU/req)",
+                         f"{one['rps']:,.0f}/s; {one['cpu_us_per_req']:.1f} µs",
+                         f"{two['rps']:,.0f}/s; {two['cpu_us_per_req']:.1f} µs", "",
+                         f"{x:.2f}×", f"≥ {T15['threads_x']:.1f}×",
+                         "met" if x >= T15["threads_x"] else "**missed**"))
+    for curve, ns in (("routes", (1, 100, 10000)), ("tool-rules", (1, 100, 1000)),
+                      ("revocations", (0, 10000, 1000000))):
+        vals = [criterion_ns(micro, f"scale/{curve}/{n}") for n in ns]
+        if None in vals:
+            continue
+        flat = max(vals) <= FLAT * min(vals)
+        rows.append((f"scale: {curve} at {' / '.join(f'{n:,}' for n in ns)}", "",
+                     " / ".join(fmt_ns(v) for v in vals), "", "", f"flat (≤ {FLAT:.0f}× spread)",
+                     "met" if flat else "**missed**"))
+    if mem:
+        bpt = mem["rows"][-1].get("bytes_per_token")
+        if bpt is not None:
+            rows.append((f"token cache: bytes per cached token at {mem['rows'][-1]['tokens'] - 1:,}",
+                         "", f"{bpt:.0f} B", "", "", "≤ 400 B",
+                         "met" if bpt <= 400 else "**missed**"))
+    return rows
+
+
 def update_readme(text):
     path = os.path.join(BENCH, "README.md")
     with open(path) as f:
@@ -1234,6 +1481,10 @@ def main():
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-micro", action="store_true")
     ap.add_argument("--no-profile", action="store_true", help="skip the callgrind profiles")
+    ap.add_argument("--perf", action="store_true",
+                    help="also profile plain and jwt-cached with perf (one extra run each)")
+    ap.add_argument("--no-streams", action="store_true",
+                    help="skip the open-streams scale scenario (bench/streams.py)")
     ap.add_argument("--no-timing", action="store_true",
                     help="skip the timed (wrk) scenarios: correctness checks, then memory, "
                          "profiles and criterion only")
@@ -1270,7 +1521,7 @@ def run(args, work, procs):
     subprocess.run([os.path.join(BIN, "benchgen"), "--out", work, "--iss", ISS, "--aud", AUD,
                     "--htu", DPOP_HTU, "--distinct", str(args.pool)], check=True)
     tok = {}
-    for alg in ("rs256", "es256"):
+    for alg in ("rs256", "es256", "eddsa"):
         tok[alg] = {}
         for kind in ("valid", "expired", "tampered", "wrongaud"):
             with open(os.path.join(work, "tokens", f"{alg}-{kind}.txt")) as f:
@@ -1319,14 +1570,22 @@ def run(args, work, procs):
     # request). Logs go to /dev/null (a file would fill the disk at these rates).
     for name, entries, env in (("mcpgate", 100_000, {}),
                                ("mcpgate-noaudit", 100_000, {"RUST_LOG": "info,mcpgate::audit=off"}),
+                               ("mcpgate-thp", 100_000, {"MIMALLOC_ALLOW_THP": "1"}),
                                ("mcpgate-nocache", 1, {})):
         cfg = mcpgate_config(work, name, entries, introspection and name == "mcpgate",
                              exchange=exchange and name == "mcpgate")
         procs.start(name, [mcpgate, "--log-format", "json", "run", "--config", cfg], PROXY_CPU,
                     env=dict(env), log_to="/dev/null" if not args.smoke else None)
-    for name in ("mcpgate", "mcpgate-noaudit", "mcpgate-nocache"):
+    for n in (1, 2):
+        procs.start(f"passthrough-u{n}", [os.path.join(BIN, "passthrough"),
+                                          f"{HOST}:{PORT[f'passthrough-u{n}']}", up, str(n)], None)
+        cfg = mcpgate_config(work, f"mcpgate-u{n}", 100_000, False, threads=n)
+        procs.start(f"mcpgate-u{n}", [mcpgate, "--log-format", "json", "run", "--config", cfg],
+                    None, log_to="/dev/null" if not args.smoke else None)
+    for name in ("mcpgate", "mcpgate-noaudit", "mcpgate-nocache", "mcpgate-u1", "mcpgate-u2",
+                 "mcpgate-thp"):
         wait_http(ADMIN[name], "/readyz")
-    for name in ("passthrough", "nginx", "haproxy-plain"):
+    for name in ("passthrough", "nginx", "haproxy-plain", "passthrough-u1", "passthrough-u2"):
         wait_http(PORT[name], "/")
 
     log("correctness checks")
@@ -1351,16 +1610,24 @@ def run(args, work, procs):
     for name in list(procs.procs):
         if name != "upstream":
             procs.stop(name)
+    strm = None
+    if not (args.no_timing or args.no_streams) and (not args.only or "streams" in args.only):
+        log("scenario streams: idle SSE streams held through the gateway")
+        strm = streams.run_streams(args, procs, work, tok["rs256"]["valid"], measure,
+                                   jwks_upstream=f"http://{HOST}:{PORT['upstream']}",
+                                   iss=ISS, aud=AUD, log=log, proxy_cpu=PROXY_CPU,
+                                   load_cpu=LOAD_CPU)
     mem = None if args.no_memory else memory(args, procs, work)
     prof = None if args.no_profile else callgrind_profiles(args, procs, work, bodies)
     procs.stop_all()
     micro = None if args.no_micro else criterion(args, procs.pin)
     meta["load_after"] = loadavg()
-    text = report(args, meta, checks, results, mem, micro, prof)
     out = {"meta": meta, "args": vars(args), "checks": checks.rows, "results": results,
-           "memory": mem, "micro": micro, "profile": prof}
+           "memory": mem, "micro": micro, "profile": prof, "streams": strm}
+    # Saved before the report is rendered: a rendering error must not lose a run.
     with open(os.path.join(work, "results.json"), "w") as f:
         json.dump(out, f, indent=1, default=str)
+    text = report(args, meta, checks, results, mem, micro, prof, strm)
     with open(os.path.join(work, "results.md"), "w") as f:
         f.write(text)
     if not args.smoke and not args.only and not args.no_timing:

@@ -188,8 +188,12 @@ def serve(handler):
     return srv
 
 
-def config_text(port, admin, idp, up, token_file, generation):
-    return f"""# soak config, generation {generation}
+def config_text(port, admin, idp, up, token_file, generation, caches=None):
+    """caches: (token_cache.max_entries, dpop.replay_cache_entries), or None for the
+    defaults (100,000 and 1,000,000)."""
+    tc = f"\ntoken_cache:\n  max_entries: {caches[0]}" if caches else ""
+    rc = f"\n  replay_cache_entries: {caches[1]}" if caches else ""
+    return f"""# soak config, generation {generation}{tc}
 listen:
   address: {HOST}:{port}
   public_url: {PUBLIC}
@@ -198,7 +202,7 @@ admin:
   address: {HOST}:{admin}
   token_file: {token_file}
 dpop:
-  nonce_secret: soak-nonce-secret-0123456789abcdef
+  nonce_secret: soak-nonce-secret-0123456789abcdef{rc}
 issuers:
   - name: as
     issuer: {idp}
@@ -269,7 +273,12 @@ def main():
                                                   "..", "target", "release", "mcpgate"))
     ap.add_argument("--out", default=None)
     ap.add_argument("--clients", type=int, default=6)
+    ap.add_argument("--caches", default=None, metavar="TOKENS,PROOFS",
+                    help="token_cache.max_entries and dpop.replay_cache_entries (default: the "
+                         "gateway's, 100000 and 1000000: at this load they are still filling "
+                         "after 10 minutes, so RSS grows until they are full)")
     args = ap.parse_args()
+    caches = tuple(int(x) for x in args.caches.split(",")) if args.caches else None
     work = tempfile.mkdtemp(prefix="mcpgate-soak-")
     idp_port = free_port()
     idp = f"http://{HOST}:{idp_port}"
@@ -285,7 +294,7 @@ def main():
         f.write(ADMIN_TOKEN + "\n")
     cfg = os.path.join(work, "mcpgate.yaml")
     with open(cfg, "w") as f:
-        f.write(config_text(port, admin, idp, up, token_file, 0))
+        f.write(config_text(port, admin, idp, up, token_file, 0, caches))
     log = open(os.path.join(work, "mcpgate.log"), "w")
     gw = subprocess.Popen([args.bin, "run", "--config", cfg], stdout=log, stderr=log,
                           env=dict(os.environ, RUST_LOG="info,mcpgate::audit=off"))
@@ -358,12 +367,15 @@ def main():
                     if not revoked:
                         return
                     sub = random.choice(sorted(revoked))
-                # Issued before the revocation (and past the skew): must be refused.
+                # Issued before the revocation (and past the skew): must be refused. It
+                # lives TOKEN_LIFE like the others, so whatever the gateway keeps per
+                # refused token reaches a steady state within the run.
                 now = int(time.time())
                 k = state.signing_key()
                 t = k.sign({"alg": "ES256", "typ": "at+jwt", "kid": k.kid},
                            {"iss": idp, "aud": AUD, "sub": sub, "scope": "mcp:read",
-                            "iat": now - 600, "exp": now + 600, "jti": os.urandom(8).hex()})
+                            "iat": now - 600, "exp": now + TOKEN_LIFE,
+                            "jti": os.urandom(8).hex()})
                 headers["Authorization"] = "Bearer " + t
                 want = 401
             start = time.perf_counter()
@@ -409,7 +421,7 @@ def main():
             while not stop.wait(10):
                 generation += 1
                 with open(cfg + ".tmp", "w") as f:
-                    f.write(config_text(port, admin, idp, up, token_file, generation))
+                    f.write(config_text(port, admin, idp, up, token_file, generation, caches))
                 os.replace(cfg + ".tmp", cfg)
                 sub = f"revoked-{generation}"
                 try:

@@ -2,7 +2,7 @@
 # The soak (bench/soak.py): builds the release binary, then runs a bounded mixed load for
 # 10 minutes (or SECONDS given) on loopback and writes bench/work/soak.json. Not part of the
 # test command. Results of a run are in bench/README.md ("Soak").
-#   bench/soak.sh [SECONDS]
+#   bench/soak.sh [SECONDS] [soak.py options, e.g. --caches 5000,20000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -c 'import cryptography' 2>/dev/null || {
@@ -12,5 +12,7 @@ python3 -c 'import cryptography' 2>/dev/null || {
 }
 cargo build --release --locked --bin mcpgate
 mkdir -p bench/work
-timeout -k 30 $(( ${1:-600} + 120 )) \
-  python3 bench/soak.py --seconds "${1:-600}" --bin target/release/mcpgate --out bench/work/soak.json
+secs="${1:-600}"
+shift || true
+timeout -k 30 $(( secs + 120 )) \
+  python3 bench/soak.py --seconds "$secs" --bin target/release/mcpgate --out bench/work/soak.json "$@"

@@ -186,6 +186,21 @@ impl<S: ServiceWithDependents> ServiceWithDependents for Prebound<S> {
     }
 }
 
+/// Keeps the process's memory in 4 KiB pages. mimalloc asks for transparent huge pages on
+/// its arenas (`madvise`), and then every connection's buffers count in RSS in whole 2 MiB
+/// pages, touched or not: an idle SSE stream measured 191 KiB of RSS with them and 71 KiB
+/// without, at the same throughput (bench/README.md, "Open streams"). Setting
+/// `MIMALLOC_ALLOW_THP` (to anything) leaves the choice to mimalloc.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // SAFETY: prctl(PR_SET_THP_DISABLE) takes integer arguments only and changes a flag
+        // of this process; it fails (ignored: the page size is not a correctness matter)
+        // only on kernels older than 3.15.
+        let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    }
+}
+
 /// Adds `app` to `server` as a plain TCP service on the already bound `socket`.
 pub fn add_service<A: ServerApp + Send + Sync + 'static>(
     server: &mut Server,
@@ -346,6 +361,7 @@ pub fn build_server(
 
 /// `mcpgate run`: load the config at `path`, serve it, reload it when it changes.
 pub fn run(path: &std::path::Path) -> std::process::ExitCode {
+    no_transparent_huge_pages();
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {

@@ -10,7 +10,8 @@ use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{
-    EcdsaKeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256,
+    EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
+    RSA_PKCS1_SHA256,
 };
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -18,15 +19,17 @@ use serde_json::{json, Value};
 
 pub type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
-/// The `kid`s of the benchmark keys (the JWKS carries both).
+/// The `kid`s of the benchmark keys (the JWKS carries all three).
 pub const RS256_KID: &str = "bench-rs256";
 pub const ES256_KID: &str = "bench-es256";
+pub const EDDSA_KID: &str = "bench-eddsa";
 /// The client's DPoP key (never in the JWKS: proofs carry it).
 pub const DPOP_KID: &str = "bench-dpop";
 
 enum Key {
     Rs(RsaKeyPair),
     Es(EcdsaKeyPair),
+    Ed(Ed25519KeyPair),
 }
 
 /// A private key with its JOSE algorithm and `kid`.
@@ -49,6 +52,12 @@ impl Signer {
         let kp = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
             .map_err(|_| "P-256 key generation")?;
         Ok(Signer::new("ES256", ES256_KID, Key::Es(kp)))
+    }
+
+    /// A fresh Ed25519 key for EdDSA (RFC 8037).
+    pub fn generate_eddsa() -> Result<Signer> {
+        let kp = Ed25519KeyPair::generate().map_err(|_| "Ed25519 key generation")?;
+        Ok(Signer::new("EdDSA", EDDSA_KID, Key::Ed(kp)))
     }
 
     /// A fresh P-256 key for a DPoP client.
@@ -99,6 +108,11 @@ impl Signer {
                 .map_err(|_| "P-256 PKCS#8 export")?
                 .as_ref()
                 .to_vec(),
+            Key::Ed(k) => k
+                .to_pkcs8v1()
+                .map_err(|_| "Ed25519 PKCS#8 export")?
+                .as_ref()
+                .to_vec(),
         })
     }
 
@@ -107,6 +121,7 @@ impl Signer {
         let der: PublicKeyX509Der = match &self.key {
             Key::Rs(k) => k.public_key().as_der().map_err(|_| "RSA SPKI export")?,
             Key::Es(k) => k.public_key().as_der().map_err(|_| "P-256 SPKI export")?,
+            Key::Ed(k) => k.public_key().as_der().map_err(|_| "Ed25519 SPKI export")?,
         };
         let b64 = STANDARD.encode(der.as_ref());
         let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
@@ -133,6 +148,10 @@ impl Signer {
                 let p = k.public_key().as_ref();
                 json!({"kty": "EC", "crv": "P-256", "kid": self.kid, "alg": self.alg,
                        "use": "sig", "x": b(&p[1..33]), "y": b(&p[33..65])})
+            }
+            Key::Ed(k) => {
+                json!({"kty": "OKP", "crv": "Ed25519", "kid": self.kid, "alg": self.alg,
+                       "use": "sig", "x": b(k.public_key().as_ref())})
             }
         }
     }
@@ -210,6 +229,7 @@ impl Signer {
                 .map_err(|_| "ECDSA signing")?
                 .as_ref()
                 .to_vec(),
+            Key::Ed(k) => k.sign(input.as_bytes()).as_ref().to_vec(),
         };
         Ok(URL_SAFE_NO_PAD.encode(sig))
     }

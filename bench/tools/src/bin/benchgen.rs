@@ -4,11 +4,12 @@
 //! benchgen --out DIR --iss ISSUER --aud AUDIENCE --htu URL [--distinct N]
 //! benchgen dpop-proofs --dir DIR --htu URL --count N --out FILE
 //! ```
-//! writes into DIR: `rs256.pk8`, `es256.pk8` (private keys, PKCS#8 DER, for `memfill`),
-//! `rs256.pub.pem`, `es256.pub.pem` (public keys for HAProxy's `jwt_verify`), `jwks.json`
-//! (both public keys, served to mcpgate by the upstream nginx), and under `tokens/`, for
-//! each of `rs256` and `es256`: `-valid`, `-expired` (exp an hour ago), `-tampered` (payload
-//! changed after signing), `-wrongaud` (signed, but for another audience) and
+//! writes into DIR: `rs256.pk8`, `es256.pk8`, `eddsa.pk8` (private keys, PKCS#8 DER, for
+//! `memfill`), `rs256.pub.pem`, `es256.pub.pem`, `eddsa.pub.pem` (public keys, PEM; HAProxy's
+//! `jwt_verify` loads the first two), `jwks.json` (the three public keys, served to mcpgate
+//! by the upstream nginx), and under `tokens/`, for each of `rs256`, `es256` and `eddsa`:
+//! `-valid`, `-expired` (exp an hour ago), `-tampered` (payload changed after signing),
+//! `-wrongaud` (signed, but for another audience) and
 //! `-distinct.txt` (N valid tokens, one per line, all different). For DPoP (RFC 9449):
 //! `dpop.pk8` (the client's proof key), `tokens/dpop-token.txt` (an RS256 access token
 //! bound to it by `cnf.jkt`) and proofs for the correctness checks (`dpop-proof-valid`,
@@ -70,9 +71,10 @@ fn main() -> Result<()> {
     let now = now_unix();
     let rs = Signer::generate_rs256()?;
     let es = Signer::generate_es256()?;
-    let jwks = json!({"keys": [rs.jwk(), es.jwk()]});
+    let ed = Signer::generate_eddsa()?;
+    let jwks = json!({"keys": [rs.jwk(), es.jwk(), ed.jwk()]});
     fs::write(out.join("jwks.json"), serde_json::to_vec_pretty(&jwks)?)?;
-    for s in [&rs, &es] {
+    for s in [&rs, &es, &ed] {
         let name = s.alg.to_ascii_lowercase();
         fs::write(out.join(format!("{name}.pk8")), s.pkcs8()?)?;
         fs::write(out.join(format!("{name}.pub.pem")), s.public_pem()?)?;
